@@ -1,0 +1,96 @@
+//! Key names. Every key of a queue carries the `{queue}` hash tag, so all of them live in one
+//! Redis Cluster slot and each script touches a single slot. Nothing outside the broker builds a
+//! key.
+
+/// Prefix of every key Rediq writes.
+pub(crate) const PREFIX: &str = "rediq";
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueKeys {
+    base: String,
+    pub pending: String,
+    pub delayed: String,
+    pub retry: String,
+    pub dead: String,
+    pub completed: String,
+    pub lease: String,
+    pub active: String,
+    pub seq: String,
+    pub token: String,
+    pub wake: String,
+    pub processed: String,
+    pub failed: String,
+    pub dead_trimmed: String,
+}
+
+impl QueueKeys {
+    pub fn new(queue: &str) -> Self {
+        let base = format!("{PREFIX}:{{{queue}}}");
+        let k = |s: &str| format!("{base}:{s}");
+        QueueKeys {
+            pending: k("pending"),
+            delayed: k("delayed"),
+            retry: k("retry"),
+            dead: k("dead"),
+            completed: k("completed"),
+            lease: k("lease"),
+            active: k("active"),
+            seq: k("seq"),
+            token: k("token"),
+            wake: k("wake"),
+            processed: k("stat:processed"),
+            failed: k("stat:failed"),
+            dead_trimmed: k("stat:dead_trimmed"),
+            base,
+        }
+    }
+
+    /// The lock of a unique key.
+    pub fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.base)
+    }
+}
+
+/// The set of known queue names.
+pub(crate) fn queues() -> String {
+    format!("{PREFIX}:queues")
+}
+
+/// Sorted set of live servers, scored by their last heartbeat (Unix ms).
+pub(crate) fn workers() -> String {
+    format!("{PREFIX}:workers")
+}
+
+/// A server's registration hash.
+pub(crate) fn worker(id: &str) -> String {
+    format!("{PREFIX}:worker:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_key_shares_the_hash_tag() {
+        let k = QueueKeys::new("emails");
+        for key in [
+            &k.pending,
+            &k.delayed,
+            &k.retry,
+            &k.dead,
+            &k.completed,
+            &k.lease,
+            &k.active,
+            &k.seq,
+            &k.token,
+            &k.wake,
+            &k.processed,
+            &k.failed,
+            &k.dead_trimmed,
+            &k.unique("x"),
+        ] {
+            assert!(key.starts_with("rediq:{emails}:"), "{key}");
+        }
+    }
+}

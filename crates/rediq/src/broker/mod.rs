@@ -1,0 +1,696 @@
+//! The one door to Redis.
+//!
+//! The broker owns every key name ([`keys`]), the record encoding ([`record`]) and the Lua scripts
+//! (`scripts/*.lua`). Each state change of a task is one script, so it is atomic: a crash between
+//! any two lines of Rust leaves every task in exactly one state. The rest of the crate calls the
+//! typed methods below and never sees a key.
+//!
+//! ```text
+//!             enqueue                 fetch                 complete
+//!  producer ──────────▶ pending ─────────────▶ active ─────────────────▶ (gone / completed)
+//!              │          ▲  ▲                 │ │ │
+//!              │ delay    │  │ requeue         │ │ └── kill ──▶ dead
+//!              ▼          │  │ (shutdown,      │ └─ retry ─▶ retry ──┐
+//!           delayed ──────┘  │  lease expired) │                     │
+//!              forward       └─────────────────┘          forward    │
+//!                         pending ◀──────────────────────────────────┘
+//! ```
+//!
+//! Scripts take all the keys they touch in KEYS, all under one `{queue}` hash tag, and read time
+//! from Redis (`TIME`) so that no client clock decides when a task is due or a lease has expired.
+
+pub(crate) mod keys;
+pub(crate) mod record;
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncCommands, Script, Value};
+
+use crate::error::mask_url;
+use crate::{Error, Result};
+use keys::QueueKeys;
+
+struct Scripts {
+    enqueue: Script,
+    fetch: Script,
+    complete: Script,
+    retry: Script,
+    kill: Script,
+    requeue: Script,
+    forward: Script,
+    extend: Script,
+    expired: Script,
+    janitor: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(include_str!("scripts/enqueue.lua")),
+    fetch: Script::new(include_str!("scripts/fetch.lua")),
+    complete: Script::new(include_str!("scripts/complete.lua")),
+    retry: Script::new(include_str!("scripts/retry.lua")),
+    kill: Script::new(include_str!("scripts/kill.lua")),
+    requeue: Script::new(include_str!("scripts/requeue.lua")),
+    forward: Script::new(include_str!("scripts/forward.lua")),
+    extend: Script::new(include_str!("scripts/extend.lua")),
+    expired: Script::new(include_str!("scripts/expired.lua")),
+    janitor: Script::new(include_str!("scripts/janitor.lua")),
+});
+
+/// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
+pub(crate) const MAX_SCRIPT_BATCH: usize = 1000;
+
+/// A task ready to be written by [`Broker::enqueue`].
+#[derive(Debug, Clone)]
+pub(crate) struct NewTask {
+    pub record: Vec<u8>,
+    pub priority: u8,
+    pub delay_ms: u64,
+    /// Unique key and its TTL in seconds.
+    pub unique: Option<(String, u64)>,
+}
+
+/// How a batch treats unique-key conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnqueueMode {
+    /// Each task stands alone.
+    Each,
+    /// All or nothing.
+    All,
+}
+
+/// Tasks leased by one fetch.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub token: u64,
+    pub records: Vec<Vec<u8>>,
+}
+
+/// A successful task to acknowledge.
+#[derive(Debug, Clone)]
+pub(crate) struct Ack {
+    pub id: Vec<u8>,
+    pub token: u64,
+    pub unique_key: Option<String>,
+}
+
+/// A leased task whose lease has expired.
+#[derive(Debug)]
+pub(crate) struct Expired {
+    pub id: Vec<u8>,
+    pub token: u64,
+    pub record: Vec<u8>,
+}
+
+/// A leased task to put back: id, fencing token, and the new record (`None` keeps the stored
+/// one).
+pub(crate) type Requeue = (Vec<u8>, u64, Option<Vec<u8>>);
+
+/// Where delayed work waits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Waiting {
+    Delayed,
+    Retry,
+}
+
+/// Limits of the dead-letter queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeadLimits {
+    pub max_count: u64,
+    pub max_age: Duration,
+}
+
+/// Task counts of one queue, per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Ready to run.
+    pub pending: u64,
+    /// Leased to a server and running (or about to be acknowledged).
+    pub active: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Waiting for their next attempt.
+    pub retry: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+    /// Kept after success (only with a completed-task retention).
+    pub completed: u64,
+    /// Tasks completed successfully, ever.
+    pub processed_total: u64,
+    /// Failed attempts, ever.
+    pub failed_total: u64,
+    /// Dead tasks dropped by the dead-letter limits, ever.
+    pub dead_trimmed_total: u64,
+}
+
+/// A task state that can be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Ready to run.
+    Pending,
+    /// Leased to a server.
+    Active,
+    /// Waiting for its delay.
+    Delayed,
+    /// Waiting for its next attempt.
+    Retry,
+    /// Dead-lettered.
+    Dead,
+    /// Kept after success.
+    Completed,
+}
+
+fn token_text(token: u64) -> String {
+    format!("{token:012}")
+}
+
+fn parse_token(active_value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(active_value.get(..12)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Connection to Redis plus the typed transitions.
+#[derive(Clone)]
+pub(crate) struct Broker {
+    conn: ConnectionManager,
+    client: redis::Client,
+    url: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("url", &self.url).finish()
+    }
+}
+
+impl Broker {
+    /// Connects, failing fast with the (masked) URL when Redis does not answer.
+    pub async fn connect(url: &str) -> Result<Broker> {
+        let masked = mask_url(url);
+        let conn_err = |source| Error::Connection {
+            url: masked.clone(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(conn_err)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(cfg)
+            .await
+            .map_err(conn_err)?;
+        Ok(Broker {
+            conn,
+            client,
+            url: masked,
+        })
+    }
+
+    /// A dedicated connection for blocking commands: a blocking command on the shared
+    /// multiplexed connection would delay every command queued behind it.
+    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|source| Error::Connection {
+                url: self.url.clone(),
+                source,
+            })
+    }
+
+    /// Answers PING.
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Writes tasks into `queue` (at most [`MAX_SCRIPT_BATCH`]). Returns, per task, `None` when
+    /// enqueued or the id bytes of the task holding its unique key.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        tasks: &[NewTask],
+        mode: EnqueueMode,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.enqueue.prepare_invoke();
+        inv.key(&k.pending).key(&k.delayed).key(&k.seq).key(&k.wake);
+        let mut locks: HashMap<&str, usize> = HashMap::new();
+        for t in tasks {
+            if let Some((key, _)) = &t.unique {
+                let next = locks.len() + 1;
+                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
+                    e.insert(next);
+                    inv.key(k.unique(key));
+                }
+            }
+        }
+        inv.arg(match mode {
+            EnqueueMode::Each => "each",
+            EnqueueMode::All => "all",
+        })
+        .arg(tasks.len());
+        for t in tasks {
+            let (idx, ttl) = match &t.unique {
+                Some((key, ttl)) => (locks[key.as_str()], *ttl),
+                None => (0, 0),
+            };
+            inv.arg(&t.record[..])
+                .arg(t.priority)
+                .arg(t.delay_ms)
+                .arg(idx)
+                .arg(ttl);
+        }
+        let mut c = self.conn.clone();
+        let res: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        Ok(res
+            .into_iter()
+            .map(|h| if h.is_empty() { None } else { Some(h) })
+            .collect())
+    }
+
+    /// Leases up to `n` pending tasks of `queue`.
+    pub async fn fetch(&self, queue: &str, n: usize, lease: Duration) -> Result<Option<Fetched>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let v: Value = SCRIPTS
+            .fetch
+            .key(&k.pending)
+            .key(&k.lease)
+            .key(&k.active)
+            .key(&k.token)
+            .key(&k.wake)
+            .arg(n)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        let Value::Array(mut parts) = v else {
+            return Err(Error::Serialization(format!("fetch.lua returned {v:?}")));
+        };
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        if parts.len() != 2 {
+            return Err(Error::Serialization(format!(
+                "fetch.lua returned {} parts",
+                parts.len()
+            )));
+        }
+        let bad = |e: redis::ParsingError| Error::Serialization(format!("fetch.lua reply: {e}"));
+        let records: Vec<Vec<u8>> =
+            redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+        let token: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+        Ok(Some(Fetched { token, records }))
+    }
+
+    /// Acknowledges successful tasks. Returns the positions of refused (stale) acks.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        acks: &[Ack],
+        retention: Option<Duration>,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.complete.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.active)
+            .key(&k.completed)
+            .key(&k.processed);
+        let mut locks: HashMap<&str, usize> = HashMap::new();
+        for a in acks {
+            if let Some(key) = &a.unique_key {
+                let next = locks.len() + 1;
+                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
+                    e.insert(next);
+                    inv.key(k.unique(key));
+                }
+            }
+        }
+        inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
+            .arg(acks.len());
+        for a in acks {
+            let idx = a.unique_key.as_deref().map_or(0, |key| locks[key]);
+            inv.arg(&a.id[..]).arg(token_text(a.token)).arg(idx);
+        }
+        let mut c = self.conn.clone();
+        let stale: Vec<usize> = inv.invoke_async(&mut c).await?;
+        Ok(stale.into_iter().map(|i| i.saturating_sub(1)).collect())
+    }
+
+    /// A failed attempt with retries left goes to the retry set. `false` = stale token.
+    pub async fn retry(
+        &self,
+        queue: &str,
+        id: &[u8],
+        token: u64,
+        record: &[u8],
+        backoff: Duration,
+    ) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let r: i64 = SCRIPTS
+            .retry
+            .key(&k.lease)
+            .key(&k.active)
+            .key(&k.retry)
+            .key(&k.failed)
+            .arg(id)
+            .arg(token_text(token))
+            .arg(record)
+            .arg(backoff.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(r == 1)
+    }
+
+    /// Moves a task to the dead-letter queue. `false` = stale token (or, with
+    /// `expired_only`, a lease renewed meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn kill(
+        &self,
+        queue: &str,
+        id: &[u8],
+        token: u64,
+        record: &[u8],
+        unique_key: Option<&str>,
+        limits: DeadLimits,
+        expired_only: bool,
+    ) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.kill.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.active)
+            .key(&k.dead)
+            .key(&k.dead_trimmed)
+            .key(&k.failed);
+        if let Some(key) = unique_key {
+            inv.key(k.unique(key));
+        }
+        inv.arg(id)
+            .arg(token_text(token))
+            .arg(record)
+            .arg(limits.max_count)
+            .arg(limits.max_age.as_millis() as u64)
+            .arg(if expired_only { "1" } else { "0" });
+        let mut c = self.conn.clone();
+        let r: i64 = inv.invoke_async(&mut c).await?;
+        Ok(r == 1)
+    }
+
+    /// Puts leased tasks back to pending at their old place. `record: None` keeps the stored
+    /// record (shutdown); `expired_only` leaves tasks whose lease was renewed (recoverer).
+    pub async fn requeue(&self, queue: &str, items: &[Requeue], expired_only: bool) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let mut moved = 0;
+        for chunk in items.chunks(MAX_SCRIPT_BATCH) {
+            let mut inv = SCRIPTS.requeue.prepare_invoke();
+            inv.key(&k.lease)
+                .key(&k.active)
+                .key(&k.pending)
+                .key(&k.wake)
+                .arg(if expired_only { "1" } else { "0" })
+                .arg(chunk.len());
+            for (id, token, record) in chunk {
+                inv.arg(&id[..])
+                    .arg(token_text(*token))
+                    .arg(record.as_deref().unwrap_or(&[]));
+            }
+            let mut c = self.conn.clone();
+            let n: u64 = inv.invoke_async(&mut c).await?;
+            moved += n;
+        }
+        Ok(moved)
+    }
+
+    /// Moves due delayed or retry tasks to pending; returns how many.
+    pub async fn forward(&self, queue: &str, from: Waiting, limit: usize) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let src = match from {
+            Waiting::Delayed => &k.delayed,
+            Waiting::Retry => &k.retry,
+        };
+        let mut c = self.conn.clone();
+        Ok(SCRIPTS
+            .forward
+            .key(src)
+            .key(&k.pending)
+            .key(&k.seq)
+            .key(&k.wake)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Extends the leases of held tasks; returns the positions of tasks no longer held.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        held: &[(Vec<u8>, u64)],
+        lease: Duration,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut lost = Vec::new();
+        for (n, chunk) in held.chunks(MAX_SCRIPT_BATCH).enumerate() {
+            let mut inv = SCRIPTS.extend.prepare_invoke();
+            inv.key(&k.lease)
+                .key(&k.active)
+                .arg(lease.as_millis() as u64)
+                .arg(chunk.len());
+            for (id, token) in chunk {
+                inv.arg(&id[..]).arg(token_text(*token));
+            }
+            let mut c = self.conn.clone();
+            let l: Vec<usize> = inv.invoke_async(&mut c).await?;
+            lost.extend(l.into_iter().map(|i| n * MAX_SCRIPT_BATCH + i - 1));
+        }
+        Ok(lost)
+    }
+
+    /// Leased tasks whose lease has expired (read only).
+    pub async fn expired(&self, queue: &str, limit: usize) -> Result<Vec<Expired>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let flat: Vec<Vec<u8>> = SCRIPTS
+            .expired
+            .key(&k.lease)
+            .key(&k.active)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(value)) = (it.next(), it.next()) {
+            // A lease without an active entry cannot be produced by our scripts; skip it and
+            // let the next transition's token check handle whatever wrote it.
+            let Some(token) = parse_token(&value) else {
+                continue;
+            };
+            out.push(Expired {
+                id,
+                token,
+                record: value.get(28..).unwrap_or(&[]).to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Trims completed tasks past their retention and dead tasks beyond the limits.
+    pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64)> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        Ok(SCRIPTS
+            .janitor
+            .key(&k.completed)
+            .key(&k.dead)
+            .key(&k.dead_trimmed)
+            .arg(limits.max_count)
+            .arg(limits.max_age.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Blocks on a dedicated connection until one of the queues signals new work or `timeout`
+    /// passes. Returns whether a signal arrived.
+    pub async fn wait_for_work(
+        conn: &mut MultiplexedConnection,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("BZPOPMIN");
+        for q in queues {
+            cmd.arg(QueueKeys::new(q).wake);
+        }
+        cmd.arg(timeout.as_secs_f64());
+        let v: Value = cmd.query_async(conn).await?;
+        Ok(!matches!(v, Value::Nil))
+    }
+
+    /// Records a queue name in the set of known queues.
+    pub async fn register_queues(&self, queues: &[String]) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.sadd(keys::queues(), queues).await?;
+        Ok(())
+    }
+
+    /// Known queue names, sorted.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        let mut q: Vec<String> = c.smembers(keys::queues()).await?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// Registers or refreshes a server in the worker registry.
+    pub async fn heartbeat_worker(
+        &self,
+        id: &str,
+        info: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = keys::worker(id);
+        let now = crate::task::now_ms();
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .hset_multiple(&key, info)
+            .ignore()
+            .hset(&key, "last_heartbeat_ms", now)
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore()
+            .zadd(keys::workers(), id, now)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a server from the registry (clean shutdown).
+    pub async fn unregister_worker(&self, id: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .del(keys::worker(id))
+            .ignore()
+            .zrem(keys::workers(), id)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops registry entries whose heartbeat is older than `max_age`; returns how many.
+    pub async fn prune_workers(&self, max_age: Duration) -> Result<u64> {
+        let cutoff = crate::task::now_ms().saturating_sub(max_age.as_millis() as u64);
+        let mut c = self.conn.clone();
+        Ok(c.zrembyscore(keys::workers(), "-inf", format!("({cutoff}"))
+            .await?)
+    }
+
+    /// Registered servers: (id, fields of their registration).
+    pub async fn workers(&self) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.zrange(keys::workers(), 0, -1).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let info: HashMap<String, String> = c.hgetall(keys::worker(&id)).await?;
+            if !info.is_empty() {
+                out.push((id, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts per state of one queue.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        #[allow(clippy::type_complexity)]
+        let (pending, active, delayed, retry, dead, completed, p, f, t): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        ) = redis::pipe()
+            .zcard(&k.pending)
+            .hlen(&k.active)
+            .zcard(&k.delayed)
+            .zcard(&k.retry)
+            .zcard(&k.dead)
+            .zcard(&k.completed)
+            .get(&k.processed)
+            .get(&k.failed)
+            .get(&k.dead_trimmed)
+            .query_async(&mut c)
+            .await?;
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            pending,
+            active,
+            delayed,
+            retry,
+            dead,
+            completed,
+            processed_total: p.unwrap_or(0),
+            failed_total: f.unwrap_or(0),
+            dead_trimmed_total: t.unwrap_or(0),
+        })
+    }
+
+    /// Raw records of one state, oldest first (at most `limit`).
+    pub async fn records(
+        &self,
+        queue: &str,
+        state: TaskState,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let stop = limit.max(1) as isize - 1;
+        Ok(match state {
+            TaskState::Pending => c.zrange(&k.pending, 0, stop).await?,
+            TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,
+            TaskState::Retry => c.zrange(&k.retry, 0, stop).await?,
+            TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
+            TaskState::Completed => c.zrange(&k.completed, 0, stop).await?,
+            TaskState::Active => {
+                let vals: Vec<Vec<u8>> = c.hvals(&k.active).await?;
+                vals.into_iter()
+                    .take(limit)
+                    .map(|v| v.get(28..).unwrap_or(&[]).to_vec())
+                    .collect()
+            }
+        })
+    }
+
+    /// Writes a raw member into the pending set, bypassing every check. Tests use it to plant
+    /// corrupt records; nothing else may.
+    #[doc(hidden)]
+    pub async fn plant_raw_pending(&self, queue: &str, raw: &[u8]) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .zadd(&k.pending, raw, 0)
+            .ignore()
+            .zadd(&k.wake, "w", 0)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+}

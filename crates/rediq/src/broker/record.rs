@@ -1,0 +1,197 @@
+//! The stored task record.
+//!
+//! A record is one Redis string: `[format=1][priority][16 id bytes][MessagePack body]`. The fixed
+//! head lets Lua scripts read the priority and id with `string.byte`/`string.sub` without decoding
+//! anything; the body is a MessagePack map with one-letter names in which default values are left
+//! out, so a typical small task costs ~60 bytes. The record is the member of the pending sorted
+//! set itself (no separate hash per task): that is what keeps a pending task under 200 bytes of
+//! Redis memory. Unknown body fields are ignored, so newer writers stay readable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::{Task, TaskOptions, DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT};
+use crate::{Error, Result};
+
+/// Format byte of the current record layout.
+const FORMAT: u8 = 1;
+/// Length of the fixed head.
+pub(crate) const HEAD: usize = 18;
+
+#[derive(Serialize, Deserialize, Default)]
+struct Body {
+    #[serde(rename = "t")]
+    task_type: String,
+    #[serde(
+        rename = "p",
+        default,
+        with = "serde_bytes",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    payload: Vec<u8>,
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    max_retry: Option<u32>,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    unique_key: Option<String>,
+    #[serde(rename = "r", default, skip_serializing_if = "is_zero")]
+    retry_cnt: u32,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    last_failed_at: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The 16 bytes of a task id as stored.
+pub(crate) fn id_bytes(id: &str) -> Result<[u8; 16]> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| *u.as_bytes())
+        .map_err(|e| Error::validation("task id", format!("{id:?} is not a UUID: {e}")))
+}
+
+/// The id text of stored id bytes (hex when they are not 16 bytes, as in a foreign record).
+pub(crate) fn id_text(bytes: &[u8]) -> String {
+    match uuid::Uuid::from_slice(bytes) {
+        Ok(u) => u.to_string(),
+        Err(_) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// The id bytes exactly as the Lua scripts see them (`string.sub(record, 3, 18)`), also for a
+/// record too short or foreign to decode.
+pub(crate) fn raw_id(record: &[u8]) -> &[u8] {
+    let end = record.len().min(HEAD);
+    record.get(2..end).unwrap_or(&[])
+}
+
+/// Encodes a task as a record.
+pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
+    let id = id_bytes(&task.id)?;
+    let o = &task.options;
+    let body = Body {
+        task_type: task.task_type.clone(),
+        payload: task.payload.clone(),
+        max_retry: (o.max_retry != DEFAULT_MAX_RETRY).then_some(o.max_retry),
+        timeout_ms: (o.timeout != DEFAULT_TIMEOUT).then_some(o.timeout.as_millis() as u64),
+        unique_key: o.unique_key.clone(),
+        retry_cnt: task.retry_cnt,
+        last_error: task.last_error.clone(),
+        last_failed_at: task.last_failed_at,
+    };
+    let mut out = Vec::with_capacity(HEAD + 24 + task.payload.len() + task.task_type.len());
+    out.push(FORMAT);
+    // Validated to 0..=100 at build(); clamp anyway so a hand-made Task cannot corrupt the order.
+    out.push(o.priority.clamp(0, 100) as u8);
+    out.extend_from_slice(&id);
+    rmp_serde::encode::write_named(&mut out, &body)
+        .map_err(|e| Error::Serialization(format!("cannot encode task {}: {e}", task.id)))?;
+    Ok(out)
+}
+
+/// Decodes a record of `queue`. The error says why, for the dead-letter entry.
+pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, String> {
+    if record.len() < HEAD {
+        return Err(format!(
+            "record of {} bytes is shorter than its head",
+            record.len()
+        ));
+    }
+    if record[0] != FORMAT {
+        return Err(format!("unknown record format {}", record[0]));
+    }
+    let body: Body = rmp_serde::from_slice(&record[HEAD..]).map_err(|e| e.to_string())?;
+    Ok(Task {
+        id: id_text(&record[2..HEAD]),
+        task_type: body.task_type,
+        queue: queue.to_string(),
+        payload: body.payload,
+        options: TaskOptions {
+            max_retry: body.max_retry.unwrap_or(DEFAULT_MAX_RETRY),
+            timeout: body
+                .timeout_ms
+                .map_or(DEFAULT_TIMEOUT, std::time::Duration::from_millis),
+            priority: i32::from(record[1]),
+            unique_key: body.unique_key,
+            ..TaskOptions::default()
+        },
+        retry_cnt: body.retry_cnt,
+        last_error: body.last_error,
+        last_failed_at: body.last_failed_at,
+    })
+}
+
+/// A dead-letter record for bytes that could not be decoded: type `rediq:undecodable`, the raw
+/// bytes as payload, and the reason as its error, so nothing is lost and the CLI can show it.
+pub(crate) fn undecodable(raw: &[u8], reason: &str) -> Vec<u8> {
+    let body = Body {
+        task_type: "rediq:undecodable".into(),
+        payload: raw.to_vec(),
+        max_retry: Some(0),
+        last_error: Some(format!("undecodable: {reason}")),
+        last_failed_at: Some(crate::task::now_ms()),
+        ..Body::default()
+    };
+    let mut out = vec![FORMAT, 100];
+    let mut id = [0u8; 16];
+    let src = raw_id(raw);
+    id[..src.len()].copy_from_slice(src);
+    out.extend_from_slice(&id);
+    // Encoding a struct of strings and integers into a Vec cannot fail.
+    rmp_serde::encode::write_named(&mut out, &body).expect("encoding a plain struct into a Vec");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn round_trips_and_stays_small() {
+        let t = Task::builder("bench")
+            .payload(&serde_json::json!({"n": 12345, "s": "hello world!"}))
+            .unwrap()
+            .build()
+            .unwrap();
+        let rec = encode(&t).unwrap();
+        assert!(rec.len() < 64, "record is {} bytes", rec.len());
+        assert_eq!(rec[1], 50);
+        assert_eq!(raw_id(&rec), &id_bytes(&t.id).unwrap());
+        let back = decode("default", &rec).unwrap();
+        assert_eq!(back, t);
+
+        let t = Task::builder("x")
+            .queue("q")
+            .priority(3)
+            .max_retry(9)
+            .timeout(Duration::from_millis(1500))
+            .unique_key("k")
+            .build()
+            .unwrap();
+        let mut t2 = t.clone();
+        t2.retry_cnt = 2;
+        t2.last_error = Some("boom".into());
+        t2.last_failed_at = Some(7);
+        let back = decode("q", &encode(&t2).unwrap()).unwrap();
+        assert_eq!(back, t2);
+    }
+
+    #[test]
+    fn foreign_bytes_are_reported_not_panicked_on() {
+        assert!(decode("q", b"hello").is_err());
+        assert!(decode("q", &[9u8; 40]).is_err());
+        let mut bad = vec![FORMAT, 1];
+        bad.extend_from_slice(&[0u8; 16]);
+        bad.extend_from_slice(b"\xc1garbage");
+        assert!(decode("q", &bad).is_err());
+        let dead = undecodable(b"hello", "too short");
+        let t = decode("q", &dead).unwrap();
+        assert_eq!(t.task_type, "rediq:undecodable");
+        assert_eq!(t.payload, b"hello");
+        assert!(t.last_error.unwrap().starts_with("undecodable"));
+    }
+}

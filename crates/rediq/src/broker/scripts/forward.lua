@@ -1,0 +1,30 @@
+-- forward.lua — due delayed or retry tasks become pending (delayed/retry -> pending).
+--
+-- KEYS[1] source zset (delayed or retry; score = due time in Unix ms)
+-- KEYS[2] pending zset
+-- KEYS[3] sequence counter
+-- KEYS[4] wake marker zset
+--
+-- ARGV[1] most tasks to move in one call
+--
+-- "Due" is judged by the Redis clock, the same clock that set the due time, so a skewed client
+-- or server clock can never make a task run early. The task keeps its priority (record byte 2)
+-- and goes behind the tasks of equal priority already pending.
+-- Returns how many tasks moved.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now), 'LIMIT', 0, tonumber(ARGV[1]))
+if #due == 0 then return 0 end
+redis.call('ZREM', KEYS[1], unpack(due))
+local last = redis.call('INCRBY', KEYS[3], #due)
+local first = last - #due
+local args = {}
+for i = 1, #due do
+  local prio = string.byte(due[i], 2) or 50
+  if prio > 100 then prio = 100 end
+  args[#args + 1] = string.format('%.0f', prio * 4398046511104 + first + i)
+  args[#args + 1] = due[i]
+end
+redis.call('ZADD', KEYS[2], unpack(args))
+redis.call('ZADD', KEYS[4], 0, 'w')
+return #due

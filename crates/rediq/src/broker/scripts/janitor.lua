@@ -1,0 +1,21 @@
+-- janitor.lua — trims what outlived its retention: completed tasks past their time, dead tasks
+-- beyond the count or age limit. What is trimmed from the dead set is counted, never silent.
+--
+-- KEYS[1] completed zset (score = when it may go)
+-- KEYS[2] dead zset      (score = time of death)
+-- KEYS[3] dead-trimmed counter
+--
+-- ARGV[1] most dead tasks to keep
+-- ARGV[2] oldest dead task to keep, in ms
+--
+-- Returns {completed removed, dead removed}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local done = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+local dead = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', now - tonumber(ARGV[2])))
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[1])
+if over > 0 then
+  dead = dead + redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+if dead > 0 then redis.call('INCRBY', KEYS[3], dead) end
+return {done, dead}

@@ -1,0 +1,346 @@
+//! The producer side: [`Client`] enqueues tasks.
+//!
+//! Single `enqueue` calls from many tokio tasks are *group-committed*: a background loop takes
+//! whatever calls are waiting, writes them with one script call per queue, and answers each
+//! caller. A lone call still goes out at once (no timer); under load, callers share round trips,
+//! which is how single enqueues reach batch speed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::broker::record::{self, id_text};
+use crate::broker::{Broker, EnqueueMode, NewTask, MAX_SCRIPT_BATCH};
+use crate::task::{DEFAULT_MAX_PAYLOAD, DEFAULT_UNIQUE_TTL};
+use crate::{Error, Result, Task};
+
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Script calls of group-committed enqueues in flight at once: enough to keep Redis busy
+/// (it takes ~8 requests in flight on one connection), few enough to let batches grow.
+const ENQUEUE_PIPELINE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Standalone,
+    Cluster,
+    Sentinel,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    mode: Mode,
+    max_payload: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            url: DEFAULT_REDIS_URL.to_string(),
+            mode: Mode::Standalone,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Redis URL, e.g. `redis://:password@host:6379/0` (default `redis://127.0.0.1:6379`).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Largest payload accepted by `enqueue` (default 512 KiB).
+    pub fn max_payload_size(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Talk to a Redis Cluster.
+    pub fn cluster_mode(mut self) -> Self {
+        self.mode = Mode::Cluster;
+        self
+    }
+
+    /// Find the master through Redis Sentinel.
+    pub fn sentinel_mode(mut self) -> Self {
+        self.mode = Mode::Sentinel;
+        self
+    }
+
+    /// Connects to Redis and starts the enqueue loop.
+    pub async fn build(self) -> Result<Client> {
+        match self.mode {
+            Mode::Standalone => {}
+            Mode::Cluster => {
+                return Err(Error::NotSupported(
+                    "cluster mode: the keys and scripts are cluster-ready, the cluster connection arrives in a later release".into(),
+                ))
+            }
+            Mode::Sentinel => {
+                return Err(Error::NotSupported(
+                    "sentinel mode arrives in a later release".into(),
+                ))
+            }
+        }
+        if self.max_payload == 0 {
+            return Err(Error::validation("max_payload_size", "must be above zero"));
+        }
+        let broker = Broker::connect(&self.url).await?;
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(group_commit(broker.clone(), rx));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                broker,
+                tx,
+                max_payload: self.max_payload,
+                known_queues: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+/// Enqueues tasks. Cheap to clone; clones share one connection and one enqueue loop.
+///
+/// ```no_run
+/// # async fn demo() -> rediq::Result<()> {
+/// use rediq::{Client, Task};
+/// let client = Client::builder().redis_url("redis://localhost:6379").build().await?;
+/// let task = Task::builder("email:send").queue("emails").build()?;
+/// let id = client.enqueue(task).await?;
+/// println!("enqueued {id}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    broker: Broker,
+    tx: mpsc::Sender<Request>,
+    max_payload: usize,
+    known_queues: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug)]
+struct Request {
+    queue: String,
+    task: NewTask,
+    reply: oneshot::Sender<Result<Option<Vec<u8>>>>,
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Enqueues one task and returns its id.
+    ///
+    /// Fails with [`Error::Duplicate`] when another live task of the queue holds the task's
+    /// unique key.
+    pub async fn enqueue(&self, task: Task) -> Result<String> {
+        let new = self.prepare(&task)?;
+        self.note_queues(std::slice::from_ref(&task.queue)).await?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request {
+                queue: task.queue.clone(),
+                task: new,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::NotSupported("the client's enqueue loop has stopped".into()))?;
+        let holder = answer
+            .await
+            .map_err(|_| Error::NotSupported("the client's enqueue loop has stopped".into()))??;
+        match holder {
+            None => Ok(task.id),
+            Some(h) => Err(duplicate(&task, &h)),
+        }
+    }
+
+    /// Enqueues many tasks with one script call per queue (and per 1,000 tasks) and returns
+    /// their ids in order.
+    ///
+    /// Within a queue the call is all or nothing: if any task's unique key is held, nothing of
+    /// that queue is written and [`Error::Duplicate`] names the holder. Tasks of different queues
+    /// live on different keys (and, on a cluster, different shards), so they are written queue by
+    /// queue.
+    pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {
+        let mut by_queue: HashMap<&str, Vec<(&Task, NewTask)>> = HashMap::new();
+        let mut seen = HashSet::new();
+        for t in &tasks {
+            let new = self.prepare(t)?;
+            if let Some(key) = &t.options.unique_key {
+                if !seen.insert((t.queue.as_str(), key.as_str())) {
+                    return Err(Error::validation(
+                        "unique_key",
+                        format!("{key:?} appears twice in one batch for queue {:?}", t.queue),
+                    ));
+                }
+            }
+            by_queue.entry(&t.queue).or_default().push((t, new));
+        }
+        let queues: Vec<String> = by_queue.keys().map(|q| q.to_string()).collect();
+        self.note_queues(&queues).await?;
+        for (queue, items) in &by_queue {
+            for chunk in items.chunks(MAX_SCRIPT_BATCH) {
+                let news: Vec<NewTask> = chunk.iter().map(|(_, n)| n.clone()).collect();
+                let res = self
+                    .inner
+                    .broker
+                    .enqueue(queue, &news, EnqueueMode::All)
+                    .await?;
+                if let Some((i, Some(h))) = res.iter().enumerate().find(|(_, h)| h.is_some()) {
+                    return Err(duplicate(chunk[i].0, h));
+                }
+            }
+        }
+        Ok(tasks.into_iter().map(|t| t.id).collect())
+    }
+
+    /// Task counts per state of a queue.
+    pub async fn queue_stats(&self, queue: &str) -> Result<crate::QueueStats> {
+        self.inner.broker.stats(queue).await
+    }
+
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    fn prepare(&self, task: &Task) -> Result<NewTask> {
+        crate::task::validate_task_type(&task.task_type)?;
+        crate::task::validate_queue_name(&task.queue)?;
+        if task.options.cron.is_some() {
+            return Err(Error::NotSupported(format!(
+                "periodic (cron) tasks arrive in the next release; task {} ({}) was not enqueued",
+                task.id, task.task_type
+            )));
+        }
+        if task.options.depends_on.is_some() {
+            return Err(Error::NotSupported(format!(
+                "task dependencies arrive in the next release; task {} ({}) was not enqueued",
+                task.id, task.task_type
+            )));
+        }
+        if !(0..=100).contains(&task.options.priority) {
+            return Err(Error::validation(
+                "priority",
+                format!("{} is outside 0..=100", task.options.priority),
+            ));
+        }
+        if task.payload.len() > self.inner.max_payload {
+            return Err(Error::validation(
+                "payload",
+                format!(
+                    "{} bytes is above the client's limit of {} bytes",
+                    task.payload.len(),
+                    self.inner.max_payload
+                ),
+            ));
+        }
+        let delay = task.options.delay.unwrap_or(Duration::ZERO);
+        let unique = task.options.unique_key.as_ref().map(|k| {
+            let ttl = task.options.unique_ttl.unwrap_or(DEFAULT_UNIQUE_TTL) + delay;
+            (k.clone(), ttl.as_secs().max(1))
+        });
+        Ok(NewTask {
+            record: record::encode(task)?,
+            priority: task.options.priority as u8,
+            delay_ms: delay.as_millis() as u64,
+            unique,
+        })
+    }
+
+    async fn note_queues(&self, queues: &[String]) -> Result<()> {
+        let fresh: Vec<String> = {
+            let known = self
+                .inner
+                .known_queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            queues
+                .iter()
+                .filter(|q| !known.contains(*q))
+                .cloned()
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.inner.broker.register_queues(&fresh).await?;
+        self.inner
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(fresh);
+        Ok(())
+    }
+}
+
+fn duplicate(task: &Task, holder: &[u8]) -> Error {
+    Error::Duplicate {
+        queue: task.queue.clone(),
+        unique_key: task.options.unique_key.clone().unwrap_or_default(),
+        existing_id: id_text(holder),
+    }
+}
+
+/// One failed script call answers many callers; Redis errors clone, the rest keep their message.
+fn share_error(e: &Error) -> Error {
+    match e {
+        Error::Redis(re) => Error::Redis(re.clone()),
+        other => Error::Serialization(other.to_string()),
+    }
+}
+
+/// The group-commit loop: drains waiting enqueue calls into one script call per queue.
+async fn group_commit(broker: Broker, mut rx: mpsc::Receiver<Request>) {
+    let inflight = Arc::new(Semaphore::new(ENQUEUE_PIPELINE));
+    while let Some(first) = rx.recv().await {
+        // Waiting for a free pipeline slot here lets the next batch grow meanwhile.
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_SCRIPT_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut by_queue: HashMap<String, Vec<Request>> = HashMap::new();
+            for r in batch {
+                by_queue.entry(r.queue.clone()).or_default().push(r);
+            }
+            for (queue, reqs) in by_queue {
+                let news: Vec<NewTask> = reqs.iter().map(|r| r.task.clone()).collect();
+                match broker.enqueue(&queue, &news, EnqueueMode::Each).await {
+                    Ok(res) => {
+                        for (r, holder) in reqs.into_iter().zip(res) {
+                            let _ = r.reply.send(Ok(holder));
+                        }
+                    }
+                    Err(e) => {
+                        for r in reqs {
+                            let _ = r.reply.send(Err(share_error(&e)));
+                        }
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,192 @@
+//! The one error type of Rediq.
+//!
+//! Every fallible call returns [`Result<T>`]. Messages are written for the person reading a log at
+//! 3 a.m.: they name the offending value and, where one exists, the fix. Passwords never appear in
+//! them (URLs are masked before they are stored in an error).
+
+use std::time::Duration;
+
+/// `Result` with Rediq's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Rediq.
+///
+/// Handlers return it too: use [`Error::handler`] for an ordinary (retryable) failure and
+/// [`Error::non_retryable`] for one that must go straight to the dead-letter queue.
+///
+/// ```
+/// use rediq::Error;
+/// let e = Error::handler("smtp server said 451");
+/// assert!(e.is_retryable());
+/// let e = Error::non_retryable("address does not exist");
+/// assert!(!e.is_retryable());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A task, client or server option is invalid; the message names the value.
+    #[error("invalid {what}: {reason}")]
+    Validation {
+        /// Which option or field.
+        what: &'static str,
+        /// Why, naming the offending value.
+        reason: String,
+    },
+    /// Could not reach Redis at the given (password-masked) URL.
+    #[error("cannot connect to Redis at {url}: {source}")]
+    Connection {
+        /// The URL with its password masked.
+        url: String,
+        /// What the Redis client said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A Redis command failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A payload or record could not be encoded or decoded.
+    #[error("serialization error: {0}")]
+    Serialization(String),
+    /// Another live task in the same queue holds this unique key.
+    #[error("duplicate task: unique key {unique_key:?} is held by task {existing_id} in queue {queue:?}")]
+    Duplicate {
+        /// The queue.
+        queue: String,
+        /// The unique key that is taken.
+        unique_key: String,
+        /// The id of the task that holds it.
+        existing_id: String,
+    },
+    /// The feature exists in the API but not yet in this version.
+    #[error("not supported yet: {0}")]
+    NotSupported(String),
+    /// A handler failed. `retryable: false` sends the task straight to the dead-letter queue.
+    #[error("{message}")]
+    Handler {
+        /// What went wrong.
+        message: String,
+        /// Whether the task may be retried.
+        retryable: bool,
+    },
+    /// No handler is registered for the task's type.
+    #[error("no handler registered for type {0}")]
+    NoHandler(String),
+    /// The handler ran past the task's timeout and was cancelled.
+    #[error("task timed out after {0:?}")]
+    Timeout(Duration),
+    /// The handler panicked.
+    #[error("handler panicked: {0}")]
+    Panic(String),
+}
+
+impl Error {
+    /// An ordinary handler failure: the task is retried with backoff.
+    pub fn handler(message: impl Into<String>) -> Self {
+        Error::Handler {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A permanent handler failure: the task goes to the dead-letter queue without retries.
+    pub fn non_retryable(message: impl Into<String>) -> Self {
+        Error::Handler {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// Whether a task that failed with this error may be retried.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            Error::Handler {
+                retryable: false,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn validation(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Validation {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Error::handler(format!("{e:#}"))
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::handler(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::handler(message)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Serialization(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::handler(format!("i/o error: {e}"))
+    }
+}
+
+/// Masks the password of a Redis URL so it can be logged or put in an error.
+pub(crate) fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            // Setting a password only fails on URLs that cannot have one; this one has one.
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        // Anything else that holds an '@' may hide a secret before it: keep only what follows.
+        _ => match raw.rfind('@') {
+            Some(at) => format!("****@{}", &raw[at + 1..]),
+            None => raw.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("redis://:hunter2@host:6379/0"),
+            "redis://:****@host:6379/0"
+        );
+        assert_eq!(
+            mask_url("redis://user:hunter2@host/"),
+            "redis://user:****@host/"
+        );
+        assert_eq!(mask_url("redis://host:1"), "redis://host:1");
+        assert!(!mask_url("weird:secret@x y").contains("secret"));
+    }
+
+    #[test]
+    fn retryability() {
+        assert!(Error::from("x").is_retryable());
+        assert!(Error::from(anyhow::anyhow!("boom")).is_retryable());
+        assert!(!Error::non_retryable("no").is_retryable());
+        assert_eq!(
+            Error::NoHandler("a:b".into()).to_string(),
+            "no handler registered for type a:b"
+        );
+    }
+}

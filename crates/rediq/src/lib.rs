@@ -1,0 +1,67 @@
+//! # Rediq
+//!
+//! A distributed background-task queue for Rust with Redis as its store. Producers enqueue
+//! [`Task`]s with a [`Client`]; servers ([`server::Server`]) fetch and run them through handlers
+//! registered on a [`processor::Mux`], with retries and exponential backoff, priorities,
+//! delays, a dead-letter queue, leases with fencing tokens, and graceful shutdown.
+//!
+//! ```no_run
+//! use async_trait::async_trait;
+//! use rediq::processor::{Handler, Mux};
+//! use rediq::server::{Server, ServerBuilder};
+//! use rediq::{Client, Task};
+//!
+//! struct EmailHandler;
+//!
+//! #[async_trait]
+//! impl Handler for EmailHandler {
+//!     async fn handle(&self, task: &Task) -> rediq::Result<()> {
+//!         println!("processing {}", task.id);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder().redis_url("redis://localhost:6379").build().await?;
+//! let task = Task::builder("email:send")
+//!     .queue("emails")
+//!     .payload(&serde_json::json!({"to": "user@example.com"}))?
+//!     .build()?;
+//! client.enqueue(task).await?;
+//!
+//! let state = ServerBuilder::new()
+//!     .redis_url("redis://localhost:6379")
+//!     .queues(&["emails"])
+//!     .concurrency(10)
+//!     .build()
+//!     .await?;
+//! let mut mux = Mux::new();
+//! mux.handle("email:send", EmailHandler);
+//! Server::from(state).run(mux).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//! - Every state change of a task is one Lua script: atomic, so a crash anywhere loses nothing.
+//! - At-least-once: a fetched task is leased; a server that dies loses its leases and the tasks
+//!   are re-delivered. Each delivery carries a fencing token, so a late acknowledgement from a
+//!   server whose lease was taken over is refused.
+//! - See `docs/architecture.md` for the state machine.
+
+#![warn(missing_docs)]
+
+mod broker;
+mod client;
+mod error;
+mod inspector;
+pub mod processor;
+pub mod server;
+mod task;
+pub mod testing;
+
+pub use async_trait::async_trait;
+pub use broker::{QueueStats, TaskState};
+pub use client::{Client, ClientBuilder};
+pub use error::{Error, Result};
+pub use inspector::{Inspector, WorkerInfo};
+pub use task::{Task, TaskBuilder, TaskOptions};

@@ -1,0 +1,97 @@
+//! The acker: acknowledges successful tasks in batches.
+//!
+//! Workers hand their success over and free their slot at once; the acker drains whatever has
+//! accumulated and completes it with one script call per queue. Under load batches grow by
+//! themselves (no timer); when idle a single ack goes out immediately. The channel is bounded,
+//! so a Redis that falls behind slows the workers down instead of growing memory. At shutdown
+//! it finishes every queued ack before it stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::service::{Service, Stop};
+use super::Ctx;
+use crate::broker::{Ack, MAX_SCRIPT_BATCH};
+
+/// Most successes waiting for acknowledgement before workers wait.
+pub(crate) const BACKLOG: usize = 16 * 1024;
+
+/// A success to acknowledge.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub queue: usize,
+    pub ack: Ack,
+}
+
+pub(crate) fn start(ctx: Arc<Ctx>, rx: mpsc::Receiver<Done>) -> Service {
+    Service::start("acker", move |stop| run(ctx, rx, stop))
+}
+
+async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Done>, mut stop: Stop) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => return,
+            },
+            _ = stop.stopped() => {
+                // No new acks are accepted; finish the ones already queued.
+                rx.close();
+                while let Some(d) = rx.recv().await {
+                    flush(&ctx, vec![d]).await;
+                }
+                return;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_SCRIPT_BATCH {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        flush(&ctx, batch).await;
+    }
+}
+
+async fn flush(ctx: &Ctx, batch: Vec<Done>) {
+    let mut by_queue: HashMap<usize, Vec<Ack>> = HashMap::new();
+    for d in batch {
+        by_queue.entry(d.queue).or_default().push(d.ack);
+    }
+    for (q, acks) in by_queue {
+        let qname = ctx.queue_name(q);
+        for attempt in 0..5u64 {
+            match ctx
+                .broker
+                .complete(qname, &acks, ctx.cfg.completed_retention)
+                .await
+            {
+                Ok(stale) => {
+                    for i in stale {
+                        tracing::warn!(
+                            queue = qname,
+                            task = %crate::broker::record::id_text(&acks[i].id),
+                            token = acks[i].token,
+                            "refused stale ack: the lease expired and the task was re-delivered"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(queue = qname, error = %e, attempt, "ack failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                }
+            }
+        }
+        // Acknowledged, refused, or given up on (then the lease expires and the task runs again:
+        // at-least-once): either way this server no longer holds these tasks.
+        for a in &acks {
+            ctx.inflight.remove(q, &a.id, a.token);
+        }
+    }
+}

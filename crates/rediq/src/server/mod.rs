@@ -1,0 +1,582 @@
+//! The consumer side: a [`Server`] fetches tasks from its queues and runs them through a
+//! [`Mux`](crate::processor::Mux).
+//!
+//! A server is a handful of background services sharing one lifecycle ([`service`]):
+//!
+//! | module        | job                                                                    |
+//! |---------------|------------------------------------------------------------------------|
+//! | [`fetcher`]   | picks queues (weighted or strict), leases batches, blocks when idle      |
+//! | [`worker`]    | runs one task: timeout, panic capture, retry / dead-letter decision      |
+//! | [`acker`]     | acknowledges successes in batches                                        |
+//! | [`heartbeat`] | extends the leases of held tasks, refreshes the worker registry          |
+//! | [`forwarder`] | moves due delayed and retry tasks to pending                             |
+//! | [`recoverer`] | re-delivers tasks whose lease expired (their server died)                |
+//! | [`janitor`]   | trims completed and dead tasks, prunes dead registry entries             |
+//!
+//! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
+//! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
+
+mod acker;
+mod fetcher;
+mod forwarder;
+mod heartbeat;
+mod janitor;
+mod recoverer;
+pub(crate) mod service;
+mod worker;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::broker::{Broker, DeadLimits};
+use crate::client::DEFAULT_REDIS_URL;
+use crate::processor::Mux;
+use crate::task::validate_queue_name;
+use crate::{Error, Result, Task};
+
+/// A custom retry delay: given the task (its `retry_cnt` already counts the failed attempt,
+/// so it is 1 before the first retry) and the error, how long to wait.
+pub type RetryDelayFn = dyn Fn(&Task, &Error) -> Duration + Send + Sync;
+
+/// How long a failed task waits before its next attempt.
+///
+/// The default is exponential: 2 s, 4 s, 8 s, … capped at one hour, without jitter.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    base: Duration,
+    cap: Duration,
+    jitter: f64,
+    custom: Option<Arc<RetryDelayFn>>,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("base", &self.base)
+            .field("cap", &self.cap)
+            .field("jitter", &self.jitter)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(3600),
+            jitter: 0.0,
+            custom: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `task.retry_cnt` (1-based).
+    pub fn delay(&self, task: &Task, error: &Error) -> Duration {
+        if let Some(f) = &self.custom {
+            return f(task, error);
+        }
+        let exp = task.retry_cnt.saturating_sub(1).min(40);
+        let raw = self.base.saturating_mul(1u32 << exp.min(31)).min(self.cap);
+        if self.jitter > 0.0 {
+            let spread = rand::random_range(-self.jitter..=self.jitter);
+            raw.mul_f64((1.0 + spread).max(0.0))
+        } else {
+            raw
+        }
+    }
+}
+
+/// Everything a built server needs; turn it into a [`Server`] with `Server::from`.
+#[derive(Debug)]
+pub struct ServerState {
+    broker: Broker,
+    cfg: Config,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub queues: Vec<(String, u32)>,
+    pub strict: bool,
+    pub concurrency: usize,
+    pub fetch_batch: usize,
+    pub lease: Duration,
+    pub shutdown_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub dead: DeadLimits,
+    pub completed_retention: Option<Duration>,
+    pub forward_interval: Duration,
+    pub recover_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub janitor_interval: Duration,
+}
+
+/// Builds a server: queues, concurrency and the reliability knobs. `build()` validates them and
+/// connects to Redis.
+///
+/// ```no_run
+/// # async fn demo() -> rediq::Result<()> {
+/// use rediq::server::{Server, ServerBuilder};
+/// let state = ServerBuilder::new()
+///     .redis_url("redis://localhost:6379")
+///     .queues_weighted(&[("critical", 6), ("default", 3), ("low", 1)])
+///     .concurrency(50)
+///     .build()
+///     .await?;
+/// let server = Server::from(state);
+/// # let _ = server; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ServerBuilder {
+    url: String,
+    queues: Vec<(String, u32)>,
+    strict: bool,
+    concurrency: usize,
+    fetch_batch: Option<usize>,
+    lease: Duration,
+    shutdown_timeout: Duration,
+    retry: RetryPolicy,
+    dead_max_count: u64,
+    dead_max_age: Duration,
+    completed_retention: Option<Duration>,
+    forward_interval: Duration,
+    janitor_interval: Duration,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            url: DEFAULT_REDIS_URL.to_string(),
+            queues: vec![(crate::task::DEFAULT_QUEUE.to_string(), 1)],
+            strict: false,
+            concurrency: 10,
+            fetch_batch: None,
+            lease: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            dead_max_count: 100_000,
+            dead_max_age: Duration::from_secs(90 * 24 * 3600),
+            completed_retention: None,
+            forward_interval: Duration::from_millis(200),
+            janitor_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with defaults: queue `default`, concurrency 10, lease 30 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Redis URL (default `redis://127.0.0.1:6379`).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Queues to serve, with equal weight.
+    pub fn queues(mut self, queues: &[&str]) -> Self {
+        self.queues = queues.iter().map(|q| (q.to_string(), 1)).collect();
+        self
+    }
+
+    /// Queues with weights: a queue of weight 6 is tried first six times as often as one of
+    /// weight 1. Every queue is tried on every fetch round, so none starves.
+    pub fn queues_weighted(mut self, queues: &[(&str, u32)]) -> Self {
+        self.queues = queues.iter().map(|(q, w)| (q.to_string(), *w)).collect();
+        self
+    }
+
+    /// Serve queues in the order given: a later queue only gets work when the earlier ones are
+    /// empty.
+    pub fn strict_priority(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// How many handlers run at once (default 10).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Most tasks leased per round trip (default: the concurrency, at most 100).
+    pub fn fetch_batch(mut self, n: usize) -> Self {
+        self.fetch_batch = Some(n);
+        self
+    }
+
+    /// How long a fetched task stays leased without a heartbeat (default 30 s). A server that
+    /// dies loses its tasks to others after at most the lease plus a quarter of it (capped at
+    /// 5 s): the recoverer's interval.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long shutdown waits for running handlers before cancelling and requeueing them
+    /// (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Exponential backoff: `base`, 2·`base`, 4·`base`, … at most `cap` (default 2 s and 1 h).
+    pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.retry.base = base;
+        self.retry.cap = cap;
+        self
+    }
+
+    /// Random spread of each backoff, as a fraction: 0.2 = ±20 % (default 0).
+    pub fn retry_jitter(mut self, fraction: f64) -> Self {
+        self.retry.jitter = fraction;
+        self
+    }
+
+    /// Replaces the backoff with a function of the task and the error.
+    pub fn retry_delay_fn(
+        mut self,
+        f: impl Fn(&Task, &Error) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.retry.custom = Some(Arc::new(f));
+        self
+    }
+
+    /// Most tasks kept in each dead-letter queue (default 100,000); older ones are trimmed and
+    /// counted.
+    pub fn dead_max_count(mut self, n: u64) -> Self {
+        self.dead_max_count = n;
+        self
+    }
+
+    /// Oldest dead task kept (default 90 days); older ones are trimmed and counted.
+    pub fn dead_max_age(mut self, age: Duration) -> Self {
+        self.dead_max_age = age;
+        self
+    }
+
+    /// Keep completed tasks this long for inspection (default: delete at once).
+    pub fn completed_retention(mut self, keep: Duration) -> Self {
+        self.completed_retention = Some(keep);
+        self
+    }
+
+    /// How often due delayed and retry tasks are moved to pending (default 200 ms).
+    pub fn forward_interval(mut self, every: Duration) -> Self {
+        self.forward_interval = every;
+        self
+    }
+
+    /// How often completed and dead tasks are trimmed (default 30 s).
+    pub fn janitor_interval(mut self, every: Duration) -> Self {
+        self.janitor_interval = every;
+        self
+    }
+
+    /// Validates the options and connects to Redis.
+    pub async fn build(self) -> Result<ServerState> {
+        if self.queues.is_empty() {
+            return Err(Error::validation("queues", "at least one queue is needed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (q, w) in &self.queues {
+            validate_queue_name(q)?;
+            if *w == 0 {
+                return Err(Error::validation(
+                    "queue weight",
+                    format!("queue {q:?} has weight 0; weights start at 1"),
+                ));
+            }
+            if !seen.insert(q) {
+                return Err(Error::validation(
+                    "queues",
+                    format!("{q:?} is listed twice"),
+                ));
+            }
+        }
+        if self.concurrency == 0 {
+            return Err(Error::validation("concurrency", "must be at least 1"));
+        }
+        if self.lease < Duration::from_millis(200) {
+            return Err(Error::validation(
+                "lease_duration",
+                format!("{:?} is below the minimum of 200 ms", self.lease),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.retry.jitter) {
+            return Err(Error::validation(
+                "retry_jitter",
+                format!("{} is outside 0.0..1.0", self.retry.jitter),
+            ));
+        }
+        if self.retry.base.is_zero() && self.retry.custom.is_none() {
+            return Err(Error::validation(
+                "retry_backoff",
+                "base must be above zero",
+            ));
+        }
+        let fetch_batch = self.fetch_batch.unwrap_or(self.concurrency.min(100));
+        if fetch_batch == 0 {
+            return Err(Error::validation("fetch_batch", "must be at least 1"));
+        }
+        if self.forward_interval.is_zero() || self.janitor_interval.is_zero() {
+            return Err(Error::validation(
+                "interval",
+                "intervals must be above zero",
+            ));
+        }
+        let broker = Broker::connect(&self.url).await?;
+        broker.ping().await?;
+        let lease = self.lease;
+        Ok(ServerState {
+            broker,
+            cfg: Config {
+                queues: self.queues,
+                strict: self.strict,
+                concurrency: self.concurrency,
+                fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH),
+                lease,
+                shutdown_timeout: self.shutdown_timeout,
+                retry: self.retry,
+                dead: DeadLimits {
+                    max_count: self.dead_max_count,
+                    max_age: self.dead_max_age,
+                },
+                completed_retention: self.completed_retention,
+                forward_interval: self.forward_interval,
+                recover_interval: (lease / 4)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(5)),
+                heartbeat_interval: (lease / 3)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(10)),
+                janitor_interval: self.janitor_interval,
+            },
+        })
+    }
+}
+
+/// Tasks this server holds a lease on, with their fencing tokens: the heartbeat extends exactly
+/// these leases.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    map: Mutex<HashMap<(usize, Vec<u8>), u64>>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Vec<u8>), u64>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map stays valid.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, queue: usize, id: Vec<u8>, token: u64) {
+        self.lock().insert((queue, id), token);
+    }
+
+    /// Forgets a task, unless a newer delivery of it (another token) has replaced the entry.
+    pub fn remove(&self, queue: usize, id: &[u8], token: u64) {
+        let mut m = self.lock();
+        let key = (queue, id.to_vec());
+        if m.get(&key) == Some(&token) {
+            m.remove(&key);
+        }
+    }
+
+    /// Held tasks grouped by queue.
+    pub fn snapshot(&self) -> HashMap<usize, Vec<(Vec<u8>, u64)>> {
+        let mut out: HashMap<usize, Vec<(Vec<u8>, u64)>> = HashMap::new();
+        for ((q, id), t) in self.lock().iter() {
+            out.entry(*q).or_default().push((id.clone(), *t));
+        }
+        out
+    }
+}
+
+/// What the services share.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub broker: Broker,
+    pub cfg: Config,
+    pub server_id: String,
+    pub inflight: InFlight,
+    /// Set when shutdown begins: tasks fetched but not yet started go back at once.
+    pub stopping: AtomicBool,
+}
+
+impl Ctx {
+    pub fn queue_name(&self, q: usize) -> &str {
+        &self.cfg.queues[q].0
+    }
+}
+
+/// A task-processing server.
+///
+/// ```no_run
+/// # use async_trait::async_trait;
+/// # use rediq::{processor::{Handler, Mux}, server::{Server, ServerBuilder}, Task};
+/// # struct EmailHandler;
+/// # #[async_trait] impl Handler for EmailHandler { async fn handle(&self, _: &Task) -> rediq::Result<()> { Ok(()) } }
+/// # async fn demo() -> rediq::Result<()> {
+/// let state = ServerBuilder::new().queues(&["emails"]).concurrency(10).build().await?;
+/// let server = Server::from(state);
+/// let mut mux = Mux::new();
+/// mux.handle("email:send", EmailHandler);
+/// server.run(mux).await?; // until SIGINT or SIGTERM
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    state: ServerState,
+}
+
+impl From<ServerState> for Server {
+    fn from(state: ServerState) -> Self {
+        Server { state }
+    }
+}
+
+impl Server {
+    /// Runs until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully.
+    pub async fn run(self, mux: Mux) -> Result<()> {
+        self.run_until(mux, shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(self, mux: Mux, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let ServerState { broker, cfg } = self.state;
+        let names: Vec<String> = cfg.queues.iter().map(|(q, _)| q.clone()).collect();
+        broker.register_queues(&names).await?;
+        let server_id = format!(
+            "{}:{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id(),
+            &uuid::Uuid::now_v7().simple().to_string()[24..]
+        );
+        let ctx = Arc::new(Ctx {
+            broker,
+            cfg,
+            server_id,
+            inflight: InFlight::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let concurrency = ctx.cfg.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let (ack_tx, ack_rx) = mpsc::channel(acker::BACKLOG);
+        let (hard_tx, hard_rx) = watch::channel(false);
+
+        heartbeat::beat(&ctx).await?;
+        let heartbeat = heartbeat::start(ctx.clone());
+        let acker = acker::start(ctx.clone(), ack_rx);
+        let forwarder = forwarder::start(ctx.clone());
+        let recoverer = recoverer::start(ctx.clone());
+        let janitor = janitor::start(ctx.clone());
+        let fetcher = fetcher::start(ctx.clone(), Arc::new(mux), slots.clone(), ack_tx, hard_rx);
+        tracing::info!(server = %ctx.server_id, queues = ?names, concurrency, "rediq server started");
+
+        shutdown.await;
+        tracing::info!(server = %ctx.server_id, "shutting down");
+        ctx.stopping.store(true, Ordering::SeqCst);
+        fetcher.stop().await;
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            ctx.cfg.shutdown_timeout,
+            slots.clone().acquire_many_owned(all),
+        )
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(
+                server = %ctx.server_id,
+                "handlers still running after {:?}: cancelling them and requeueing their tasks",
+                ctx.cfg.shutdown_timeout
+            );
+            let _ = hard_tx.send(true);
+            if tokio::time::timeout(Duration::from_secs(10), slots.acquire_many_owned(all))
+                .await
+                .is_err()
+            {
+                tracing::error!("tasks could not be requeued in time; their leases will expire and the recoverer of another server re-delivers them");
+            }
+        }
+        acker.stop().await;
+        for s in [&heartbeat, &forwarder, &recoverer, &janitor] {
+            s.stop().await;
+        }
+        if let Err(e) = ctx.broker.unregister_worker(&ctx.server_id).await {
+            tracing::warn!(error = %e, "could not remove this server from the registry");
+        }
+        tracing::info!(server = %ctx.server_id, "rediq server stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_with_retries(n: u32) -> Task {
+        let mut t = Task::builder("t").build().unwrap();
+        t.retry_cnt = n;
+        t
+    }
+
+    #[test]
+    fn default_backoff_doubles_from_two_seconds() {
+        let p = RetryPolicy::default();
+        let e = Error::handler("x");
+        let secs: Vec<u64> = (1..=5)
+            .map(|n| p.delay(&task_with_retries(n), &e).as_secs())
+            .collect();
+        assert_eq!(secs, vec![2, 4, 8, 16, 32]);
+        assert_eq!(
+            p.delay(&task_with_retries(60), &e),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let p = RetryPolicy {
+            jitter: 0.5,
+            ..RetryPolicy::default()
+        };
+        let e = Error::handler("x");
+        for _ in 0..100 {
+            let d = p.delay(&task_with_retries(1), &e);
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(3),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Private `redis-server` processes for tests, examples and demos.
+//!
+//! [`RedisServer::start`] runs a fresh `redis-server` on a free port (never 6379), with no
+//! persistence, in its own temporary directory, waits until it answers `PING`, and stops it when
+//! dropped. If `redis-server` is not installed it panics with an install hint: tests must fail,
+//! never skip silently.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to install Redis, for error messages.
+pub const INSTALL_HINT: &str =
+    "redis-server was not found on PATH; install it (Debian/Ubuntu: `apt-get install redis-server redis-tools`, macOS: `brew install redis`)";
+
+/// A `redis-server` child process on a free local port.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a private server, panicking with a clear message when that is impossible.
+    pub fn start() -> RedisServer {
+        match Self::try_start() {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start a private redis-server: {e}"),
+        }
+    }
+
+    /// Starts a private server.
+    pub fn try_start() -> Result<RedisServer, String> {
+        if !redis_server_available() {
+            return Err(INSTALL_HINT.to_string());
+        }
+        let mut last = String::new();
+        // A port found free can be taken by someone else before redis binds it: try again.
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+            let dir = std::env::temp_dir().join(format!(
+                "rediq-redis-{}-{port}-{}",
+                std::process::id(),
+                crate::task::now_ms()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run redis-server: {e}"))?;
+            let mut server = RedisServer {
+                child: Some(child),
+                port,
+                dir,
+            };
+            if server.wait_ready(Duration::from_secs(10)) {
+                return Ok(server);
+            }
+            last = format!("redis-server on port {port} did not answer PING within 10 s");
+            server.stop();
+        }
+        Err(last)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL) and removes its directory. Harmless twice.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false; // exited: port taken or bad config
+                }
+            }
+            if ping(self.port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `redis-server` can be run.
+pub fn redis_server_available() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Whether something answers Redis `PING` on 127.0.0.1:`port`.
+pub fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    matches!(s.read(&mut buf), Ok(n) if n >= 5 && &buf[..5] == b"+PONG")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port != 6379 {
+            return Ok(port);
+        }
+    }
+}
