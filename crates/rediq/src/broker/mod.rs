@@ -694,3 +694,6 @@ impl Broker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! Crash safety: a worker process is SIGKILLed in the middle of its tasks; another server must
+//! re-deliver every one of them within the lease time, each exactly once, with the lost attempt
+//! counted.
+//!
+//! The worker is this very test binary, re-run with `--ignored --exact crash_child_worker`, so
+//! it is a real separate process that dies without any chance to clean up.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rediq::{Task, TaskState};
+use support::*;
+
+const QUEUE: &str = "crash";
+const TASKS: usize = 20;
+const LEASE: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
+    let env = Env::new().await;
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let t = Task::builder("job")
+            .queue(QUEUE)
+            .payload(&serde_json::json!({ "i": i }))
+            .unwrap()
+            .build()
+            .unwrap();
+        ids.push(env.client.enqueue(t).await.unwrap());
+    }
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crash_child_worker", "--nocapture"])
+        .env("REDIQ_CRASH_URL", env.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child worker");
+
+    // The child leases every task and sits in its handlers.
+    let insp = env.inspector.clone();
+    let all_active = wait_for(Duration::from_secs(20), || async {
+        insp.queue_stats(QUEUE).await.unwrap().active == TASKS as u64
+    })
+    .await;
+    assert!(all_active, "the child never took all tasks");
+    // Let a few heartbeats extend the leases: they must die with the process.
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(
+        env.inspector.queue_stats(QUEUE).await.unwrap().active,
+        TASKS as u64
+    );
+
+    child.kill().expect("SIGKILL the child"); // Child::kill is SIGKILL on Unix
+    child.wait().unwrap();
+    let killed_at = Instant::now();
+
+    let runs = Arc::new(Mutex::new(HashMap::<String, (u32, Instant)>::new()));
+    let r = runs.clone();
+    let srv = start(
+        env.server()
+            .queues(&[QUEUE])
+            .concurrency(8)
+            .lease_duration(LEASE),
+        mux_with("job", move |t| {
+            let r = r.clone();
+            async move {
+                assert_eq!(t.retry_cnt, 1, "the lost attempt counts");
+                assert!(t.last_error.as_deref().unwrap().contains("lease expired"));
+                let mut m = r.lock().unwrap();
+                let e = m.entry(t.id).or_insert((0, Instant::now()));
+                e.0 += 1;
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let all_done = wait_for(Duration::from_secs(20), || async {
+        insp.queue_stats(QUEUE).await.unwrap().processed_total == TASKS as u64
+    })
+    .await;
+    srv.shutdown().await;
+    assert!(all_done, "not every task was re-delivered");
+
+    let runs = runs.lock().unwrap().clone();
+    let mut got: Vec<&String> = runs.keys().collect();
+    got.sort();
+    let mut want: Vec<&String> = ids.iter().collect();
+    want.sort();
+    assert_eq!(got, want, "every task re-delivered");
+    assert!(runs.values().all(|(n, _)| *n == 1), "each exactly once");
+    // Worst case: the lease (1 s) plus one recoverer interval (a quarter lease) plus a fetch.
+    let latest = runs.values().map(|(_, at)| *at - killed_at).max().unwrap();
+    assert!(latest < LEASE * 3, "re-delivered {latest:?} after the kill");
+    let st = env.inspector.queue_stats(QUEUE).await.unwrap();
+    assert_eq!((st.pending, st.active, st.retry, st.dead), (0, 0, 0, 0));
+    assert!(env
+        .inspector
+        .list(QUEUE, TaskState::Dead, 1)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The child side of the test above; does nothing unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkill_mid_task_redelivers_every_task_within_the_lease"]
+async fn crash_child_worker() {
+    let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
+        return;
+    };
+    let state = rediq::server::ServerBuilder::new()
+        .redis_url(url)
+        .queues(&[QUEUE])
+        .concurrency(TASKS)
+        .lease_duration(LEASE)
+        .build()
+        .await
+        .expect("child server builds");
+    let mux = mux_with("job", |_| async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok(())
+    });
+    // Runs until the parent kills this process.
+    let res = rediq::server::Server::from(state)
+        .run_until(mux, std::future::pending())
+        .await;
+    assert!(res.is_ok());
+}
