@@ -47,7 +47,12 @@ impl RedisServer {
                 crate::task::now_ms()
             ));
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
-            let child = Command::new("redis-server")
+            let mut cmd = Command::new("redis-server");
+            // Its own process group: a Ctrl-C typed at the terminal must reach the demo (which
+            // then shuts down gracefully), not kill its Redis in the middle of that.
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let child = cmd
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])

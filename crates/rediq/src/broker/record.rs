@@ -34,6 +34,10 @@ struct Body {
     timeout_ms: Option<u64>,
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     unique_key: Option<String>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(rename = "ut", default, skip_serializing_if = "Option::is_none")]
+    unique_ttl_s: Option<u64>,
     #[serde(rename = "r", default, skip_serializing_if = "is_zero")]
     retry_cnt: u32,
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +82,8 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
         max_retry: (o.max_retry != DEFAULT_MAX_RETRY).then_some(o.max_retry),
         timeout_ms: (o.timeout != DEFAULT_TIMEOUT).then_some(o.timeout.as_millis() as u64),
         unique_key: o.unique_key.clone(),
+        delay_ms: o.delay.map(|d| d.as_millis() as u64),
+        unique_ttl_s: o.unique_ttl.map(|d| d.as_secs()),
         retry_cnt: task.retry_cnt,
         last_error: task.last_error.clone(),
         last_failed_at: task.last_failed_at,
@@ -116,6 +122,8 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
                 .map_or(DEFAULT_TIMEOUT, std::time::Duration::from_millis),
             priority: i32::from(record[1]),
             unique_key: body.unique_key,
+            delay: body.delay_ms.map(std::time::Duration::from_millis),
+            unique_ttl: body.unique_ttl_s.map(std::time::Duration::from_secs),
             ..TaskOptions::default()
         },
         retry_cnt: body.retry_cnt,
@@ -170,6 +178,8 @@ mod tests {
             .max_retry(9)
             .timeout(Duration::from_millis(1500))
             .unique_key("k")
+            .unique_ttl(Duration::from_secs(90))
+            .delay(Duration::from_millis(2500))
             .build()
             .unwrap();
         let mut t2 = t.clone();
