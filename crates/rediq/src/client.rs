@@ -256,7 +256,6 @@ impl Client {
         });
         Ok(NewTask {
             record: record::encode(task)?,
-            priority: task.options.priority as u8,
             delay_ms: delay.as_millis() as u64,
             unique,
         })

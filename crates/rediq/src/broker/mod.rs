@@ -66,7 +66,6 @@ pub(crate) const MAX_SCRIPT_BATCH: usize = 1000;
 #[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     pub record: Vec<u8>,
-    pub priority: u8,
     pub delay_ms: u64,
     /// Unique key and its TTL in seconds.
     pub unique: Option<(String, u64)>,
@@ -263,22 +262,37 @@ impl Broker {
         })
         .arg(tasks.len());
         for t in tasks {
+            inv.arg(&t.record[..]);
+        }
+        let extra: Vec<(usize, &NewTask)> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.delay_ms > 0 || t.unique.is_some())
+            .collect();
+        inv.arg(extra.len());
+        for (i, t) in extra {
             let (idx, ttl) = match &t.unique {
                 Some((key, ttl)) => (locks[key.as_str()], *ttl),
                 None => (0, 0),
             };
-            inv.arg(&t.record[..])
-                .arg(t.priority)
-                .arg(t.delay_ms)
-                .arg(idx)
-                .arg(ttl);
+            inv.arg(i + 1).arg(t.delay_ms).arg(idx).arg(ttl);
         }
         let mut c = self.conn.clone();
-        let res: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
-        Ok(res
-            .into_iter()
-            .map(|h| if h.is_empty() { None } else { Some(h) })
-            .collect())
+        let flat: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        let mut out = vec![None; tasks.len()];
+        let mut it = flat.into_iter();
+        while let (Some(pos), Some(holder)) = (it.next(), it.next()) {
+            let pos: usize = std::str::from_utf8(&pos)
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    Error::Serialization("enqueue.lua returned a bad position".into())
+                })?;
+            if let Some(slot) = out.get_mut(pos.wrapping_sub(1)) {
+                *slot = Some(holder);
+            }
+        }
+        Ok(out)
     }
 
     /// Leases up to `n` pending tasks of `queue`.

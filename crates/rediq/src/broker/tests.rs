@@ -29,7 +29,6 @@ fn new_task(priority: i32) -> (String, NewTask) {
         t.id,
         NewTask {
             record: rec,
-            priority: priority as u8,
             delay_ms: 0,
             unique: None,
         },

@@ -9,73 +9,77 @@
 --
 -- ARGV[1]   mode: "each" = every task stands alone (a conflict rejects only that task);
 --                 "all"  = all or nothing (one conflict rejects the whole call, nothing changes)
--- ARGV[2]   n, the number of tasks; then 5 values per task:
---           record, priority (0-100), delay in ms (0 = due now), unique-lock index into KEYS
---           counted from KEYS[5] as 1 (0 = no unique key), unique-lock TTL in seconds
+-- ARGV[2]   n, the number of tasks
+-- ARGV[3 .. 2+n]   the records
+-- ARGV[3+n] m, the number of tasks with a delay or a unique key; then 4 values for each:
+--           task position (1-based), delay in ms (0 = none), unique-lock index into KEYS
+--           counted from KEYS[5] as 1 (0 = none), unique-lock TTL in seconds
 --
--- Returns one string per task: "" when enqueued, else the id bytes of the task holding its key.
--- A record starts with a format byte, the priority byte and the 16 id bytes (see record.rs).
+-- Returns {position, holder id, ...} for the tasks rejected because their unique key is held
+-- ({} when every task was written). A record starts with a format byte, the priority byte and
+-- the 16 id bytes (see record.rs), so the priority and id are read from it directly. The common
+-- task (no delay, no unique key) costs one argument and no work beyond its share of one ZADD.
 local n = tonumber(ARGV[2])
-local res = {}
+local m = tonumber(ARGV[3 + n])
+local extra = {}
+for j = 0, m - 1 do
+  local b = 4 + n + j * 4
+  extra[tonumber(ARGV[b])] = { tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3] }
+end
 
+local rejected = {}
 if ARGV[1] == 'all' then
-  local conflict = false
-  for i = 1, n do
-    local u = tonumber(ARGV[2 + (i - 1) * 5 + 4])
-    res[i] = ''
-    if u > 0 then
-      local holder = redis.call('GET', KEYS[4 + u])
+  for i, x in pairs(extra) do
+    if x[2] > 0 then
+      local holder = redis.call('GET', KEYS[4 + x[2]])
       if holder then
-        res[i] = holder
-        conflict = true
+        rejected[#rejected + 1] = tostring(i)
+        rejected[#rejected + 1] = holder
       end
     end
   end
-  if conflict then return res end
+  if #rejected > 0 then return rejected end
 end
 
-local pend, pend_prio, delayed = {}, {}, {}
+local first = redis.call('INCRBY', KEYS[3], n) - n
+local pend, delayed = {}, {}
 local now
 for i = 1, n do
-  local b = 2 + (i - 1) * 5
-  local record = ARGV[b + 1]
-  local u = tonumber(ARGV[b + 4])
+  local record = ARGV[2 + i]
+  local x = extra[i]
   local ok = true
-  res[i] = ''
-  if u > 0 then
-    if not redis.call('SET', KEYS[4 + u], string.sub(record, 3, 18), 'NX', 'EX', ARGV[b + 5]) then
-      res[i] = redis.call('GET', KEYS[4 + u]) or ''
-      ok = false
+  local delay = 0
+  if x then
+    delay = x[1]
+    if x[2] > 0 then
+      if not redis.call('SET', KEYS[4 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
+        rejected[#rejected + 1] = tostring(i)
+        rejected[#rejected + 1] = redis.call('GET', KEYS[4 + x[2]]) or ''
+        ok = false
+      end
     end
   end
   if ok then
-    local delay = tonumber(ARGV[b + 3])
     if delay > 0 then
       if not now then
         local t = redis.call('TIME')
         now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       end
-      delayed[#delayed + 1] = string.format('%.0f', now + delay)
+      -- Numbers reach Redis exactly (integers below 2^53): no string.format needed.
+      delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = record
     else
+      pend[#pend + 1] = (string.byte(record, 2) or 50) * 4398046511104 + first + i
       pend[#pend + 1] = record
-      pend_prio[#pend_prio + 1] = tonumber(ARGV[b + 2])
     end
   end
 end
 
 if #pend > 0 then
-  local last = redis.call('INCRBY', KEYS[3], #pend)
-  local first = last - #pend
-  local args = {}
-  for i = 1, #pend do
-    args[#args + 1] = string.format('%.0f', pend_prio[i] * 4398046511104 + first + i)
-    args[#args + 1] = pend[i]
-  end
-  redis.call('ZADD', KEYS[1], unpack(args))
+  redis.call('ZADD', KEYS[1], unpack(pend))
   redis.call('ZADD', KEYS[4], 0, 'w')
 end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[2], unpack(delayed))
 end
-return res
+return rejected
