@@ -14,8 +14,7 @@ pub(crate) struct QueueKeys {
     pub retry: String,
     pub dead: String,
     pub completed: String,
-    pub lease: String,
-    pub active: String,
+    pub leases: String,
     pub seq: String,
     pub token: String,
     pub wake: String,
@@ -34,8 +33,7 @@ impl QueueKeys {
             retry: k("retry"),
             dead: k("dead"),
             completed: k("completed"),
-            lease: k("lease"),
-            active: k("active"),
+            leases: k("leases"),
             seq: k("seq"),
             token: k("token"),
             wake: k("wake"),
@@ -44,6 +42,11 @@ impl QueueKeys {
             dead_trimmed: k("stat:dead_trimmed"),
             base,
         }
+    }
+
+    /// The active hash of one server: the tasks it holds under its lease.
+    pub fn active(&self, server: &str) -> String {
+        format!("{}:active:{server}", self.base)
     }
 
     /// The lock of a unique key.
@@ -80,8 +83,8 @@ mod tests {
             &k.retry,
             &k.dead,
             &k.completed,
-            &k.lease,
-            &k.active,
+            &k.leases,
+            &k.active("host:1:ab"),
             &k.seq,
             &k.token,
             &k.wake,

@@ -167,11 +167,11 @@ fn token_text(token: u64) -> String {
     format!("{token:012}")
 }
 
-fn parse_token(active_value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(active_value.get(..12)?)
-        .ok()?
-        .parse()
-        .ok()
+/// Splits an active entry (`token .. score .. "|" .. record`) into token and record.
+fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
+    let token = std::str::from_utf8(value.get(..12)?).ok()?.parse().ok()?;
+    let bar = value.get(12..)?.iter().position(|b| *b == b'|')? + 12;
+    Some((token, &value[bar + 1..]))
 }
 
 /// Connection to Redis plus the typed transitions.
@@ -295,19 +295,26 @@ impl Broker {
         Ok(out)
     }
 
-    /// Leases up to `n` pending tasks of `queue`.
-    pub async fn fetch(&self, queue: &str, n: usize, lease: Duration) -> Result<Option<Fetched>> {
+    /// Leases up to `n` pending tasks of `queue` to `server`.
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        server: &str,
+        n: usize,
+        lease: Duration,
+    ) -> Result<Option<Fetched>> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         let v: Value = SCRIPTS
             .fetch
             .key(&k.pending)
-            .key(&k.lease)
-            .key(&k.active)
+            .key(&k.leases)
+            .key(k.active(server))
             .key(&k.token)
             .key(&k.wake)
             .arg(n)
             .arg(lease.as_millis() as u64)
+            .arg(server)
             .invoke_async(&mut c)
             .await?;
         let Value::Array(mut parts) = v else {
@@ -329,17 +336,17 @@ impl Broker {
         Ok(Some(Fetched { token, records }))
     }
 
-    /// Acknowledges successful tasks. Returns the positions of refused (stale) acks.
+    /// Acknowledges successful tasks of `server`. Returns the positions of refused (stale) acks.
     pub async fn complete(
         &self,
         queue: &str,
+        server: &str,
         acks: &[Ack],
         retention: Option<Duration>,
     ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.complete.prepare_invoke();
-        inv.key(&k.lease)
-            .key(&k.active)
+        inv.key(k.active(server))
             .key(&k.completed)
             .key(&k.processed);
         let mut locks: HashMap<&str, usize> = HashMap::new();
@@ -367,6 +374,7 @@ impl Broker {
     pub async fn retry(
         &self,
         queue: &str,
+        server: &str,
         id: &[u8],
         token: u64,
         record: &[u8],
@@ -376,8 +384,7 @@ impl Broker {
         let mut c = self.conn.clone();
         let r: i64 = SCRIPTS
             .retry
-            .key(&k.lease)
-            .key(&k.active)
+            .key(k.active(server))
             .key(&k.retry)
             .key(&k.failed)
             .arg(id)
@@ -389,12 +396,13 @@ impl Broker {
         Ok(r == 1)
     }
 
-    /// Moves a task to the dead-letter queue. `false` = stale token (or, with
+    /// Moves a task of `server` to the dead-letter queue. `false` = stale token (or, with
     /// `expired_only`, a lease renewed meanwhile).
     #[allow(clippy::too_many_arguments)]
     pub async fn kill(
         &self,
         queue: &str,
+        server: &str,
         id: &[u8],
         token: u64,
         record: &[u8],
@@ -404,8 +412,8 @@ impl Broker {
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.kill.prepare_invoke();
-        inv.key(&k.lease)
-            .key(&k.active)
+        inv.key(k.active(server))
+            .key(&k.leases)
             .key(&k.dead)
             .key(&k.dead_trimmed)
             .key(&k.failed);
@@ -417,24 +425,37 @@ impl Broker {
             .arg(record)
             .arg(limits.max_count)
             .arg(limits.max_age.as_millis() as u64)
-            .arg(if expired_only { "1" } else { "0" });
+            .arg(if expired_only { "1" } else { "0" })
+            .arg(server);
         let mut c = self.conn.clone();
         let r: i64 = inv.invoke_async(&mut c).await?;
         Ok(r == 1)
     }
 
-    /// Puts leased tasks back to pending at their old place. `record: None` keeps the stored
-    /// record (shutdown); `expired_only` leaves tasks whose lease was renewed (recoverer).
-    pub async fn requeue(&self, queue: &str, items: &[Requeue], expired_only: bool) -> Result<u64> {
+    /// Puts tasks of `server` back to pending at their old place. `record: None` keeps the
+    /// stored record (shutdown); `expired_only` acts only while the server's lease has lapsed
+    /// (recoverer), and then also drops the lease of a server left holding nothing.
+    pub async fn requeue(
+        &self,
+        queue: &str,
+        server: &str,
+        items: &[Requeue],
+        expired_only: bool,
+    ) -> Result<u64> {
         let k = QueueKeys::new(queue);
         let mut moved = 0;
-        for chunk in items.chunks(MAX_SCRIPT_BATCH) {
+        let mut chunks: Vec<&[Requeue]> = items.chunks(MAX_SCRIPT_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
             let mut inv = SCRIPTS.requeue.prepare_invoke();
-            inv.key(&k.lease)
-                .key(&k.active)
+            inv.key(k.active(server))
+                .key(&k.leases)
                 .key(&k.pending)
                 .key(&k.wake)
                 .arg(if expired_only { "1" } else { "0" })
+                .arg(server)
                 .arg(chunk.len());
             for (id, token, record) in chunk {
                 inv.arg(&id[..])
@@ -465,59 +486,6 @@ impl Broker {
             .arg(limit)
             .invoke_async(&mut c)
             .await?)
-    }
-
-    /// Extends the leases of held tasks; returns the positions of tasks no longer held.
-    pub async fn extend(
-        &self,
-        queue: &str,
-        held: &[(Vec<u8>, u64)],
-        lease: Duration,
-    ) -> Result<Vec<usize>> {
-        let k = QueueKeys::new(queue);
-        let mut lost = Vec::new();
-        for (n, chunk) in held.chunks(MAX_SCRIPT_BATCH).enumerate() {
-            let mut inv = SCRIPTS.extend.prepare_invoke();
-            inv.key(&k.lease)
-                .key(&k.active)
-                .arg(lease.as_millis() as u64)
-                .arg(chunk.len());
-            for (id, token) in chunk {
-                inv.arg(&id[..]).arg(token_text(*token));
-            }
-            let mut c = self.conn.clone();
-            let l: Vec<usize> = inv.invoke_async(&mut c).await?;
-            lost.extend(l.into_iter().map(|i| n * MAX_SCRIPT_BATCH + i - 1));
-        }
-        Ok(lost)
-    }
-
-    /// Leased tasks whose lease has expired (read only).
-    pub async fn expired(&self, queue: &str, limit: usize) -> Result<Vec<Expired>> {
-        let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let flat: Vec<Vec<u8>> = SCRIPTS
-            .expired
-            .key(&k.lease)
-            .key(&k.active)
-            .arg(limit)
-            .invoke_async(&mut c)
-            .await?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let (Some(id), Some(value)) = (it.next(), it.next()) {
-            // A lease without an active entry cannot be produced by our scripts; skip it and
-            // let the next transition's token check handle whatever wrote it.
-            let Some(token) = parse_token(&value) else {
-                continue;
-            };
-            out.push(Expired {
-                id,
-                token,
-                record: value.get(28..).unwrap_or(&[]).to_vec(),
-            });
-        }
-        Ok(out)
     }
 
     /// Trims completed tasks past their retention and dead tasks beyond the limits.
@@ -625,13 +593,74 @@ impl Broker {
         Ok(out)
     }
 
+    /// Extends `server`'s lease on `queue`; returns the positions of the tasks in `held` it no
+    /// longer holds.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        server: &str,
+        held: &[(Vec<u8>, u64)],
+        lease: Duration,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.extend.prepare_invoke();
+        inv.key(&k.leases)
+            .key(k.active(server))
+            .arg(lease.as_millis() as u64)
+            .arg(server)
+            .arg(held.len());
+        for (id, token) in held {
+            inv.arg(&id[..]).arg(token_text(*token));
+        }
+        let mut c = self.conn.clone();
+        let lost: Vec<usize> = inv.invoke_async(&mut c).await?;
+        Ok(lost.into_iter().map(|i| i.saturating_sub(1)).collect())
+    }
+
+    /// Servers whose lease on `queue` has lapsed (read only).
+    pub async fn expired_servers(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        Ok(SCRIPTS
+            .expired
+            .key(&k.leases)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// The tasks `server` holds on `queue` (read only).
+    pub async fn held(&self, queue: &str, server: &str) -> Result<Vec<Expired>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let all: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(k.active(server)).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, value)| {
+                // Only our scripts write active entries; one that does not parse is left for
+                // the token checks of the next transition to ignore.
+                let (token, record) = parse_active(&value)?;
+                Some(Expired {
+                    id,
+                    token,
+                    record: record.to_vec(),
+                })
+            })
+            .collect())
+    }
+
+    /// Servers that hold (or held) a lease on `queue`.
+    async fn lease_holders(&self, queue: &str) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.zrange(QueueKeys::new(queue).leases, 0, -1).await?)
+    }
+
     /// Counts per state of one queue.
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (pending, active, delayed, retry, dead, completed, p, f, t): (
-            u64,
+        let (pending, delayed, retry, dead, completed, p, f, t): (
             u64,
             u64,
             u64,
@@ -642,7 +671,6 @@ impl Broker {
             Option<u64>,
         ) = redis::pipe()
             .zcard(&k.pending)
-            .hlen(&k.active)
             .zcard(&k.delayed)
             .zcard(&k.retry)
             .zcard(&k.dead)
@@ -652,6 +680,11 @@ impl Broker {
             .get(&k.dead_trimmed)
             .query_async(&mut c)
             .await?;
+        let mut active = 0;
+        for server in self.lease_holders(queue).await? {
+            let n: u64 = c.hlen(k.active(&server)).await?;
+            active += n;
+        }
         Ok(QueueStats {
             queue: queue.to_string(),
             pending,
@@ -683,15 +716,20 @@ impl Broker {
             TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
             TaskState::Completed => c.zrange(&k.completed, 0, stop).await?,
             TaskState::Active => {
-                let vals: Vec<Vec<u8>> = c.hvals(&k.active).await?;
-                vals.into_iter()
-                    .take(limit)
-                    .map(|v| v.get(28..).unwrap_or(&[]).to_vec())
-                    .collect()
+                let mut out = Vec::new();
+                for server in self.lease_holders(queue).await? {
+                    out.extend(
+                        self.held(queue, &server)
+                            .await?
+                            .into_iter()
+                            .map(|e| e.record),
+                    );
+                }
+                out.truncate(limit);
+                out
             }
         })
     }
-
     /// Writes a raw member into the pending set, bypassing every check. Tests use it to plant
     /// corrupt records; nothing else may.
     #[doc(hidden)]

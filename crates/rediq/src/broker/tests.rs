@@ -36,10 +36,13 @@ fn new_task(priority: i32) -> (String, NewTask) {
 }
 
 impl Broker {
-    /// Makes a lease look expired (test only).
-    async fn expire_lease(&self, queue: &str, id: &[u8]) {
+    /// Makes a server's lease look lapsed (test only).
+    async fn expire_lease(&self, queue: &str, server: &str) {
         let mut c = self.conn.clone();
-        let _: () = c.zadd(QueueKeys::new(queue).lease, id, 0).await.unwrap();
+        let _: () = c
+            .zadd(QueueKeys::new(queue).leases, server, 0)
+            .await
+            .unwrap();
     }
 
     async fn flushall(&self) {
@@ -48,59 +51,75 @@ impl Broker {
     }
 }
 
+const S1: &str = "host:1:aaaa";
+const SERVERS: [&str; 2] = ["host:1:aaaa", "host:2:bbbb"];
+const S2: &str = "host:2:bbbb";
+
 #[tokio::test]
 async fn stale_holder_is_fenced_off_everywhere() {
     let redis = RedisServer::start();
     let b = Broker::connect(&redis.url()).await.unwrap();
     let (id, nt) = new_task(50);
     b.enqueue(Q, &[nt], EnqueueMode::Each).await.unwrap();
-    let first = b
-        .fetch(Q, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = Duration::from_secs(60);
+    let first = b.fetch(Q, S1, 10, lease).await.unwrap().unwrap();
     assert_eq!(first.records.len(), 1);
     let raw = record::raw_id(&first.records[0]).to_vec();
     assert_eq!(record::id_text(&raw), id);
 
-    // Not expired yet: the recoverer sees nothing.
-    assert!(b.expired(Q, 10).await.unwrap().is_empty());
-    b.expire_lease(Q, &raw).await;
-    let exp = b.expired(Q, 10).await.unwrap();
-    assert_eq!(exp.len(), 1);
-    assert_eq!(exp[0].token, first.token);
+    // The lease is valid: nobody may take the task back.
+    assert!(b.expired_servers(Q, 10).await.unwrap().is_empty());
     assert_eq!(
-        b.requeue(Q, &[(raw.clone(), exp[0].token, None)], true)
+        b.requeue(Q, S1, &[(raw.clone(), first.token, None)], true)
+            .await
+            .unwrap(),
+        0
+    );
+    // S1 stalls; its lease lapses and the recoverer gives the task back.
+    b.expire_lease(Q, S1).await;
+    assert_eq!(
+        b.expired_servers(Q, 10).await.unwrap(),
+        vec![S1.to_string()]
+    );
+    let held = b.held(Q, S1).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].token, &held[0].record),
+        (first.token, &first.records[0])
+    );
+    assert_eq!(
+        b.requeue(Q, S1, &[(raw.clone(), first.token, None)], true)
             .await
             .unwrap(),
         1
     );
+    assert!(
+        b.expired_servers(Q, 10).await.unwrap().is_empty(),
+        "empty lapsed lease dropped"
+    );
 
-    let second = b
-        .fetch(Q, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    // S2 takes it. Then S1 wakes up: every transition it tries is refused.
+    let second = b.fetch(Q, S2, 10, lease).await.unwrap().unwrap();
     assert!(second.token > first.token);
     let stale = Ack {
         id: raw.clone(),
         token: first.token,
         unique_key: None,
     };
-    // The first holder wakes up late: every transition it tries is refused.
     assert_eq!(
-        b.complete(Q, std::slice::from_ref(&stale), None)
+        b.complete(Q, S1, std::slice::from_ref(&stale), None)
             .await
             .unwrap(),
         vec![0]
     );
     assert!(!b
-        .retry(Q, &raw, first.token, &first.records[0], Duration::ZERO)
+        .retry(Q, S1, &raw, first.token, &first.records[0], Duration::ZERO)
         .await
         .unwrap());
     assert!(!b
         .kill(
             Q,
+            S1,
             &raw,
             first.token,
             &first.records[0],
@@ -111,62 +130,66 @@ async fn stale_holder_is_fenced_off_everywhere() {
         .await
         .unwrap());
     assert_eq!(
-        b.extend(Q, &[(raw.clone(), first.token)], Duration::from_secs(60))
+        b.extend(Q, S1, &[(raw.clone(), first.token)], lease)
             .await
             .unwrap(),
         vec![0]
     );
     assert_eq!(
-        b.requeue(Q, &[(raw.clone(), first.token, None)], false)
+        b.requeue(Q, S1, &[(raw.clone(), first.token, None)], false)
             .await
             .unwrap(),
         0
     );
-    // The new owner's state is untouched, and its ack lands.
+    // Even under S2's name the old token is refused.
+    assert_eq!(
+        b.complete(Q, S2, std::slice::from_ref(&stale), None)
+            .await
+            .unwrap(),
+        vec![0]
+    );
     let st = b.stats(Q).await.unwrap();
     assert_eq!(
         (st.active, st.pending, st.retry, st.dead, st.processed_total),
         (1, 0, 0, 0, 0)
     );
+    // The new owner's ack lands.
     let fresh = Ack {
         token: second.token,
         ..stale
     };
-    assert!(b.complete(Q, &[fresh], None).await.unwrap().is_empty());
+    assert!(b.complete(Q, S2, &[fresh], None).await.unwrap().is_empty());
     let st = b.stats(Q).await.unwrap();
     assert_eq!((st.active, st.processed_total), (0, 1));
 }
 
 #[tokio::test]
-async fn requeue_without_expiry_check_ignores_renewed_leases_only_when_asked() {
+async fn shutdown_requeue_ignores_the_lease_and_keeps_the_place() {
     let redis = RedisServer::start();
     let b = Broker::connect(&redis.url()).await.unwrap();
     let (_, nt) = new_task(10);
-    b.enqueue(Q, &[nt], EnqueueMode::Each).await.unwrap();
+    let (_, later) = new_task(10);
+    b.enqueue(Q, &[nt, later], EnqueueMode::Each).await.unwrap();
     let f = b
-        .fetch(Q, 1, Duration::from_secs(60))
+        .fetch(Q, S1, 1, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
     let raw = record::raw_id(&f.records[0]).to_vec();
     // The recoverer must not take a task whose lease is still valid...
-    assert_eq!(
-        b.requeue(Q, &[(raw.clone(), f.token, None)], true)
-            .await
-            .unwrap(),
-        0
-    );
     assert!(!b
-        .kill(Q, &raw, f.token, &f.records[0], None, NO_LIMITS, true)
+        .kill(Q, S1, &raw, f.token, &f.records[0], None, NO_LIMITS, true)
         .await
         .unwrap());
-    // ...while shutdown puts it back regardless, unchanged and at its old place.
+    // ...while shutdown puts it back regardless, unchanged and ahead of the later task.
     assert_eq!(
-        b.requeue(Q, &[(raw, f.token, None)], false).await.unwrap(),
+        b.requeue(Q, S1, &[(raw, f.token, None)], false)
+            .await
+            .unwrap(),
         1
     );
     let again = b
-        .fetch(Q, 1, Duration::from_secs(60))
+        .fetch(Q, S1, 1, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
@@ -176,7 +199,7 @@ async fn requeue_without_expiry_check_ignores_renewed_leases_only_when_asked() {
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(i32),
-    Fetch(usize),
+    Fetch(usize, bool),
     Complete(usize),
     StaleComplete(usize),
     Fail(usize),
@@ -189,12 +212,12 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..4i32).prop_map(|p| Op::Enqueue(p * 33)),
-        3 => (1..4usize).prop_map(Op::Fetch),
+        3 => (1..4usize, any::<bool>()).prop_map(|(n, s)| Op::Fetch(n, s)),
         2 => any::<usize>().prop_map(Op::Complete),
         1 => any::<usize>().prop_map(Op::StaleComplete),
         1 => any::<usize>().prop_map(Op::Fail),
         1 => any::<usize>().prop_map(Op::Kill),
-        1 => any::<usize>().prop_map(Op::Expire),
+        1 => any::<bool>().prop_map(|s| Op::Expire(usize::from(s))),
         1 => Just(Op::Recover),
         1 => Just(Op::Forward),
     ]
@@ -202,9 +225,20 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Pending { prio: i32, seq: u64 },
-    Active { token: u64, prio: i32, seq: u64 },
-    Retry { prio: i32, order: u64 },
+    Pending {
+        prio: i32,
+        seq: u64,
+    },
+    Active {
+        server: usize,
+        token: u64,
+        prio: i32,
+        seq: u64,
+    },
+    Retry {
+        prio: i32,
+        order: u64,
+    },
     Dead,
     Done,
 }
@@ -212,8 +246,10 @@ enum State {
 #[derive(Default)]
 struct Model {
     tasks: HashMap<Vec<u8>, State>,
-    /// Deliveries handed out, as (id, token, record); some may have been taken over since.
-    held: Vec<(Vec<u8>, u64, Vec<u8>)>,
+    /// Deliveries handed out, as (server, id, token, record); some may have been taken back.
+    held: Vec<(usize, Vec<u8>, u64, Vec<u8>)>,
+    /// Per server: whether it has a lease entry, and whether that entry has lapsed.
+    lease: [Option<bool>; 2],
     seq: u64,
     fails: u64,
     processed: u64,
@@ -223,8 +259,8 @@ impl Model {
     fn count(&self, f: impl Fn(&State) -> bool) -> u64 {
         self.tasks.values().filter(|s| f(s)).count() as u64
     }
-    fn owns(&self, id: &[u8], token: u64) -> bool {
-        matches!(self.tasks.get(id), Some(State::Active { token: t, .. }) if *t == token)
+    fn owns(&self, server: usize, id: &[u8], token: u64) -> bool {
+        matches!(self.tasks.get(id), Some(State::Active { server: s, token: t, .. }) if *t == token && *s == server)
     }
 }
 
@@ -246,7 +282,8 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
             }
-            Op::Fetch(n) => {
+            Op::Fetch(n, second) => {
+                let server = usize::from(second);
                 let mut pending: Vec<(i32, u64, Vec<u8>)> = m
                     .tasks
                     .iter()
@@ -257,7 +294,7 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 pending.sort();
                 let want: Vec<Vec<u8>> = pending.iter().take(n).map(|p| p.2.clone()).collect();
-                let got = b.fetch(Q, n, lease).await.unwrap();
+                let got = b.fetch(Q, SERVERS[server], n, lease).await.unwrap();
                 let (token, records) = got.map_or((0, vec![]), |f| (f.token, f.records));
                 let ids: Vec<Vec<u8>> =
                     records.iter().map(|r| record::raw_id(r).to_vec()).collect();
@@ -266,32 +303,36 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     &want,
                     "fetch order: lowest priority value first, FIFO"
                 );
+                if !records.is_empty() {
+                    m.lease[server] = Some(false);
+                }
                 for (r, (prio, seq, id)) in records.into_iter().zip(pending) {
-                    m.tasks
-                        .insert(id.clone(), State::Active { token, prio, seq });
-                    m.held.push((id, token, r));
+                    m.tasks.insert(
+                        id.clone(),
+                        State::Active {
+                            server,
+                            token,
+                            prio,
+                            seq,
+                        },
+                    );
+                    m.held.push((server, id, token, r));
                 }
             }
-            Op::Complete(i) | Op::StaleComplete(i) | Op::Fail(i) | Op::Kill(i) | Op::Expire(i)
+            Op::Complete(i) | Op::StaleComplete(i) | Op::Fail(i) | Op::Kill(i)
                 if m.held.is_empty() =>
             {
                 let _ = i;
             }
             Op::Complete(i) => {
-                let (id, token, _) = m.held.remove(i % m.held.len());
-                let owns = m.owns(&id, token);
-                let stale = b
-                    .complete(
-                        Q,
-                        &[Ack {
-                            id: id.clone(),
-                            token,
-                            unique_key: None,
-                        }],
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                let (server, id, token, _) = m.held.remove(i % m.held.len());
+                let owns = m.owns(server, &id, token);
+                let ack = Ack {
+                    id: id.clone(),
+                    token,
+                    unique_key: None,
+                };
+                let stale = b.complete(Q, SERVERS[server], &[ack], None).await.unwrap();
                 prop_assert_eq!(
                     stale.is_empty(),
                     owns,
@@ -303,25 +344,22 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::StaleComplete(i) => {
-                let (id, token, _) = m.held[i % m.held.len()].clone();
-                let stale = b
-                    .complete(
-                        Q,
-                        &[Ack {
-                            id,
-                            token: token + 1_000_000,
-                            unique_key: None,
-                        }],
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                let (server, id, token, _) = m.held[i % m.held.len()].clone();
+                let ack = Ack {
+                    id,
+                    token: token + 1_000_000,
+                    unique_key: None,
+                };
+                let stale = b.complete(Q, SERVERS[server], &[ack], None).await.unwrap();
                 prop_assert_eq!(stale, vec![0]);
             }
             Op::Fail(i) => {
-                let (id, token, rec) = m.held.remove(i % m.held.len());
-                let owns = m.owns(&id, token);
-                let ok = b.retry(Q, &id, token, &rec, Duration::ZERO).await.unwrap();
+                let (server, id, token, rec) = m.held.remove(i % m.held.len());
+                let owns = m.owns(server, &id, token);
+                let ok = b
+                    .retry(Q, SERVERS[server], &id, token, &rec, Duration::ZERO)
+                    .await
+                    .unwrap();
                 prop_assert_eq!(ok, owns);
                 if let (true, Some(State::Active { prio, .. })) = (owns, m.tasks.get(&id).copied())
                 {
@@ -339,10 +377,10 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Op::Kill(i) => {
-                let (id, token, rec) = m.held.remove(i % m.held.len());
-                let owns = m.owns(&id, token);
+                let (server, id, token, rec) = m.held.remove(i % m.held.len());
+                let owns = m.owns(server, &id, token);
                 let ok = b
-                    .kill(Q, &id, token, &rec, None, NO_LIMITS, false)
+                    .kill(Q, SERVERS[server], &id, token, &rec, None, NO_LIMITS, false)
                     .await
                     .unwrap();
                 prop_assert_eq!(ok, owns);
@@ -350,30 +388,50 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.tasks.insert(id, State::Dead);
                 }
             }
-            Op::Expire(i) => {
-                let (id, _, _) = m.held[i % m.held.len()].clone();
-                if matches!(m.tasks.get(&id), Some(State::Active { .. })) {
-                    b.expire_lease(Q, &id).await;
+            Op::Expire(server) => {
+                if m.lease[server].is_some() {
+                    b.expire_lease(Q, SERVERS[server]).await;
+                    m.lease[server] = Some(true);
                 }
             }
             Op::Recover => {
-                let expired = b.expired(Q, 1000).await.unwrap();
-                let items: Vec<Requeue> = expired
-                    .iter()
-                    .map(|e| (e.id.clone(), e.token, None))
+                let mut lapsed = b.expired_servers(Q, 10).await.unwrap();
+                lapsed.sort();
+                let want: Vec<String> = (0..2)
+                    .filter(|s| m.lease[*s] == Some(true))
+                    .map(|s| SERVERS[s].to_string())
                     .collect();
-                let moved = b.requeue(Q, &items, true).await.unwrap();
-                prop_assert_eq!(moved as usize, items.len());
-                for e in expired {
-                    match m.tasks.get(&e.id).copied() {
-                        Some(State::Active { token, prio, seq }) => {
-                            prop_assert_eq!(token, e.token);
-                            m.tasks.insert(e.id, State::Pending { prio, seq });
-                        }
-                        other => {
-                            prop_assert!(false, "expired lease of a task in state {:?}", other)
+                prop_assert_eq!(&lapsed, &want, "lapsed leases");
+                for (server, name) in SERVERS.iter().enumerate() {
+                    if m.lease[server] != Some(true) {
+                        continue;
+                    }
+                    let held = b.held(Q, name).await.unwrap();
+                    let items: Vec<Requeue> =
+                        held.iter().map(|e| (e.id.clone(), e.token, None)).collect();
+                    let moved = b.requeue(Q, name, &items, true).await.unwrap();
+                    prop_assert_eq!(moved as usize, items.len());
+                    for e in held {
+                        match m.tasks.get(&e.id).copied() {
+                            Some(State::Active {
+                                server: s,
+                                token,
+                                prio,
+                                seq,
+                            }) => {
+                                prop_assert_eq!((s, token), (server, e.token));
+                                m.tasks.insert(e.id, State::Pending { prio, seq });
+                            }
+                            other => prop_assert!(false, "held task in state {:?}", other),
                         }
                     }
+                    prop_assert!(
+                        !m.tasks
+                            .values()
+                            .any(|t| matches!(t, State::Active { server: s, .. } if *s == server)),
+                        "every task of the lapsed server was given back"
+                    );
+                    m.lease[server] = None;
                 }
             }
             Op::Forward => {

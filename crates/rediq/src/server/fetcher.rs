@@ -66,7 +66,12 @@ async fn run(
             }
             match ctx
                 .broker
-                .fetch(ctx.queue_name(q), permits.len(), ctx.cfg.lease)
+                .fetch(
+                    ctx.queue_name(q),
+                    &ctx.server_id,
+                    permits.len(),
+                    ctx.cfg.lease,
+                )
                 .await
             {
                 Ok(Some(batch)) => {

@@ -31,7 +31,11 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
 async fn extend_leases(ctx: &Ctx) {
     for (q, held) in ctx.inflight.snapshot() {
         let qname = ctx.queue_name(q);
-        match ctx.broker.extend(qname, &held, ctx.cfg.lease).await {
+        match ctx
+            .broker
+            .extend(qname, &ctx.server_id, &held, ctx.cfg.lease)
+            .await
+        {
             Ok(lost) => {
                 for i in lost {
                     tracing::warn!(queue = qname, task = %id_text(&held[i].0), "lease lost: the task was taken over; this run's result will be refused");

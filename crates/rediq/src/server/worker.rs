@@ -48,8 +48,16 @@ pub(crate) async fn run(
             tracing::error!(queue = %qname, %reason, "undecodable record moved to the dead-letter queue");
             let dead = record::undecodable(&record, &reason);
             settle(&ctx, queue, &id, token, || {
-                ctx.broker
-                    .kill(&qname, &id, token, &dead, None, ctx.cfg.dead, false)
+                ctx.broker.kill(
+                    &qname,
+                    &ctx.server_id,
+                    &id,
+                    token,
+                    &dead,
+                    None,
+                    ctx.cfg.dead,
+                    false,
+                )
             })
             .await;
             drop(permit);
@@ -113,15 +121,24 @@ async fn fail(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut task: Task, er
         let backoff = ctx.cfg.retry.delay(&task, &err);
         tracing::info!(task = %task.id, queue = qname, attempt = task.retry_cnt, ?backoff, error = %err, "task failed; will retry");
         settle(ctx, queue, id, token, || {
-            ctx.broker.retry(qname, id, token, &record, backoff)
+            ctx.broker
+                .retry(qname, &ctx.server_id, id, token, &record, backoff)
         })
         .await;
     } else {
         tracing::warn!(task = %task.id, queue = qname, attempts = task.retry_cnt, error = %err, "task moved to the dead-letter queue");
         let unique = task.options.unique_key.as_deref();
         settle(ctx, queue, id, token, || {
-            ctx.broker
-                .kill(qname, id, token, &record, unique, ctx.cfg.dead, false)
+            ctx.broker.kill(
+                qname,
+                &ctx.server_id,
+                id,
+                token,
+                &record,
+                unique,
+                ctx.cfg.dead,
+                false,
+            )
         })
         .await;
     }
@@ -131,7 +148,10 @@ async fn requeue(ctx: &Ctx, queue: usize, id: &[u8], token: u64) {
     let qname = ctx.queue_name(queue);
     let items = [(id.to_vec(), token, None)];
     settle(ctx, queue, id, token, || async {
-        ctx.broker.requeue(qname, &items, false).await.map(|_| true)
+        ctx.broker
+            .requeue(qname, &ctx.server_id, &items, false)
+            .await
+            .map(|_| true)
     })
     .await;
 }

@@ -1,27 +1,26 @@
 -- complete.lua — acknowledge successfully handled tasks (active -> removed, or -> completed).
 --
--- KEYS[1]   lease zset
--- KEYS[2]   active hash
--- KEYS[3]   completed zset   (member = record, score = when it may be trimmed, Unix ms)
--- KEYS[4]   processed counter
--- KEYS[5..] unique-key locks, referenced by index from ARGV
+-- KEYS[1]   the server's active hash
+-- KEYS[2]   completed zset   (member = record, score = when it may be trimmed, Unix ms)
+-- KEYS[3]   processed counter
+-- KEYS[4..] unique-key locks, referenced by index from ARGV
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
 -- ARGV[2]   n; then 3 values per task: id, 12-digit fencing token, unique-lock index (0 = none)
 --
--- A task is acknowledged only if the active entry still carries the caller's token: an ack from a
--- holder whose lease expired and whose task was re-delivered is refused (fencing).
+-- A task is acknowledged only if the active entry still carries the caller's token: an ack for
+-- a delivery that was taken back (the server's lease lapsed) is refused (fencing).
 -- Returns the 1-based positions of refused (stale) acks.
 local n = tonumber(ARGV[2])
 local ids = {}
 for i = 1, n do ids[i] = ARGV[3 + (i - 1) * 3] end
-local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+local vals = redis.call('HMGET', KEYS[1], unpack(ids))
 
 local retention = tonumber(ARGV[1])
 local expire_at
 if retention > 0 then
   local t = redis.call('TIME')
-  expire_at = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + retention)
+  expire_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + retention
 end
 
 local ok, stale, done = {}, {}, {}
@@ -31,21 +30,20 @@ for i = 1, n do
   if v and string.sub(v, 1, 12) == ARGV[b + 1] then
     ok[#ok + 1] = ids[i]
     local u = tonumber(ARGV[b + 2])
-    if u > 0 and redis.call('GET', KEYS[4 + u]) == ids[i] then
-      redis.call('DEL', KEYS[4 + u])
+    if u > 0 and redis.call('GET', KEYS[3 + u]) == ids[i] then
+      redis.call('DEL', KEYS[3 + u])
     end
     if expire_at then
       done[#done + 1] = expire_at
-      done[#done + 1] = string.sub(v, 29)
+      done[#done + 1] = string.sub(v, string.find(v, '|', 13, true) + 1)
     end
   else
     stale[#stale + 1] = i
   end
 end
 if #ok > 0 then
-  redis.call('ZREM', KEYS[1], unpack(ok))
-  redis.call('HDEL', KEYS[2], unpack(ok))
-  redis.call('INCRBY', KEYS[4], #ok)
-  if #done > 0 then redis.call('ZADD', KEYS[3], unpack(done)) end
+  redis.call('HDEL', KEYS[1], unpack(ok))
+  redis.call('INCRBY', KEYS[3], #ok)
+  if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
 end
 return stale

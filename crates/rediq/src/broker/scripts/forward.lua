@@ -13,7 +13,7 @@
 -- Returns how many tasks moved.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now), 'LIMIT', 0, tonumber(ARGV[1]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then return 0 end
 redis.call('ZREM', KEYS[1], unpack(due))
 local last = redis.call('INCRBY', KEYS[3], #due)

@@ -11,8 +11,8 @@
 -- Returns {completed removed, dead removed}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local done = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-local dead = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', now - tonumber(ARGV[2])))
+local done = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local dead = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[2])))
 local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[1])
 if over > 0 then
   dead = dead + redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)

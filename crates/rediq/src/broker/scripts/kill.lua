@@ -1,7 +1,7 @@
 -- kill.lua — a task goes to the dead-letter queue (active -> dead).
 --
--- KEYS[1] lease zset
--- KEYS[2] active hash
+-- KEYS[1] the server's active hash
+-- KEYS[2] leases zset
 -- KEYS[3] dead zset         (member = record with its last error, score = time of death, Unix ms)
 -- KEYS[4] dead-trimmed counter (how many dead tasks were dropped by the count/age limits)
 -- KEYS[5] failed counter
@@ -12,25 +12,25 @@
 -- ARGV[3] the record to keep (with last error, attempt count and time)
 -- ARGV[4] most dead tasks to keep
 -- ARGV[5] oldest dead task to keep, in ms
--- ARGV[6] "1" = only if the lease has expired (the recoverer's call), else "0"
+-- ARGV[6] "1" = only if the server's lease has lapsed (the recoverer's call), else "0"
+-- ARGV[7] server id (owner of KEYS[1])
 --
 -- Returns 1, or 0 when the token is stale or (ARGV[6]) the lease was renewed meanwhile.
-local v = redis.call('HGET', KEYS[2], ARGV[1])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 12) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[6] == '1' then
-  local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[7])
   if deadline and tonumber(deadline) > now then return 0 end
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], string.format('%.0f', now), ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('INCR', KEYS[5])
 if KEYS[6] and redis.call('GET', KEYS[6]) == ARGV[1] then
   redis.call('DEL', KEYS[6])
 end
-local trimmed = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%.0f', now - tonumber(ARGV[5])))
+local trimmed = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))
 local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
 if over > 0 then
   trimmed = trimmed + redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)

@@ -1,9 +1,8 @@
 -- retry.lua — a failed attempt with retries left (active -> retry).
 --
--- KEYS[1] lease zset
--- KEYS[2] active hash
--- KEYS[3] retry zset       (member = record, score = due time in Unix ms, Redis clock)
--- KEYS[4] failed counter
+-- KEYS[1] the server's active hash
+-- KEYS[2] retry zset       (member = record, score = due time in Unix ms, Redis clock)
+-- KEYS[3] failed counter
 --
 -- ARGV[1] task id
 -- ARGV[2] 12-digit fencing token
@@ -11,12 +10,11 @@
 -- ARGV[4] backoff in ms
 --
 -- Returns 1, or 0 when the caller's token is stale (nothing changes).
-local v = redis.call('HGET', KEYS[2], ARGV[1])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 12) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], string.format('%.0f', due), ARGV[3])
-redis.call('INCR', KEYS[4])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], due, ARGV[3])
+redis.call('INCR', KEYS[3])
 return 1
