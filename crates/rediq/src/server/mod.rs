@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use service::Service;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::{Broker, DeadLimits};
@@ -106,6 +107,7 @@ pub(crate) struct Config {
     pub strict: bool,
     pub concurrency: usize,
     pub fetch_batch: usize,
+    pub fetchers: usize,
     pub lease: Duration,
     pub shutdown_timeout: Duration,
     pub retry: RetryPolicy,
@@ -140,6 +142,7 @@ pub struct ServerBuilder {
     strict: bool,
     concurrency: usize,
     fetch_batch: Option<usize>,
+    fetchers: usize,
     lease: Duration,
     shutdown_timeout: Duration,
     retry: RetryPolicy,
@@ -158,6 +161,7 @@ impl Default for ServerBuilder {
             strict: false,
             concurrency: 10,
             fetch_batch: None,
+            fetchers: 2,
             lease: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
@@ -211,6 +215,14 @@ impl ServerBuilder {
     /// Most tasks leased per round trip (default: the concurrency, at most 100).
     pub fn fetch_batch(mut self, n: usize) -> Self {
         self.fetch_batch = Some(n);
+        self
+    }
+
+    /// Fetch loops run side by side (default 2): while one waits for Redis, the other can
+    /// already lease the slots freed meanwhile, so Redis never idles between round trips.
+    /// Capped at the concurrency.
+    pub fn fetchers(mut self, n: usize) -> Self {
+        self.fetchers = n;
         self
     }
 
@@ -328,6 +340,9 @@ impl ServerBuilder {
         if fetch_batch == 0 {
             return Err(Error::validation("fetch_batch", "must be at least 1"));
         }
+        if self.fetchers == 0 {
+            return Err(Error::validation("fetchers", "must be at least 1"));
+        }
         if self.forward_interval.is_zero() || self.janitor_interval.is_zero() {
             return Err(Error::validation(
                 "interval",
@@ -344,6 +359,7 @@ impl ServerBuilder {
                 strict: self.strict,
                 concurrency: self.concurrency,
                 fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH),
+                fetchers: self.fetchers.min(self.concurrency),
                 lease,
                 shutdown_timeout: self.shutdown_timeout,
                 retry: self.retry,
@@ -477,13 +493,27 @@ impl Server {
         let forwarder = forwarder::start(ctx.clone());
         let recoverer = recoverer::start(ctx.clone());
         let janitor = janitor::start(ctx.clone());
-        let fetcher = fetcher::start(ctx.clone(), Arc::new(mux), slots.clone(), ack_tx, hard_rx);
+        let mux = Arc::new(mux);
+        let fetchers: Vec<Service> = (0..ctx.cfg.fetchers)
+            .map(|_| {
+                fetcher::start(
+                    ctx.clone(),
+                    mux.clone(),
+                    slots.clone(),
+                    ack_tx.clone(),
+                    hard_rx.clone(),
+                )
+            })
+            .collect();
+        drop(ack_tx);
         tracing::info!(server = %ctx.server_id, queues = ?names, concurrency, "rediq server started");
 
         shutdown.await;
         tracing::info!(server = %ctx.server_id, "shutting down");
         ctx.stopping.store(true, Ordering::SeqCst);
-        fetcher.stop().await;
+        for f in &fetchers {
+            f.stop().await;
+        }
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(
             ctx.cfg.shutdown_timeout,

@@ -39,34 +39,21 @@ pub(crate) async fn run(
         token,
         record,
     } = leased;
-    let qname = ctx.queue_name(queue).to_string();
     let id = record::raw_id(&record).to_vec();
 
-    let task = match record::decode(&qname, &record) {
+    // The rare paths below are boxed so that the future spawned per task stays small: tokio
+    // copies it into the task cell, and a large one shows up as memmove in profiles.
+    let task = match record::decode(ctx.queue_name(queue), &record) {
         Ok(t) => t,
         Err(reason) => {
-            tracing::error!(queue = %qname, %reason, "undecodable record moved to the dead-letter queue");
-            let dead = record::undecodable(&record, &reason);
-            settle(&ctx, queue, &id, token, || {
-                ctx.broker.kill(
-                    &qname,
-                    &ctx.server_id,
-                    &id,
-                    token,
-                    &dead,
-                    None,
-                    ctx.cfg.dead,
-                    false,
-                )
-            })
-            .await;
+            Box::pin(undecodable(&ctx, queue, &id, token, &record, &reason)).await;
             drop(permit);
             return;
         }
     };
 
     if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-        requeue(&ctx, queue, &id, token).await;
+        Box::pin(requeue(&ctx, queue, &id, token)).await;
         drop(permit);
         return;
     }
@@ -85,7 +72,7 @@ pub(crate) async fn run(
     match outcome {
         // Shutdown ran out of patience: the handler's future is dropped and the task goes back
         // without counting an attempt.
-        None => requeue(&ctx, queue, &id, token).await,
+        None => Box::pin(requeue(&ctx, queue, &id, token)).await,
         Some(Ok(())) => {
             let done = Done {
                 queue,
@@ -99,9 +86,29 @@ pub(crate) async fn run(
                 tracing::warn!(task = %task.id, "acker gone; the lease will expire and the task run again");
             }
         }
-        Some(Err(e)) => fail(&ctx, queue, &id, token, task, e).await,
+        Some(Err(e)) => Box::pin(fail(&ctx, queue, &id, token, task, e)).await,
     }
     drop(permit);
+}
+
+/// A record that cannot be decoded goes to the dead-letter queue, raw bytes and reason kept.
+async fn undecodable(ctx: &Ctx, queue: usize, id: &[u8], token: u64, record: &[u8], reason: &str) {
+    let qname = ctx.queue_name(queue);
+    tracing::error!(queue = qname, %reason, "undecodable record moved to the dead-letter queue");
+    let dead = record::undecodable(record, reason);
+    settle(ctx, queue, id, token, || {
+        ctx.broker.kill(
+            qname,
+            &ctx.server_id,
+            id,
+            token,
+            &dead,
+            None,
+            ctx.cfg.dead,
+            false,
+        )
+    })
+    .await;
 }
 
 /// Records a failed attempt: retry with backoff, or dead-letter.
