@@ -19,9 +19,10 @@ use crate::{Error, Result, Task};
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-/// Script calls of group-committed enqueues in flight at once: enough to keep Redis busy
-/// (it takes ~8 requests in flight on one connection), few enough to let batches grow.
-const ENQUEUE_PIPELINE: usize = 8;
+/// Script calls of group-committed enqueues in flight at once. Two is the measured optimum
+/// (docs/benchmark.md): one executes while the next batch gathers; more in flight only makes
+/// the batches smaller, and each call has a fixed cost in Redis.
+const ENQUEUE_PIPELINE: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
