@@ -48,7 +48,6 @@ async fn extend_leases(ctx: &Ctx) {
 
 /// Registers or refreshes this server in the worker registry.
 pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
-    let started = STARTED.get_or_init(crate::task::now_ms);
     let queues: Vec<&str> = ctx.cfg.queues.iter().map(|(q, _)| q.as_str()).collect();
     let info = [
         (
@@ -58,12 +57,10 @@ pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
         ("pid", std::process::id().to_string()),
         ("queues", queues.join(",")),
         ("concurrency", ctx.cfg.concurrency.to_string()),
-        ("started_at_ms", started.to_string()),
+        ("started_at_ms", ctx.started_at_ms.to_string()),
     ];
     let ttl = (ctx.cfg.heartbeat_interval * 3).max(ctx.cfg.lease);
     ctx.broker
         .heartbeat_worker(&ctx.server_id, &info, ttl)
         .await
 }
-
-static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -421,6 +421,8 @@ pub(crate) struct Ctx {
     pub broker: Broker,
     pub cfg: Config,
     pub server_id: String,
+    /// When this server started (Unix ms), for the registry.
+    pub started_at_ms: u64,
     pub inflight: InFlight,
     /// Set when shutdown begins: tasks fetched but not yet started go back at once.
     pub stopping: AtomicBool,
@@ -479,6 +481,7 @@ impl Server {
             broker,
             cfg,
             server_id,
+            started_at_ms: crate::task::now_ms(),
             inflight: InFlight::default(),
             stopping: AtomicBool::new(false),
         });
