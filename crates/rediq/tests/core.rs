@@ -826,3 +826,68 @@ async fn batch_enqueue_returns_ids_in_order() {
     let s2 = env.inspector.queue_stats("b2").await.unwrap();
     assert_eq!(s1.pending + s2.pending, 2500);
 }
+
+#[tokio::test]
+async fn unique_key_lock_expires_with_its_ttl() {
+    let env = Env::new().await;
+    let t = Task::builder("u")
+        .queue("ttl")
+        .unique_key("k")
+        .unique_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    env.client.enqueue(t).await.unwrap();
+    let dup = Task::builder("u")
+        .queue("ttl")
+        .unique_key("k")
+        .build()
+        .unwrap();
+    assert!(matches!(
+        env.client.enqueue(dup).await,
+        Err(Error::Duplicate { .. })
+    ));
+    // Nobody processes the holder, as if its server had crashed for good: the lock still goes.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = Task::builder("u")
+        .queue("ttl")
+        .unique_key("k")
+        .build()
+        .unwrap();
+    env.client.enqueue(again).await.expect("lock expired");
+}
+
+#[tokio::test]
+async fn dead_tasks_older_than_the_age_limit_are_trimmed_and_counted() {
+    let env = Env::new().await;
+    let srv = start(
+        env.server()
+            .queues(&["aged"])
+            .dead_max_age(Duration::from_millis(300))
+            .janitor_interval(Duration::from_millis(100)),
+        mux_with("x", |_| async { Err(Error::non_retryable("no")) }),
+    )
+    .await;
+    for _ in 0..3 {
+        env.client
+            .enqueue(Task::builder("x").queue("aged").build().unwrap())
+            .await
+            .unwrap();
+    }
+    let insp = env.inspector.clone();
+    assert!(
+        wait_for(LONG, || async {
+            let s = insp.queue_stats("aged").await.unwrap();
+            s.dead == 0 && s.dead_trimmed_total == 3
+        })
+        .await
+    );
+    srv.shutdown().await;
+    assert_eq!(
+        env.inspector
+            .queue_stats("aged")
+            .await
+            .unwrap()
+            .failed_total,
+        3
+    );
+}
