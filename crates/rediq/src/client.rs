@@ -173,10 +173,13 @@ impl Client {
     /// Enqueues many tasks with one script call per queue (and per 1,000 tasks) and returns
     /// their ids in order.
     ///
-    /// Within a queue the call is all or nothing: if any task's unique key is held, nothing of
-    /// that queue is written and [`Error::Duplicate`] names the holder. Tasks of different queues
-    /// live on different keys (and, on a cluster, different shards), so they are written queue by
-    /// queue.
+    /// Each script call (one queue, at most 1,000 tasks) is all or nothing: if any of its tasks'
+    /// unique keys is held, none of them is written and [`Error::Duplicate`] names the holder;
+    /// the calls before it stay written. Tasks of different queues live on different keys (and,
+    /// on a cluster, different shards), so they are written queue by queue.
+    ///
+    /// Enqueueing the very same task (same id) again while it is pending writes nothing new: the
+    /// id names one task.
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {
         let mut by_queue: HashMap<&str, Vec<(&Task, NewTask)>> = HashMap::new();
         let mut seen = HashSet::new();
@@ -234,12 +237,7 @@ impl Client {
                 task.id, task.task_type
             )));
         }
-        if !(0..=100).contains(&task.options.priority) {
-            return Err(Error::validation(
-                "priority",
-                format!("{} is outside 0..=100", task.options.priority),
-            ));
-        }
+        crate::task::validate_options(&task.options)?;
         if task.payload.len() > self.inner.max_payload {
             return Err(Error::validation(
                 "payload",

@@ -97,13 +97,16 @@ impl Error {
     }
 
     /// Whether a task that failed with this error may be retried.
+    ///
+    /// [`Error::Serialization`] is not: a payload that does not decode today will not decode on
+    /// the next attempt either.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
             Error::Handler {
                 retryable: false,
                 ..
-            }
+            } | Error::Serialization(_)
         )
     }
 
@@ -184,6 +187,7 @@ mod tests {
         assert!(Error::from("x").is_retryable());
         assert!(Error::from(anyhow::anyhow!("boom")).is_retryable());
         assert!(!Error::non_retryable("no").is_retryable());
+        assert!(!Error::Serialization("bad payload".into()).is_retryable());
         assert_eq!(
             Error::NoHandler("a:b".into()).to_string(),
             "no handler registered for type a:b"

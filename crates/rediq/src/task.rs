@@ -228,16 +228,7 @@ impl TaskBuilder {
     pub fn build(self) -> Result<Task> {
         validate_task_type(&self.task_type)?;
         validate_queue_name(&self.queue)?;
-        let o = &self.options;
-        if !(0..=100).contains(&o.priority) {
-            return Err(Error::validation(
-                "priority",
-                format!("{} is outside 0..=100 (0 runs first)", o.priority),
-            ));
-        }
-        if o.timeout.is_zero() {
-            return Err(Error::validation("timeout", "must be greater than zero"));
-        }
+        validate_options(&self.options)?;
         if self.payload.len() > self.max_payload {
             return Err(Error::validation(
                 "payload",
@@ -247,32 +238,6 @@ impl TaskBuilder {
                     self.max_payload
                 ),
             ));
-        }
-        if let Some(key) = &o.unique_key {
-            if key.is_empty() {
-                return Err(Error::validation("unique_key", "must not be empty"));
-            }
-        }
-        if let Some(ttl) = o.unique_ttl {
-            if ttl < Duration::from_secs(1) {
-                return Err(Error::validation(
-                    "unique_ttl",
-                    format!("{ttl:?} is below the minimum of 1 s"),
-                ));
-            }
-        }
-        if let Some(expr) = &o.cron {
-            if expr.trim().is_empty() {
-                return Err(Error::validation("cron", "expression must not be empty"));
-            }
-        }
-        if let Some(deps) = &o.depends_on {
-            if let Some(bad) = deps.iter().find(|d| d.is_empty()) {
-                return Err(Error::validation(
-                    "depends_on",
-                    format!("dependency id {bad:?} is empty"),
-                ));
-            }
         }
         Ok(Task {
             id: uuid::Uuid::now_v7().to_string(),
@@ -285,6 +250,47 @@ impl TaskBuilder {
             last_failed_at: None,
         })
     }
+}
+
+/// Checks the options of a task (also at enqueue: `Task`'s fields are public and may have been
+/// changed after `build()`).
+pub(crate) fn validate_options(o: &TaskOptions) -> Result<()> {
+    if !(0..=100).contains(&o.priority) {
+        return Err(Error::validation(
+            "priority",
+            format!("{} is outside 0..=100 (0 runs first)", o.priority),
+        ));
+    }
+    if o.timeout.is_zero() {
+        return Err(Error::validation("timeout", "must be greater than zero"));
+    }
+    if let Some(key) = &o.unique_key {
+        if key.is_empty() {
+            return Err(Error::validation("unique_key", "must not be empty"));
+        }
+    }
+    if let Some(ttl) = o.unique_ttl {
+        if ttl < Duration::from_secs(1) {
+            return Err(Error::validation(
+                "unique_ttl",
+                format!("{ttl:?} is below the minimum of 1 s"),
+            ));
+        }
+    }
+    if let Some(expr) = &o.cron {
+        if expr.trim().is_empty() {
+            return Err(Error::validation("cron", "expression must not be empty"));
+        }
+    }
+    if let Some(deps) = &o.depends_on {
+        if let Some(bad) = deps.iter().find(|d| d.is_empty()) {
+            return Err(Error::validation(
+                "depends_on",
+                format!("dependency id {bad:?} is empty"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a task type: non-empty, at most 1 KiB, no control characters.

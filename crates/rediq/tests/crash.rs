@@ -98,6 +98,10 @@ async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
     assert!(latest < LEASE * 3, "re-delivered {latest:?} after the kill");
     let st = env.inspector.queue_stats(QUEUE).await.unwrap();
     assert_eq!((st.pending, st.active, st.retry, st.dead), (0, 0, 0, 0));
+    assert_eq!(
+        st.failed_total, TASKS as u64,
+        "each lost attempt is counted"
+    );
     assert!(env
         .inspector
         .list(QUEUE, TaskState::Dead, 1)

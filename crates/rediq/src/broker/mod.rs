@@ -454,6 +454,7 @@ impl Broker {
                 .key(&k.leases)
                 .key(&k.pending)
                 .key(&k.wake)
+                .key(&k.failed)
                 .arg(if expired_only { "1" } else { "0" })
                 .arg(server)
                 .arg(chunk.len());
@@ -708,7 +709,10 @@ impl Broker {
     ) -> Result<Vec<Vec<u8>>> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let stop = limit.max(1) as isize - 1;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = limit as isize - 1;
         Ok(match state {
             TaskState::Pending => c.zrange(&k.pending, 0, stop).await?,
             TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,

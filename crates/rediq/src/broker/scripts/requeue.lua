@@ -6,6 +6,7 @@
 -- KEYS[2] leases zset
 -- KEYS[3] pending zset
 -- KEYS[4] wake marker zset
+-- KEYS[5] failed counter (a lapsed lease counts a failed attempt per task given back)
 --
 -- ARGV[1] "1" = only if the server's lease has lapsed (recoverer), "0" = any (shutdown)
 -- ARGV[2] server id (owner of KEYS[1])
@@ -40,6 +41,7 @@ if #moved > 0 then
   redis.call('HDEL', KEYS[1], unpack(moved))
   redis.call('ZADD', KEYS[3], unpack(back))
   redis.call('ZADD', KEYS[4], 0, 'w')
+  if now then redis.call('INCRBY', KEYS[5], #moved) end
 end
 if now and redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
