@@ -18,37 +18,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
-use rediq::testing::{ping, redis_server_available, RedisServer, INSTALL_HINT};
+use rediq::testing::redis_for_demo;
 use rediq::{Client, Inspector, Task};
 use tokio::sync::{oneshot, watch};
 
 const QUEUE: &str = "quickstart";
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The Redis to use: its URL, and the private server to stop (by dropping it) when we are done.
-fn choose_redis() -> Result<(String, Option<RedisServer>), String> {
-    let force_private = std::env::var("REDIQ_DEMO_PRIVATE").is_ok_and(|v| v == "1");
-    if !force_private {
-        if let Some(url) = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
-            return Ok((url, None));
-        }
-        if ping(6379) {
-            return Ok(("redis://127.0.0.1:6379".to_string(), None));
-        }
-    }
-    if !redis_server_available() {
-        return Err(INSTALL_HINT.to_string());
-    }
-    let server = RedisServer::try_start()?;
-    println!(
-        "Started a private redis-server on port {} for this demo (it stops when the demo exits).",
-        server.port()
-    );
-    Ok((server.url(), Some(server)))
-}
 
 /// The types of the tasks the handlers ran, in order.
 type Log = Arc<Mutex<Vec<String>>>;
@@ -129,7 +104,7 @@ async fn main() -> ExitCode {
         }
     });
 
-    let (url, private_redis) = match choose_redis() {
+    let (url, private_redis) = match redis_for_demo() {
         Ok(chosen) => chosen,
         Err(why) => {
             eprintln!("{why}");

@@ -119,6 +119,34 @@ impl Drop for RedisServer {
     }
 }
 
+/// Picks a Redis for a demo or example, the way `cargo run --example quickstart` promises:
+/// `REDIS_URL` when set; else the Redis answering on 127.0.0.1:6379; else a private
+/// `redis-server` started here (announced on stdout; it stops when the returned value is
+/// dropped); else an error with [`INSTALL_HINT`]. `REDIQ_DEMO_PRIVATE=1` forces the private one.
+pub fn redis_for_demo() -> Result<(String, Option<RedisServer>), String> {
+    let force_private = std::env::var("REDIQ_DEMO_PRIVATE").is_ok_and(|v| v == "1");
+    if !force_private {
+        if let Some(url) = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Ok((url, None));
+        }
+        if ping(6379) {
+            return Ok(("redis://127.0.0.1:6379".to_string(), None));
+        }
+    }
+    if !redis_server_available() {
+        return Err(INSTALL_HINT.to_string());
+    }
+    let server = RedisServer::try_start()?;
+    println!(
+        "Started a private redis-server on port {} for this demo (it stops when the demo exits).",
+        server.port()
+    );
+    Ok((server.url(), Some(server)))
+}
+
 /// Whether `redis-server` can be run.
 pub fn redis_server_available() -> bool {
     Command::new("redis-server")
