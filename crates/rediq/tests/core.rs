@@ -891,3 +891,52 @@ async fn dead_tasks_older_than_the_age_limit_are_trimmed_and_counted() {
         3
     );
 }
+
+#[tokio::test]
+async fn custom_retry_delay_function_is_used() {
+    let env = Env::new().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    let srv = start(
+        env.server()
+            .queues(&["custom"])
+            .retry_delay_fn(move |task, err| {
+                s.lock().unwrap().push((task.retry_cnt, err.to_string()));
+                Duration::from_millis(10)
+            }),
+        mux_with("x", move |_| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                Err(Error::handler("nope"))
+            }
+        }),
+    )
+    .await;
+    env.client
+        .enqueue(
+            Task::builder("x")
+                .queue("custom")
+                .max_retry(2)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let insp = env.inspector.clone();
+    assert!(
+        wait_for(LONG, || async {
+            insp.queue_stats("custom").await.unwrap().dead == 1
+        })
+        .await
+    );
+    srv.shutdown().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(1, "nope".to_string()), (2, "nope".to_string())],
+        "called once per retry with the raised attempt count and the error"
+    );
+}
