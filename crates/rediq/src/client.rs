@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::broker::record::{self, id_text};
 use crate::broker::{Broker, EnqueueMode, NewTask, MAX_SCRIPT_BATCH};
 use crate::task::{DEFAULT_MAX_PAYLOAD, DEFAULT_UNIQUE_TTL};
-use crate::{Error, Result, Task};
+use crate::{Error, Inspector, Result, Task};
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -215,7 +215,37 @@ impl Client {
 
     /// Task counts per state of a queue.
     pub async fn queue_stats(&self, queue: &str) -> Result<crate::QueueStats> {
-        self.inner.broker.stats(queue).await
+        self.inspector().queue_stats(queue).await
+    }
+
+    /// Pauses a queue (see [`Inspector::pause_queue`]).
+    pub async fn pause_queue(&self, queue: &str) -> Result<()> {
+        self.inspector().pause_queue(queue).await
+    }
+
+    /// Resumes a paused queue (see [`Inspector::resume_queue`]).
+    pub async fn resume_queue(&self, queue: &str) -> Result<()> {
+        self.inspector().resume_queue(queue).await
+    }
+
+    /// Removes every task of a queue (see [`Inspector::flush_queue`]).
+    pub async fn flush_queue(&self, queue: &str) -> Result<crate::FlushCounts> {
+        self.inspector().flush_queue(queue).await
+    }
+
+    /// Runs a dead task again (see [`Inspector::rerun_dead`]).
+    pub async fn rerun_dead(&self, queue: &str, id: &str) -> Result<bool> {
+        self.inspector().rerun_dead(queue, id).await
+    }
+
+    /// Runs every dead task of a queue again (see [`Inspector::rerun_all_dead`]).
+    pub async fn rerun_all_dead(&self, queue: &str) -> Result<u64> {
+        self.inspector().rerun_all_dead(queue).await
+    }
+
+    /// An [`Inspector`] sharing this client's connection.
+    pub fn inspector(&self) -> Inspector {
+        Inspector::from_client(self)
     }
 
     pub(crate) fn broker(&self) -> &Broker {

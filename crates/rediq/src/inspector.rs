@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::broker::{record, Broker, QueueStats, TaskState};
+use crate::broker::{record, Broker, FlushCounts, QueueStats, TaskState};
+use crate::task::validate_queue_name;
 use crate::{Client, Result, Task};
 
 /// Reads the state of queues, tasks and servers.
@@ -86,6 +87,79 @@ impl Inspector {
             .into_iter()
             .map(|(id, fields)| WorkerInfo { id, fields })
             .collect())
+    }
+
+    /// Pauses a queue: servers fetch nothing from it until [`resume_queue`](Self::resume_queue).
+    /// Enqueueing still works, running tasks finish, and the pause is kept in Redis, so it
+    /// holds across server restarts.
+    pub async fn pause_queue(&self, queue: &str) -> Result<()> {
+        validate_queue_name(queue)?;
+        self.broker.pause(queue).await
+    }
+
+    /// Resumes a paused queue; idle servers pick up its tasks at once.
+    pub async fn resume_queue(&self, queue: &str) -> Result<()> {
+        validate_queue_name(queue)?;
+        self.broker.resume(queue).await
+    }
+
+    /// Removes every task of a queue in every state and returns how many of each. Tasks running
+    /// on a server finish, but their results are refused. Unique keys held by removed tasks are
+    /// released. Counters and the pause flag stay.
+    pub async fn flush_queue(&self, queue: &str) -> Result<FlushCounts> {
+        validate_queue_name(queue)?;
+        let mut locks = Vec::new();
+        for state in [
+            TaskState::Pending,
+            TaskState::Delayed,
+            TaskState::Retry,
+            TaskState::Active,
+        ] {
+            for r in self.broker.records(queue, state, usize::MAX).await? {
+                if let Ok(t) = record::decode(queue, &r) {
+                    if let Some(key) = t.options.unique_key {
+                        locks.push((key, record::raw_id(&r).to_vec()));
+                    }
+                }
+            }
+        }
+        // A task enqueued between the read above and the flush is removed too; its unique key,
+        // unknown here, then lapses with its TTL.
+        self.broker.flush(queue, &locks).await
+    }
+
+    /// Runs a dead task again: back to pending with its attempt count and error cleared.
+    /// Returns `false` when no dead task of the queue has this id.
+    pub async fn rerun_dead(&self, queue: &str, id: &str) -> Result<bool> {
+        validate_queue_name(queue)?;
+        let id = record::id_bytes(id)?.to_vec();
+        let found = self.broker.dead_records(queue, Some(&[id]), 1).await?;
+        Ok(self.rerun(queue, found).await? == 1)
+    }
+
+    /// Runs every dead task of a queue again; returns how many. Undecodable records stay in the
+    /// dead-letter queue.
+    pub async fn rerun_all_dead(&self, queue: &str) -> Result<u64> {
+        validate_queue_name(queue)?;
+        let all = self.broker.dead_records(queue, None, usize::MAX).await?;
+        self.rerun(queue, all).await
+    }
+
+    async fn rerun(&self, queue: &str, dead: Vec<Vec<u8>>) -> Result<u64> {
+        let mut pairs = Vec::with_capacity(dead.len());
+        for old in dead {
+            let Ok(mut task) = record::decode(queue, &old) else {
+                continue;
+            };
+            if task.task_type == record::UNDECODABLE_TYPE {
+                continue;
+            }
+            task.retry_cnt = 0;
+            task.last_error = None;
+            task.last_failed_at = None;
+            pairs.push((old, record::encode(&task)?));
+        }
+        self.broker.rerun(queue, &pairs).await
     }
 
     /// Plants raw bytes as a pending task, bypassing every check. Only for testing how servers

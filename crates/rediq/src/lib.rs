@@ -60,7 +60,7 @@ mod task;
 pub mod testing;
 
 pub use async_trait::async_trait;
-pub use broker::{QueueStats, TaskState};
+pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use inspector::{Inspector, WorkerInfo};

@@ -21,6 +21,7 @@ pub(crate) struct QueueKeys {
     pub processed: String,
     pub failed: String,
     pub dead_trimmed: String,
+    pub paused: String,
 }
 
 impl QueueKeys {
@@ -40,6 +41,7 @@ impl QueueKeys {
             processed: k("stat:processed"),
             failed: k("stat:failed"),
             dead_trimmed: k("stat:dead_trimmed"),
+            paused: k("paused"),
             base,
         }
     }
@@ -91,6 +93,7 @@ mod tests {
             &k.processed,
             &k.failed,
             &k.dead_trimmed,
+            &k.paused,
             &k.unique("x"),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");

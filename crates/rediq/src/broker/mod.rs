@@ -44,6 +44,8 @@ struct Scripts {
     extend: Script,
     expired: Script,
     janitor: Script,
+    rerun: Script,
+    flush: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -57,6 +59,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     extend: Script::new(include_str!("scripts/extend.lua")),
     expired: Script::new(include_str!("scripts/expired.lua")),
     janitor: Script::new(include_str!("scripts/janitor.lua")),
+    rerun: Script::new(include_str!("scripts/rerun.lua")),
+    flush: Script::new(include_str!("scripts/flush.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -144,6 +148,25 @@ pub struct QueueStats {
     pub failed_total: u64,
     /// Dead tasks dropped by the dead-letter limits, ever.
     pub dead_trimmed_total: u64,
+    /// Whether the queue is paused (hands out nothing).
+    pub paused: bool,
+}
+
+/// How many tasks of each state a flush removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushCounts {
+    /// Ready to run.
+    pub pending: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Waiting for their next attempt.
+    pub retry: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Kept after success.
+    pub completed: u64,
+    /// Leased to servers (their results will be refused).
+    pub active: u64,
 }
 
 /// A task state that can be listed.
@@ -312,6 +335,7 @@ impl Broker {
             .key(k.active(server))
             .key(&k.token)
             .key(&k.wake)
+            .key(&k.paused)
             .arg(n)
             .arg(lease.as_millis() as u64)
             .arg(server)
@@ -661,7 +685,7 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (pending, delayed, retry, dead, completed, p, f, t): (
+        let (pending, delayed, retry, dead, completed, p, f, t, paused): (
             u64,
             u64,
             u64,
@@ -670,6 +694,7 @@ impl Broker {
             Option<u64>,
             Option<u64>,
             Option<u64>,
+            bool,
         ) = redis::pipe()
             .zcard(&k.pending)
             .zcard(&k.delayed)
@@ -679,6 +704,7 @@ impl Broker {
             .get(&k.processed)
             .get(&k.failed)
             .get(&k.dead_trimmed)
+            .exists(&k.paused)
             .query_async(&mut c)
             .await?;
         let mut active = 0;
@@ -697,6 +723,7 @@ impl Broker {
             processed_total: p.unwrap_or(0),
             failed_total: f.unwrap_or(0),
             dead_trimmed_total: t.unwrap_or(0),
+            paused,
         })
     }
 
@@ -712,7 +739,8 @@ impl Broker {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let stop = limit as isize - 1;
+        // ZRANGE's stop is inclusive; -1 (the end) for limits beyond isize.
+        let stop = isize::try_from(limit).map_or(-1, |l| l - 1);
         Ok(match state {
             TaskState::Pending => c.zrange(&k.pending, 0, stop).await?,
             TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,
@@ -734,6 +762,118 @@ impl Broker {
             }
         })
     }
+    /// Pauses a queue: fetches hand out nothing until it is resumed. Enqueueing still works,
+    /// and the flag lives in Redis, so it holds across server restarts.
+    pub async fn pause(&self, queue: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.set(QueueKeys::new(queue).paused, 1).await?;
+        Ok(())
+    }
+
+    /// Resumes a paused queue and wakes blocked fetchers.
+    pub async fn resume(&self, queue: &str) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&k.paused)
+            .ignore()
+            .zadd(&k.wake, "w", 0)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Dead records of a queue whose id is one of `ids` (all dead records when `ids` is
+    /// `None`), at most `limit`. Reads the dead set in pages; ids are compared on the raw head
+    /// bytes, without decoding.
+    pub async fn dead_records(
+        &self,
+        queue: &str,
+        ids: Option<&[Vec<u8>]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        const PAGE: isize = 1000;
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        loop {
+            let page: Vec<Vec<u8>> = c.zrange(&k.dead, start, start + PAGE - 1).await?;
+            let done = (page.len() as isize) < PAGE;
+            for r in page {
+                if ids.is_none_or(|ids| ids.iter().any(|id| id.as_slice() == record::raw_id(&r))) {
+                    out.push(r);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+            start += PAGE;
+        }
+    }
+
+    /// Moves dead records back to pending: `(stored record, record to run)` pairs. Returns how
+    /// many moved.
+    pub async fn rerun(&self, queue: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let mut moved = 0;
+        for chunk in pairs.chunks(MAX_SCRIPT_BATCH) {
+            let mut inv = SCRIPTS.rerun.prepare_invoke();
+            inv.key(&k.dead)
+                .key(&k.pending)
+                .key(&k.seq)
+                .key(&k.wake)
+                .arg(chunk.len());
+            for (old, new) in chunk {
+                inv.arg(&old[..]).arg(&new[..]);
+            }
+            let mut c = self.conn.clone();
+            let n: u64 = inv.invoke_async(&mut c).await?;
+            moved += n;
+        }
+        Ok(moved)
+    }
+
+    /// Removes every task of a queue. `locks` are the unique keys of the tasks being removed,
+    /// with the id of the task each belongs to.
+    pub async fn flush(&self, queue: &str, locks: &[(String, Vec<u8>)]) -> Result<FlushCounts> {
+        let k = QueueKeys::new(queue);
+        let holders = self.lease_holders(queue).await?;
+        let mut inv = SCRIPTS.flush.prepare_invoke();
+        inv.key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.retry)
+            .key(&k.dead)
+            .key(&k.completed)
+            .key(&k.leases);
+        for h in &holders {
+            inv.key(k.active(h));
+        }
+        for (key, _) in locks {
+            inv.key(k.unique(key));
+        }
+        inv.arg(holders.len());
+        for (_, id) in locks {
+            inv.arg(&id[..]);
+        }
+        let mut c = self.conn.clone();
+        let n: Vec<u64> = inv.invoke_async(&mut c).await?;
+        let at = |i: usize| n.get(i).copied().unwrap_or(0);
+        Ok(FlushCounts {
+            pending: at(0),
+            delayed: at(1),
+            retry: at(2),
+            dead: at(3),
+            completed: at(4),
+            active: at(5),
+        })
+    }
+
     /// Writes a raw member into the pending set, bypassing every check. Tests use it to plant
     /// corrupt records; nothing else may.
     #[doc(hidden)]

@@ -14,6 +14,8 @@ use crate::{Error, Result};
 
 /// Format byte of the current record layout.
 const FORMAT: u8 = 1;
+/// Task type of the stand-in record for bytes that could not be decoded.
+pub(crate) const UNDECODABLE_TYPE: &str = "rediq:undecodable";
 /// Length of the fixed head.
 pub(crate) const HEAD: usize = 18;
 
@@ -136,7 +138,7 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
 /// bytes as payload, and the reason as its error, so nothing is lost and the CLI can show it.
 pub(crate) fn undecodable(raw: &[u8], reason: &str) -> Vec<u8> {
     let body = Body {
-        task_type: "rediq:undecodable".into(),
+        task_type: UNDECODABLE_TYPE.into(),
         payload: raw.to_vec(),
         max_retry: Some(0),
         last_error: Some(format!("undecodable: {reason}")),

@@ -6,6 +6,7 @@
 --                          value = 12-digit fencing token .. pending score .. "|" .. record)
 -- KEYS[4] token counter   (one fencing token per fetch; every delivery of a task gets a new one)
 -- KEYS[5] wake marker zset
+-- KEYS[6] paused flag (while it exists the queue hands out nothing)
 --
 -- ARGV[1] N, the most tasks to take
 -- ARGV[2] lease duration in ms
@@ -14,8 +15,9 @@
 -- The lease belongs to the server, not to each task: one ZADD per fetch instead of one entry per
 -- task. The server's heartbeat extends it; when it lapses, the recoverer takes back everything
 -- in the server's active hash.
--- Returns {token, {record, ...}}, or {} when the queue is empty. When tasks remain after the pop
--- the wake marker is set again, so that a second blocked server wakes up too.
+-- Returns {token, {record, ...}}, or {} when the queue is empty or paused. When tasks remain
+-- after the pop the wake marker is set again, so that a second blocked server wakes up too.
+if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
 if #popped == 0 then return {} end
 
