@@ -148,7 +148,14 @@ impl Client {
     ///
     /// Fails with [`Error::Duplicate`] when another live task of the queue holds the task's
     /// unique key.
+    ///
+    /// A task built with [`cron`](crate::TaskBuilder::cron) is not run now: it registers a
+    /// periodic entry whose every tick enqueues a copy of it (see [`Client::register_cron`]), and
+    /// the entry's id is returned.
     pub async fn enqueue(&self, task: Task) -> Result<String> {
+        if task.options.cron.is_some() {
+            return self.register_cron(&task).await;
+        }
         let new = self.prepare(&task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
         let (reply, answer) = oneshot::channel();
@@ -183,6 +190,15 @@ impl Client {
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {
         let mut by_queue: HashMap<&str, Vec<(&Task, NewTask)>> = HashMap::new();
         let mut seen = HashSet::new();
+        if let Some(t) = tasks.iter().find(|t| t.options.cron.is_some()) {
+            return Err(Error::validation(
+                "cron",
+                format!(
+                    "task {} is periodic; register it with enqueue or register_cron, not in a batch",
+                    t.id
+                ),
+            ));
+        }
         for t in &tasks {
             let new = self.prepare(t)?;
             if let Some(key) = &t.options.unique_key {
@@ -211,6 +227,33 @@ impl Client {
             }
         }
         Ok(tasks.into_iter().map(|t| t.id).collect())
+    }
+
+    /// Registers (or updates) a periodic entry from a task built with
+    /// [`cron`](crate::TaskBuilder::cron) and returns the entry's id: the task's unique key if it
+    /// has one, else `"<task type> <expression>"`. Registering an entry with the same id in the
+    /// same queue updates it (keeping a pause) instead of adding a second one. Every tick then
+    /// enqueues a copy of the task with a fresh id, exactly once across all servers.
+    pub async fn register_cron(&self, task: &Task) -> Result<String> {
+        let Some(expr) = task.options.cron.clone() else {
+            return Err(Error::validation("cron", "the task has no cron expression"));
+        };
+        self.prepare(task)?;
+        let schedule = crate::schedule::Schedule::parse(&expr)
+            .map_err(|e| Error::validation("cron", format!("{expr:?}: {e}")))?;
+        let id = task
+            .options
+            .unique_key
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", task.task_type, expr.trim()));
+        let now = self.inner.broker.time_ms().await?;
+        let template = record::encode(task)?;
+        self.note_queues(std::slice::from_ref(&task.queue)).await?;
+        self.inner
+            .broker
+            .cron_put(&task.queue, &id, &expr, &template, schedule.next_after(now))
+            .await?;
+        Ok(id)
     }
 
     /// Task counts per state of a queue.
@@ -255,12 +298,6 @@ impl Client {
     fn prepare(&self, task: &Task) -> Result<NewTask> {
         crate::task::validate_task_type(&task.task_type)?;
         crate::task::validate_queue_name(&task.queue)?;
-        if task.options.cron.is_some() {
-            return Err(Error::NotSupported(format!(
-                "periodic (cron) tasks arrive in the next release; task {} ({}) was not enqueued",
-                task.id, task.task_type
-            )));
-        }
         if task.options.depends_on.is_some() {
             return Err(Error::NotSupported(format!(
                 "task dependencies arrive in the next release; task {} ({}) was not enqueued",

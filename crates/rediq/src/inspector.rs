@@ -26,6 +26,25 @@ pub struct Inspector {
     broker: Broker,
 }
 
+/// A periodic (cron) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronEntry {
+    /// The entry's id: the task's unique key, or `"<task type> <expression>"`.
+    pub id: String,
+    /// The queue its tasks go to.
+    pub queue: String,
+    /// The schedule expression.
+    pub expr: String,
+    /// The task every tick enqueues a copy of (with a fresh id).
+    pub task: Task,
+    /// Whether the entry is paused.
+    pub paused: bool,
+    /// The last tick that fired (Unix ms).
+    pub last_run_ms: Option<u64>,
+    /// The next tick (Unix ms); `None` while paused.
+    pub next_run_ms: Option<u64>,
+}
+
 /// A registered server, as its heartbeat last described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
@@ -160,6 +179,64 @@ impl Inspector {
             pairs.push((old, record::encode(&task)?));
         }
         self.broker.rerun(queue, &pairs).await
+    }
+
+    /// Every periodic entry, of every queue.
+    pub async fn cron_entries(&self) -> Result<Vec<CronEntry>> {
+        let mut out = Vec::new();
+        for queue in self.broker.cron_queues().await? {
+            for (id, e, last, next) in self.broker.cron_list(&queue).await? {
+                let Ok(task) = record::decode(&queue, &e.template) else {
+                    continue;
+                };
+                out.push(CronEntry {
+                    id,
+                    queue: queue.clone(),
+                    expr: e.expr,
+                    task,
+                    paused: e.paused,
+                    last_run_ms: last,
+                    next_run_ms: next,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pauses a periodic entry: no tick fires until it is resumed. `false` if no entry has
+    /// this id.
+    pub async fn pause_cron(&self, id: &str) -> Result<bool> {
+        match self.find_cron(id).await? {
+            Some(e) => self.broker.cron_set_paused(&e.queue, id, None).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Resumes a paused periodic entry from its next tick after now (ticks passed while paused
+    /// do not fire). `false` if no entry has this id.
+    pub async fn resume_cron(&self, id: &str) -> Result<bool> {
+        let Some(e) = self.find_cron(id).await? else {
+            return Ok(false);
+        };
+        let schedule = crate::schedule::Schedule::parse(&e.expr)
+            .map_err(|err| crate::Error::validation("cron", err))?;
+        let now = self.broker.time_ms().await?;
+        match schedule.next_after(now) {
+            Some(next) => self.broker.cron_set_paused(&e.queue, id, Some(next)).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Removes a periodic entry. `false` if no entry has this id.
+    pub async fn remove_cron(&self, id: &str) -> Result<bool> {
+        match self.find_cron(id).await? {
+            Some(e) => self.broker.cron_remove(&e.queue, id).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn find_cron(&self, id: &str) -> Result<Option<CronEntry>> {
+        Ok(self.cron_entries().await?.into_iter().find(|e| e.id == id))
     }
 
     /// Plants raw bytes as a pending task, bypassing every check. Only for testing how servers

@@ -212,7 +212,11 @@ impl TaskBuilder {
         self
     }
 
-    /// Cron expression for a periodic task.
+    /// Makes the task periodic: `client.enqueue(task)` then registers an entry that enqueues a
+    /// copy of the task at every tick. Accepted: 5-field cron (`0 2 * * *`), 6 fields with
+    /// seconds first, `@hourly` / `@daily` / `@weekly` / `@monthly` / `@yearly`, `@every 30s`
+    /// (units s, m, h, d), each optionally prefixed by `CRON_TZ=<IANA zone> ` (default UTC). An
+    /// invalid expression fails at `build()` with the parser's message.
     pub fn cron(mut self, expr: impl Into<String>) -> Self {
         self.options.cron = Some(expr.into());
         self
@@ -278,8 +282,19 @@ pub(crate) fn validate_options(o: &TaskOptions) -> Result<()> {
         }
     }
     if let Some(expr) = &o.cron {
-        if expr.trim().is_empty() {
-            return Err(Error::validation("cron", "expression must not be empty"));
+        crate::schedule::Schedule::parse(expr)
+            .map_err(|e| Error::validation("cron", format!("{expr:?}: {e}")))?;
+        if o.delay.is_some() {
+            return Err(Error::validation(
+                "cron",
+                "a periodic task runs at its ticks; it cannot also have a delay",
+            ));
+        }
+        if o.depends_on.is_some() {
+            return Err(Error::validation(
+                "cron",
+                "a periodic task cannot depend on other tasks",
+            ));
         }
     }
     if let Some(deps) = &o.depends_on {
@@ -395,6 +410,23 @@ mod tests {
             .build()
             .is_ok());
         assert!(Task::builder("t").timeout(Duration::ZERO).build().is_err());
+    }
+
+    #[test]
+    fn cron_is_parsed_at_build() {
+        assert!(Task::builder("c").cron("0 2 * * *").build().is_ok());
+        assert!(Task::builder("c").cron("@every 30s").build().is_ok());
+        let e = Task::builder("c")
+            .cron("0 25 * * *")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cron") && e.contains("0 25 * * *"), "{e}");
+        assert!(Task::builder("c")
+            .cron("@daily")
+            .delay(Duration::from_secs(1))
+            .build()
+            .is_err());
     }
 
     #[test]

@@ -105,7 +105,7 @@ async fn snippet_delay() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// 周期性任务 (builds; enqueueing cron tasks arrives with issue 3)
+/// 周期性任务 (builds; `client.enqueue` of it registers a periodic entry)
 #[rustfmt::skip]
 #[allow(dead_code, unused)]
 async fn snippet_cron() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,6 +22,9 @@ pub(crate) struct QueueKeys {
     pub failed: String,
     pub dead_trimmed: String,
     pub paused: String,
+    pub cron: String,
+    pub cron_next: String,
+    pub cron_last: String,
 }
 
 impl QueueKeys {
@@ -42,6 +45,9 @@ impl QueueKeys {
             failed: k("stat:failed"),
             dead_trimmed: k("stat:dead_trimmed"),
             paused: k("paused"),
+            cron: k("cron"),
+            cron_next: k("cron:next"),
+            cron_last: k("cron:last"),
             base,
         }
     }
@@ -60,6 +66,11 @@ impl QueueKeys {
 /// The set of known queue names.
 pub(crate) fn queues() -> String {
     format!("{PREFIX}:queues")
+}
+
+/// The set of queues that have periodic entries.
+pub(crate) fn cron_queues() -> String {
+    format!("{PREFIX}:cron:queues")
 }
 
 /// Sorted set of live servers, scored by their last heartbeat (Unix ms).
@@ -94,6 +105,9 @@ mod tests {
             &k.failed,
             &k.dead_trimmed,
             &k.paused,
+            &k.cron,
+            &k.cron_next,
+            &k.cron_last,
             &k.unique("x"),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");

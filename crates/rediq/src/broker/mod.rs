@@ -19,6 +19,7 @@
 //! Scripts take all the keys they touch in KEYS, all under one `{queue}` hash tag, and read time
 //! from Redis (`TIME`) so that no client clock decides when a task is due or a lease has expired.
 
+pub(crate) mod cron;
 pub(crate) mod keys;
 pub(crate) mod record;
 
@@ -46,6 +47,7 @@ struct Scripts {
     janitor: Script,
     rerun: Script,
     flush: Script,
+    cron_fire: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -61,6 +63,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     janitor: Script::new(include_str!("scripts/janitor.lua")),
     rerun: Script::new(include_str!("scripts/rerun.lua")),
     flush: Script::new(include_str!("scripts/flush.lua")),
+    cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).

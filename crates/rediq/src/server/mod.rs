@@ -12,6 +12,7 @@
 //! | [`forwarder`] | moves due delayed and retry tasks to pending                             |
 //! | [`recoverer`] | re-delivers tasks whose lease expired (their server died)                |
 //! | [`janitor`]   | trims completed and dead tasks, prunes dead registry entries             |
+//! | [`scheduler`] | fires the ticks of periodic (cron) entries, once across all servers      |
 //!
 //! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
 //! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
@@ -22,6 +23,7 @@ mod forwarder;
 mod heartbeat;
 mod janitor;
 mod recoverer;
+mod scheduler;
 pub(crate) mod service;
 mod worker;
 
@@ -32,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use service::Service;
+
+pub use scheduler::MissedTicks;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::{Broker, DeadLimits};
@@ -117,6 +121,8 @@ pub(crate) struct Config {
     pub recover_interval: Duration,
     pub heartbeat_interval: Duration,
     pub janitor_interval: Duration,
+    pub scheduler_interval: Duration,
+    pub missed_ticks: MissedTicks,
 }
 
 /// Builds a server: queues, concurrency and the reliability knobs. `build()` validates them and
@@ -151,6 +157,8 @@ pub struct ServerBuilder {
     completed_retention: Option<Duration>,
     forward_interval: Duration,
     janitor_interval: Duration,
+    scheduler_interval: Duration,
+    missed_ticks: MissedTicks,
 }
 
 impl Default for ServerBuilder {
@@ -170,6 +178,8 @@ impl Default for ServerBuilder {
             completed_retention: None,
             forward_interval: Duration::from_millis(200),
             janitor_interval: Duration::from_secs(30),
+            scheduler_interval: Duration::from_millis(250),
+            missed_ticks: MissedTicks::FireOnce,
         }
     }
 }
@@ -294,6 +304,20 @@ impl ServerBuilder {
         self
     }
 
+    /// How often the scheduler looks for due periodic ticks (default 250 ms): a tick fires at
+    /// most this long after it is due.
+    pub fn scheduler_interval(mut self, every: Duration) -> Self {
+        self.scheduler_interval = every;
+        self
+    }
+
+    /// What to do with periodic ticks missed while no server ran (default
+    /// [`MissedTicks::FireOnce`]: fire once, not once per missed tick).
+    pub fn missed_ticks(mut self, policy: MissedTicks) -> Self {
+        self.missed_ticks = policy;
+        self
+    }
+
     /// Validates the options and connects to Redis.
     pub async fn build(self) -> Result<ServerState> {
         if self.queues.is_empty() {
@@ -343,7 +367,10 @@ impl ServerBuilder {
         if self.fetchers == 0 {
             return Err(Error::validation("fetchers", "must be at least 1"));
         }
-        if self.forward_interval.is_zero() || self.janitor_interval.is_zero() {
+        if self.forward_interval.is_zero()
+            || self.janitor_interval.is_zero()
+            || self.scheduler_interval.is_zero()
+        {
             return Err(Error::validation(
                 "interval",
                 "intervals must be above zero",
@@ -374,6 +401,8 @@ impl ServerBuilder {
                 heartbeat_interval: (lease / 3)
                     .clamp(Duration::from_millis(50), Duration::from_secs(10)),
                 janitor_interval: self.janitor_interval,
+                scheduler_interval: self.scheduler_interval,
+                missed_ticks: self.missed_ticks,
             },
         })
     }
@@ -496,6 +525,7 @@ impl Server {
         let forwarder = forwarder::start(ctx.clone());
         let recoverer = recoverer::start(ctx.clone());
         let janitor = janitor::start(ctx.clone());
+        let scheduler = scheduler::start(ctx.clone());
         let mux = Arc::new(mux);
         let fetchers: Vec<Service> = (0..ctx.cfg.fetchers)
             .map(|_| {
@@ -539,7 +569,7 @@ impl Server {
             }
         }
         acker.stop().await;
-        for s in [&heartbeat, &forwarder, &recoverer, &janitor] {
+        for s in [&scheduler, &heartbeat, &forwarder, &recoverer, &janitor] {
             s.stop().await;
         }
         if let Err(e) = ctx.broker.unregister_worker(&ctx.server_id).await {

@@ -1,0 +1,220 @@
+//! Periodic entries. Each lives with its queue (`{queue}` hash tag): the entry itself in
+//! `cron`, its next tick in `cron:next` (absent while paused), the last tick that fired in
+//! `cron:last`. Firing a tick is `cron_fire.lua`: compare-and-set on the next tick, so across any
+//! number of schedulers each tick fires once.
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, QueueKeys};
+use super::{Broker, SCRIPTS};
+use crate::{Error, Result};
+
+/// A periodic entry as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredEntry {
+    /// The schedule expression.
+    #[serde(rename = "e")]
+    pub expr: String,
+    /// Record of the template task; every firing enqueues a copy with a fresh id.
+    #[serde(rename = "r", with = "serde_bytes")]
+    pub template: Vec<u8>,
+    #[serde(rename = "p", default)]
+    pub paused: bool,
+}
+
+impl StoredEntry {
+    fn encode(&self) -> Result<Vec<u8>> {
+        rmp_serde::to_vec_named(self).map_err(|e| Error::Serialization(e.to_string()))
+    }
+
+    fn decode(raw: &[u8]) -> Option<StoredEntry> {
+        rmp_serde::from_slice(raw).ok()
+    }
+}
+
+/// A listed entry: id, entry, last fired tick, next tick.
+pub(crate) type ListedEntry = (String, StoredEntry, Option<u64>, Option<u64>);
+
+/// Outcome of [`Broker::cron_fire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fired {
+    /// This call fired the tick.
+    Now,
+    /// Another scheduler did (or the entry was paused or removed).
+    Claimed,
+    /// A missed tick passed over (skip policy).
+    Skipped,
+    /// Fired, but the task's unique key is held: nothing enqueued.
+    Duplicate,
+}
+
+impl Broker {
+    /// Redis' clock, in Unix ms: the one clock all schedulers share.
+    pub async fn time_ms(&self) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Creates or updates an entry; an existing entry keeps its paused state.
+    pub async fn cron_put(
+        &self,
+        queue: &str,
+        id: &str,
+        expr: &str,
+        template: &[u8],
+        next: Option<u64>,
+    ) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let old: Option<Vec<u8>> = c.hget(&k.cron, id).await?;
+        let paused = old
+            .as_deref()
+            .and_then(StoredEntry::decode)
+            .is_some_and(|e| e.paused);
+        let entry = StoredEntry {
+            expr: expr.to_string(),
+            template: template.to_vec(),
+            paused,
+        };
+        let mut p = redis::pipe();
+        p.atomic().hset(&k.cron, id, entry.encode()?).ignore();
+        match next {
+            Some(n) if !paused => p.zadd(&k.cron_next, id, n).ignore(),
+            _ => p.zrem(&k.cron_next, id).ignore(),
+        };
+        let _: () = p.query_async(&mut c).await?;
+        let _: () = c.sadd(keys::cron_queues(), queue).await?;
+        Ok(())
+    }
+
+    /// Queues that have periodic entries.
+    pub async fn cron_queues(&self) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.smembers(keys::cron_queues()).await?)
+    }
+
+    /// Entries of `queue` whose next tick is at or before `now_ms`: (id, tick, entry).
+    pub async fn cron_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Option<StoredEntry>)>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let due: Vec<(String, u64)> = c
+            .zrangebyscore_limit_withscores(&k.cron_next, "-inf", now_ms, 0, limit as isize)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&String> = due.iter().map(|(id, _)| id).collect();
+        let raw: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&k.cron)
+            .arg(&ids)
+            .query_async(&mut c)
+            .await?;
+        Ok(due
+            .into_iter()
+            .zip(raw)
+            .map(|((id, tick), r)| (id, tick, r.as_deref().and_then(StoredEntry::decode)))
+            .collect())
+    }
+
+    /// Fires (or, with `fire: false`, passes over) one tick of an entry.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn cron_fire(
+        &self,
+        queue: &str,
+        id: &str,
+        tick: u64,
+        next: Option<u64>,
+        record: &[u8],
+        unique: Option<(&str, u64)>,
+        fire: bool,
+    ) -> Result<Fired> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.cron_fire.prepare_invoke();
+        inv.key(&k.cron_next)
+            .key(&k.cron_last)
+            .key(&k.pending)
+            .key(&k.seq)
+            .key(&k.wake);
+        if let Some((key, _)) = unique {
+            inv.key(k.unique(key));
+        }
+        inv.arg(id)
+            .arg(tick)
+            .arg(next.unwrap_or(0))
+            .arg(record)
+            .arg(unique.map_or(0, |(_, ttl)| ttl))
+            .arg(if fire { "1" } else { "0" });
+        let mut c = self.conn.clone();
+        let r: i64 = inv.invoke_async(&mut c).await?;
+        Ok(match r {
+            1 => Fired::Now,
+            2 => Fired::Skipped,
+            3 => Fired::Duplicate,
+            _ => Fired::Claimed,
+        })
+    }
+
+    /// Every entry of `queue` with its last and next tick.
+    pub async fn cron_list(&self, queue: &str) -> Result<Vec<ListedEntry>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        type Ticks = Vec<(String, u64)>;
+        let (entries, last, next): (Vec<(String, Vec<u8>)>, Ticks, Ticks) = redis::pipe()
+            .hgetall(&k.cron)
+            .hgetall(&k.cron_last)
+            .zrange_withscores(&k.cron_next, 0, -1)
+            .query_async(&mut c)
+            .await?;
+        let find = |v: &[(String, u64)], id: &str| v.iter().find(|(i, _)| i == id).map(|x| x.1);
+        let mut out: Vec<ListedEntry> = entries
+            .into_iter()
+            .filter_map(|(id, raw)| {
+                let e = StoredEntry::decode(&raw)?;
+                let (l, n) = (find(&last, &id), find(&next, &id));
+                Some((id, e, l, n))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Pauses (`next: None`) or resumes (`next: Some(tick)`) an entry; `false` if unknown.
+    pub async fn cron_set_paused(&self, queue: &str, id: &str, next: Option<u64>) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let old: Option<Vec<u8>> = c.hget(&k.cron, id).await?;
+        let Some(mut entry) = old.as_deref().and_then(StoredEntry::decode) else {
+            return Ok(false);
+        };
+        entry.paused = next.is_none();
+        let mut p = redis::pipe();
+        p.atomic().hset(&k.cron, id, entry.encode()?).ignore();
+        match next {
+            Some(n) => p.zadd(&k.cron_next, id, n).ignore(),
+            None => p.zrem(&k.cron_next, id).ignore(),
+        };
+        let _: () = p.query_async(&mut c).await?;
+        Ok(true)
+    }
+
+    /// Removes an entry; `false` if unknown.
+    pub async fn cron_remove(&self, queue: &str, id: &str) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let (n, _, _): (u64, u64, u64) = redis::pipe()
+            .atomic()
+            .hdel(&k.cron, id)
+            .zrem(&k.cron_next, id)
+            .hdel(&k.cron_last, id)
+            .query_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+}

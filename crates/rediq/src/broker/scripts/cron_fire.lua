@@ -1,0 +1,37 @@
+-- cron_fire.lua — one tick of a periodic entry fires exactly once, across all schedulers.
+--
+-- KEYS[1] cron next-run zset (member = entry id, score = its next tick, Unix ms)
+-- KEYS[2] cron last-run hash (entry id -> the last tick that fired, Unix ms)
+-- KEYS[3] pending zset
+-- KEYS[4] sequence counter
+-- KEYS[5] wake marker zset
+-- KEYS[6] (optional) the unique-key lock of the fired task
+--
+-- ARGV[1] entry id
+-- ARGV[2] the tick being fired (must still be the entry's next tick: that is the claim)
+-- ARGV[3] the tick after it (0 = none)
+-- ARGV[4] record of the task to enqueue (fresh id)
+-- ARGV[5] unique-key TTL in seconds
+-- ARGV[6] "1" = fire, "0" = only move on (a missed tick under the skip policy)
+--
+-- Every scheduler that sees the tick due calls this; the first one moves the entry's next tick
+-- on and enqueues, every later one finds a different next tick and does nothing.
+-- Returns 1 fired, 0 already claimed (or entry removed/paused), 2 skipped, 3 fired but the task
+-- was dropped because its unique key is held.
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not cur or tonumber(cur) ~= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+if ARGV[6] == '0' then return 2 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local record = ARGV[4]
+if KEYS[6] and not redis.call('SET', KEYS[6], string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
+  return 3
+end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], (string.byte(record, 2) or 50) * 4398046511104 + seq, record)
+redis.call('ZADD', KEYS[5], 0, 'w')
+return 1

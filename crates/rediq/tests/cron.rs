@@ -1,0 +1,182 @@
+//! Periodic tasks: two servers racing on one seconds-field entry fire every tick exactly once;
+//! registering again updates instead of duplicating; pause, resume and remove.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rediq::Task;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_fire_each_tick_exactly_once() {
+    let env = Env::new().await;
+    let fired: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let mk = |fired: Arc<Mutex<Vec<u64>>>| {
+        mux_with("tick", move |t: Task| {
+            let f = fired.clone();
+            async move {
+                f.lock().unwrap().push(t.created_at_ms().unwrap());
+                Ok(())
+            }
+        })
+    };
+    let builder = || {
+        env.server()
+            .queues(&["cron"])
+            .scheduler_interval(Duration::from_millis(100))
+    };
+    let a = start(builder(), mk(fired.clone())).await;
+    let b = start(builder(), mk(fired.clone())).await;
+    let id = env
+        .client
+        .enqueue(
+            Task::builder("tick")
+                .queue("cron")
+                .cron("* * * * * *")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, "tick * * * * * *");
+    tokio::time::sleep(Duration::from_millis(11_500)).await;
+    // Stop the schedulers first, then let the last tasks finish.
+    assert!(env.inspector.pause_cron(&id).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let fired = fired.lock().unwrap().clone();
+    let mut per_second: BTreeMap<u64, u32> = BTreeMap::new();
+    for ms in &fired {
+        *per_second.entry(ms / 1000).or_default() += 1;
+    }
+    assert!(fired.len() >= 10, "only {} ticks fired", fired.len());
+    assert!(
+        per_second.values().all(|&n| n == 1),
+        "a tick fired twice: {per_second:?}"
+    );
+    let (first, last) = (
+        *per_second.keys().next().unwrap(),
+        *per_second.keys().last().unwrap(),
+    );
+    assert_eq!(
+        per_second.len() as u64,
+        last - first + 1,
+        "a tick was lost: {per_second:?}"
+    );
+    let entry = env.inspector.cron_entries().await.unwrap().remove(0);
+    assert_eq!(entry.last_run_ms.unwrap() / 1000, last);
+}
+
+#[tokio::test]
+async fn entries_update_pause_resume_and_remove() {
+    let env = Env::new().await;
+    let t = || Task::builder("report").queue("rep").cron("0 2 * * *");
+    let id = env.client.enqueue(t().build().unwrap()).await.unwrap();
+    let again = env.client.enqueue(t().build().unwrap()).await.unwrap();
+    assert_eq!(id, again);
+    // Same unique key, new schedule and priority: the entry is updated, not doubled.
+    let keyed = |expr: &str, prio: i32| {
+        Task::builder("report")
+            .queue("rep")
+            .unique_key("nightly")
+            .priority(prio)
+            .cron(expr)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(
+        env.client.enqueue(keyed("0 3 * * *", 10)).await.unwrap(),
+        "nightly"
+    );
+    assert_eq!(
+        env.client.enqueue(keyed("0 4 * * *", 5)).await.unwrap(),
+        "nightly"
+    );
+    let entries = env.inspector.cron_entries().await.unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let nightly = entries.iter().find(|e| e.id == "nightly").unwrap();
+    assert_eq!(
+        (nightly.expr.as_str(), nightly.task.options.priority),
+        ("0 4 * * *", 5)
+    );
+    let next = nightly.next_run_ms.unwrap();
+    assert_eq!(next % 3_600_000, 0, "on the hour");
+    assert!(nightly.last_run_ms.is_none() && !nightly.paused);
+
+    assert!(env.inspector.pause_cron("nightly").await.unwrap());
+    let e = env.inspector.cron_entries().await.unwrap();
+    let p = e.iter().find(|e| e.id == "nightly").unwrap();
+    assert!(p.paused && p.next_run_ms.is_none());
+    // Registering again keeps the pause.
+    env.client.enqueue(keyed("0 4 * * *", 5)).await.unwrap();
+    let e = env.inspector.cron_entries().await.unwrap();
+    assert!(e.iter().find(|e| e.id == "nightly").unwrap().paused);
+    assert!(env.inspector.resume_cron("nightly").await.unwrap());
+    let e = env.inspector.cron_entries().await.unwrap();
+    assert_eq!(
+        e.iter().find(|e| e.id == "nightly").unwrap().next_run_ms,
+        Some(next)
+    );
+
+    assert!(env.inspector.remove_cron("nightly").await.unwrap());
+    assert!(!env.inspector.remove_cron("nightly").await.unwrap());
+    assert!(!env.inspector.pause_cron("nope").await.unwrap());
+    assert_eq!(env.inspector.cron_entries().await.unwrap().len(), 1);
+    // Registering enqueued nothing.
+    assert_eq!(env.inspector.queue_stats("rep").await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn paused_entry_fires_nothing() {
+    let env = Env::new().await;
+    let runs = Arc::new(Mutex::new(0u32));
+    let r = runs.clone();
+    let srv = start(
+        env.server()
+            .queues(&["pc"])
+            .scheduler_interval(Duration::from_millis(100)),
+        mux_with("t", move |_| {
+            let r = r.clone();
+            async move {
+                *r.lock().unwrap() += 1;
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let id = env
+        .client
+        .enqueue(
+            Task::builder("t")
+                .queue("pc")
+                .cron("@every 1s")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            *runs.lock().unwrap() >= 1
+        })
+        .await
+    );
+    env.inspector.pause_cron(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_pause = *runs.lock().unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(*runs.lock().unwrap(), at_pause, "fired while paused");
+    env.inspector.resume_cron(&id).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            *runs.lock().unwrap() > at_pause
+        })
+        .await
+    );
+    srv.shutdown().await;
+}
