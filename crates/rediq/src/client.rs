@@ -286,6 +286,11 @@ impl Client {
         self.inspector().rerun_all_dead(queue).await
     }
 
+    /// Cancels a task by id (see [`Inspector::cancel_task`]).
+    pub async fn cancel_task(&self, queue: &str, id: &str) -> Result<crate::CancelOutcome> {
+        self.inspector().cancel_task(queue, id).await
+    }
+
     /// An [`Inspector`] sharing this client's connection.
     pub fn inspector(&self) -> Inspector {
         Inspector::from_client(self)

@@ -26,6 +26,17 @@ pub struct Inspector {
     broker: Broker,
 }
 
+/// What [`Inspector::cancel_task`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The task was waiting (pending, delayed or retry) and is gone.
+    Removed,
+    /// The task was running; its server was told to drop the handler and remove it.
+    Signalled,
+    /// No waiting or running task of the queue has this id.
+    NotFound,
+}
+
 /// A periodic (cron) entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronEntry {
@@ -179,6 +190,39 @@ impl Inspector {
             pairs.push((old, record::encode(&task)?));
         }
         self.broker.rerun(queue, &pairs).await
+    }
+
+    /// Cancels a task by id. A waiting task (pending, delayed, retry) is removed at once; a
+    /// running one is announced over Redis pub/sub to the server running it, which drops the
+    /// handler's future and removes the task. Either way it is never retried, its unique key is
+    /// released and `cancelled_total` counts it.
+    pub async fn cancel_task(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
+        use crate::broker::cancel::Located;
+        validate_queue_name(queue)?;
+        let raw = record::id_bytes(id)?;
+        // A waiting task may be fetched between locating and removing it: look again.
+        for _ in 0..3 {
+            match self.broker.locate(queue, &raw).await? {
+                Located::Waiting(state, stored) => {
+                    let unique = record::decode(queue, &stored)
+                        .ok()
+                        .and_then(|t| t.options.unique_key);
+                    if self
+                        .broker
+                        .cancel_waiting(queue, state, &stored, unique.as_deref())
+                        .await?
+                    {
+                        return Ok(CancelOutcome::Removed);
+                    }
+                }
+                Located::Running => {
+                    self.broker.publish_cancel(queue, &raw).await?;
+                    return Ok(CancelOutcome::Signalled);
+                }
+                Located::NotFound => return Ok(CancelOutcome::NotFound),
+            }
+        }
+        Ok(CancelOutcome::NotFound)
     }
 
     /// Every periodic entry, of every queue.

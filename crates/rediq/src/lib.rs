@@ -64,5 +64,5 @@ pub use async_trait::async_trait;
 pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
-pub use inspector::{CronEntry, Inspector, WorkerInfo};
+pub use inspector::{CancelOutcome, CronEntry, Inspector, WorkerInfo};
 pub use task::{Task, TaskBuilder, TaskOptions};

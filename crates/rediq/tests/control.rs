@@ -218,3 +218,99 @@ async fn dead_tasks_run_again_with_their_attempts_reset() {
     let unknown = Task::builder("r").build().unwrap().id;
     assert!(!env.client.rerun_dead("rq", &unknown).await.unwrap());
 }
+
+#[tokio::test]
+async fn cancel_removes_waiting_tasks_and_stops_running_ones_without_retry() {
+    use rediq::CancelOutcome;
+    let env = Env::new().await;
+    let q = |t: &str| Task::builder(t).queue("cq");
+    // Waiting: pending (with a unique key) and delayed.
+    let pending = env
+        .client
+        .enqueue(q("c").unique_key("u1").build().unwrap())
+        .await
+        .unwrap();
+    let delayed = env
+        .client
+        .enqueue(q("c").delay(Duration::from_secs(600)).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        env.client.cancel_task("cq", &pending).await.unwrap(),
+        CancelOutcome::Removed
+    );
+    assert_eq!(
+        env.client.cancel_task("cq", &delayed).await.unwrap(),
+        CancelOutcome::Removed
+    );
+    assert_eq!(
+        env.client.cancel_task("cq", &pending).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    env.client
+        .enqueue(q("c").unique_key("u1").build().unwrap())
+        .await
+        .expect("unique key released by the cancellation");
+    env.client.flush_queue("cq").await.unwrap();
+
+    // Running: the handler is dropped, the task is neither retried nor dead.
+    let dropped = Arc::new(AtomicU32::new(0));
+    let finished = Arc::new(AtomicU32::new(0));
+    let (d, f) = (dropped.clone(), finished.clone());
+    let srv = start(
+        env.server().queues(&["cq"]),
+        mux_with("long", move |_| {
+            let (d, f) = (d.clone(), f.clone());
+            async move {
+                struct OnDrop(Arc<AtomicU32>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let _guard = OnDrop(d);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let running = env
+        .client
+        .enqueue(q("long").max_retry(5).build().unwrap())
+        .await
+        .unwrap();
+    let insp = env.inspector.clone();
+    assert!(
+        wait_for(LONG, || async {
+            insp.queue_stats("cq").await.unwrap().active == 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // the handler has started
+    assert_eq!(
+        env.client.cancel_task("cq", &running).await.unwrap(),
+        CancelOutcome::Signalled
+    );
+    assert!(
+        wait_for(LONG, || async {
+            insp.queue_stats("cq").await.unwrap().active == 0
+        })
+        .await
+    );
+    srv.shutdown().await;
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "handler future dropped");
+    assert_eq!(finished.load(Ordering::SeqCst), 0);
+    let st = env.inspector.queue_stats("cq").await.unwrap();
+    assert_eq!(
+        (
+            st.pending,
+            st.retry,
+            st.dead,
+            st.processed_total,
+            st.cancelled_total
+        ),
+        (0, 0, 0, 0, 3)
+    );
+}

@@ -22,6 +22,7 @@ pub(crate) struct QueueKeys {
     pub failed: String,
     pub dead_trimmed: String,
     pub paused: String,
+    pub cancelled: String,
     pub cron: String,
     pub cron_next: String,
     pub cron_last: String,
@@ -45,6 +46,7 @@ impl QueueKeys {
             failed: k("stat:failed"),
             dead_trimmed: k("stat:dead_trimmed"),
             paused: k("paused"),
+            cancelled: k("stat:cancelled"),
             cron: k("cron"),
             cron_next: k("cron:next"),
             cron_last: k("cron:last"),
@@ -66,6 +68,11 @@ impl QueueKeys {
 /// The set of known queue names.
 pub(crate) fn queues() -> String {
     format!("{PREFIX}:queues")
+}
+
+/// Pub/sub channel on which cancellations of running tasks are announced.
+pub(crate) fn cancel_channel() -> String {
+    format!("{PREFIX}:cancel")
 }
 
 /// The set of queues that have periodic entries.
@@ -105,6 +112,7 @@ mod tests {
             &k.failed,
             &k.dead_trimmed,
             &k.paused,
+            &k.cancelled,
             &k.cron,
             &k.cron_next,
             &k.cron_last,

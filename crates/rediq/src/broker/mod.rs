@@ -19,6 +19,7 @@
 //! Scripts take all the keys they touch in KEYS, all under one `{queue}` hash tag, and read time
 //! from Redis (`TIME`) so that no client clock decides when a task is due or a lease has expired.
 
+pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod keys;
 pub(crate) mod record;
@@ -48,6 +49,7 @@ struct Scripts {
     rerun: Script,
     flush: Script,
     cron_fire: Script,
+    cancel: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -64,6 +66,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rerun: Script::new(include_str!("scripts/rerun.lua")),
     flush: Script::new(include_str!("scripts/flush.lua")),
     cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
+    cancel: Script::new(include_str!("scripts/cancel.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -151,6 +154,8 @@ pub struct QueueStats {
     pub failed_total: u64,
     /// Dead tasks dropped by the dead-letter limits, ever.
     pub dead_trimmed_total: u64,
+    /// Tasks cancelled, ever.
+    pub cancelled_total: u64,
     /// Whether the queue is paused (hands out nothing).
     pub paused: bool,
 }
@@ -688,12 +693,13 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (pending, delayed, retry, dead, completed, p, f, t, paused): (
+        let (pending, delayed, retry, dead, completed, p, f, t, cancelled, paused): (
             u64,
             u64,
             u64,
             u64,
             u64,
+            Option<u64>,
             Option<u64>,
             Option<u64>,
             Option<u64>,
@@ -707,6 +713,7 @@ impl Broker {
             .get(&k.processed)
             .get(&k.failed)
             .get(&k.dead_trimmed)
+            .get(&k.cancelled)
             .exists(&k.paused)
             .query_async(&mut c)
             .await?;
@@ -726,6 +733,7 @@ impl Broker {
             processed_total: p.unwrap_or(0),
             failed_total: f.unwrap_or(0),
             dead_trimmed_total: t.unwrap_or(0),
+            cancelled_total: cancelled.unwrap_or(0),
             paused,
         })
     }

@@ -13,11 +13,13 @@
 //! | [`recoverer`] | re-delivers tasks whose lease expired (their server died)                |
 //! | [`janitor`]   | trims completed and dead tasks, prunes dead registry entries             |
 //! | [`scheduler`] | fires the ticks of periodic (cron) entries, once across all servers      |
+//! | [`canceller`] | listens for cancellations of running tasks and drops their handlers      |
 //!
 //! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
 //! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
 
 mod acker;
+mod canceller;
 mod fetcher;
 mod forwarder;
 mod heartbeat;
@@ -444,6 +446,43 @@ impl InFlight {
     }
 }
 
+/// (queue index, task id) → the cancellation handle of its running handler.
+type CancelMap = HashMap<(usize, Vec<u8>), Arc<tokio::sync::Notify>>;
+
+/// Cancellation handles of the tasks whose handlers run on this server.
+#[derive(Debug, Default)]
+pub(crate) struct Cancels {
+    map: Mutex<CancelMap>,
+}
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CancelMap> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map stays valid.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, queue: usize, id: &[u8]) -> Arc<tokio::sync::Notify> {
+        let n = Arc::new(tokio::sync::Notify::new());
+        self.lock().insert((queue, id.to_vec()), n.clone());
+        n
+    }
+
+    pub fn unregister(&self, queue: usize, id: &[u8]) {
+        self.lock().remove(&(queue, id.to_vec()));
+    }
+
+    /// Signals the handler of a task, if it runs here; returns whether it did.
+    pub fn cancel(&self, queue: usize, id: &[u8]) -> bool {
+        match self.lock().get(&(queue, id.to_vec())) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// What the services share.
 #[derive(Debug)]
 pub(crate) struct Ctx {
@@ -453,6 +492,7 @@ pub(crate) struct Ctx {
     /// When this server started (Unix ms), for the registry.
     pub started_at_ms: u64,
     pub inflight: InFlight,
+    pub cancels: Cancels,
     /// Set when shutdown begins: tasks fetched but not yet started go back at once.
     pub stopping: AtomicBool,
 }
@@ -512,6 +552,7 @@ impl Server {
             server_id,
             started_at_ms: crate::task::now_ms(),
             inflight: InFlight::default(),
+            cancels: Cancels::default(),
             stopping: AtomicBool::new(false),
         });
         let concurrency = ctx.cfg.concurrency;
@@ -526,6 +567,7 @@ impl Server {
         let recoverer = recoverer::start(ctx.clone());
         let janitor = janitor::start(ctx.clone());
         let scheduler = scheduler::start(ctx.clone());
+        let canceller = canceller::start(ctx.clone());
         let mux = Arc::new(mux);
         let fetchers: Vec<Service> = (0..ctx.cfg.fetchers)
             .map(|_| {
@@ -569,7 +611,9 @@ impl Server {
             }
         }
         acker.stop().await;
-        for s in [&scheduler, &heartbeat, &forwarder, &recoverer, &janitor] {
+        for s in [
+            &canceller, &scheduler, &heartbeat, &forwarder, &recoverer, &janitor,
+        ] {
             s.stop().await;
         }
         if let Err(e) = ctx.broker.unregister_worker(&ctx.server_id).await {

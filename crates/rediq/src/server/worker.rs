@@ -59,21 +59,27 @@ pub(crate) async fn run(
     }
 
     let timeout = task.options.timeout;
+    let cancel = ctx.cancels.register(queue, &id);
     let handler = std::panic::AssertUnwindSafe(mux.dispatch(&task)).catch_unwind();
     let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, handler) => Some(match r {
+        r = tokio::time::timeout(timeout, handler) => Outcome::Ran(match r {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(Error::Panic(panic_message(&panic))),
             Err(_) => Err(Error::Timeout(timeout)),
         }),
-        _ = hard_stop.wait_for(|s| *s) => None,
+        _ = hard_stop.wait_for(|s| *s) => Outcome::ShutDown,
+        _ = cancel.notified() => Outcome::Cancelled,
     };
+    ctx.cancels.unregister(queue, &id);
 
     match outcome {
         // Shutdown ran out of patience: the handler's future is dropped and the task goes back
         // without counting an attempt.
-        None => Box::pin(requeue(&ctx, queue, &id, token)).await,
-        Some(Ok(())) => {
+        Outcome::ShutDown => Box::pin(requeue(&ctx, queue, &id, token)).await,
+        // Cancelled through Redis: the handler's future is dropped and the task is removed,
+        // never retried.
+        Outcome::Cancelled => Box::pin(cancelled(&ctx, queue, &id, token, &task)).await,
+        Outcome::Ran(Ok(())) => {
             let done = Done {
                 queue,
                 ack: Ack {
@@ -86,9 +92,28 @@ pub(crate) async fn run(
                 tracing::warn!(task = %task.id, "acker gone; the lease will expire and the task run again");
             }
         }
-        Some(Err(e)) => Box::pin(fail(&ctx, queue, &id, token, task, e)).await,
+        Outcome::Ran(Err(e)) => Box::pin(fail(&ctx, queue, &id, token, task, e)).await,
     }
     drop(permit);
+}
+
+/// How a handler's run ended.
+enum Outcome {
+    Ran(crate::Result<()>),
+    ShutDown,
+    Cancelled,
+}
+
+/// A cancelled running task is removed (its unique key released), not retried.
+async fn cancelled(ctx: &Ctx, queue: usize, id: &[u8], token: u64, task: &Task) {
+    let qname = ctx.queue_name(queue);
+    tracing::info!(task = %task.id, queue = qname, "task cancelled while running");
+    let unique = task.options.unique_key.as_deref();
+    settle(ctx, queue, id, token, || {
+        ctx.broker
+            .cancel_active(qname, &ctx.server_id, id, token, unique)
+    })
+    .await;
 }
 
 /// A record that cannot be decoded goes to the dead-letter queue, raw bytes and reason kept.
