@@ -247,11 +247,17 @@ impl Client {
             .clone()
             .unwrap_or_else(|| format!("{} {}", task.task_type, expr.trim()));
         let now = self.inner.broker.time_ms().await?;
+        let Some(first) = schedule.next_after(now) else {
+            return Err(Error::validation(
+                "cron",
+                format!("{expr:?} has no future tick; it would never fire"),
+            ));
+        };
         let template = record::encode(task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
         self.inner
             .broker
-            .cron_put(&task.queue, &id, &expr, &template, schedule.next_after(now))
+            .cron_put(&task.queue, &id, &expr, &template, Some(first))
             .await?;
         Ok(id)
     }

@@ -194,8 +194,10 @@ impl Inspector {
 
     /// Cancels a task by id. A waiting task (pending, delayed, retry) is removed at once; a
     /// running one is announced over Redis pub/sub to the server running it, which drops the
-    /// handler's future and removes the task. Either way it is never retried, its unique key is
-    /// released and `cancelled_total` counts it.
+    /// handler's future and removes the task; its unique key is released and `cancelled_total`
+    /// counts it, and it is not retried. Pub/sub is fire-and-forget: a server that is
+    /// reconnecting, or has leased the task but not yet started its handler, misses the signal
+    /// and the task runs to its end.
     pub async fn cancel_task(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
         use crate::broker::cancel::Located;
         validate_queue_name(queue)?;

@@ -21,6 +21,9 @@ pub const DEFAULT_PRIORITY: i32 = 50;
 pub const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 /// How long a unique key is held at most when no TTL is given (on top of any delay).
 pub const DEFAULT_UNIQUE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted delay, timeout and unique-key TTL (10 years): beyond it Redis expiry and
+/// millisecond arithmetic would overflow.
+pub const MAX_SPAN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Longest accepted queue name, in bytes.
 pub const MAX_QUEUE_NAME: usize = 128;
 
@@ -274,12 +277,26 @@ pub(crate) fn validate_options(o: &TaskOptions) -> Result<()> {
         }
     }
     if let Some(ttl) = o.unique_ttl {
-        if ttl < Duration::from_secs(1) {
+        if ttl < Duration::from_secs(1) || ttl > MAX_SPAN {
             return Err(Error::validation(
                 "unique_ttl",
-                format!("{ttl:?} is below the minimum of 1 s"),
+                format!("{ttl:?} is outside 1 s ..= 10 years"),
             ));
         }
+    }
+    if let Some(delay) = o.delay {
+        if delay > MAX_SPAN {
+            return Err(Error::validation(
+                "delay",
+                format!("{delay:?} is longer than 10 years"),
+            ));
+        }
+    }
+    if o.timeout > MAX_SPAN {
+        return Err(Error::validation(
+            "timeout",
+            format!("{:?} is longer than 10 years", o.timeout),
+        ));
     }
     if let Some(expr) = &o.cron {
         crate::schedule::Schedule::parse(expr)
@@ -410,6 +427,14 @@ mod tests {
             .build()
             .is_ok());
         assert!(Task::builder("t").timeout(Duration::ZERO).build().is_err());
+        let ages = Duration::from_secs(11 * 365 * 24 * 3600);
+        assert!(Task::builder("t").delay(ages).build().is_err());
+        assert!(Task::builder("t")
+            .unique_key("k")
+            .unique_ttl(ages)
+            .build()
+            .is_err());
+        assert!(Task::builder("t").timeout(ages).build().is_err());
     }
 
     #[test]

@@ -127,6 +127,15 @@ async fn entries_update_pause_resume_and_remove() {
     assert!(!env.inspector.remove_cron("nightly").await.unwrap());
     assert!(!env.inspector.pause_cron("nope").await.unwrap());
     assert_eq!(env.inspector.cron_entries().await.unwrap().len(), 1);
+    // An expression that can never fire is refused, not stored.
+    let never = Task::builder("x").queue("rep").cron("0 0 30 2 *").build();
+    match never {
+        Err(e) => assert!(e.to_string().contains("cron"), "{e}"),
+        Ok(t) => {
+            let e = env.client.enqueue(t).await.unwrap_err().to_string();
+            assert!(e.contains("never fire"), "{e}");
+        }
+    }
     // Registering enqueued nothing.
     assert_eq!(env.inspector.queue_stats("rep").await.unwrap().pending, 0);
 }

@@ -57,7 +57,9 @@ impl Broker {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    /// Creates or updates an entry; an existing entry keeps its paused state.
+    /// Creates or updates an entry. An existing entry keeps its paused state, and, when its
+    /// expression is unchanged, its next tick (so re-registering at every start-up neither
+    /// loses a due tick nor the missed-tick policy).
     pub async fn cron_put(
         &self,
         queue: &str,
@@ -69,10 +71,13 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         let old: Option<Vec<u8>> = c.hget(&k.cron, id).await?;
-        let paused = old
-            .as_deref()
-            .and_then(StoredEntry::decode)
-            .is_some_and(|e| e.paused);
+        let old = old.as_deref().and_then(StoredEntry::decode);
+        let paused = old.as_ref().is_some_and(|e| e.paused);
+        let stored_next: Option<u64> = c.zscore(&k.cron_next, id).await?;
+        let next = match (&old, stored_next) {
+            (Some(o), Some(n)) if o.expr == expr => Some(n),
+            _ => next,
+        };
         let entry = StoredEntry {
             expr: expr.to_string(),
             template: template.to_vec(),

@@ -636,18 +636,29 @@ impl Broker {
         lease: Duration,
     ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.extend.prepare_invoke();
-        inv.key(&k.leases)
-            .key(k.active(server))
-            .arg(lease.as_millis() as u64)
-            .arg(server)
-            .arg(held.len());
-        for (id, token) in held {
-            inv.arg(&id[..]).arg(token_text(*token));
+        let mut lost = Vec::new();
+        let mut chunks: Vec<&[(Vec<u8>, u64)]> = held.chunks(MAX_SCRIPT_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
         }
-        let mut c = self.conn.clone();
-        let lost: Vec<usize> = inv.invoke_async(&mut c).await?;
-        Ok(lost.into_iter().map(|i| i.saturating_sub(1)).collect())
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let mut inv = SCRIPTS.extend.prepare_invoke();
+            inv.key(&k.leases)
+                .key(k.active(server))
+                .arg(lease.as_millis() as u64)
+                .arg(server)
+                .arg(chunk.len());
+            for (id, token) in chunk {
+                inv.arg(&id[..]).arg(token_text(*token));
+            }
+            let mut c = self.conn.clone();
+            let l: Vec<usize> = inv.invoke_async(&mut c).await?;
+            lost.extend(
+                l.into_iter()
+                    .map(|i| n * MAX_SCRIPT_BATCH + i.saturating_sub(1)),
+            );
+        }
+        Ok(lost)
     }
 
     /// Servers whose lease on `queue` has lapsed (read only).

@@ -4,21 +4,35 @@
 //! queue, fenced by token: a lease that was taken over is not revived) and refreshes the worker
 //! registry entry (id, host, pid, queues, concurrency, start time) with a TTL, so a server that
 //! dies drops out of the registry by itself.
+//!
+//! It also sweeps for *orphans*: tasks in this server's active hash that the server itself no
+//! longer tracks, because a transition for them failed against Redis too often, or a fetch reply
+//! was lost after the fetch script ran. The server's lease stays alive while it works, so the
+//! recoverer would never take those back; an orphan seen on two beats in a row (with the same
+//! token, so not a fetch still on its way) is put back to pending by the heartbeat itself.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::service::{every, Service};
 use super::Ctx;
 use crate::broker::record::id_text;
 use crate::Result;
 
+/// Orphans seen on the previous beat: (queue, id, token).
+type Seen = HashSet<(usize, Vec<u8>, u64)>;
+
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.heartbeat_interval;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     Service::start("heartbeat", move |stop| async move {
         every(stop, interval, || {
-            let ctx = ctx.clone();
+            let (ctx, seen) = (ctx.clone(), seen.clone());
             async move {
                 extend_leases(&ctx).await;
+                if let Err(e) = sweep_orphans(&ctx, &seen).await {
+                    tracing::warn!(error = %e, "orphan sweep failed");
+                }
                 if let Err(e) = beat(&ctx).await {
                     tracing::warn!(error = %e, "worker heartbeat failed");
                 }
@@ -46,6 +60,41 @@ async fn extend_leases(ctx: &Ctx) {
     }
 }
 
+/// Puts back to pending the tasks of this server's active hashes that it no longer tracks and
+/// that were already orphans on the previous beat.
+async fn sweep_orphans(ctx: &Ctx, seen: &Mutex<Seen>) -> Result<()> {
+    let tracked: HashSet<(usize, Vec<u8>, u64)> = ctx
+        .inflight
+        .snapshot()
+        .into_iter()
+        .flat_map(|(q, held)| held.into_iter().map(move |(id, t)| (q, id, t)))
+        .collect();
+    let mut now = Seen::new();
+    for (q, (name, _)) in ctx.cfg.queues.iter().enumerate() {
+        for e in ctx.broker.held(name, &ctx.server_id).await? {
+            let key = (q, e.id, e.token);
+            if !tracked.contains(&key) {
+                now.insert(key);
+            }
+        }
+    }
+    let previous = std::mem::replace(
+        &mut *seen.lock().unwrap_or_else(|p| p.into_inner()),
+        now.clone(),
+    );
+    for (q, id, token) in now.intersection(&previous) {
+        let qname = ctx.queue_name(*q);
+        let n = ctx
+            .broker
+            .requeue(qname, &ctx.server_id, &[(id.clone(), *token, None)], false)
+            .await?;
+        if n > 0 {
+            tracing::warn!(queue = qname, task = %id_text(id), "task orphaned by a failed transition put back to pending");
+        }
+    }
+    Ok(())
+}
+
 /// Registers or refreshes this server in the worker registry.
 pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
     let queues: Vec<&str> = ctx.cfg.queues.iter().map(|(q, _)| q.as_str()).collect();
@@ -63,4 +112,80 @@ pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
     ctx.broker
         .heartbeat_worker(&ctx.server_id, &info, ttl)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{record, EnqueueMode, NewTask};
+    use crate::server::{InFlight, ServerBuilder};
+    use crate::testing::RedisServer;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn orphans_go_back_on_the_second_beat_tracked_tasks_stay() {
+        let redis = RedisServer::start();
+        let state = ServerBuilder::new()
+            .redis_url(redis.url())
+            .queues(&["o"])
+            .build()
+            .await
+            .unwrap();
+        let ctx = Ctx {
+            broker: state.broker,
+            cfg: state.cfg,
+            server_id: "host:1:test".into(),
+            started_at_ms: 0,
+            inflight: InFlight::default(),
+            cancels: Default::default(),
+            stopping: Default::default(),
+        };
+        for _ in 0..2 {
+            let t = crate::Task::builder("t").queue("o").build().unwrap();
+            let nt = NewTask {
+                record: record::encode(&t).unwrap(),
+                delay_ms: 0,
+                unique: None,
+            };
+            ctx.broker
+                .enqueue("o", &[nt], EnqueueMode::Each)
+                .await
+                .unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        // One fetch whose reply "was lost" (nobody tracks it), one that is tracked.
+        let lost = ctx
+            .broker
+            .fetch("o", &ctx.server_id, 1, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        let kept = ctx
+            .broker
+            .fetch("o", &ctx.server_id, 1, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        ctx.inflight
+            .insert(0, record::raw_id(&kept.records[0]).to_vec(), kept.token);
+        let seen = Mutex::new(Seen::new());
+
+        sweep_orphans(&ctx, &seen).await.unwrap();
+        let st = ctx.broker.stats("o").await.unwrap();
+        assert_eq!(
+            (st.pending, st.active),
+            (0, 2),
+            "one sighting is not enough"
+        );
+        sweep_orphans(&ctx, &seen).await.unwrap();
+        let st = ctx.broker.stats("o").await.unwrap();
+        assert_eq!((st.pending, st.active), (1, 1), "the orphan went back");
+        let back = ctx
+            .broker
+            .fetch("o", &ctx.server_id, 1, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.records, lost.records, "unchanged, at its old place");
+    }
 }

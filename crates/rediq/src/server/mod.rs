@@ -369,14 +369,14 @@ impl ServerBuilder {
         if self.fetchers == 0 {
             return Err(Error::validation("fetchers", "must be at least 1"));
         }
-        if self.forward_interval.is_zero()
-            || self.janitor_interval.is_zero()
-            || self.scheduler_interval.is_zero()
-        {
-            return Err(Error::validation(
-                "interval",
-                "intervals must be above zero",
-            ));
+        for (what, d) in [
+            ("forward_interval", self.forward_interval),
+            ("janitor_interval", self.janitor_interval),
+            ("scheduler_interval", self.scheduler_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::validation(what, "must be above zero"));
+            }
         }
         let broker = Broker::connect(&self.url).await?;
         broker.ping().await?;

@@ -5,7 +5,8 @@
 //! on and enqueues only if the tick it was asked to fire is still the entry's next one. Time is
 //! Redis' clock, shared by all.
 //!
-//! A tick found more than [`MISSED_AFTER`] late (every scheduler was down) is *missed*. Missed
+//! A tick found more than [`MISSED_AFTER`] late (or two scheduler intervals, if that is longer)
+//! is *missed*: every scheduler was down. Missed
 //! ticks collapse into one: with [`MissedTicks::FireOnce`] (the default) that one fires, with
 //! [`MissedTicks::Skip`] it does not; either way the next tick is the first one after now, so a
 //! day of downtime does not fire a day of ticks.
@@ -70,7 +71,8 @@ async fn fire_due(ctx: &Ctx) -> crate::Result<()> {
                     continue;
                 }
             };
-            let (fire, next) = plan(tick, now, &schedule, ctx.cfg.missed_ticks);
+            let grace = MISSED_AFTER.max(ctx.cfg.scheduler_interval * 2);
+            let (fire, next) = plan(tick, now, &schedule, ctx.cfg.missed_ticks, grace);
             task.id = uuid::Uuid::now_v7().to_string();
             let rec = record::encode(&task)?;
             let unique = task.options.unique_key.as_deref().map(|k| {
@@ -96,14 +98,16 @@ async fn fire_due(ctx: &Ctx) -> crate::Result<()> {
     Ok(())
 }
 
-/// Whether tick `tick` fires and which tick comes after it, seen at `now` (Unix ms).
+/// Whether tick `tick` fires and which tick comes after it, seen at `now` (Unix ms); a tick
+/// later than `grace` is missed.
 pub(crate) fn plan(
     tick: u64,
     now: u64,
     schedule: &Schedule,
     policy: MissedTicks,
+    grace: Duration,
 ) -> (bool, Option<u64>) {
-    if now.saturating_sub(tick) > MISSED_AFTER.as_millis() as u64 {
+    if now.saturating_sub(tick) > grace.as_millis() as u64 {
         (policy == MissedTicks::FireOnce, schedule.next_after(now))
     } else {
         (true, schedule.next_after(tick))
@@ -119,7 +123,7 @@ mod tests {
         let s = Schedule::parse("@every 10s").unwrap();
         // A little late (1.5 s): fires, and the next tick is the following one, not one lost.
         assert_eq!(
-            plan(100_000, 101_500, &s, MissedTicks::Skip),
+            plan(100_000, 101_500, &s, MissedTicks::Skip, MISSED_AFTER),
             (true, Some(110_000))
         );
     }
@@ -130,11 +134,11 @@ mod tests {
         // An hour of downtime: one firing at most, then carry on from now.
         let now = 100_000 + 3_600_000 + 3_000;
         assert_eq!(
-            plan(100_000, now, &s, MissedTicks::FireOnce),
+            plan(100_000, now, &s, MissedTicks::FireOnce, MISSED_AFTER),
             (true, Some(3_710_000))
         );
         assert_eq!(
-            plan(100_000, now, &s, MissedTicks::Skip),
+            plan(100_000, now, &s, MissedTicks::Skip, MISSED_AFTER),
             (false, Some(3_710_000))
         );
     }

@@ -145,12 +145,21 @@ async fn fail(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut task: Task, er
     let record = match record::encode(&task) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(task = %task.id, error = %e, "cannot re-encode failed task; its lease will expire");
+            // The heartbeat's orphan sweep puts the task back to pending.
+            tracing::error!(task = %task.id, error = %e, "cannot re-encode failed task");
+            ctx.inflight.remove(queue, id, token);
             return;
         }
     };
     if err.is_retryable() && task.retry_cnt <= task.options.max_retry {
-        let backoff = ctx.cfg.retry.delay(&task, &err);
+        // A user's retry_delay_fn may panic; the task must still be settled.
+        let backoff = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ctx.cfg.retry.delay(&task, &err)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(task = %task.id, "retry delay function panicked; using the default backoff");
+            super::RetryPolicy::default().delay(&task, &err)
+        });
         tracing::info!(task = %task.id, queue = qname, attempt = task.retry_cnt, ?backoff, error = %err, "task failed; will retry");
         settle(ctx, queue, id, token, || {
             ctx.broker
@@ -189,7 +198,8 @@ async fn requeue(ctx: &Ctx, queue: usize, id: &[u8], token: u64) {
 }
 
 /// Runs a transition with a few quick retries on Redis errors, then forgets the task. If the
-/// transition never lands, the lease expires and the recoverer takes over: nothing is lost.
+/// transition never lands, the task stays in this server's active hash: the heartbeat's orphan
+/// sweep puts it back to pending (or, if this server dies, the recoverer does): nothing is lost.
 async fn settle<F, Fut>(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut op: F)
 where
     F: FnMut() -> Fut,

@@ -26,5 +26,9 @@ for i = 7 + m, #KEYS do
     redis.call('DEL', KEYS[i])
   end
 end
-redis.call('DEL', unpack(KEYS, 1, 6 + m))
+-- The leases set stays: a server that fetched after the caller listed the lease holders keeps
+-- its lease entry, so its tasks stay recoverable. Lapsed leases of empty hashes are dropped by
+-- the recoverer.
+redis.call('DEL', unpack(KEYS, 1, 5))
+if m > 0 then redis.call('DEL', unpack(KEYS, 7, 6 + m)) end
 return counts
