@@ -10,9 +10,12 @@
 //! redis-server (only the URL is substituted, and `run` becomes `run_until` so the server
 //! stops), and run the builder-only snippets.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rediq::{Client, Task};
+
+mod support;
+use support::wait_for;
 
 // ---- 消费者（处理任务）: the snippet's `use` lines and handler, as printed ----
 
@@ -191,24 +194,6 @@ mod later_release_issue_4 {
 
 // ---- Tests ----
 
-/// Polls `cond` every 20 ms until it holds or `within` passes.
-async fn wait_until<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The 基本示例 end to end: the producer snippet enqueues, the consumer snippet's server (with its
 /// `EmailHandler`) processes the task. Only the URL differs from the README, and `run` is
 /// `run_until` so that the server stops.
@@ -257,7 +242,7 @@ async fn basic_example_producer_and_consumer_process_the_task(
     }));
 
     let insp = inspector.clone();
-    let processed = wait_until(Duration::from_secs(15), || {
+    let processed = wait_for(Duration::from_secs(15), || {
         let insp = insp.clone();
         async move {
             insp.queue_stats("emails")
