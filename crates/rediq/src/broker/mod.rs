@@ -195,13 +195,13 @@ pub enum TaskState {
 }
 
 fn token_text(token: u64) -> String {
-    format!("{token:012}")
+    format!("{token:016}")
 }
 
 /// Splits an active entry (`token .. score .. "|" .. record`) into token and record.
 fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
-    let token = std::str::from_utf8(value.get(..12)?).ok()?.parse().ok()?;
-    let bar = value.get(12..)?.iter().position(|b| *b == b'|')? + 12;
+    let token = std::str::from_utf8(value.get(..16)?).ok()?.parse().ok()?;
+    let bar = value.get(16..)?.iter().position(|b| *b == b'|')? + 16;
     Some((token, &value[bar + 1..]))
 }
 

@@ -8,7 +8,7 @@
 --
 -- ARGV[1] "waiting" or "active"
 -- ARGV[2] waiting: the record exactly as stored; active: the task id
--- ARGV[3] the task id (waiting) or the 12-digit fencing token (active)
+-- ARGV[3] the task id (waiting) or the 16-digit fencing token (active)
 --
 -- Returns 1, or 0 when the task is no longer there (it moved on meanwhile, or the token is stale).
 local id
@@ -17,7 +17,7 @@ if ARGV[1] == 'waiting' then
   id = ARGV[3]
 else
   local v = redis.call('HGET', KEYS[1], ARGV[2])
-  if not v or string.sub(v, 1, 12) ~= ARGV[3] then return 0 end
+  if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
   redis.call('HDEL', KEYS[1], ARGV[2])
   id = ARGV[2]
 end

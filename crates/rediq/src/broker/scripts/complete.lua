@@ -6,7 +6,7 @@
 -- KEYS[4..] unique-key locks, referenced by index from ARGV
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
--- ARGV[2]   n; then 3 values per task: id, 12-digit fencing token, unique-lock index (0 = none)
+-- ARGV[2]   n; then 3 values per task: id, 16-digit fencing token, unique-lock index (0 = none)
 --
 -- A task is acknowledged only if the active entry still carries the caller's token: an ack for
 -- a delivery that was taken back (the server's lease lapsed) is refused (fencing).
@@ -27,7 +27,7 @@ local ok, stale, done = {}, {}, {}
 for i = 1, n do
   local b = 3 + (i - 1) * 3
   local v = vals[i]
-  if v and string.sub(v, 1, 12) == ARGV[b + 1] then
+  if v and string.sub(v, 1, 16) == ARGV[b + 1] then
     ok[#ok + 1] = ids[i]
     local u = tonumber(ARGV[b + 2])
     if u > 0 and redis.call('GET', KEYS[3 + u]) == ids[i] then
@@ -35,7 +35,7 @@ for i = 1, n do
     end
     if expire_at then
       done[#done + 1] = expire_at
-      done[#done + 1] = string.sub(v, string.find(v, '|', 13, true) + 1)
+      done[#done + 1] = string.sub(v, string.find(v, '|', 17, true) + 1)
     end
   else
     stale[#stale + 1] = i

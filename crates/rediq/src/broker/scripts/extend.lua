@@ -5,7 +5,7 @@
 --
 -- ARGV[1] lease duration in ms
 -- ARGV[2] server id
--- ARGV[3] n; then 2 values per task the server believes it holds: id, 12-digit fencing token
+-- ARGV[3] n; then 2 values per task the server believes it holds: id, 16-digit fencing token
 --
 -- Returns the 1-based positions of tasks the server no longer holds (taken back after its lease
 -- lapsed); their results will be refused.
@@ -19,7 +19,7 @@ local vals = redis.call('HMGET', KEYS[2], unpack(ids))
 local lost = {}
 for i = 1, n do
   local v = vals[i]
-  if not v or string.sub(v, 1, 12) ~= ARGV[5 + (i - 1) * 2] then
+  if not v or string.sub(v, 1, 16) ~= ARGV[5 + (i - 1) * 2] then
     lost[#lost + 1] = i
   end
 end

@@ -3,7 +3,7 @@
 -- KEYS[1] pending zset
 -- KEYS[2] leases zset     (member = server id, score = lease deadline in Unix ms, Redis clock)
 -- KEYS[3] the server's active hash (field = task id,
---                          value = 12-digit fencing token .. pending score .. "|" .. record)
+--                          value = 16-digit fencing token .. pending score .. "|" .. record)
 -- KEYS[4] token counter   (one fencing token per fetch; every delivery of a task gets a new one)
 -- KEYS[5] wake marker zset
 -- KEYS[6] paused flag (while it exists the queue hands out nothing)
@@ -22,7 +22,7 @@ local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
 if #popped == 0 then return {} end
 
 local token = redis.call('INCR', KEYS[4])
-local prefix = string.format('%012d', token)
+local prefix = string.format('%016d', token)
 local active, out = {}, {}
 for i = 1, #popped, 2 do
   local record = popped[i]

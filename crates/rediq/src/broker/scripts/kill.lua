@@ -8,7 +8,7 @@
 -- KEYS[6] (optional) the task's unique-key lock, released when it still names this task
 --
 -- ARGV[1] task id
--- ARGV[2] 12-digit fencing token
+-- ARGV[2] 16-digit fencing token
 -- ARGV[3] the record to keep (with last error, attempt count and time)
 -- ARGV[4] most dead tasks to keep
 -- ARGV[5] oldest dead task to keep, in ms
@@ -17,7 +17,7 @@
 --
 -- Returns 1, or 0 when the token is stale or (ARGV[6]) the lease was renewed meanwhile.
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or string.sub(v, 1, 12) ~= ARGV[2] then return 0 end
+if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[6] == '1' then

@@ -10,7 +10,7 @@
 --
 -- ARGV[1] "1" = only if the server's lease has lapsed (recoverer), "0" = any (shutdown)
 -- ARGV[2] server id (owner of KEYS[1])
--- ARGV[3] n; then 3 values per task: id, 12-digit fencing token, new record ("" = keep it)
+-- ARGV[3] n; then 3 values per task: id, 16-digit fencing token, new record ("" = keep it)
 --
 -- Returns how many tasks went back; entries whose token is stale are left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
@@ -28,12 +28,12 @@ for i = 1, n do
   local b = 4 + (i - 1) * 3
   local id = ARGV[b]
   local v = redis.call('HGET', KEYS[1], id)
-  if v and string.sub(v, 1, 12) == ARGV[b + 1] then
-    local bar = string.find(v, '|', 13, true)
+  if v and string.sub(v, 1, 16) == ARGV[b + 1] then
+    local bar = string.find(v, '|', 17, true)
     local record = ARGV[b + 2]
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
-    back[#back + 1] = string.sub(v, 13, bar - 1)
+    back[#back + 1] = string.sub(v, 17, bar - 1)
     back[#back + 1] = record
   end
 end

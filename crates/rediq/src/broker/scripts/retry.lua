@@ -5,13 +5,13 @@
 -- KEYS[3] failed counter
 --
 -- ARGV[1] task id
--- ARGV[2] 12-digit fencing token
+-- ARGV[2] 16-digit fencing token
 -- ARGV[3] the updated record (attempt count and last error)
 -- ARGV[4] backoff in ms
 --
 -- Returns 1, or 0 when the caller's token is stale (nothing changes).
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or string.sub(v, 1, 12) ~= ARGV[2] then return 0 end
+if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
 redis.call('HDEL', KEYS[1], ARGV[1])
