@@ -1,9 +1,11 @@
-//! Crash safety: a worker process is SIGKILLed in the middle of its tasks; another server must
-//! re-deliver every one of them within the lease time, each exactly once, with the lost attempt
-//! counted.
+//! Crash safety: a worker process is SIGKILLed
+//! - in the middle of its tasks: another server must re-deliver every one of them within the
+//!   lease time, each exactly once, with the lost attempt counted;
+//! - in full flight under load (tasks completing, leased, acks on their way): afterwards every
+//!   task is completed exactly once (fenced acks) and nothing is left behind.
 //!
-//! The worker is this very test binary, re-run with `--ignored --exact crash_child_worker`, so
-//! it is a real separate process that dies without any chance to clean up.
+//! The worker is this very test binary, re-run with `--ignored --exact <child test>`, so it is a
+//! real separate process that dies without any chance to clean up.
 
 mod support;
 
@@ -18,6 +20,7 @@ use support::*;
 const QUEUE: &str = "crash";
 const TASKS: usize = 20;
 const LEASE: Duration = Duration::from_secs(1);
+const LOAD_QUEUE: &str = "crash-load";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
@@ -110,7 +113,88 @@ async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
         .is_empty());
 }
 
-/// The child side of the test above; does nothing unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_nothing_and_completes_nothing_twice() {
+    const N: u64 = 3000;
+    let env = Env::new().await;
+    let tasks: Vec<Task> = (0..N)
+        .map(|_| Task::builder("fast").queue(LOAD_QUEUE).build().unwrap())
+        .collect();
+    env.client.enqueue_batch(tasks).await.unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child_fast_worker",
+            "--nocapture",
+        ])
+        .env("REDIQ_CRASH_URL", env.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child worker");
+    // Kill it in full flight: some tasks done, some leased, some acks on their way.
+    let insp = env.inspector.clone();
+    let started = wait_for(Duration::from_secs(20), || async {
+        insp.queue_stats(LOAD_QUEUE).await.unwrap().processed_total >= N / 4
+    })
+    .await;
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    assert!(started, "the child never got going");
+    let st = env.inspector.queue_stats(LOAD_QUEUE).await.unwrap();
+    assert!(st.processed_total < N, "killed too late to prove anything");
+
+    let srv = start(
+        env.server()
+            .queues(&[LOAD_QUEUE])
+            .concurrency(20)
+            .lease_duration(LEASE),
+        mux_with("fast", |_| async { Ok(()) }),
+    )
+    .await;
+    let done = wait_for(Duration::from_secs(30), || async {
+        insp.queue_stats(LOAD_QUEUE).await.unwrap().processed_total >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.shutdown().await;
+    assert!(done, "tasks were lost");
+    let st = env.inspector.queue_stats(LOAD_QUEUE).await.unwrap();
+    // Every ack that counted was fenced: exactly N completions, none twice.
+    assert_eq!(st.processed_total, N);
+    assert_eq!((st.pending, st.active, st.retry, st.dead), (0, 0, 0, 0));
+}
+
+/// Child of `sigkill_under_load_loses_nothing_and_completes_nothing_twice`: processes fast until
+/// it is killed; does nothing unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkill_under_load_loses_nothing_and_completes_nothing_twice"]
+async fn crash_child_fast_worker() {
+    let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
+        return;
+    };
+    let state = rediq::server::ServerBuilder::new()
+        .redis_url(url)
+        .queues(&[LOAD_QUEUE])
+        .concurrency(20)
+        .lease_duration(LEASE)
+        .build()
+        .await
+        .expect("child server builds");
+    // Slow enough that the parent catches it in full flight.
+    let mux = mux_with("fast", |_| async {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(())
+    });
+    let res = rediq::server::Server::from(state)
+        .run_until(mux, std::future::pending())
+        .await;
+    assert!(res.is_ok());
+}
+
+/// Child of `sigkill_mid_task_redelivers_every_task_within_the_lease`; does nothing unless
+/// started by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_mid_task_redelivers_every_task_within_the_lease"]
 async fn crash_child_worker() {
