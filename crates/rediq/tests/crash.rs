@@ -36,13 +36,7 @@ async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
         ids.push(env.client.enqueue(t).await.unwrap());
     }
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child_worker", "--nocapture"])
-        .env("REDIQ_CRASH_URL", env.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child worker");
+    let mut child = spawn_child("crash_child_worker", env.url());
 
     // The child leases every task and sits in its handlers.
     let insp = env.inspector.clone();
@@ -121,18 +115,7 @@ async fn sigkill_under_load_loses_nothing_and_completes_nothing_twice() {
         .map(|_| Task::builder("fast").queue(LOAD_QUEUE).build().unwrap())
         .collect();
     env.client.enqueue_batch(tasks).await.unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crash_child_fast_worker",
-            "--nocapture",
-        ])
-        .env("REDIQ_CRASH_URL", env.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child worker");
+    let mut child = spawn_child("crash_child_fast_worker", env.url());
     // Kill it in full flight: some tasks done, some leased, some acks on their way.
     let insp = env.inspector.clone();
     let started = wait_for(Duration::from_secs(20), || async {
@@ -171,26 +154,16 @@ async fn sigkill_under_load_loses_nothing_and_completes_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_under_load_loses_nothing_and_completes_nothing_twice"]
 async fn crash_child_fast_worker() {
-    let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
-        return;
-    };
-    let state = rediq::server::ServerBuilder::new()
-        .redis_url(url)
-        .queues(&[LOAD_QUEUE])
-        .concurrency(20)
-        .lease_duration(LEASE)
-        .build()
-        .await
-        .expect("child server builds");
     // Slow enough that the parent catches it in full flight.
-    let mux = mux_with("fast", |_| async {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Ok(())
-    });
-    let res = rediq::server::Server::from(state)
-        .run_until(mux, std::future::pending())
-        .await;
-    assert!(res.is_ok());
+    serve_until_killed(
+        LOAD_QUEUE,
+        20,
+        mux_with("fast", |_| async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(())
+        }),
+    )
+    .await;
 }
 
 /// Child of `sigkill_mid_task_redelivers_every_task_within_the_lease`; does nothing unless
@@ -198,24 +171,44 @@ async fn crash_child_fast_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_mid_task_redelivers_every_task_within_the_lease"]
 async fn crash_child_worker() {
+    serve_until_killed(
+        QUEUE,
+        TASKS,
+        mux_with("job", |_| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        }),
+    )
+    .await;
+}
+
+/// In a child process: serves `queue` until the parent kills the process (nothing when not
+/// started by a parent test).
+async fn serve_until_killed(queue: &str, concurrency: usize, mux: rediq::processor::Mux) {
     let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
         return;
     };
     let state = rediq::server::ServerBuilder::new()
         .redis_url(url)
-        .queues(&[QUEUE])
-        .concurrency(TASKS)
+        .queues(&[queue])
+        .concurrency(concurrency)
         .lease_duration(LEASE)
         .build()
         .await
         .expect("child server builds");
-    let mux = mux_with("job", |_| async {
-        tokio::time::sleep(Duration::from_secs(600)).await;
-        Ok(())
-    });
-    // Runs until the parent kills this process.
     let res = rediq::server::Server::from(state)
         .run_until(mux, std::future::pending())
         .await;
     assert!(res.is_ok());
+}
+
+/// Runs the child test `name` of this binary as a separate worker process.
+fn spawn_child(name: &str, url: String) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .env("REDIQ_CRASH_URL", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child worker")
 }
