@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::broker::deps::{Answer, Dependent, Written};
 use crate::broker::record::{self, id_text};
 use crate::broker::{Broker, EnqueueMode, NewTask, MAX_SCRIPT_BATCH};
 use crate::task::{DEFAULT_MAX_PAYLOAD, DEFAULT_UNIQUE_TTL};
@@ -152,12 +153,33 @@ impl Client {
     /// A task built with [`cron`](crate::TaskBuilder::cron) is not run now: it registers a
     /// periodic entry whose every tick enqueues a copy of it (see [`Client::register_cron`]), and
     /// the entry's id is returned.
+    ///
+    /// A task built with [`depends_on`](crate::TaskBuilder::depends_on) waits (state
+    /// "waiting") until every listed task has completed successfully, then becomes pending
+    /// exactly once; the dependencies may live in any queue. If one of them is dead-lettered or
+    /// cancelled — also before this call — the task goes to the dead-letter queue with the
+    /// error "dependency <id> failed". A dependency id that names no live task and no kept
+    /// completion record fails with [`Error::UnknownDependency`]; a task that depends on itself
+    /// is a validation error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rediq::Client) -> rediq::Result<()> {
+    /// use rediq::Task;
+    /// let a = Task::builder("process:a").build()?;
+    /// let a_id = client.enqueue(a).await?;
+    /// let b = Task::builder("process:b").depends_on(&[a_id.as_str()]).build()?;
+    /// client.enqueue(b).await?; // runs once process:a has completed
+    /// # Ok(()) }
+    /// ```
     pub async fn enqueue(&self, task: Task) -> Result<String> {
         if task.options.cron.is_some() {
             return self.register_cron(&task).await;
         }
         let new = self.prepare(&task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
+        if has_dependencies(&task) {
+            return self.enqueue_dependent(&task, &new).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
@@ -213,6 +235,19 @@ impl Client {
         }
         let queues: Vec<String> = by_queue.keys().map(|q| q.to_string()).collect();
         self.note_queues(&queues).await?;
+        // Tasks with dependencies go one by one after the rest, in batch order, so they may
+        // depend on tasks earlier in the same batch.
+        let mut dependents = Vec::new();
+        for items in by_queue.values_mut() {
+            items.retain(|(t, n)| {
+                let dependent = has_dependencies(t);
+                if dependent {
+                    dependents.push((*t, n.clone()));
+                }
+                !dependent
+            });
+        }
+        dependents.sort_by_key(|(t, _)| tasks.iter().position(|x| std::ptr::eq(x, *t)));
         for (queue, items) in &by_queue {
             for chunk in items.chunks(MAX_SCRIPT_BATCH) {
                 let news: Vec<NewTask> = chunk.iter().map(|(_, n)| n.clone()).collect();
@@ -225,6 +260,9 @@ impl Client {
                     return Err(duplicate(chunk[i].0, h));
                 }
             }
+        }
+        for (t, new) in dependents {
+            self.enqueue_dependent(t, &new).await?;
         }
         Ok(tasks.into_iter().map(|t| t.id).collect())
     }
@@ -309,13 +347,21 @@ impl Client {
     fn prepare(&self, task: &Task) -> Result<NewTask> {
         crate::task::validate_task_type(&task.task_type)?;
         crate::task::validate_queue_name(&task.queue)?;
-        if task.options.depends_on.is_some() {
-            return Err(Error::NotSupported(format!(
-                "task dependencies arrive in the next release; task {} ({}) was not enqueued",
-                task.id, task.task_type
-            )));
-        }
         crate::task::validate_options(&task.options)?;
+        if let Some(deps) = &task.options.depends_on {
+            if deps.contains(&task.id) {
+                return Err(Error::validation(
+                    "depends_on",
+                    format!("task {} depends on itself", task.id),
+                ));
+            }
+            if let Some(bad) = deps.iter().find(|d| record::id_bytes(d).is_err()) {
+                return Err(Error::UnknownDependency {
+                    id: bad.clone(),
+                    task: task.id.clone(),
+                });
+            }
+        }
         if task.payload.len() > self.inner.max_payload {
             return Err(Error::validation(
                 "payload",
@@ -336,6 +382,75 @@ impl Client {
             delay_ms: delay.as_millis() as u64,
             unique,
         })
+    }
+
+    /// Registers a task with each of its dependencies, then writes it (see
+    /// `broker::deps` for the protocol).
+    async fn enqueue_dependent(&self, task: &Task, new: &NewTask) -> Result<String> {
+        let broker = &self.inner.broker;
+        let me = record::id_bytes(&task.id)?;
+        let mut deps: Vec<&String> = Vec::new();
+        for d in task.options.depends_on.iter().flatten() {
+            if !deps.contains(&d) {
+                deps.push(d);
+            }
+        }
+        let known = broker.queues().await?;
+        let mut open = Vec::new();
+        let mut failed: Option<Vec<u8>> = None;
+        for d in deps {
+            // Checked in prepare(): every dependency id parses.
+            let raw = record::id_bytes(d)?;
+            let order = search_order(&known, &task.queue, &raw);
+            match broker
+                .register_dependency(&order, &raw, &me, &task.queue)
+                .await?
+            {
+                Answer::Done => {}
+                Answer::Registered => open.push(raw.to_vec()),
+                Answer::Failed => {
+                    failed = Some(raw.to_vec());
+                    break;
+                }
+                Answer::Unknown | Answer::Again => {
+                    return Err(Error::UnknownDependency {
+                        id: d.clone(),
+                        task: task.id.clone(),
+                    })
+                }
+            }
+        }
+        let dependent = Dependent {
+            id: &me,
+            record: &new.record,
+            delay_ms: new.delay_ms,
+            unique: new.unique.as_ref().map(|(k, ttl)| (k.as_str(), *ttl)),
+            open: &open,
+        };
+        // At most twice: a failure found by the script is written on the second call.
+        for _ in 0..2 {
+            let dead = match &failed {
+                Some(dep) => {
+                    let mut t = task.clone();
+                    t.last_error = Some(format!("dependency {} failed", id_text(dep)));
+                    t.last_failed_at = Some(crate::task::now_ms());
+                    Some(record::encode(&t)?)
+                }
+                None => None,
+            };
+            match broker
+                .dep_enqueue(&task.queue, &dependent, dead.as_deref())
+                .await?
+            {
+                Written::Ok => return Ok(task.id.clone()),
+                Written::Duplicate(holder) => return Err(duplicate(task, &holder)),
+                Written::DependencyFailed(dep) => failed = Some(dep),
+            }
+        }
+        Err(Error::Serialization(format!(
+            "dep_enqueue.lua did not write task {}",
+            task.id
+        )))
     }
 
     async fn note_queues(&self, queues: &[String]) -> Result<()> {
@@ -362,6 +477,30 @@ impl Client {
             .extend(fresh);
         Ok(())
     }
+}
+
+fn has_dependencies(task: &Task) -> bool {
+    task.options
+        .depends_on
+        .as_ref()
+        .is_some_and(|d| !d.is_empty())
+}
+
+/// The queues to look for a dependency in: those whose name matches the hint in the id first,
+/// then the dependent's own queue, then the rest.
+fn search_order(known: &[String], own: &str, dep: &[u8]) -> Vec<String> {
+    let hint = dep.get(14..16);
+    let mut order: Vec<String> = known
+        .iter()
+        .filter(|q| hint == Some(&record::queue_hint(q)[..]))
+        .cloned()
+        .collect();
+    for q in std::iter::once(own).chain(known.iter().map(String::as_str)) {
+        if !order.iter().any(|o| o == q) {
+            order.push(q.to_string());
+        }
+    }
+    order
 }
 
 fn duplicate(task: &Task, holder: &[u8]) -> Error {

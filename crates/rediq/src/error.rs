@@ -57,6 +57,15 @@ pub enum Error {
         /// The id of the task that holds it.
         existing_id: String,
     },
+    /// A task was enqueued with a dependency id that names no task Rediq knows: none of the
+    /// known queues holds a task with that id, and no completion record of it is kept.
+    #[error("unknown dependency {id:?}: no queue holds a task with this id and no completion record of it is kept (records are kept for the dependency retention, 24 h by default); task {task} was not enqueued")]
+    UnknownDependency {
+        /// The dependency id as given.
+        id: String,
+        /// The task that was not enqueued.
+        task: String,
+    },
     /// The feature exists in the API but not yet in this version.
     #[error("not supported yet: {0}")]
     NotSupported(String),

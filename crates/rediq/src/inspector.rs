@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::broker::{record, Broker, FlushCounts, QueueStats, TaskState};
+use crate::broker::{record, Broker, DeadLimits, FlushCounts, QueueStats, TaskState};
 use crate::task::validate_queue_name;
 use crate::{Client, Result, Task};
 
@@ -29,7 +29,7 @@ pub struct Inspector {
 /// What [`Inspector::cancel_task`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// The task was waiting (pending, delayed or retry) and is gone.
+    /// The task was waiting (pending, delayed, retry, or for its dependencies) and is gone.
     Removed,
     /// The task was running; its server was told to drop the handler and remove it.
     Signalled,
@@ -144,6 +144,7 @@ impl Inspector {
             TaskState::Delayed,
             TaskState::Retry,
             TaskState::Active,
+            TaskState::Waiting,
         ] {
             for r in self.broker.records(queue, state, usize::MAX).await? {
                 if let Ok(t) = record::decode(queue, &r) {
@@ -155,7 +156,9 @@ impl Inspector {
         }
         // A task enqueued between the read above and the flush is removed too; its unique key,
         // unknown here, then lapses with its TTL.
-        self.broker.flush(queue, &locks).await
+        let counts = self.broker.flush(queue, &locks).await?;
+        self.tell_dependents(queue).await;
+        Ok(counts)
     }
 
     /// Runs a dead task again: back to pending with its attempt count and error cleared.
@@ -205,13 +208,14 @@ impl Inspector {
         // A waiting task may be fetched between locating and removing it: look again.
         for _ in 0..3 {
             match self.broker.locate(queue, &raw).await? {
-                Located::Waiting(state, stored) => {
-                    let unique = record::decode(queue, &stored)
-                        .ok()
-                        .and_then(|t| t.options.unique_key);
+                Located::Queued(state, stored) => {
+                    if self.cancel_queued(queue, state, &stored).await? {
+                        return Ok(CancelOutcome::Removed);
+                    }
+                }
+                Located::Blocked(stored) => {
                     if self
-                        .broker
-                        .cancel_waiting(queue, state, &stored, unique.as_deref())
+                        .cancel_queued(queue, TaskState::Waiting, &stored)
                         .await?
                     {
                         return Ok(CancelOutcome::Removed);
@@ -225,6 +229,32 @@ impl Inspector {
             }
         }
         Ok(CancelOutcome::NotFound)
+    }
+
+    async fn cancel_queued(&self, queue: &str, state: TaskState, stored: &[u8]) -> Result<bool> {
+        let unique = record::decode(queue, stored)
+            .ok()
+            .and_then(|t| t.options.unique_key);
+        let removed = self
+            .broker
+            .cancel_queued(queue, state, stored, unique.as_deref())
+            .await?;
+        if removed {
+            self.tell_dependents(queue).await;
+        }
+        Ok(removed)
+    }
+
+    /// Delivers the queue's dependency news now instead of waiting for a server's resolver
+    /// (which delivers it anyway, also after a crash here).
+    async fn tell_dependents(&self, queue: &str) {
+        if let Err(e) = self
+            .broker
+            .resolve_outbox(queue, DeadLimits::default())
+            .await
+        {
+            tracing::warn!(queue, error = %e, "dependents will be told by a server's resolver");
+        }
     }
 
     /// Every periodic entry, of every queue.

@@ -247,7 +247,7 @@ impl TaskBuilder {
             ));
         }
         Ok(Task {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::broker::record::new_id(&self.queue),
             task_type: self.task_type,
             queue: self.queue,
             payload: self.payload,

@@ -120,7 +120,8 @@ async fn flush_removes_every_state_and_releases_unique_keys() {
             retry: 1,
             dead: 1,
             completed: 0,
-            active: 1
+            active: 1,
+            waiting: 0,
         }
     );
     let st = env.inspector.queue_stats("fq").await.unwrap();

@@ -790,15 +790,14 @@ async fn bad_input_gets_clear_errors() {
         .to_string();
     assert!(e.contains("weight"), "{e}");
 
-    // Options that arrive in a later release are refused, never ignored.
+    // A dependency id that names no task is refused, never ignored.
     let dep = Task::builder("d")
         .depends_on(&["task-a-id"])
         .build()
         .unwrap();
-    assert!(matches!(
-        env.client.enqueue(dep).await,
-        Err(Error::NotSupported(_))
-    ));
+    let e = env.client.enqueue(dep).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownDependency { .. }), "{e}");
+    assert!(e.to_string().contains("\"task-a-id\""), "{e}");
     let st = env.inspector.queue_stats("default").await.unwrap();
     assert_eq!(st.pending + st.delayed, 0);
 }

@@ -1,6 +1,7 @@
-//! Cancellation. A waiting task (pending, delayed, retry) is removed by `cancel.lua` at once. A
-//! running task is announced on a pub/sub channel; the server running it drops the handler and
-//! removes it with the same script (fenced by its token), so it is never retried.
+//! Cancellation. A queued task (pending, delayed, retry) or one waiting for its dependencies is
+//! removed by `cancel.lua` at once. A running task is announced on a pub/sub channel; the server
+//! running it drops the handler and removes it with the same script (fenced by its token), so it
+//! is never retried. Either way, tasks that depend on it fail through the outbox.
 
 use redis::AsyncCommands;
 
@@ -10,27 +11,28 @@ use crate::Result;
 
 /// Where a task to cancel was found.
 pub(crate) enum Located {
-    /// Waiting in a sorted set: which one, and its record as stored.
-    Waiting(TaskState, Vec<u8>),
+    /// Queued in a sorted set: which one, and its record as stored.
+    Queued(TaskState, Vec<u8>),
+    /// Waiting for its dependencies, with its record as stored.
+    Blocked(Vec<u8>),
     /// Running on a server.
     Running,
     NotFound,
 }
 
 impl Broker {
-    /// Finds a task by id among the waiting and running tasks of a queue (scans: an
-    /// administrative call, not a hot path).
+    /// Finds a task by id among the queued, waiting and running tasks of a queue (scans the
+    /// queued sets: an administrative call, not a hot path).
     pub async fn locate(&self, queue: &str, id: &[u8]) -> Result<Located> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        for (state, key) in [
-            (TaskState::Pending, &k.pending),
-            (TaskState::Delayed, &k.delayed),
-            (TaskState::Retry, &k.retry),
-        ] {
-            let all: Vec<Vec<u8>> = c.zrange(key, 0, -1).await?;
-            if let Some(r) = all.into_iter().find(|r| record::raw_id(r) == id) {
-                return Ok(Located::Waiting(state, r));
+        let blocked: Option<Vec<u8>> = c.hget(&k.waiting, id).await?;
+        if let Some(r) = blocked {
+            return Ok(Located::Blocked(r));
+        }
+        for state in [TaskState::Pending, TaskState::Delayed, TaskState::Retry] {
+            if let Some(r) = self.find_queued(queue, state, id).await? {
+                return Ok(Located::Queued(state, r));
             }
         }
         for server in self.lease_holders(queue).await? {
@@ -42,8 +44,9 @@ impl Broker {
         Ok(Located::NotFound)
     }
 
-    /// Removes a waiting task; `false` if it moved on meanwhile.
-    pub async fn cancel_waiting(
+    /// Removes a queued task, or one waiting for its dependencies (`state` =
+    /// [`TaskState::Waiting`]); `false` if it moved on meanwhile.
+    pub async fn cancel_queued(
         &self,
         queue: &str,
         state: TaskState,
@@ -51,20 +54,37 @@ impl Broker {
         unique_key: Option<&str>,
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
-        let set = match state {
-            TaskState::Delayed => &k.delayed,
-            TaskState::Retry => &k.retry,
-            _ => &k.pending,
+        let id = record::raw_id(stored);
+        let (place, mode, a2, a3) = match state {
+            TaskState::Waiting => (&k.waiting, "blocked", id, stored),
+            TaskState::Delayed => (&k.delayed, "queued", stored, id),
+            TaskState::Retry => (&k.retry, "queued", stored, id),
+            _ => (&k.pending, "queued", stored, id),
         };
         let mut inv = SCRIPTS.cancel.prepare_invoke();
-        inv.key(set).key(&k.cancelled);
+        inv.key(place);
+        self.cancel_keys(&mut inv, &k, unique_key);
+        inv.arg(mode).arg(a2).arg(a3);
+        let mut c = self.conn.clone();
+        let r: i64 = inv.invoke_async(&mut c).await?;
+        self.note_outbox();
+        Ok(r == 1)
+    }
+
+    fn cancel_keys(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        k: &QueueKeys,
+        unique_key: Option<&str>,
+    ) {
+        inv.key(&k.cancelled)
+            .key(&k.failed_ids)
+            .key(&k.has_dependents)
+            .key(&k.outbox)
+            .key(&k.needs);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
         }
-        inv.arg("waiting").arg(stored).arg(record::raw_id(stored));
-        let mut c = self.conn.clone();
-        let r: i64 = inv.invoke_async(&mut c).await?;
-        Ok(r == 1)
     }
 
     /// Removes a running task of `server` whose handler was dropped; `false` if stale.
@@ -78,13 +98,12 @@ impl Broker {
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.cancel.prepare_invoke();
-        inv.key(k.active(server)).key(&k.cancelled);
-        if let Some(key) = unique_key {
-            inv.key(k.unique(key));
-        }
+        inv.key(k.active(server));
+        self.cancel_keys(&mut inv, &k, unique_key);
         inv.arg("active").arg(id).arg(super::token_text(token));
         let mut c = self.conn.clone();
         let r: i64 = inv.invoke_async(&mut c).await?;
+        self.note_outbox();
         Ok(r == 1)
     }
 

@@ -26,6 +26,23 @@ pub(crate) struct QueueKeys {
     pub cron: String,
     pub cron_next: String,
     pub cron_last: String,
+    /// Tasks waiting for their dependencies: id → record.
+    pub waiting: String,
+    /// Of each waiting task: `delay_ms|` then the 16-byte ids of the dependencies not yet met.
+    pub needs: String,
+    /// Completion records: id → completion time (Unix ms), kept for the dependency retention.
+    pub done: String,
+    /// Ids of dead-lettered or cancelled tasks → time, kept for the dependency retention.
+    pub failed_ids: String,
+    /// Ids of this queue's tasks that have dependents registered.
+    pub has_dependents: String,
+    /// Outbox: `S`/`F` + 16-byte id of a task that completed / failed and has dependents.
+    pub outbox: String,
+    /// Facts that arrived before their dependent was written: `S`/`F` + dependent id +
+    /// dependency id → time.
+    pub early: String,
+    /// Counts flushes, so a dependency seen before a flush is looked for again.
+    pub flushes: String,
 }
 
 impl QueueKeys {
@@ -50,6 +67,14 @@ impl QueueKeys {
             cron: k("cron"),
             cron_next: k("cron:next"),
             cron_last: k("cron:last"),
+            waiting: k("waiting"),
+            needs: k("deps:needs"),
+            done: k("deps:done"),
+            failed_ids: k("deps:failed"),
+            has_dependents: k("deps:has"),
+            outbox: k("deps:outbox"),
+            early: k("deps:early"),
+            flushes: k("deps:flushes"),
             base,
         }
     }
@@ -57,6 +82,12 @@ impl QueueKeys {
     /// The active hash of one server: the tasks it holds under its lease.
     pub fn active(&self, server: &str) -> String {
         format!("{}:active:{server}", self.base)
+    }
+
+    /// The dependents registered on one task of this queue: a list of references (dependent id
+    /// + its queue).
+    pub fn dependents(&self, id: &[u8]) -> String {
+        format!("{}:deps:of:{}", self.base, super::record::id_text(id))
     }
 
     /// The lock of a unique key.
@@ -117,6 +148,15 @@ mod tests {
             &k.cron_next,
             &k.cron_last,
             &k.unique("x"),
+            &k.waiting,
+            &k.needs,
+            &k.done,
+            &k.failed_ids,
+            &k.has_dependents,
+            &k.outbox,
+            &k.early,
+            &k.flushes,
+            &k.dependents(&[7u8; 16]),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");
         }

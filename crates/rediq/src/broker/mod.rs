@@ -21,6 +21,7 @@
 
 pub(crate) mod cancel;
 pub(crate) mod cron;
+pub(crate) mod deps;
 pub(crate) mod keys;
 pub(crate) mod record;
 
@@ -50,6 +51,11 @@ struct Scripts {
     flush: Script,
     cron_fire: Script,
     cancel: Script,
+    dep_register: Script,
+    dep_enqueue: Script,
+    dep_satisfy: Script,
+    dep_fail: Script,
+    dep_resolved: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -67,6 +73,11 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     flush: Script::new(include_str!("scripts/flush.lua")),
     cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
     cancel: Script::new(include_str!("scripts/cancel.lua")),
+    dep_register: Script::new(include_str!("scripts/dep_register.lua")),
+    dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
+    dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
+    dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
+    dep_resolved: Script::new(include_str!("scripts/dep_resolved.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -131,6 +142,16 @@ pub(crate) struct DeadLimits {
     pub max_age: Duration,
 }
 
+impl Default for DeadLimits {
+    /// The server's defaults: 100,000 tasks, 90 days.
+    fn default() -> Self {
+        DeadLimits {
+            max_count: 100_000,
+            max_age: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
 /// Task counts of one queue, per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -148,6 +169,8 @@ pub struct QueueStats {
     pub dead: u64,
     /// Kept after success (only with a completed-task retention).
     pub completed: u64,
+    /// Waiting for their dependencies to complete.
+    pub waiting: u64,
     /// Tasks completed successfully, ever.
     pub processed_total: u64,
     /// Failed attempts, ever.
@@ -175,6 +198,8 @@ pub struct FlushCounts {
     pub completed: u64,
     /// Leased to servers (their results will be refused).
     pub active: u64,
+    /// Waiting for their dependencies.
+    pub waiting: u64,
 }
 
 /// A task state that can be listed.
@@ -192,6 +217,8 @@ pub enum TaskState {
     Dead,
     /// Kept after success.
     Completed,
+    /// Waiting for its dependencies to complete.
+    Waiting,
 }
 
 fn token_text(token: u64) -> String {
@@ -211,6 +238,28 @@ pub(crate) struct Broker {
     conn: ConnectionManager,
     client: redis::Client,
     url: String,
+    /// How long completion and failure records of tasks are kept for dependents.
+    deps: DepLimits,
+    /// Notified when a transition wrote an outbox entry (the resolver then delivers it).
+    outbox: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// How long completion records are kept, so a task may depend on one that already completed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DepLimits {
+    /// Zero writes no completion records.
+    pub retention: Duration,
+    /// Most completion records kept per queue (the oldest go first).
+    pub max_records: u64,
+}
+
+impl Default for DepLimits {
+    fn default() -> Self {
+        DepLimits {
+            retention: Duration::from_secs(24 * 3600),
+            max_records: 1_000_000,
+        }
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -241,7 +290,23 @@ impl Broker {
             conn,
             client,
             url: masked,
+            deps: DepLimits::default(),
+            outbox: Default::default(),
         })
+    }
+
+    /// Sets how long completion records are kept (a server's setting; before it is cloned).
+    pub fn set_dep_limits(&mut self, limits: DepLimits) {
+        self.deps = limits;
+    }
+
+    /// Resolves when a transition made through this broker (or a clone) wrote an outbox entry.
+    pub async fn outbox_written(&self) {
+        self.outbox.notified().await;
+    }
+
+    fn note_outbox(&self) {
+        self.outbox.notify_one();
     }
 
     /// A dedicated connection for blocking commands: a blocking command on the shared
@@ -380,7 +445,10 @@ impl Broker {
         let mut inv = SCRIPTS.complete.prepare_invoke();
         inv.key(k.active(server))
             .key(&k.completed)
-            .key(&k.processed);
+            .key(&k.processed)
+            .key(&k.done)
+            .key(&k.has_dependents)
+            .key(&k.outbox);
         let mut locks: HashMap<&str, usize> = HashMap::new();
         for a in acks {
             if let Some(key) = &a.unique_key {
@@ -392,14 +460,23 @@ impl Broker {
             }
         }
         inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
+            .arg(if self.deps.retention.is_zero() {
+                "0"
+            } else {
+                "1"
+            })
             .arg(acks.len());
         for a in acks {
             let idx = a.unique_key.as_deref().map_or(0, |key| locks[key]);
             inv.arg(&a.id[..]).arg(token_text(a.token)).arg(idx);
         }
         let mut c = self.conn.clone();
-        let stale: Vec<usize> = inv.invoke_async(&mut c).await?;
-        Ok(stale.into_iter().map(|i| i.saturating_sub(1)).collect())
+        let reply: Vec<usize> = inv.invoke_async(&mut c).await?;
+        let mut it = reply.into_iter();
+        if it.next().unwrap_or(0) > 0 {
+            self.note_outbox();
+        }
+        Ok(it.map(|i| i.saturating_sub(1)).collect())
     }
 
     /// A failed attempt with retries left goes to the retry set. `false` = stale token.
@@ -448,7 +525,10 @@ impl Broker {
             .key(&k.leases)
             .key(&k.dead)
             .key(&k.dead_trimmed)
-            .key(&k.failed);
+            .key(&k.failed)
+            .key(&k.failed_ids)
+            .key(&k.has_dependents)
+            .key(&k.outbox);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
         }
@@ -461,7 +541,10 @@ impl Broker {
             .arg(server);
         let mut c = self.conn.clone();
         let r: i64 = inv.invoke_async(&mut c).await?;
-        Ok(r == 1)
+        if r == 2 {
+            self.note_outbox();
+        }
+        Ok(r >= 1)
     }
 
     /// Puts tasks of `server` back to pending at their old place. `record: None` keeps the
@@ -521,8 +604,10 @@ impl Broker {
             .await?)
     }
 
-    /// Trims completed tasks past their retention and dead tasks beyond the limits.
-    pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64)> {
+    /// Trims completed tasks past their retention, dead tasks beyond the limits, and
+    /// completion and failure records past the dependency retention. Returns how many completed
+    /// tasks, dead tasks and completion records went.
+    pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64, u64)> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         Ok(SCRIPTS
@@ -530,8 +615,13 @@ impl Broker {
             .key(&k.completed)
             .key(&k.dead)
             .key(&k.dead_trimmed)
+            .key(&k.done)
+            .key(&k.failed_ids)
+            .key(&k.early)
             .arg(limits.max_count)
             .arg(limits.max_age.as_millis() as u64)
+            .arg(self.deps.retention.as_millis() as u64)
+            .arg(self.deps.max_records)
             .invoke_async(&mut c)
             .await?)
     }
@@ -704,7 +794,8 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (pending, delayed, retry, dead, completed, p, f, t, cancelled, paused): (
+        let (pending, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
+            u64,
             u64,
             u64,
             u64,
@@ -721,6 +812,7 @@ impl Broker {
             .zcard(&k.retry)
             .zcard(&k.dead)
             .zcard(&k.completed)
+            .hlen(&k.waiting)
             .get(&k.processed)
             .get(&k.failed)
             .get(&k.dead_trimmed)
@@ -741,6 +833,7 @@ impl Broker {
             retry,
             dead,
             completed,
+            waiting,
             processed_total: p.unwrap_or(0),
             failed_total: f.unwrap_or(0),
             dead_trimmed_total: t.unwrap_or(0),
@@ -769,6 +862,13 @@ impl Broker {
             TaskState::Retry => c.zrange(&k.retry, 0, stop).await?,
             TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
             TaskState::Completed => c.zrange(&k.completed, 0, stop).await?,
+            TaskState::Waiting => {
+                let mut all: Vec<Vec<u8>> = c.hvals(&k.waiting).await?;
+                // Hash order is arbitrary; ids are time-ordered, so sort by them (oldest first).
+                all.sort_by(|a, b| record::raw_id(a).cmp(record::raw_id(b)));
+                all.truncate(limit);
+                all
+            }
             TaskState::Active => {
                 let mut out = Vec::new();
                 for server in self.lease_holders(queue).await? {
@@ -850,6 +950,7 @@ impl Broker {
                 .key(&k.pending)
                 .key(&k.seq)
                 .key(&k.wake)
+                .key(&k.failed_ids)
                 .arg(chunk.len());
             for (old, new) in chunk {
                 inv.arg(&old[..]).arg(&new[..]);
@@ -872,7 +973,13 @@ impl Broker {
             .key(&k.retry)
             .key(&k.dead)
             .key(&k.completed)
-            .key(&k.leases);
+            .key(&k.leases)
+            .key(&k.waiting)
+            .key(&k.needs)
+            .key(&k.early)
+            .key(&k.has_dependents)
+            .key(&k.outbox)
+            .key(&k.flushes);
         for h in &holders {
             inv.key(k.active(h));
         }
@@ -885,6 +992,7 @@ impl Broker {
         }
         let mut c = self.conn.clone();
         let n: Vec<u64> = inv.invoke_async(&mut c).await?;
+        self.note_outbox();
         let at = |i: usize| n.get(i).copied().unwrap_or(0);
         Ok(FlushCounts {
             pending: at(0),
@@ -893,6 +1001,7 @@ impl Broker {
             dead: at(3),
             completed: at(4),
             active: at(5),
+            waiting: at(6),
         })
     }
 

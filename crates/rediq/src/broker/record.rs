@@ -46,6 +46,9 @@ struct Body {
     last_error: Option<String>,
     #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
     last_failed_at: Option<u64>,
+    /// Dependencies, 16 id bytes each.
+    #[serde(rename = "n", default, skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<serde_bytes::ByteBuf>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -57,6 +60,26 @@ pub(crate) fn id_bytes(id: &str) -> Result<[u8; 16]> {
     uuid::Uuid::parse_str(id)
         .map(|u| *u.as_bytes())
         .map_err(|e| Error::validation("task id", format!("{id:?} is not a UUID: {e}")))
+}
+
+/// Two bytes derived from a queue name, written into the last two bytes of every id `build()` makes
+/// (random bits of a UUIDv7, past the 42-bit counter that keeps ids of one millisecond apart). They let a dependency id say which queue to look in first; they
+/// are only a hint, since `Task::queue` may be changed after `build()`.
+pub(crate) fn queue_hint(queue: &str) -> [u8; 2] {
+    // FNV-1a, folded to 16 bits.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in queue.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let folded = ((h >> 16) ^ (h & 0xffff)) as u16;
+    folded.to_be_bytes()
+}
+
+/// A fresh time-ordered task id carrying the hint of its queue.
+pub(crate) fn new_id(queue: &str) -> String {
+    let mut b = *uuid::Uuid::now_v7().as_bytes();
+    b[14..16].copy_from_slice(&queue_hint(queue));
+    uuid::Uuid::from_bytes(b).to_string()
 }
 
 /// The id text of stored id bytes (hex when they are not 16 bytes, as in a foreign record).
@@ -89,6 +112,12 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
         retry_cnt: task.retry_cnt,
         last_error: task.last_error.clone(),
         last_failed_at: task.last_failed_at,
+        depends_on: o
+            .depends_on
+            .iter()
+            .flatten()
+            .map(|d| id_bytes(d).map(|b| serde_bytes::ByteBuf::from(b.to_vec())))
+            .collect::<Result<_>>()?,
     };
     let mut out = Vec::with_capacity(HEAD + 24 + task.payload.len() + task.task_type.len());
     out.push(FORMAT);
@@ -126,6 +155,8 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
             unique_key: body.unique_key,
             delay: body.delay_ms.map(std::time::Duration::from_millis),
             unique_ttl: body.unique_ttl_s.map(std::time::Duration::from_secs),
+            depends_on: (!body.depends_on.is_empty())
+                .then(|| body.depends_on.iter().map(|d| id_text(d)).collect()),
             ..TaskOptions::default()
         },
         retry_cnt: body.retry_cnt,
@@ -188,8 +219,19 @@ mod tests {
         t2.retry_cnt = 2;
         t2.last_error = Some("boom".into());
         t2.last_failed_at = Some(7);
+        t2.options.depends_on = Some(vec![new_id("a"), new_id("b")]);
         let back = decode("q", &encode(&t2).unwrap()).unwrap();
         assert_eq!(back, t2);
+    }
+
+    #[test]
+    fn ids_carry_their_queue_hint_and_stay_v7() {
+        let id = new_id("emails");
+        let u = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.as_bytes()[14..16], queue_hint("emails"));
+        assert_ne!(queue_hint("emails"), queue_hint("payments"));
+        assert_ne!(new_id("emails"), new_id("emails"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The janitor: trims completed tasks past their retention and dead tasks beyond the count and
-//! age limits (the trimmed ones are counted in Redis, never dropped silently), and prunes
+//! The janitor: trims completed tasks past their retention, dead tasks beyond the count and
+//! age limits (the trimmed ones are counted in Redis, never dropped silently), completion
+//! records past the dependency retention, and prunes
 //! registry entries of servers that stopped heartbeating.
 
 use std::sync::Arc;
@@ -21,8 +22,8 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
 async fn sweep(ctx: &Ctx) {
     for (q, _) in &ctx.cfg.queues {
         match ctx.broker.trim(q, ctx.cfg.dead).await {
-            Ok((done, dead)) if done + dead > 0 => {
-                tracing::debug!(queue = %q, completed = done, dead, "trimmed old tasks");
+            Ok((done, dead, records)) if done + dead + records > 0 => {
+                tracing::debug!(queue = %q, completed = done, dead, records, "trimmed old tasks and completion records");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(queue = %q, error = %e, "trimming failed"),

@@ -14,6 +14,7 @@
 //! | [`janitor`]   | trims completed and dead tasks, prunes dead registry entries             |
 //! | [`scheduler`] | fires the ticks of periodic (cron) entries, once across all servers      |
 //! | [`canceller`] | listens for cancellations of running tasks and drops their handlers      |
+//! | [`resolver`]  | tells dependents that their dependencies completed or failed             |
 //!
 //! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
 //! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
@@ -25,6 +26,7 @@ mod forwarder;
 mod heartbeat;
 mod janitor;
 mod recoverer;
+mod resolver;
 mod scheduler;
 pub(crate) mod service;
 mod worker;
@@ -40,7 +42,7 @@ use service::Service;
 pub use scheduler::MissedTicks;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::broker::{Broker, DeadLimits};
+use crate::broker::{Broker, DeadLimits, DepLimits};
 use crate::client::DEFAULT_REDIS_URL;
 use crate::processor::Mux;
 use crate::task::validate_queue_name;
@@ -161,6 +163,7 @@ pub struct ServerBuilder {
     janitor_interval: Duration,
     scheduler_interval: Duration,
     missed_ticks: MissedTicks,
+    deps: DepLimits,
 }
 
 impl Default for ServerBuilder {
@@ -175,13 +178,14 @@ impl Default for ServerBuilder {
             lease: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            dead_max_count: 100_000,
-            dead_max_age: Duration::from_secs(90 * 24 * 3600),
+            dead_max_count: DeadLimits::default().max_count,
+            dead_max_age: DeadLimits::default().max_age,
             completed_retention: None,
             forward_interval: Duration::from_millis(200),
             janitor_interval: Duration::from_secs(30),
             scheduler_interval: Duration::from_millis(250),
             missed_ticks: MissedTicks::FireOnce,
+            deps: DepLimits::default(),
         }
     }
 }
@@ -320,6 +324,21 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a record of each completed task is kept (default 24 h), so that a task enqueued
+    /// later may depend on it. Zero keeps none: a dependency on a task that already completed
+    /// is then unknown.
+    pub fn dependency_retention(mut self, keep: Duration) -> Self {
+        self.deps.retention = keep;
+        self
+    }
+
+    /// Most completion records kept per queue (default 1,000,000, about 130 MB of Redis memory
+    /// at most); past it the oldest go first, even within the retention.
+    pub fn dependency_max_records(mut self, n: u64) -> Self {
+        self.deps.max_records = n;
+        self
+    }
+
     /// Validates the options and connects to Redis.
     pub async fn build(self) -> Result<ServerState> {
         if self.queues.is_empty() {
@@ -378,8 +397,15 @@ impl ServerBuilder {
                 return Err(Error::validation(what, "must be above zero"));
             }
         }
-        let broker = Broker::connect(&self.url).await?;
+        if self.deps.retention > crate::task::MAX_SPAN {
+            return Err(Error::validation(
+                "dependency_retention",
+                format!("{:?} is longer than 10 years", self.deps.retention),
+            ));
+        }
+        let mut broker = Broker::connect(&self.url).await?;
         broker.ping().await?;
+        broker.set_dep_limits(self.deps);
         let lease = self.lease;
         Ok(ServerState {
             broker,
@@ -568,6 +594,7 @@ impl Server {
         let janitor = janitor::start(ctx.clone());
         let scheduler = scheduler::start(ctx.clone());
         let canceller = canceller::start(ctx.clone());
+        let resolver = resolver::start(ctx.clone());
         let mux = Arc::new(mux);
         let fetchers: Vec<Service> = (0..ctx.cfg.fetchers)
             .map(|_| {
@@ -612,7 +639,7 @@ impl Server {
         }
         acker.stop().await;
         for s in [
-            &canceller, &scheduler, &heartbeat, &forwarder, &recoverer, &janitor,
+            &canceller, &scheduler, &resolver, &heartbeat, &forwarder, &recoverer, &janitor,
         ] {
             s.stop().await;
         }

@@ -1,28 +1,45 @@
--- cancel.lua — a task is cancelled: removed, never retried (pending/delayed/retry -> gone, or
--- active -> gone once the server running it has dropped its handler).
+-- cancel.lua — a task is cancelled: removed, never retried (pending/delayed/retry -> gone,
+-- waiting for dependencies -> gone, or active -> gone once the server running it has dropped its
+-- handler). Tasks that depend on it fail ("dependency <id> failed") through the outbox.
 --
--- KEYS[1] where the task is: the pending, delayed or retry zset (ARGV[1] = "waiting"), or the
---         active hash of the server running it (ARGV[1] = "active")
+-- KEYS[1] where the task is: the pending, delayed or retry zset (ARGV[1] = "queued"), the
+--         waiting hash (ARGV[1] = "blocked"), or the active hash of the server running it
+--         (ARGV[1] = "active")
 -- KEYS[2] cancelled counter
--- KEYS[3] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[3] failed ids zset (id -> time)
+-- KEYS[4] set of ids that have dependents
+-- KEYS[5] outbox list
+-- KEYS[6] needs hash (the dependencies a waiting task still waits for)
+-- KEYS[7] (optional) the task's unique-key lock, released when it still names this task
 --
--- ARGV[1] "waiting" or "active"
--- ARGV[2] waiting: the record exactly as stored; active: the task id
--- ARGV[3] the task id (waiting) or the 16-digit fencing token (active)
+-- ARGV[1] "queued", "blocked" or "active"
+-- ARGV[2] queued: the record exactly as stored; blocked, active: the task id (16 bytes)
+-- ARGV[3] the task id (queued), the record as read (blocked), or the 16-digit fencing token
+--         (active)
 --
 -- Returns 1, or 0 when the task is no longer there (it moved on meanwhile, or the token is stale).
 local id
-if ARGV[1] == 'waiting' then
+if ARGV[1] == 'queued' then
   if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end
   id = ARGV[3]
+elseif ARGV[1] == 'blocked' then
+  if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('HDEL', KEYS[6], ARGV[2])
+  id = ARGV[2]
 else
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
   redis.call('HDEL', KEYS[1], ARGV[2])
   id = ARGV[2]
 end
-if KEYS[3] and redis.call('GET', KEYS[3]) == id then
-  redis.call('DEL', KEYS[3])
+if KEYS[7] and redis.call('GET', KEYS[7]) == id then
+  redis.call('DEL', KEYS[7])
 end
 redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
+if redis.call('SREM', KEYS[4], id) == 1 then
+  redis.call('RPUSH', KEYS[5], 'F' .. id)
+end
 return 1

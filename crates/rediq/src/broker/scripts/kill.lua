@@ -5,7 +5,10 @@
 -- KEYS[3] dead zset         (member = record with its last error, score = time of death, Unix ms)
 -- KEYS[4] dead-trimmed counter (how many dead tasks were dropped by the count/age limits)
 -- KEYS[5] failed counter
--- KEYS[6] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[6] failed ids zset  (id -> time: tasks depending on this one fail too)
+-- KEYS[7] set of ids that have dependents
+-- KEYS[8] outbox list      (the resolver tells the dependents)
+-- KEYS[9] (optional) the task's unique-key lock, released when it still names this task
 --
 -- ARGV[1] task id
 -- ARGV[2] 16-digit fencing token
@@ -15,7 +18,7 @@
 -- ARGV[6] "1" = only if the server's lease has lapsed (the recoverer's call), else "0"
 -- ARGV[7] server id (owner of KEYS[1])
 --
--- Returns 1, or 0 when the token is stale or (ARGV[6]) the lease was renewed meanwhile.
+-- Returns 1 (2 when the task has dependents, now told through the outbox), or 0 when the token is stale or (ARGV[6]) the lease was renewed meanwhile.
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
@@ -27,8 +30,14 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('INCR', KEYS[5])
-if KEYS[6] and redis.call('GET', KEYS[6]) == ARGV[1] then
-  redis.call('DEL', KEYS[6])
+if KEYS[9] and redis.call('GET', KEYS[9]) == ARGV[1] then
+  redis.call('DEL', KEYS[9])
+end
+redis.call('ZADD', KEYS[6], now, ARGV[1])
+local result = 1
+if redis.call('SREM', KEYS[7], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[8], 'F' .. ARGV[1])
+  result = 2
 end
 local trimmed = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))
 local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
@@ -36,4 +45,4 @@ if over > 0 then
   trimmed = trimmed + redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)
 end
 if trimmed > 0 then redis.call('INCRBY', KEYS[4], trimmed) end
-return 1
+return result

@@ -4,6 +4,7 @@
 -- KEYS[2] pending zset
 -- KEYS[3] sequence counter
 -- KEYS[4] wake marker zset
+-- KEYS[5] failed ids zset (a task run again is no longer failed for tasks that depend on it)
 --
 -- ARGV[1] n; then 2 values per task: the dead record exactly as stored, and the record to run
 --         (attempt count and error cleared; same id and priority)
@@ -19,6 +20,7 @@ for i = 1, n do
   if redis.call('ZREM', KEYS[1], old) == 1 then
     back[#back + 1] = (string.byte(new, 2) or 50) * 4398046511104 + first + i
     back[#back + 1] = new
+    redis.call('ZREM', KEYS[5], string.sub(new, 3, 18))
   end
 end
 if #back > 0 then

@@ -1,0 +1,412 @@
+//! Task dependencies: a task that waits until other tasks — possibly of other queues — have
+//! completed.
+//!
+//! On a cluster every queue is its own slot, so the step from a dependency's queue to its
+//! dependent's queue cannot be one script. It is built from steps that are each one script in
+//! one queue, each idempotent, joined by an outbox:
+//!
+//! 1. **Register** (`dep_register.lua`, in the dependency's queue): the dependent appends a
+//!    reference to the dependency's list, unless the dependency already completed ("done") or
+//!    failed. Registration happens *before* the dependent is written, so a client that dies in
+//!    between leaves at most a reference to a task that never arrives.
+//! 2. **Write** (`dep_enqueue.lua`, in the dependent's queue): the dependent waits for the
+//!    dependencies still open, or is pending at once.
+//! 3. **Complete or fail** (`complete.lua`, `kill.lua`, `cancel.lua`, `dep_fail.lua`): when a task
+//!    with dependents settles, the same script appends `S`/`F` + its id to its queue's outbox.
+//! 4. **Deliver** (the server's resolver, [`Broker::resolve_outbox`]): for each outbox entry, each
+//!    referenced dependent is told in its own queue (`dep_satisfy.lua` crosses the dependency off
+//!    and releases the task when none is left; `dep_fail.lua` dead-letters it and puts its own
+//!    dependents in its outbox). Only then is the entry removed (`dep_resolved.lua`). A resolver
+//!    that dies mid-way leaves the entry for the next one; delivering twice changes nothing.
+//!
+//! News that reaches a dependent before step 2 wrote it is kept as an "early fact" that step 2
+//! consumes, so the order of steps 1–4 across processes does not matter: the dependent becomes
+//! pending exactly once.
+
+use redis::AsyncCommands;
+
+use super::keys::QueueKeys;
+use super::{record, Broker, DeadLimits, TaskState, SCRIPTS};
+use crate::{Error, Result};
+
+/// Outbox entries delivered per round.
+const OUTBOX_ROUND: isize = 100;
+
+/// A dependency's answer to a dependent that registers with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// It already completed: nothing to wait for.
+    Done,
+    /// It was dead-lettered or cancelled.
+    Failed,
+    /// It is live; its completion or failure will be delivered.
+    Registered,
+    /// No trace of it in this queue.
+    Unknown,
+    /// The queue was flushed while the caller looked: look again.
+    Again,
+}
+
+/// Where a dependent landed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Waiting, pending, delayed or dead-lettered.
+    Ok,
+    /// Its unique key is held by this task.
+    Duplicate(Vec<u8>),
+    /// This dependency failed before the dependent was written.
+    DependencyFailed(Vec<u8>),
+}
+
+/// A dependent task to write with [`Broker::dep_enqueue`].
+pub(crate) struct Dependent<'a> {
+    pub id: &'a [u8],
+    pub record: &'a [u8],
+    pub delay_ms: u64,
+    /// Unique key and its TTL in seconds.
+    pub unique: Option<(&'a str, u64)>,
+    /// The ids of the dependencies registered and not yet met.
+    pub open: &'a [Vec<u8>],
+}
+
+/// A reference from a dependency to its dependent: the dependent's id, then its queue.
+fn reference(dependent: &[u8], queue: &str) -> Vec<u8> {
+    let mut r = dependent.to_vec();
+    r.extend_from_slice(queue.as_bytes());
+    r
+}
+
+fn parse_reference(r: &[u8]) -> Option<(&[u8], &str)> {
+    let (id, queue) = r.split_at_checked(16)?;
+    Some((id, std::str::from_utf8(queue).ok()?))
+}
+
+/// A ZSCAN pattern matching records whose head carries `id` (format byte, priority byte, then
+/// the id, every id byte escaped: ids are binary).
+fn head_pattern(id: &[u8]) -> Vec<u8> {
+    let mut p = b"??".to_vec();
+    for b in id {
+        p.push(b'\\');
+        p.push(*b);
+    }
+    p.push(b'*');
+    p
+}
+
+impl Broker {
+    /// A queue's flush counter (see `dep_register.lua`).
+    pub async fn flush_count(&self, queue: &str) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let n: Option<u64> = c.get(QueueKeys::new(queue).flushes).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// The record of the task with this id in a pending, delayed, retry or dead set, looked up
+    /// with ZSCAN and a pattern on the record head: linear in the set, but in pages, so Redis
+    /// keeps serving others meanwhile.
+    pub async fn find_queued(
+        &self,
+        queue: &str,
+        state: TaskState,
+        id: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let k = QueueKeys::new(queue);
+        let key = match state {
+            TaskState::Pending => &k.pending,
+            TaskState::Delayed => &k.delayed,
+            TaskState::Retry => &k.retry,
+            TaskState::Dead => &k.dead,
+            TaskState::Completed => &k.completed,
+            TaskState::Active | TaskState::Waiting => return Ok(None),
+        };
+        let pattern = head_pattern(id);
+        let mut c = self.conn.clone();
+        let mut cursor = 0u64;
+        loop {
+            let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("ZSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            // The reply alternates member and score.
+            if let Some(r) = flat
+                .into_iter()
+                .step_by(2)
+                .find(|r| record::raw_id(r) == id)
+            {
+                return Ok(Some(r));
+            }
+            if next == 0 {
+                return Ok(None);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Registers `dependent` (of `dependent_queue`) with dependency `id` of `queue`.
+    /// `seen_queued` is the flush counter read before the caller found the dependency queued
+    /// (pending, delayed or retry); `None` asks the script to look in the places it can check
+    /// in O(1): completion and failure records, the waiting hash, the servers' active hashes.
+    pub async fn dep_register(
+        &self,
+        queue: &str,
+        id: &[u8],
+        dependent: &[u8],
+        dependent_queue: &str,
+        seen_queued: Option<u64>,
+    ) -> Result<Answer> {
+        let k = QueueKeys::new(queue);
+        let holders = self.lease_holders(queue).await?;
+        let mut inv = SCRIPTS.dep_register.prepare_invoke();
+        inv.key(&k.done)
+            .key(&k.failed_ids)
+            .key(&k.has_dependents)
+            .key(k.dependents(id))
+            .key(&k.waiting)
+            .key(&k.flushes);
+        for h in &holders {
+            inv.key(k.active(h));
+        }
+        inv.arg(id)
+            .arg(reference(dependent, dependent_queue))
+            .arg(if seen_queued.is_some() { "1" } else { "0" })
+            .arg(seen_queued.unwrap_or(0));
+        let mut c = self.conn.clone();
+        let answer: String = inv.invoke_async(&mut c).await?;
+        Ok(match answer.as_str() {
+            "done" => Answer::Done,
+            "failed" => Answer::Failed,
+            "registered" => Answer::Registered,
+            "again" => Answer::Again,
+            _ => Answer::Unknown,
+        })
+    }
+
+    /// Finds dependency `id` in one of `queues` (the likeliest first) and registers `dependent`
+    /// with it. A dependency that moves between states while it is looked for is looked for
+    /// again, up to three rounds.
+    pub async fn register_dependency(
+        &self,
+        queues: &[String],
+        id: &[u8],
+        dependent: &[u8],
+        dependent_queue: &str,
+    ) -> Result<Answer> {
+        for _round in 0..3 {
+            for q in queues {
+                match self
+                    .dep_register(q, id, dependent, dependent_queue, None)
+                    .await?
+                {
+                    Answer::Unknown | Answer::Again => {}
+                    found => return Ok(found),
+                }
+            }
+            for q in queues {
+                let flushes = self.flush_count(q).await?;
+                for state in [TaskState::Retry, TaskState::Delayed, TaskState::Pending] {
+                    if self.find_queued(q, state, id).await?.is_some() {
+                        match self
+                            .dep_register(q, id, dependent, dependent_queue, Some(flushes))
+                            .await?
+                        {
+                            Answer::Unknown | Answer::Again => break,
+                            found => return Ok(found),
+                        }
+                    }
+                }
+                if self.find_queued(q, TaskState::Dead, id).await?.is_some() {
+                    return Ok(Answer::Failed);
+                }
+            }
+        }
+        Ok(Answer::Unknown)
+    }
+
+    /// Writes a task that has dependencies (see `dep_enqueue.lua`). `dead` is the dead record
+    /// to write instead, when a dependency is already known to have failed.
+    pub async fn dep_enqueue(
+        &self,
+        queue: &str,
+        task: &Dependent<'_>,
+        dead: Option<&[u8]>,
+    ) -> Result<Written> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.dep_enqueue.prepare_invoke();
+        inv.key(&k.waiting)
+            .key(&k.needs)
+            .key(&k.early)
+            .key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.seq)
+            .key(&k.wake)
+            .key(&k.dead)
+            .key(&k.failed_ids);
+        if let Some((key, _)) = task.unique {
+            inv.key(k.unique(key));
+        }
+        inv.arg(task.id)
+            .arg(task.record)
+            .arg(task.delay_ms)
+            .arg(task.unique.map_or(0, |(_, ttl)| ttl))
+            .arg(dead.unwrap_or(&[]))
+            .arg(task.open.concat());
+        let mut c = self.conn.clone();
+        let reply: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        let mut it = reply.into_iter();
+        let kind = it.next().unwrap_or_default();
+        Ok(match kind.as_slice() {
+            b"dup" => Written::Duplicate(it.next().unwrap_or_default()),
+            b"failed" => Written::DependencyFailed(it.next().unwrap_or_default()),
+            _ => Written::Ok,
+        })
+    }
+
+    /// Entries at the head of a queue's outbox.
+    async fn outbox_head(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
+        let mut c = self.conn.clone();
+        Ok(c.lrange(QueueKeys::new(queue).outbox, 0, OUTBOX_ROUND - 1)
+            .await?)
+    }
+
+    /// Delivers the outbox of `queue` to the dependents it names; returns how many entries were
+    /// delivered. Safe to run from several processes at once (every step is idempotent).
+    pub async fn resolve_outbox(&self, queue: &str, limits: DeadLimits) -> Result<usize> {
+        let k = QueueKeys::new(queue);
+        let mut delivered = 0;
+        loop {
+            let entries = self.outbox_head(queue).await?;
+            if entries.is_empty() {
+                return Ok(delivered);
+            }
+            for entry in &entries {
+                let Some((&kind, id)) = entry.split_first() else {
+                    continue;
+                };
+                let mut c = self.conn.clone();
+                let refs: Vec<Vec<u8>> = c.lrange(k.dependents(id), 0, -1).await?;
+                for r in &refs {
+                    let Some((dependent, dq)) = parse_reference(r) else {
+                        tracing::warn!(queue, "skipping a malformed dependent reference");
+                        continue;
+                    };
+                    if kind == b'S' {
+                        self.dep_satisfy(dq, dependent, id).await?;
+                    } else {
+                        self.fail_dependent(dq, dependent, id, limits).await?;
+                    }
+                }
+                let _: i64 = SCRIPTS
+                    .dep_resolved
+                    .key(&k.outbox)
+                    .key(k.dependents(id))
+                    .arg(&entry[..])
+                    .arg(refs.len())
+                    .invoke_async(&mut c)
+                    .await?;
+                delivered += 1;
+            }
+            if entries.len() < OUTBOX_ROUND as usize {
+                return Ok(delivered);
+            }
+        }
+    }
+
+    /// Crosses dependency `dep` off `dependent`'s list (see `dep_satisfy.lua`).
+    async fn dep_satisfy(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let _: i64 = SCRIPTS
+            .dep_satisfy
+            .key(&k.waiting)
+            .key(&k.needs)
+            .key(&k.early)
+            .key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.seq)
+            .key(&k.wake)
+            .arg(dependent)
+            .arg(dep)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Dead-letters `dependent` because `dep` failed (see `dep_fail.lua`).
+    async fn fail_dependent(
+        &self,
+        queue: &str,
+        dependent: &[u8],
+        dep: &[u8],
+        limits: DeadLimits,
+    ) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        // The record may be read while it changes (it cannot, today, but the script checks):
+        // read again on a mismatch.
+        for _ in 0..5 {
+            let mut c = self.conn.clone();
+            let stored: Option<Vec<u8>> = c.hget(&k.waiting, dependent).await?;
+            let (dead, unique) = match &stored {
+                Some(r) => match record::decode(queue, r) {
+                    Ok(mut task) => {
+                        task.last_error =
+                            Some(format!("dependency {} failed", record::id_text(dep)));
+                        task.last_failed_at = Some(crate::task::now_ms());
+                        (record::encode(&task)?, task.options.unique_key)
+                    }
+                    Err(why) => (record::undecodable(r, &why), None),
+                },
+                None => (Vec::new(), None),
+            };
+            let mut inv = SCRIPTS.dep_fail.prepare_invoke();
+            inv.key(&k.waiting)
+                .key(&k.needs)
+                .key(&k.early)
+                .key(&k.dead)
+                .key(&k.failed_ids)
+                .key(&k.has_dependents)
+                .key(&k.outbox)
+                .key(&k.dead_trimmed);
+            if let Some(key) = &unique {
+                inv.key(k.unique(key));
+            }
+            inv.arg(dependent)
+                .arg(dep)
+                .arg(stored.as_deref().unwrap_or(&[]))
+                .arg(&dead[..])
+                .arg(limits.max_count)
+                .arg(limits.max_age.as_millis() as u64);
+            let r: i64 = inv.invoke_async(&mut c).await?;
+            if r >= 0 {
+                return Ok(());
+            }
+        }
+        Err(Error::Serialization(format!(
+            "the waiting record of task {} kept changing while it was dead-lettered",
+            record::id_text(dependent)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_round_trip() {
+        let id = [7u8; 16];
+        let r = reference(&id, "emails");
+        assert_eq!(parse_reference(&r), Some((&id[..], "emails")));
+        assert_eq!(parse_reference(b"short"), None);
+    }
+
+    #[test]
+    fn head_pattern_escapes_every_id_byte() {
+        let p = head_pattern(b"*?");
+        assert_eq!(p, b"??\\*\\?*".to_vec());
+    }
+}

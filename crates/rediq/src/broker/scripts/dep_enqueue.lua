@@ -1,0 +1,72 @@
+-- dep_enqueue.lua — writes a task that has dependencies, once each dependency has answered
+-- (dep_register.lua): it waits, or is pending at once (every dependency done), or goes straight
+-- to the dead-letter queue (a dependency failed).
+--
+-- KEYS[1]  waiting hash      (id -> record)
+-- KEYS[2]  needs hash        (id -> delay_ms .. "|" .. 16-byte ids of the dependencies not met)
+-- KEYS[3]  early facts zset  ("S"/"F" .. dependent id .. dependency id -> time)
+-- KEYS[4]  pending zset      KEYS[5] delayed zset     KEYS[6] sequence counter
+-- KEYS[7]  wake marker zset  KEYS[8] dead zset        KEYS[9] failed ids zset
+-- KEYS[10] (optional) the task's unique-key lock
+--
+-- ARGV[1]  task id (16 bytes)
+-- ARGV[2]  record
+-- ARGV[3]  delay in ms (0 = none; counted from the moment the last dependency completes)
+-- ARGV[4]  unique-lock TTL in seconds (with KEYS[10])
+-- ARGV[5]  dead record to write ("" unless the caller already knows a dependency failed; the
+--          record carries the reason)
+-- ARGV[6]  the 16-byte ids of the dependencies registered but not yet met, concatenated
+--
+-- A completion or failure that reached this queue before the task was written waits in KEYS[3]
+-- ("early facts") and is consumed here, so the order in which registration, completion and this
+-- script run does not matter.
+--
+-- Returns {"dup", holder id} when the unique key is held (nothing written), {"failed",
+-- dependency id} when an early fact says a dependency failed (nothing written: call again with
+-- ARGV[5]), or {"dead"}, {"pending"}, {"delayed"}, {"waiting"}.
+local id, record = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[8], now, ARGV[5])
+  redis.call('ZADD', KEYS[9], now, id)
+  return {'dead'}
+end
+
+local rest, met, failed = {}, {}, nil
+local deps = ARGV[6]
+for i = 1, #deps, 16 do
+  local d = string.sub(deps, i, i + 15)
+  if redis.call('ZSCORE', KEYS[3], 'F' .. id .. d) then
+    failed = d
+    break
+  elseif redis.call('ZSCORE', KEYS[3], 'S' .. id .. d) then
+    met[#met + 1] = 'S' .. id .. d
+  else
+    rest[#rest + 1] = d
+  end
+end
+if failed then return {'failed', failed} end
+
+if KEYS[10] then
+  if not redis.call('SET', KEYS[10], id, 'NX', 'EX', ARGV[4]) then
+    return {'dup', redis.call('GET', KEYS[10]) or ''}
+  end
+end
+if #met > 0 then redis.call('ZREM', KEYS[3], unpack(met)) end
+
+local delay = tonumber(ARGV[3])
+if #rest > 0 then
+  redis.call('HSET', KEYS[1], id, record)
+  redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
+  return {'waiting'}
+end
+if delay > 0 then
+  redis.call('ZADD', KEYS[5], now + delay, record)
+  return {'delayed'}
+end
+local seq = redis.call('INCR', KEYS[6])
+redis.call('ZADD', KEYS[4], (string.byte(record, 2) or 50) * 4398046511104 + seq, record)
+redis.call('ZADD', KEYS[7], 0, 'w')
+return {'pending'}

@@ -1,0 +1,44 @@
+-- dep_register.lua — a dependent asks one of its dependencies (in the dependency's queue) to
+-- tell it when it completes or fails.
+--
+-- KEYS[1]   completion records zset (id -> completion time)
+-- KEYS[2]   failed ids zset (dead-lettered or cancelled; id -> time)
+-- KEYS[3]   set of ids that have dependents
+-- KEYS[4]   the dependency's list of dependent references
+-- KEYS[5]   waiting hash (tasks waiting for their own dependencies)
+-- KEYS[6]   flush counter of the queue
+-- KEYS[7..] the active hashes of the servers holding a lease on the queue
+--
+-- ARGV[1]   dependency id (16 bytes)
+-- ARGV[2]   reference to append: dependent id (16 bytes) .. dependent's queue name
+-- ARGV[3]   "1" when the caller saw the dependency in the pending, delayed or retry set
+-- ARGV[4]   the flush counter the caller read before looking (checked with ARGV[3] = "1")
+--
+-- Returns "done" (already completed: nothing registered), "failed" (dead-lettered or
+-- cancelled), "registered" (the completion or failure will reach the dependent through the
+-- outbox), "unknown" (no trace of the id here) or "again" (the queue was flushed while the
+-- caller looked: look again).
+--
+-- Checked in this order on purpose: a completion record wins over a failure record (a dead task
+-- that was re-run and then completed did complete).
+local id = ARGV[1]
+if redis.call('ZSCORE', KEYS[1], id) then return 'done' end
+if redis.call('ZSCORE', KEYS[2], id) then return 'failed' end
+local live = false
+if ARGV[3] == '1' then
+  if (redis.call('GET', KEYS[6]) or '0') ~= ARGV[4] then return 'again' end
+  live = true
+end
+if not live and redis.call('HEXISTS', KEYS[5], id) == 1 then live = true end
+if not live then
+  for i = 7, #KEYS do
+    if redis.call('HEXISTS', KEYS[i], id) == 1 then
+      live = true
+      break
+    end
+  end
+end
+if not live then return 'unknown' end
+redis.call('SADD', KEYS[3], id)
+redis.call('RPUSH', KEYS[4], ARGV[2])
+return 'registered'
