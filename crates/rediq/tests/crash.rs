@@ -2,7 +2,9 @@
 //! - in the middle of its tasks: another server must re-deliver every one of them within the
 //!   lease time, each exactly once, with the lost attempt counted;
 //! - in full flight under load (tasks completing, leased, acks on their way): afterwards every
-//!   task is completed exactly once (fenced acks) and nothing is left behind.
+//!   task is completed exactly once (fenced acks) and nothing is left behind;
+//! - in full flight while it completes tasks that others depend on (outbox entries written,
+//!   news half delivered): afterwards every dependent ran exactly once and none is left waiting.
 //!
 //! The worker is this very test binary, re-run with `--ignored --exact <child test>`, so it is a
 //! real separate process that dies without any chance to clean up.
@@ -21,6 +23,7 @@ const QUEUE: &str = "crash";
 const TASKS: usize = 20;
 const LEASE: Duration = Duration::from_secs(1);
 const LOAD_QUEUE: &str = "crash-load";
+const DEP_QUEUES: [&str; 2] = ["crash-dep-a", "crash-dep-b"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
@@ -149,6 +152,103 @@ async fn sigkill_under_load_loses_nothing_and_completes_nothing_twice() {
     assert_eq!((st.pending, st.active, st.retry, st.dead), (0, 0, 0, 0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_completing_dependencies_releases_every_dependent_once() {
+    const N: u64 = 600;
+    let env = Env::new().await;
+    let deps: Vec<Task> = (0..N)
+        .map(|_| Task::builder("fast").queue(DEP_QUEUES[0]).build().unwrap())
+        .collect();
+    // Dependents wait in the other queue: each release crosses queues.
+    let dependents: Vec<Task> = deps
+        .iter()
+        .map(|d| {
+            Task::builder("fast")
+                .queue(DEP_QUEUES[1])
+                .depends_on(&[&d.id])
+                .build()
+                .unwrap()
+        })
+        .collect();
+    env.client.enqueue_batch(deps).await.unwrap();
+    env.client.enqueue_batch(dependents).await.unwrap();
+    assert_eq!(
+        env.inspector
+            .queue_stats(DEP_QUEUES[1])
+            .await
+            .unwrap()
+            .waiting,
+        N
+    );
+    let mut child = spawn_child("crash_child_deps_worker", env.url());
+    let insp = env.inspector.clone();
+    let started = wait_for(Duration::from_secs(20), || async {
+        insp.queue_stats(DEP_QUEUES[0])
+            .await
+            .unwrap()
+            .processed_total
+            >= N / 4
+    })
+    .await;
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    assert!(started, "the child never got going");
+    let a = env.inspector.queue_stats(DEP_QUEUES[0]).await.unwrap();
+    let b = env.inspector.queue_stats(DEP_QUEUES[1]).await.unwrap();
+    assert!(
+        a.processed_total + b.processed_total < 2 * N,
+        "killed too late to prove anything"
+    );
+
+    let srv = start(
+        env.server()
+            .queues(&DEP_QUEUES)
+            .concurrency(20)
+            .lease_duration(LEASE),
+        mux_with("fast", |_| async { Ok(()) }),
+    )
+    .await;
+    let done = wait_for(Duration::from_secs(30), || async {
+        insp.queue_stats(DEP_QUEUES[1])
+            .await
+            .unwrap()
+            .processed_total
+            >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.shutdown().await;
+    assert!(done, "dependents were lost");
+    for q in DEP_QUEUES {
+        let st = env.inspector.queue_stats(q).await.unwrap();
+        assert_eq!(
+            st.processed_total, N,
+            "{q}: each task completed exactly once"
+        );
+        assert_eq!(
+            (st.pending, st.active, st.retry, st.dead, st.waiting),
+            (0, 0, 0, 0, 0),
+            "{q}"
+        );
+    }
+}
+
+/// Child of `sigkill_while_completing_dependencies_releases_every_dependent_once`; does nothing
+/// unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkill_while_completing_dependencies_releases_every_dependent_once"]
+async fn crash_child_deps_worker() {
+    serve_until_killed(
+        &DEP_QUEUES,
+        20,
+        mux_with("fast", |_| async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(())
+        }),
+    )
+    .await;
+}
+
 /// Child of `sigkill_under_load_loses_nothing_and_completes_nothing_twice`: processes fast until
 /// it is killed; does nothing unless started by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +256,7 @@ async fn sigkill_under_load_loses_nothing_and_completes_nothing_twice() {
 async fn crash_child_fast_worker() {
     // Slow enough that the parent catches it in full flight.
     serve_until_killed(
-        LOAD_QUEUE,
+        &[LOAD_QUEUE],
         20,
         mux_with("fast", |_| async {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -172,7 +272,7 @@ async fn crash_child_fast_worker() {
 #[ignore = "the child process of sigkill_mid_task_redelivers_every_task_within_the_lease"]
 async fn crash_child_worker() {
     serve_until_killed(
-        QUEUE,
+        &[QUEUE],
         TASKS,
         mux_with("job", |_| async {
             tokio::time::sleep(Duration::from_secs(600)).await;
@@ -182,15 +282,15 @@ async fn crash_child_worker() {
     .await;
 }
 
-/// In a child process: serves `queue` until the parent kills the process (nothing when not
+/// In a child process: serves `queues` until the parent kills the process (nothing when not
 /// started by a parent test).
-async fn serve_until_killed(queue: &str, concurrency: usize, mux: rediq::processor::Mux) {
+async fn serve_until_killed(queues: &[&str], concurrency: usize, mux: rediq::processor::Mux) {
     let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
         return;
     };
     let state = rediq::server::ServerBuilder::new()
         .redis_url(url)
-        .queues(&[queue])
+        .queues(queues)
         .concurrency(concurrency)
         .lease_duration(LEASE)
         .build()

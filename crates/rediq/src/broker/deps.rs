@@ -395,6 +395,213 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{Ack, EnqueueMode, NewTask};
+    use crate::testing::RedisServer;
+    use crate::Task;
+    use std::time::Duration;
+
+    const S: &str = "host:1:test";
+
+    async fn broker(redis: &RedisServer) -> Broker {
+        Broker::connect(&redis.url()).await.unwrap()
+    }
+
+    /// Enqueues a plain task into `queue`; returns its id bytes.
+    async fn plain(b: &Broker, queue: &str) -> Vec<u8> {
+        let t = Task::builder("t").queue(queue).build().unwrap();
+        let new = NewTask {
+            record: record::encode(&t).unwrap(),
+            delay_ms: 0,
+            unique: None,
+        };
+        b.enqueue(queue, &[new], EnqueueMode::Each).await.unwrap();
+        record::id_bytes(&t.id).unwrap().to_vec()
+    }
+
+    /// Leases everything pending in `queue` and acknowledges it.
+    async fn run_all(b: &Broker, queue: &str) {
+        let f = b
+            .fetch(queue, S, 100, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let acks: Vec<Ack> = f
+            .records
+            .iter()
+            .map(|r| Ack {
+                id: record::raw_id(r).to_vec(),
+                token: f.token,
+                unique_key: None,
+            })
+            .collect();
+        assert!(b.complete(queue, S, &acks, None).await.unwrap().is_empty());
+    }
+
+    /// Writes a dependent of `deps` (registering it first) into `queue`; returns its id bytes.
+    async fn dependent(b: &Broker, queue: &str, deps: &[(&str, &[u8])]) -> (Vec<u8>, Written) {
+        let t = Task::builder("d").queue(queue).build().unwrap();
+        let id = record::id_bytes(&t.id).unwrap().to_vec();
+        let mut open = Vec::new();
+        for (q, d) in deps {
+            let queues = [q.to_string()];
+            match b.register_dependency(&queues, d, &id, queue).await.unwrap() {
+                Answer::Registered => open.push(d.to_vec()),
+                Answer::Done => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let rec = record::encode(&t).unwrap();
+        let w = b
+            .dep_enqueue(
+                queue,
+                &Dependent {
+                    id: &id,
+                    record: &rec,
+                    delay_ms: 0,
+                    unique: None,
+                    open: &open,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        (id, w)
+    }
+
+    async fn counts(b: &Broker, queue: &str) -> (u64, u64, u64) {
+        let s = b.stats(queue).await.unwrap();
+        (s.pending, s.waiting, s.processed_total)
+    }
+
+    #[tokio::test]
+    async fn news_that_arrives_before_the_dependent_is_written_is_kept() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let a = plain(&b, "qa").await;
+        let t = Task::builder("d").queue("qb").build().unwrap();
+        let me = record::id_bytes(&t.id).unwrap().to_vec();
+        let qa = ["qa".to_string()];
+        assert_eq!(
+            b.register_dependency(&qa, &a, &me, "qb").await.unwrap(),
+            Answer::Registered
+        );
+        // The dependency completes and its news is delivered before the dependent is written
+        // (a slow client): it becomes an early fact.
+        run_all(&b, "qa").await;
+        assert_eq!(
+            b.resolve_outbox("qa", DeadLimits::default()).await.unwrap(),
+            1
+        );
+        let rec = record::encode(&t).unwrap();
+        let task = Dependent {
+            id: &me,
+            record: &rec,
+            delay_ms: 0,
+            unique: None,
+            open: std::slice::from_ref(&a),
+        };
+        assert_eq!(b.dep_enqueue("qb", &task, None).await.unwrap(), Written::Ok);
+        assert_eq!(counts(&b, "qb").await, (1, 0, 0), "pending at once");
+        // Registering again now finds the completion record.
+        assert_eq!(
+            b.register_dependency(&qa, &a, &me, "qb").await.unwrap(),
+            Answer::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_arrives_before_the_dependent_is_written_is_kept() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let a = plain(&b, "qa").await;
+        let t = Task::builder("d").queue("qb").build().unwrap();
+        let me = record::id_bytes(&t.id).unwrap().to_vec();
+        let qa = ["qa".to_string()];
+        b.register_dependency(&qa, &a, &me, "qb").await.unwrap();
+        let f = b
+            .fetch("qa", S, 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let limits = DeadLimits::default();
+        assert!(b
+            .kill("qa", S, &a, f.token, &f.records[0], None, limits, false)
+            .await
+            .unwrap());
+        b.resolve_outbox("qa", limits).await.unwrap();
+        let rec = record::encode(&t).unwrap();
+        let task = Dependent {
+            id: &me,
+            record: &rec,
+            delay_ms: 0,
+            unique: None,
+            open: std::slice::from_ref(&a),
+        };
+        assert_eq!(
+            b.dep_enqueue("qb", &task, None).await.unwrap(),
+            Written::DependencyFailed(a.clone())
+        );
+        assert_eq!(counts(&b, "qb").await, (0, 0, 0), "nothing written yet");
+        assert_eq!(
+            b.register_dependency(&qa, &a, &me, "qb").await.unwrap(),
+            Answer::Failed
+        );
+    }
+
+    #[tokio::test]
+    async fn news_delivered_many_times_at_once_releases_the_dependent_once() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        for round in 0..20 {
+            let x = plain(&b, "qa").await;
+            let y = plain(&b, "qa").await;
+            let (c, w) = dependent(&b, "qb", &[("qa", &x), ("qa", &y)]).await;
+            assert_eq!(w, Written::Ok);
+            run_all(&b, "qa").await;
+            // Eight resolvers deliver the same two entries side by side, plus direct repeats.
+            let mut all = Vec::new();
+            for _ in 0..8 {
+                let b = b.clone();
+                all.push(tokio::spawn(async move {
+                    b.resolve_outbox("qa", DeadLimits::default()).await.unwrap()
+                }));
+            }
+            for h in all {
+                h.await.unwrap();
+            }
+            b.dep_satisfy("qb", &c, &x).await.unwrap();
+            assert_eq!(counts(&b, "qb").await, (1, 0, round), "round {round}");
+            run_all(&b, "qb").await;
+            // Late duplicates of the news do not bring the finished task back.
+            b.dep_satisfy("qb", &c, &x).await.unwrap();
+            b.dep_satisfy("qb", &c, &y).await.unwrap();
+            assert_eq!(counts(&b, "qb").await, (0, 0, round + 1), "round {round}");
+        }
+        let mut conn = b.conn.clone();
+        let left: u64 = conn.llen(QueueKeys::new("qa").outbox).await.unwrap();
+        assert_eq!(left, 0, "every outbox entry was removed once delivered");
+    }
+
+    #[tokio::test]
+    async fn a_resolver_that_dies_mid_delivery_leaves_the_rest_for_the_next() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let a = plain(&b, "qa").await;
+        let (c1, _) = dependent(&b, "qb", &[("qa", &a)]).await;
+        let (_c2, _) = dependent(&b, "qc", &[("qa", &a)]).await;
+        run_all(&b, "qa").await;
+        // The first resolver told c1, then died before telling c2 or removing the entry.
+        b.dep_satisfy("qb", &c1, &a).await.unwrap();
+        assert_eq!(counts(&b, "qb").await, (1, 0, 0));
+        assert_eq!(counts(&b, "qc").await, (0, 1, 0));
+        // The next one delivers the whole entry again: c2 is released, c1 stays released once.
+        assert_eq!(
+            b.resolve_outbox("qa", DeadLimits::default()).await.unwrap(),
+            1
+        );
+        assert_eq!(counts(&b, "qb").await, (1, 0, 0));
+        assert_eq!(counts(&b, "qc").await, (1, 0, 0));
+    }
 
     #[test]
     fn references_round_trip() {
