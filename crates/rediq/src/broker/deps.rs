@@ -162,7 +162,7 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let holders = self.lease_holders(queue).await?;
         let mut inv = SCRIPTS.dep_register.prepare_invoke();
-        inv.key(&k.done)
+        inv.key(k.done_bucket(id))
             .key(&k.failed_ids)
             .key(&k.has_dependents)
             .key(k.dependents(id))
@@ -395,7 +395,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Ack, EnqueueMode, NewTask};
+    use crate::broker::{Ack, DepLimits, EnqueueMode, NewTask};
     use crate::testing::RedisServer;
     use crate::Task;
     use std::time::Duration;
@@ -580,6 +580,60 @@ mod tests {
         let mut conn = b.conn.clone();
         let left: u64 = conn.llen(QueueKeys::new("qa").outbox).await.unwrap();
         assert_eq!(left, 0, "every outbox entry was removed once delivered");
+    }
+
+    #[tokio::test]
+    async fn completion_records_are_found_and_trimmed_by_age_and_count() {
+        let redis = RedisServer::start();
+        let mut b = broker(&redis).await;
+        let me = [9u8; 16];
+        let qa = ["qa".to_string()];
+        let first = plain(&b, "qa").await;
+        run_all(&b, "qa").await;
+        // Another creation second: its record lands in another bucket.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = plain(&b, "qa").await;
+        run_all(&b, "qa").await;
+        for id in [&first, &second] {
+            assert_eq!(
+                b.register_dependency(&qa, id, &me, "qb").await.unwrap(),
+                Answer::Done
+            );
+        }
+        // A cap of one record drops the oldest bucket only.
+        b.set_dep_limits(DepLimits {
+            retention: Duration::from_secs(3600),
+            max_records: 1,
+        });
+        let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
+        assert_eq!(records, 1);
+        assert_eq!(
+            b.register_dependency(&qa, &first, &me, "qb").await.unwrap(),
+            Answer::Unknown
+        );
+        assert_eq!(
+            b.register_dependency(&qa, &second, &me, "qb")
+                .await
+                .unwrap(),
+            Answer::Done
+        );
+        // Past the retention everything goes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.set_dep_limits(DepLimits {
+            retention: Duration::from_millis(10),
+            max_records: 100,
+        });
+        let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
+        assert_eq!(records, 1);
+        let mut conn = b.conn.clone();
+        let k = QueueKeys::new("qa");
+        let left: (u64, Option<u64>) = redis::pipe()
+            .zcard(&k.done)
+            .get(&k.done_count)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, (0, None));
     }
 
     #[tokio::test]

@@ -30,8 +30,10 @@ pub(crate) struct QueueKeys {
     pub waiting: String,
     /// Of each waiting task: `delay_ms|` then the 16-byte ids of the dependencies not yet met.
     pub needs: String,
-    /// Completion records: id → completion time (Unix ms), kept for the dependency retention.
+    /// Index of the completion-record buckets: bucket key → time of its last write (Unix ms).
     pub done: String,
+    /// How many completion records the buckets hold.
+    pub done_count: String,
     /// Ids of dead-lettered or cancelled tasks → time, kept for the dependency retention.
     pub failed_ids: String,
     /// Ids of this queue's tasks that have dependents registered.
@@ -70,6 +72,7 @@ impl QueueKeys {
             waiting: k("waiting"),
             needs: k("deps:needs"),
             done: k("deps:done"),
+            done_count: k("deps:done:count"),
             failed_ids: k("deps:failed"),
             has_dependents: k("deps:has"),
             outbox: k("deps:outbox"),
@@ -90,10 +93,25 @@ impl QueueKeys {
         format!("{}:deps:of:{}", self.base, super::record::id_text(id))
     }
 
+    /// The completion records of the tasks created in one second (the id's UUIDv7 time): their
+    /// 16-byte ids, concatenated.
+    pub fn done_bucket(&self, id: &[u8]) -> String {
+        format!("{}:deps:done:{}", self.base, created_second(id))
+    }
+
     /// The lock of a unique key.
     pub fn unique(&self, key: &str) -> String {
         format!("{}:unique:{key}", self.base)
     }
+}
+
+/// The creation second of a task id: the first 48 bits of a UUIDv7 are its Unix ms. Any other
+/// 16 bytes give some number, always the same for the same id, which is all a bucket needs.
+pub(crate) fn created_second(id: &[u8]) -> u64 {
+    let mut ms = [0u8; 8];
+    let head = &id[..id.len().min(6)];
+    ms[8 - head.len()..].copy_from_slice(head);
+    u64::from_be_bytes(ms) / 1000
 }
 
 /// The set of known queue names.
@@ -157,8 +175,18 @@ mod tests {
             &k.early,
             &k.flushes,
             &k.dependents(&[7u8; 16]),
+            &k.done_count,
+            &k.done_bucket(&[7u8; 16]),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn completion_buckets_follow_the_creation_second_of_the_id() {
+        let id = *uuid::Uuid::now_v7().as_bytes();
+        let now = crate::task::now_ms() / 1000;
+        assert!(created_second(&id).abs_diff(now) <= 1);
+        assert_eq!(created_second(&[0, 0, 0, 0, 0x03, 0xe8]), 1);
     }
 }

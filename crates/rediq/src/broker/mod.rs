@@ -56,6 +56,7 @@ struct Scripts {
     dep_satisfy: Script,
     dep_fail: Script,
     dep_resolved: Script,
+    records_trim: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -78,6 +79,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
     dep_resolved: Script::new(include_str!("scripts/dep_resolved.lua")),
+    records_trim: Script::new(include_str!("scripts/records_trim.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -257,7 +259,7 @@ impl Default for DepLimits {
     fn default() -> Self {
         DepLimits {
             retention: Duration::from_secs(24 * 3600),
-            max_records: 1_000_000,
+            max_records: 10_000_000,
         }
     }
 }
@@ -447,8 +449,27 @@ impl Broker {
             .key(&k.completed)
             .key(&k.processed)
             .key(&k.done)
+            .key(&k.done_count)
             .key(&k.has_dependents)
             .key(&k.outbox);
+        // Completion-record buckets, one per creation second among the acks (usually 1–2).
+        let mut buckets: Vec<String> = Vec::new();
+        let bucket_of: Vec<usize> = acks
+            .iter()
+            .map(|a| {
+                let key = k.done_bucket(&a.id);
+                match buckets.iter().position(|b| *b == key) {
+                    Some(i) => i + 1,
+                    None => {
+                        buckets.push(key);
+                        buckets.len()
+                    }
+                }
+            })
+            .collect();
+        for b in &buckets {
+            inv.key(b);
+        }
         let mut locks: HashMap<&str, usize> = HashMap::new();
         for a in acks {
             if let Some(key) = &a.unique_key {
@@ -465,10 +486,14 @@ impl Broker {
             } else {
                 "1"
             })
+            .arg(buckets.len())
             .arg(acks.len());
-        for a in acks {
+        for (a, bucket) in acks.iter().zip(bucket_of) {
             let idx = a.unique_key.as_deref().map_or(0, |key| locks[key]);
-            inv.arg(&a.id[..]).arg(token_text(a.token)).arg(idx);
+            inv.arg(&a.id[..])
+                .arg(token_text(a.token))
+                .arg(idx)
+                .arg(bucket);
         }
         let mut c = self.conn.clone();
         let reply: Vec<usize> = inv.invoke_async(&mut c).await?;
@@ -605,25 +630,45 @@ impl Broker {
     }
 
     /// Trims completed tasks past their retention, dead tasks beyond the limits, and
-    /// completion and failure records past the dependency retention. Returns how many completed
-    /// tasks, dead tasks and completion records went.
+    /// completion and failure records past the dependency retention (completion records also
+    /// beyond their cap). Returns how many completed tasks, dead tasks and completion records
+    /// went.
     pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64, u64)> {
+        const ROUND: isize = 100;
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        Ok(SCRIPTS
+        let (done, dead): (u64, u64) = SCRIPTS
             .janitor
             .key(&k.completed)
             .key(&k.dead)
             .key(&k.dead_trimmed)
-            .key(&k.done)
             .key(&k.failed_ids)
             .key(&k.early)
             .arg(limits.max_count)
             .arg(limits.max_age.as_millis() as u64)
             .arg(self.deps.retention.as_millis() as u64)
-            .arg(self.deps.max_records)
             .invoke_async(&mut c)
-            .await?)
+            .await?;
+        let mut records = 0;
+        loop {
+            let oldest: Vec<String> = c.zrange(&k.done, 0, ROUND - 1).await?;
+            if oldest.is_empty() {
+                break;
+            }
+            let mut inv = SCRIPTS.records_trim.prepare_invoke();
+            inv.key(&k.done).key(&k.done_count);
+            for b in &oldest {
+                inv.key(b);
+            }
+            inv.arg(self.deps.retention.as_millis() as u64)
+                .arg(self.deps.max_records);
+            let (buckets, n): (usize, u64) = inv.invoke_async(&mut c).await?;
+            records += n;
+            if buckets < oldest.len() || oldest.len() < ROUND as usize {
+                break;
+            }
+        }
+        Ok((done, dead, records))
     }
 
     /// Blocks on a dedicated connection until one of the queues signals new work or `timeout`

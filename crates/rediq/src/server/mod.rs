@@ -332,8 +332,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Most completion records kept per queue (default 1,000,000, about 130 MB of Redis memory
-    /// at most); past it the oldest go first, even within the retention.
+    /// Most completion records kept per queue (default 10,000,000: 16 bytes each, at most
+    /// ~320 MB of Redis memory while bucket strings grow); past it the oldest go first, even
+    /// within the retention.
     pub fn dependency_max_records(mut self, n: u64) -> Self {
         self.deps.max_records = n;
         self

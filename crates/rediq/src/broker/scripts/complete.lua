@@ -3,46 +3,59 @@
 -- KEYS[1]   the server's active hash
 -- KEYS[2]   completed zset   (member = record, score = when it may be trimmed, Unix ms)
 -- KEYS[3]   processed counter
--- KEYS[4]   completion records zset (id -> completion time), for tasks that depend on these
--- KEYS[5]   set of ids that have dependents
--- KEYS[6]   outbox list (the resolver tells the dependents)
--- KEYS[7..] unique-key locks, referenced by index from ARGV
+-- KEYS[4]   index of completion-record buckets (bucket key -> time of its last write)
+-- KEYS[5]   number of completion records
+-- KEYS[6]   set of ids that have dependents
+-- KEYS[7]   outbox list (the resolver tells the dependents)
+-- KEYS[8 .. 7+b]  completion-record buckets (strings of 16-byte ids), referenced by index
+-- KEYS[8+b ..]    unique-key locks, referenced by index from ARGV
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
 -- ARGV[2]   "1" = write completion records (the dependency retention is above zero)
--- ARGV[3]   n; then 3 values per task: id, 16-digit fencing token, unique-lock index (0 = none)
+-- ARGV[3]   b, the number of bucket keys
+-- ARGV[4]   n; then 4 values per task: id, 16-digit fencing token, unique-lock index (0 = none),
+--           bucket index
 --
 -- A task is acknowledged only if the active entry still carries the caller's token: an ack for
 -- a delivery that was taken back (the server's lease lapsed) is refused (fencing). A completed
 -- task with dependents gets an outbox entry in the same script, so its completion and the news
--- for its dependents cannot be separated by a crash.
+-- for its dependents cannot be separated by a crash. Completion records are appended to one
+-- string per creation second (one APPEND per bucket and batch, 16 bytes per task): a sorted set
+-- of ids cost 18 % of the processing throughput.
 -- Returns {outbox entries written, 1-based positions of refused (stale) acks ...}.
-local n = tonumber(ARGV[3])
+local b = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 3] end
+for i = 1, n do ids[i] = ARGV[5 + (i - 1) * 4] end
 local vals = redis.call('HMGET', KEYS[1], unpack(ids))
 
 local retention = tonumber(ARGV[1])
+local record = ARGV[2] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local ok, stale, done, records = {}, {}, {}, {}
+local ok, stale, done, buckets = {}, {}, {}, {}
 for i = 1, n do
-  local b = 4 + (i - 1) * 3
+  local a = 5 + (i - 1) * 4
   local v = vals[i]
-  if v and string.sub(v, 1, 16) == ARGV[b + 1] then
+  if v and string.sub(v, 1, 16) == ARGV[a + 1] then
     ok[#ok + 1] = ids[i]
-    local u = tonumber(ARGV[b + 2])
-    if u > 0 and redis.call('GET', KEYS[6 + u]) == ids[i] then
-      redis.call('DEL', KEYS[6 + u])
+    local u = tonumber(ARGV[a + 2])
+    if u > 0 and redis.call('GET', KEYS[7 + b + u]) == ids[i] then
+      redis.call('DEL', KEYS[7 + b + u])
     end
     if retention > 0 then
       done[#done + 1] = now + retention
       done[#done + 1] = string.sub(v, string.find(v, '|', 17, true) + 1)
     end
-    if ARGV[2] == '1' then
-      records[#records + 1] = now
-      records[#records + 1] = ids[i]
+    if record then
+      local j = tonumber(ARGV[a + 3])
+      local list = buckets[j]
+      if not list then
+        list = {}
+        buckets[j] = list
+      end
+      list[#list + 1] = ids[i]
     end
   else
     stale[#stale + 1] = i
@@ -53,9 +66,15 @@ if #ok > 0 then
   redis.call('HDEL', KEYS[1], unpack(ok))
   redis.call('INCRBY', KEYS[3], #ok)
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
-  if ARGV[2] == '1' then redis.call('ZADD', KEYS[4], unpack(records)) end
-  if redis.call('SCARD', KEYS[5]) > 0 then
-    local has = redis.call('SMISMEMBER', KEYS[5], unpack(ok))
+  if record then
+    for j, list in pairs(buckets) do
+      redis.call('APPEND', KEYS[7 + j], table.concat(list))
+      redis.call('ZADD', KEYS[4], now, KEYS[7 + j])
+    end
+    redis.call('INCRBY', KEYS[5], #ok)
+  end
+  if redis.call('SCARD', KEYS[6]) > 0 then
+    local has = redis.call('SMISMEMBER', KEYS[6], unpack(ok))
     local news, which = {}, {}
     for i = 1, #ok do
       if has[i] == 1 then
@@ -64,8 +83,8 @@ if #ok > 0 then
       end
     end
     if #news > 0 then
-      redis.call('SREM', KEYS[5], unpack(which))
-      redis.call('RPUSH', KEYS[6], unpack(news))
+      redis.call('SREM', KEYS[6], unpack(which))
+      redis.call('RPUSH', KEYS[7], unpack(news))
       pushed = #news
     end
   end

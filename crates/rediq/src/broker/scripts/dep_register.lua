@@ -1,7 +1,7 @@
 -- dep_register.lua — a dependent asks one of its dependencies (in the dependency's queue) to
 -- tell it when it completes or fails.
 --
--- KEYS[1]   completion records zset (id -> completion time)
+-- KEYS[1]   the completion-record bucket of the dependency's creation second (16-byte ids)
 -- KEYS[2]   failed ids zset (dead-lettered or cancelled; id -> time)
 -- KEYS[3]   set of ids that have dependents
 -- KEYS[4]   the dependency's list of dependent references
@@ -22,7 +22,21 @@
 -- Checked in this order on purpose: a completion record wins over a failure record (a dead task
 -- that was re-run and then completed did complete).
 local id = ARGV[1]
-if redis.call('ZSCORE', KEYS[1], id) then return 'done' end
+
+-- Records are 16 bytes each: only a match at a record boundary counts.
+local function recorded(bucket)
+  local s = redis.call('GET', bucket)
+  if not s then return false end
+  local from = 1
+  while true do
+    local p = string.find(s, id, from, true)
+    if not p then return false end
+    if (p - 1) % 16 == 0 then return true end
+    from = p + 1
+  end
+end
+
+if recorded(KEYS[1]) then return 'done' end
 if redis.call('ZSCORE', KEYS[2], id) then return 'failed' end
 local live = false
 if ARGV[3] == '1' then

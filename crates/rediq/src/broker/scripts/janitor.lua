@@ -4,15 +4,15 @@
 -- KEYS[1] completed zset (score = when it may go)
 -- KEYS[2] dead zset      (score = time of death)
 -- KEYS[3] dead-trimmed counter
--- KEYS[4] completion records zset   KEYS[5] failed ids zset   KEYS[6] early facts zset
---         (all three scored by time; kept for the dependency retention)
+-- KEYS[4] failed ids zset   KEYS[5] early facts zset
+--         (both scored by time; kept for the dependency retention; completion records are
+--         trimmed by records_trim.lua)
 --
 -- ARGV[1] most dead tasks to keep
 -- ARGV[2] oldest dead task to keep, in ms
 -- ARGV[3] dependency retention in ms
--- ARGV[4] most completion records kept (the oldest go first)
 --
--- Returns {completed removed, dead removed, completion records removed}.
+-- Returns {completed removed, dead removed}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local done = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -23,11 +23,6 @@ if over > 0 then
 end
 if dead > 0 then redis.call('INCRBY', KEYS[3], dead) end
 local horizon = '(' .. (now - tonumber(ARGV[3]))
-local records = redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
-local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[4])
-if extra > 0 then
-  records = records + redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
-end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', horizon)
-return {done, dead, records}
+return {done, dead}
