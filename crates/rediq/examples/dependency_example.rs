@@ -15,7 +15,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
-use rediq::testing::redis_for_demo;
 use rediq::{Client, Error, Inspector, Task, TaskState};
 
 /// Prints each task and remembers the order; `step:fail` fails for good.
@@ -36,20 +35,7 @@ impl Handler for Step {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (url, _private_redis) = match redis_for_demo() {
-        Ok(chosen) => chosen,
-        Err(why) => {
-            eprintln!("{why}");
-            return ExitCode::from(1);
-        }
-    };
-    match demo(&url).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 
 fn step(name: &str, queue: &str) -> rediq::Result<rediq::TaskBuilder> {

@@ -147,6 +147,41 @@ pub fn redis_for_demo() -> Result<(String, Option<RedisServer>), String> {
     Ok((server.url(), Some(server)))
 }
 
+/// The `main` of a demo: picks a Redis with [`redis_for_demo`], runs `demo` with its URL, and
+/// turns the outcome into an exit code (printing the error, if any).
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     rediq::testing::run_demo(|url| async move {
+///         let client = rediq::Client::builder().redis_url(url).build().await?;
+///         client.enqueue(rediq::Task::builder("hello").build()?).await?;
+///         Ok(())
+///     })
+///     .await
+/// }
+/// ```
+pub async fn run_demo<F, Fut>(demo: F) -> std::process::ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    let (url, _private_redis) = match redis_for_demo() {
+        Ok(chosen) => chosen,
+        Err(why) => {
+            eprintln!("{why}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match demo(url).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 /// Whether `redis-server` can be run.
 pub fn redis_server_available() -> bool {
     Command::new("redis-server")

@@ -69,6 +69,11 @@ fn node(queue: &str) -> rediq::TaskBuilder {
     Task::builder("node").queue(queue)
 }
 
+/// Builds and enqueues a task; returns its id.
+async fn put(env: &Env, task: rediq::TaskBuilder) -> String {
+    env.client.enqueue(task.build().unwrap()).await.unwrap()
+}
+
 async fn dead_errors(env: &Env, queue: &str) -> HashMap<String, String> {
     env.inspector
         .list(queue, TaskState::Dead, 10_000)
@@ -84,26 +89,10 @@ async fn chain_and_fan_in_across_queues_run_in_order() {
     let env = Env::new().await;
     let log = Log::default();
     // Enqueued before any server runs: everything waits or is pending.
-    let a = env
-        .client
-        .enqueue(node("qa").build().unwrap())
-        .await
-        .unwrap();
-    let b = env
-        .client
-        .enqueue(node("qb").depends_on(&[&a]).build().unwrap())
-        .await
-        .unwrap();
-    let c = env
-        .client
-        .enqueue(node("qa").depends_on(&[&b]).build().unwrap())
-        .await
-        .unwrap();
-    let fan = env
-        .client
-        .enqueue(node("qc").depends_on(&[&a, &b]).build().unwrap())
-        .await
-        .unwrap();
+    let a = put(&env, node("qa")).await;
+    let b = put(&env, node("qb").depends_on(&[&a])).await;
+    let c = put(&env, node("qa").depends_on(&[&b])).await;
+    let fan = put(&env, node("qc").depends_on(&[&a, &b])).await;
     assert_eq!(env.inspector.queue_stats("qb").await.unwrap().waiting, 1);
     let waiting = env
         .inspector
@@ -121,11 +110,7 @@ async fn chain_and_fan_in_across_queues_run_in_order() {
     .await;
     assert!(wait_for(LONG, || async { log.total() == 4 }).await);
     // A dependency that completed long ago still counts (completion records).
-    let late = env
-        .client
-        .enqueue(node("qb").depends_on(&[&a, &c]).build().unwrap())
-        .await
-        .unwrap();
+    let late = put(&env, node("qb").depends_on(&[&a, &c])).await;
     assert!(wait_for(LONG, || async { log.total() == 5 }).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     srv.shutdown().await;
@@ -149,10 +134,7 @@ async fn unknown_and_self_dependencies_are_refused_and_write_nothing() {
     let env = Env::new().await;
     // Other tasks exist, so the lookup has something to scan.
     for _ in 0..50 {
-        env.client
-            .enqueue(node("u").build().unwrap())
-            .await
-            .unwrap();
+        put(&env, node("u")).await;
     }
     let never_enqueued = node("u").build().unwrap();
     for bad in [
@@ -191,21 +173,9 @@ async fn a_failed_dependency_dead_letters_its_descendants_transitively() {
     let a = node("fa").build().unwrap();
     let a_id = a.id.clone();
     env.client.enqueue(a).await.unwrap();
-    let b = env
-        .client
-        .enqueue(node("fb").depends_on(&[&a_id]).build().unwrap())
-        .await
-        .unwrap();
-    let c = env
-        .client
-        .enqueue(node("fa").depends_on(&[&b]).build().unwrap())
-        .await
-        .unwrap();
-    let unrelated = env
-        .client
-        .enqueue(node("fb").build().unwrap())
-        .await
-        .unwrap();
+    let b = put(&env, node("fb").depends_on(&[&a_id])).await;
+    let c = put(&env, node("fa").depends_on(&[&b])).await;
+    let unrelated = put(&env, node("fb")).await;
     let srv = start(
         env.server().queues(&["fa", "fb"]),
         log.mux(HashSet::from([a_id.clone()])),
@@ -218,11 +188,7 @@ async fn a_failed_dependency_dead_letters_its_descendants_transitively() {
         .await
     );
     // Enqueued after its dependency died: straight to the dead-letter queue.
-    let d = env
-        .client
-        .enqueue(node("fb").depends_on(&[&c]).build().unwrap())
-        .await
-        .unwrap();
+    let d = put(&env, node("fb").depends_on(&[&c])).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     srv.shutdown().await;
 
@@ -243,37 +209,11 @@ async fn a_failed_dependency_dead_letters_its_descendants_transitively() {
 async fn cancelling_a_dependency_or_a_waiting_task_fails_the_dependents() {
     let env = Env::new().await;
     // No server: the client delivers the news itself after cancelling.
-    let a = env
-        .client
-        .enqueue(node("c1").build().unwrap())
-        .await
-        .unwrap();
-    let b = env
-        .client
-        .enqueue(node("c2").depends_on(&[&a]).build().unwrap())
-        .await
-        .unwrap();
-    let c = env
-        .client
-        .enqueue(node("c1").depends_on(&[&b]).build().unwrap())
-        .await
-        .unwrap();
-    let x = env
-        .client
-        .enqueue(node("c1").build().unwrap())
-        .await
-        .unwrap();
-    let y = env
-        .client
-        .enqueue(
-            node("c2")
-                .depends_on(&[&x])
-                .unique_key("y")
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let a = put(&env, node("c1")).await;
+    let b = put(&env, node("c2").depends_on(&[&a])).await;
+    let c = put(&env, node("c1").depends_on(&[&b])).await;
+    let x = put(&env, node("c1")).await;
+    let y = put(&env, node("c2").depends_on(&[&x]).unique_key("y")).await;
 
     // Cancelling a waiting (blocked) task removes it and fails its dependents.
     assert_eq!(
@@ -320,21 +260,9 @@ async fn cancelling_a_dependency_or_a_waiting_task_fails_the_dependents() {
 #[tokio::test]
 async fn flushing_a_queue_fails_dependents_in_other_queues() {
     let env = Env::new().await;
-    let a = env
-        .client
-        .enqueue(node("fl1").build().unwrap())
-        .await
-        .unwrap();
-    let b = env
-        .client
-        .enqueue(node("fl2").depends_on(&[&a]).build().unwrap())
-        .await
-        .unwrap();
-    let w = env
-        .client
-        .enqueue(node("fl1").depends_on(&[&a]).build().unwrap())
-        .await
-        .unwrap();
+    let a = put(&env, node("fl1")).await;
+    let b = put(&env, node("fl2").depends_on(&[&a])).await;
+    let w = put(&env, node("fl1").depends_on(&[&a])).await;
     let counts = env.client.flush_queue("fl1").await.unwrap();
     assert_eq!((counts.pending, counts.waiting), (1, 1));
     assert!(
@@ -360,22 +288,14 @@ async fn flushing_a_queue_fails_dependents_in_other_queues() {
 async fn delay_of_a_dependent_counts_from_its_release() {
     let env = Env::new().await;
     let log = Log::default();
-    let a = env
-        .client
-        .enqueue(node("dl").build().unwrap())
-        .await
-        .unwrap();
-    let b = env
-        .client
-        .enqueue(
-            node("dl")
-                .depends_on(&[&a])
-                .delay(Duration::from_millis(600))
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let a = put(&env, node("dl")).await;
+    let b = put(
+        &env,
+        node("dl")
+            .depends_on(&[&a])
+            .delay(Duration::from_millis(600)),
+    )
+    .await;
     let srv = start(env.server().queues(&["dl"]), log.mux(HashSet::new())).await;
     assert!(wait_for(LONG, || async { log.runs(&a).len() == 1 }).await);
     let released = std::time::Instant::now();

@@ -437,6 +437,20 @@ mod tests {
         assert!(b.complete(queue, S, &acks, None).await.unwrap().is_empty());
     }
 
+    /// Writes task `t` as a dependent whose dependencies `open` are still open.
+    async fn write(b: &Broker, t: &Task, open: &[Vec<u8>]) -> Written {
+        let id = record::id_bytes(&t.id).unwrap();
+        let rec = record::encode(t).unwrap();
+        let task = Dependent {
+            id: &id,
+            record: &rec,
+            delay_ms: 0,
+            unique: None,
+            open,
+        };
+        b.dep_enqueue(&t.queue, &task, None).await.unwrap()
+    }
+
     /// Writes a dependent of `deps` (registering it first) into `queue`; returns its id bytes.
     async fn dependent(b: &Broker, queue: &str, deps: &[(&str, &[u8])]) -> (Vec<u8>, Written) {
         let t = Task::builder("d").queue(queue).build().unwrap();
@@ -450,21 +464,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let rec = record::encode(&t).unwrap();
-        let w = b
-            .dep_enqueue(
-                queue,
-                &Dependent {
-                    id: &id,
-                    record: &rec,
-                    delay_ms: 0,
-                    unique: None,
-                    open: &open,
-                },
-                None,
-            )
-            .await
-            .unwrap();
+        let w = write(b, &t, &open).await;
         (id, w)
     }
 
@@ -492,15 +492,7 @@ mod tests {
             b.resolve_outbox("qa", DeadLimits::default()).await.unwrap(),
             1
         );
-        let rec = record::encode(&t).unwrap();
-        let task = Dependent {
-            id: &me,
-            record: &rec,
-            delay_ms: 0,
-            unique: None,
-            open: std::slice::from_ref(&a),
-        };
-        assert_eq!(b.dep_enqueue("qb", &task, None).await.unwrap(), Written::Ok);
+        assert_eq!(write(&b, &t, std::slice::from_ref(&a)).await, Written::Ok);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0), "pending at once");
         // Registering again now finds the completion record.
         assert_eq!(
@@ -529,16 +521,8 @@ mod tests {
             .await
             .unwrap());
         b.resolve_outbox("qa", limits).await.unwrap();
-        let rec = record::encode(&t).unwrap();
-        let task = Dependent {
-            id: &me,
-            record: &rec,
-            delay_ms: 0,
-            unique: None,
-            open: std::slice::from_ref(&a),
-        };
         assert_eq!(
-            b.dep_enqueue("qb", &task, None).await.unwrap(),
+            write(&b, &t, std::slice::from_ref(&a)).await,
             Written::DependencyFailed(a.clone())
         );
         assert_eq!(counts(&b, "qb").await, (0, 0, 0), "nothing written yet");
