@@ -221,6 +221,10 @@ impl Client {
                 ),
             ));
         }
+        // Tasks with dependencies go one by one after the rest, in batch order, so they may
+        // depend on tasks earlier in the same batch.
+        let mut dependents = Vec::new();
+        let mut queues = Vec::new();
         for t in &tasks {
             let new = self.prepare(t)?;
             if let Some(key) = &t.options.unique_key {
@@ -231,23 +235,16 @@ impl Client {
                     ));
                 }
             }
-            by_queue.entry(&t.queue).or_default().push((t, new));
+            if !queues.contains(&t.queue) {
+                queues.push(t.queue.clone());
+            }
+            if has_dependencies(t) {
+                dependents.push((t, new));
+            } else {
+                by_queue.entry(&t.queue).or_default().push((t, new));
+            }
         }
-        let queues: Vec<String> = by_queue.keys().map(|q| q.to_string()).collect();
         self.note_queues(&queues).await?;
-        // Tasks with dependencies go one by one after the rest, in batch order, so they may
-        // depend on tasks earlier in the same batch.
-        let mut dependents = Vec::new();
-        for items in by_queue.values_mut() {
-            items.retain(|(t, n)| {
-                let dependent = has_dependencies(t);
-                if dependent {
-                    dependents.push((*t, n.clone()));
-                }
-                !dependent
-            });
-        }
-        dependents.sort_by_key(|(t, _)| tasks.iter().position(|x| std::ptr::eq(x, *t)));
         for (queue, items) in &by_queue {
             for chunk in items.chunks(MAX_SCRIPT_BATCH) {
                 let news: Vec<NewTask> = chunk.iter().map(|(_, n)| n.clone()).collect();
@@ -349,17 +346,23 @@ impl Client {
         crate::task::validate_queue_name(&task.queue)?;
         crate::task::validate_options(&task.options)?;
         if let Some(deps) = &task.options.depends_on {
-            if deps.contains(&task.id) {
-                return Err(Error::validation(
-                    "depends_on",
-                    format!("task {} depends on itself", task.id),
-                ));
-            }
-            if let Some(bad) = deps.iter().find(|d| record::id_bytes(d).is_err()) {
-                return Err(Error::UnknownDependency {
-                    id: bad.clone(),
-                    task: task.id.clone(),
-                });
+            let me = record::id_bytes(&task.id)?;
+            for d in deps {
+                match record::id_bytes(d) {
+                    Ok(raw) if raw == me => {
+                        return Err(Error::validation(
+                            "depends_on",
+                            format!("task {} depends on itself", task.id),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(Error::UnknownDependency {
+                            id: d.clone(),
+                            task: task.id.clone(),
+                        })
+                    }
+                }
             }
         }
         if task.payload.len() > self.inner.max_payload {
@@ -389,18 +392,16 @@ impl Client {
     async fn enqueue_dependent(&self, task: &Task, new: &NewTask) -> Result<String> {
         let broker = &self.inner.broker;
         let me = record::id_bytes(&task.id)?;
-        let mut deps: Vec<&String> = Vec::new();
-        for d in task.options.depends_on.iter().flatten() {
-            if !deps.contains(&d) {
-                deps.push(d);
-            }
-        }
         let known = broker.queues().await?;
+        let mut seen = HashSet::new();
         let mut open = Vec::new();
         let mut failed: Option<Vec<u8>> = None;
-        for d in deps {
+        for d in task.options.depends_on.iter().flatten() {
             // Checked in prepare(): every dependency id parses.
             let raw = record::id_bytes(d)?;
+            if !seen.insert(raw) {
+                continue; // listed twice (perhaps in another case)
+            }
             let order = search_order(&known, &task.queue, &raw);
             match broker
                 .register_dependency(&order, &raw, &me, &task.queue)

@@ -450,3 +450,33 @@ async fn concurrent_completion_of_two_dependencies_releases_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_may_hold_a_chain_in_order() {
+    let env = Env::new().await;
+    let log = Log::default();
+    let a = node("bq").build().unwrap();
+    let b = node("bq2").depends_on(&[&a.id]).build().unwrap();
+    // Listed twice, once in upper case: one dependency.
+    let c = node("bq")
+        .depends_on(&[b.id.clone(), b.id.to_uppercase()])
+        .build()
+        .unwrap();
+    let ids = env
+        .client
+        .enqueue_batch(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![a.id.clone(), b.id.clone(), c.id.clone()]);
+    assert_eq!(env.inspector.queue_stats("bq").await.unwrap().waiting, 1);
+    let srv = start(env.server().queues(&["bq", "bq2"]), log.mux(HashSet::new())).await;
+    assert!(wait_for(LONG, || async { log.total() == 3 }).await);
+    srv.shutdown().await;
+    assert!(log.runs(&b.id)[0].0 > log.runs(&a.id)[0].1);
+    assert!(log.runs(&c.id)[0].0 > log.runs(&b.id)[0].1);
+
+    let mut selfish = node("bq").build().unwrap();
+    selfish.options.depends_on = Some(vec![selfish.id.to_uppercase()]);
+    let e = env.client.enqueue_batch(vec![selfish]).await.unwrap_err();
+    assert!(e.to_string().contains("depends on itself"), "{e}");
+}
