@@ -227,7 +227,8 @@ fn token_text(token: u64) -> String {
     format!("{token:016}")
 }
 
-/// Splits an active entry (`token .. score .. "|" .. record`) into token and record.
+/// Splits an active entry (`token .. "|" .. record`; entries written by 0.1.0 carry the pending
+/// score between the two) into token and record.
 fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
     let token = std::str::from_utf8(value.get(..16)?).ok()?.parse().ok()?;
     let bar = value.get(16..)?.iter().position(|b| *b == b'|')? + 16;
@@ -572,7 +573,7 @@ impl Broker {
         Ok(r >= 1)
     }
 
-    /// Puts tasks of `server` back to pending at their old place. `record: None` keeps the
+    /// Puts tasks of `server` back to the front of pending (of their priority). `record: None` keeps the
     /// stored record (shutdown); `expired_only` acts only while the server's lease has lapsed
     /// (recoverer), and then also drops the lease of a server left holding nothing.
     pub async fn requeue(

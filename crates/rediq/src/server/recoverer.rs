@@ -5,7 +5,7 @@
 //! a lease lapses, the recoverer (of any server) reads that server's active tasks and gives each
 //! back. A recovered task counts a failed attempt ("lease expired"), so a task that kills every
 //! worker it touches ends in the dead-letter queue instead of looping forever. It goes back to
-//! pending at its old place (it was at the front when fetched), or to the dead-letter queue when
+//! pending at the front of its priority (where it was when fetched), or to the dead-letter queue when
 //! its retries are used up. Both scripts check again that the lease is still lapsed and the
 //! token unchanged, so a server that comes back to life meanwhile keeps its tasks.
 

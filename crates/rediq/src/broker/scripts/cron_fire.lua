@@ -32,6 +32,6 @@ if KEYS[6] and not redis.call('SET', KEYS[6], string.sub(record, 3, 18), 'NX', '
   return 3
 end
 local seq = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[3], (string.byte(record, 2) or 50) * 4398046511104 + seq, record)
+redis.call('ZADD', KEYS[3], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
 redis.call('ZADD', KEYS[5], 0, 'w')
 return 1

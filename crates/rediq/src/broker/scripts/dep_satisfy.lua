@@ -41,7 +41,7 @@ if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, record)
 else
   local seq = redis.call('INCR', KEYS[6])
-  redis.call('ZADD', KEYS[4], (string.byte(record, 2) or 50) * 4398046511104 + seq, record)
+  redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
   redis.call('ZADD', KEYS[7], 0, 'w')
 end
 return 2

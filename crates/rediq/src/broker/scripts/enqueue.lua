@@ -65,11 +65,11 @@ for i = 1, n do
         local t = redis.call('TIME')
         now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       end
-      -- Numbers reach Redis exactly (integers below 2^53): no string.format needed.
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = record
     else
-      pend[#pend + 1] = (string.byte(record, 2) or 50) * 4398046511104 + first + i
+      -- Integer text: a Lua number reaches Redis 7.0 formatted with "%.17g", which is slow.
+      pend[#pend + 1] = string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + first + i)
       pend[#pend + 1] = record
     end
   end

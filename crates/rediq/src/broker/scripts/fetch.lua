@@ -3,7 +3,7 @@
 -- KEYS[1] pending zset
 -- KEYS[2] leases zset     (member = server id, score = lease deadline in Unix ms, Redis clock)
 -- KEYS[3] the server's active hash (field = task id,
---                          value = 16-digit fencing token .. pending score .. "|" .. record)
+--                          value = 16-digit fencing token .. "|" .. record)
 -- KEYS[4] token counter   (one fencing token per fetch; every delivery of a task gets a new one)
 -- KEYS[5] wake marker zset
 -- KEYS[6] paused flag (while it exists the queue hands out nothing)
@@ -18,17 +18,20 @@
 -- Returns {token, {record, ...}}, or {} when the queue is empty or paused. When tasks remain
 -- after the pop the wake marker is set again, so that a second blocked server wakes up too.
 if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-if #popped == 0 then return {} end
+-- ZRANGE + ZREMRANGEBYRANK instead of ZPOPMIN: the scores are not needed (a task put back goes
+-- to the front of its priority, see requeue.lua), and Redis 7.0 formats every score in a reply
+-- with "%.17g", which cost more than the rest of the pop.
+local out = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #out == 0 then return {} end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #out - 1)
 
 local token = redis.call('INCR', KEYS[4])
-local prefix = string.format('%016d', token)
-local active, out = {}, {}
-for i = 1, #popped, 2 do
-  local record = popped[i]
+local prefix = string.format('%016d', token) .. '|'
+local active = {}
+for i = 1, #out do
+  local record = out[i]
   active[#active + 1] = string.sub(record, 3, 18)
-  active[#active + 1] = prefix .. popped[i + 1] .. '|' .. record
-  out[#out + 1] = record
+  active[#active + 1] = prefix .. record
 end
 redis.call('HSET', KEYS[3], unpack(active))
 local t = redis.call('TIME')

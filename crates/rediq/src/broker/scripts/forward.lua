@@ -22,7 +22,7 @@ local args = {}
 for i = 1, #due do
   local prio = string.byte(due[i], 2) or 50
   if prio > 100 then prio = 100 end
-  args[#args + 1] = prio * 4398046511104 + first + i
+  args[#args + 1] = string.format('%d', prio * 4398046511104 + first + i)
   args[#args + 1] = due[i]
 end
 redis.call('ZADD', KEYS[2], unpack(args))

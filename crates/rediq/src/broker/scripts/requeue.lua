@@ -1,4 +1,4 @@
--- requeue.lua — leased tasks go back to pending at their old place (active -> pending).
+-- requeue.lua — leased tasks go back to the front of pending (active -> pending).
 -- Used at graceful shutdown (the attempt does not count: the record is unchanged) and by the
 -- recoverer when a server's lease lapsed (the record comes with its attempt count raised).
 --
@@ -12,6 +12,9 @@
 -- ARGV[2] server id (owner of KEYS[1])
 -- ARGV[3] n; then 3 values per task: id, 16-digit fencing token, new record ("" = keep it)
 --
+-- A task put back goes to the front of its priority: score priority * 2^42 (new tasks get
+-- priority * 2^42 + sequence, sequence >= 1), and tasks put back with equal priority are ordered
+-- by their record, whose head is the time-ordered id: oldest first.
 -- Returns how many tasks went back; entries whose token is stale are left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
 -- hash is empty afterwards is removed (the server is gone and owns nothing).
@@ -33,7 +36,7 @@ for i = 1, n do
     local record = ARGV[b + 2]
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
-    back[#back + 1] = string.sub(v, 17, bar - 1)
+    back[#back + 1] = string.format('%d', (string.byte(record, 2) or 50) * 4398046511104)
     back[#back + 1] = record
   end
 end

@@ -18,7 +18,7 @@ local back = {}
 for i = 1, n do
   local old, new = ARGV[2 * i], ARGV[2 * i + 1]
   if redis.call('ZREM', KEYS[1], old) == 1 then
-    back[#back + 1] = (string.byte(new, 2) or 50) * 4398046511104 + first + i
+    back[#back + 1] = string.format('%d', (string.byte(new, 2) or 50) * 4398046511104 + first + i)
     back[#back + 1] = new
     redis.call('ZREM', KEYS[5], string.sub(new, 3, 18))
   end
