@@ -207,6 +207,11 @@ impl Client {
     /// the calls before it stay written. Tasks of different queues live on different keys (and,
     /// on a cluster, different shards), so they are written queue by queue.
     ///
+    /// Tasks with [`depends_on`](crate::TaskBuilder::depends_on) are written one by one after
+    /// all the others, in batch order, so they may depend on tasks earlier in the batch. An
+    /// error there (say [`Error::UnknownDependency`]) leaves the tasks written before it
+    /// written.
+    ///
     /// Enqueueing the very same task (same id) again while it is pending writes nothing new: the
     /// id names one task.
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {

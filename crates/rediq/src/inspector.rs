@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::broker::{record, Broker, DeadLimits, FlushCounts, QueueStats, TaskState};
+use crate::broker::{record, Broker, FlushCounts, QueueStats, TaskState};
 use crate::task::validate_queue_name;
 use crate::{Client, Result, Task};
 
@@ -245,14 +245,25 @@ impl Inspector {
         Ok(removed)
     }
 
-    /// Delivers the queue's dependency news now instead of waiting for a server's resolver
-    /// (which delivers it anyway, also after a crash here).
+    /// Delivers dependency news now instead of waiting for a server's resolver (which delivers
+    /// it anyway, also after a crash here): this queue's outbox, then — a failure travels on,
+    /// queue by queue — every queue's, until a round delivers nothing.
     async fn tell_dependents(&self, queue: &str) {
-        if let Err(e) = self
-            .broker
-            .resolve_outbox(queue, DeadLimits::default())
-            .await
-        {
+        let round = async {
+            let mut delivered = self.broker.resolve_outbox(queue).await?;
+            let queues = self.broker.queues().await?;
+            for _ in 0..10 {
+                if delivered == 0 {
+                    break;
+                }
+                delivered = 0;
+                for q in &queues {
+                    delivered += self.broker.resolve_outbox(q).await?;
+                }
+            }
+            Ok::<(), crate::Error>(())
+        };
+        if let Err(e) = round.await {
             tracing::warn!(queue, error = %e, "dependents will be told by a server's resolver");
         }
     }

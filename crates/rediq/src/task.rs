@@ -315,6 +315,16 @@ pub(crate) fn validate_options(o: &TaskOptions) -> Result<()> {
         }
     }
     if let Some(deps) = &o.depends_on {
+        if deps.len() > crate::broker::MAX_DEPENDENCIES {
+            return Err(Error::validation(
+                "depends_on",
+                format!(
+                    "{} dependencies is more than {}",
+                    deps.len(),
+                    crate::broker::MAX_DEPENDENCIES
+                ),
+            ));
+        }
         if let Some(bad) = deps.iter().find(|d| d.is_empty()) {
             return Err(Error::validation(
                 "depends_on",

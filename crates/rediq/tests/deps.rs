@@ -480,3 +480,78 @@ async fn a_batch_may_hold_a_chain_in_order() {
     let e = env.client.enqueue_batch(vec![selfish]).await.unwrap_err();
     assert!(e.to_string().contains("depends on itself"), "{e}");
 }
+
+#[tokio::test]
+async fn cancelling_a_running_dependency_fails_its_dependent() {
+    let env = Env::new().await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let srv = start(
+        env.server().queues(&["cr"]),
+        mux_with("slow", move |_| {
+            let s = s.clone();
+            async move {
+                s.notify_one();
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let a = put(&env, Task::builder("slow").queue("cr")).await;
+    let b = put(&env, node("cr2").depends_on(&[&a])).await;
+    started.notified().await;
+    assert_eq!(
+        env.client.cancel_task("cr", &a).await.unwrap(),
+        CancelOutcome::Signalled
+    );
+    assert!(
+        wait_for(LONG, || async {
+            dead_errors(&env, "cr2").await.contains_key(&b)
+        })
+        .await
+    );
+    srv.shutdown().await;
+    assert_eq!(
+        dead_errors(&env, "cr2").await[&b],
+        format!("dependency {a} failed")
+    );
+    assert_eq!(env.inspector.queue_stats("cr2").await.unwrap().waiting, 0);
+}
+
+#[tokio::test]
+async fn delayed_and_retrying_dependencies_are_found_and_waited_for() {
+    let env = Env::new().await;
+    let log = Log::default();
+    let delayed = put(&env, node("dq").delay(Duration::from_millis(500))).await;
+    let b = put(&env, node("dq").depends_on(&[&delayed])).await;
+    assert_eq!(env.inspector.queue_stats("dq").await.unwrap().waiting, 1);
+    let srv = start(env.server().queues(&["dq"]), log.mux(HashSet::new())).await;
+    assert!(wait_for(LONG, || async { log.runs(&b).len() == 1 }).await);
+    srv.shutdown().await;
+    assert!(log.runs(&b)[0].0 > log.runs(&delayed)[0].1);
+}
+
+#[tokio::test]
+async fn dependency_limits_are_validated() {
+    let env = Env::new().await;
+    let many: Vec<String> = (0..1001)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let e = node("v").depends_on(&many).build().unwrap_err();
+    assert!(e.to_string().contains("1001 dependencies"), "{e}");
+    let e = env
+        .server()
+        .dependency_retention(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("dependency_retention"), "{e}");
+    assert!(env
+        .server()
+        .dependency_retention(Duration::from_secs(60))
+        .dependency_max_records(1000)
+        .build()
+        .await
+        .is_ok());
+}

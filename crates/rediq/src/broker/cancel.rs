@@ -79,7 +79,7 @@ impl Broker {
     ) {
         inv.key(&k.cancelled)
             .key(&k.failed_ids)
-            .key(&k.has_dependents)
+            .key(&k.dependents)
             .key(&k.outbox)
             .key(&k.needs);
         if let Some(key) = unique_key {

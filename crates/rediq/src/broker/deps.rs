@@ -6,18 +6,20 @@
 //! one queue, each idempotent, joined by an outbox:
 //!
 //! 1. **Register** (`dep_register.lua`, in the dependency's queue): the dependent appends a
-//!    reference to the dependency's list, unless the dependency already completed ("done") or
-//!    failed. Registration happens *before* the dependent is written, so a client that dies in
+//!    reference to the dependency's entry in the queue's dependents hash, unless the dependency
+//!    already completed ("done") or failed. Registration happens *before* the dependent is written, so a client that dies in
 //!    between leaves at most a reference to a task that never arrives.
 //! 2. **Write** (`dep_enqueue.lua`, in the dependent's queue): the dependent waits for the
 //!    dependencies still open, or is pending at once.
-//! 3. **Complete or fail** (`complete.lua`, `kill.lua`, `cancel.lua`, `dep_fail.lua`): when a task
-//!    with dependents settles, the same script appends `S`/`F` + its id to its queue's outbox.
+//! 3. **Complete or fail** (`complete.lua`, `kill.lua`, `cancel.lua`, `dep_fail.lua`, `flush.lua`):
+//!    when a task with dependents settles, the same script moves its references out of the
+//!    dependents hash into an outbox entry of its queue: `S`/`F`, its id, the references. The
+//!    entry names exactly the dependents registered until then.
 //! 4. **Deliver** (the server's resolver, [`Broker::resolve_outbox`]): for each outbox entry, each
 //!    referenced dependent is told in its own queue (`dep_satisfy.lua` crosses the dependency off
 //!    and releases the task when none is left; `dep_fail.lua` dead-letters it and puts its own
-//!    dependents in its outbox). Only then is the entry removed (`dep_resolved.lua`). A resolver
-//!    that dies mid-way leaves the entry for the next one; delivering twice changes nothing.
+//!    dependents in its outbox). Only then is the entry removed (`LREM`). A resolver that dies
+//!    mid-way leaves the entry for the next one; delivering twice changes nothing.
 //!
 //! News that reaches a dependent before step 2 wrote it is kept as an "early fact" that step 2
 //! consumes, so the order of steps 1–4 across processes does not matter: the dependent becomes
@@ -26,7 +28,7 @@
 use redis::AsyncCommands;
 
 use super::keys::QueueKeys;
-use super::{record, Broker, DeadLimits, TaskState, SCRIPTS};
+use super::{record, Broker, TaskState, SCRIPTS};
 use crate::{Error, Result};
 
 /// Outbox entries delivered per round.
@@ -69,16 +71,30 @@ pub(crate) struct Dependent<'a> {
     pub open: &'a [Vec<u8>],
 }
 
-/// A reference from a dependency to its dependent: the dependent's id, then its queue.
+/// Most dependencies of one task.
+pub(crate) const MAX_DEPENDENCIES: usize = 1000;
+
+/// A reference from a dependency to its dependent: the dependent's id, the length of its queue
+/// name (one byte: names are at most 128 bytes), the name.
 fn reference(dependent: &[u8], queue: &str) -> Vec<u8> {
     let mut r = dependent.to_vec();
+    // Queue names are validated to at most 128 bytes, so the length fits in a byte.
+    r.push(queue.len().min(255) as u8);
     r.extend_from_slice(queue.as_bytes());
     r
 }
 
-fn parse_reference(r: &[u8]) -> Option<(&[u8], &str)> {
-    let (id, queue) = r.split_at_checked(16)?;
-    Some((id, std::str::from_utf8(queue).ok()?))
+/// The references of an outbox entry, in order; `None` if they do not parse.
+fn parse_references(mut refs: &[u8]) -> Option<Vec<(&[u8], &str)>> {
+    let mut out = Vec::new();
+    while !refs.is_empty() {
+        let (id, rest) = refs.split_at_checked(16)?;
+        let (&len, rest) = rest.split_first()?;
+        let (queue, rest) = rest.split_at_checked(usize::from(len))?;
+        out.push((id, std::str::from_utf8(queue).ok()?));
+        refs = rest;
+    }
+    Some(out)
 }
 
 /// A ZSCAN pattern matching records whose head carries `id` (format byte, priority byte, then
@@ -164,8 +180,7 @@ impl Broker {
         let mut inv = SCRIPTS.dep_register.prepare_invoke();
         inv.key(k.done_bucket(id))
             .key(&k.failed_ids)
-            .key(&k.has_dependents)
-            .key(k.dependents(id))
+            .key(&k.dependents)
             .key(&k.waiting)
             .key(&k.flushes);
         for h in &holders {
@@ -205,10 +220,9 @@ impl Broker {
                     Answer::Unknown | Answer::Again => {}
                     found => return Ok(found),
                 }
-            }
-            for q in queues {
                 let flushes = self.flush_count(q).await?;
-                for state in [TaskState::Retry, TaskState::Delayed, TaskState::Pending] {
+                // Pending first: a dependency enqueued a moment ago is most likely there.
+                for state in [TaskState::Pending, TaskState::Retry, TaskState::Delayed] {
                     if self.find_queued(q, state, id).await?.is_some() {
                         match self
                             .dep_register(q, id, dependent, dependent_queue, Some(flushes))
@@ -275,7 +289,7 @@ impl Broker {
 
     /// Delivers the outbox of `queue` to the dependents it names; returns how many entries were
     /// delivered. Safe to run from several processes at once (every step is idempotent).
-    pub async fn resolve_outbox(&self, queue: &str, limits: DeadLimits) -> Result<usize> {
+    pub async fn resolve_outbox(&self, queue: &str) -> Result<usize> {
         let k = QueueKeys::new(queue);
         let mut delivered = 0;
         loop {
@@ -284,30 +298,26 @@ impl Broker {
                 return Ok(delivered);
             }
             for entry in &entries {
-                let Some((&kind, id)) = entry.split_first() else {
-                    continue;
-                };
-                let mut c = self.conn.clone();
-                let refs: Vec<Vec<u8>> = c.lrange(k.dependents(id), 0, -1).await?;
-                for r in &refs {
-                    let Some((dependent, dq)) = parse_reference(r) else {
-                        tracing::warn!(queue, "skipping a malformed dependent reference");
-                        continue;
-                    };
-                    if kind == b'S' {
-                        self.dep_satisfy(dq, dependent, id).await?;
-                    } else {
-                        self.fail_dependent(dq, dependent, id, limits).await?;
+                let parsed = entry.split_first().and_then(|(&kind, rest)| {
+                    let (id, refs) = rest.split_at_checked(16)?;
+                    Some((kind, id, parse_references(refs)?))
+                });
+                match parsed {
+                    Some((kind, id, refs)) => {
+                        for (dependent, dq) in refs {
+                            if kind == b'S' {
+                                self.dep_satisfy(dq, dependent, id).await?;
+                            } else {
+                                self.fail_dependent(dq, dependent, id).await?;
+                            }
+                        }
                     }
+                    // Only our scripts write entries; one that does not parse would block the
+                    // outbox forever, so it is logged and dropped.
+                    None => tracing::error!(queue, "dropping a malformed dependency outbox entry"),
                 }
-                let _: i64 = SCRIPTS
-                    .dep_resolved
-                    .key(&k.outbox)
-                    .key(k.dependents(id))
-                    .arg(&entry[..])
-                    .arg(refs.len())
-                    .invoke_async(&mut c)
-                    .await?;
+                let mut c = self.conn.clone();
+                let _: i64 = c.lrem(&k.outbox, 1, &entry[..]).await?;
                 delivered += 1;
             }
             if entries.len() < OUTBOX_ROUND as usize {
@@ -316,34 +326,52 @@ impl Broker {
         }
     }
 
+    /// The unique key of a waiting task and its lock TTL in seconds, read from its record.
+    async fn waiting_unique_key(&self, queue: &str, id: &[u8]) -> Result<Option<(String, u64)>> {
+        let mut c = self.conn.clone();
+        let stored: Option<Vec<u8>> = c.hget(QueueKeys::new(queue).waiting, id).await?;
+        Ok(stored
+            .as_deref()
+            .and_then(|r| record::decode(queue, r).ok())
+            .and_then(|t| {
+                let key = t.options.unique_key?;
+                let ttl = t
+                    .options
+                    .unique_ttl
+                    .unwrap_or(crate::task::DEFAULT_UNIQUE_TTL)
+                    + t.options.delay.unwrap_or_default();
+                Some((key, ttl.as_secs().max(1)))
+            }))
+    }
+
     /// Crosses dependency `dep` off `dependent`'s list (see `dep_satisfy.lua`).
     async fn dep_satisfy(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
         let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let _: i64 = SCRIPTS
-            .dep_satisfy
-            .key(&k.waiting)
+        // The lock of a waiting task has no TTL; the release gives it one. A task written
+        // between this read and the script keeps its lock without one until it settles (which
+        // releases it), so nothing is lost.
+        let unique = self.waiting_unique_key(queue, dependent).await?;
+        let mut inv = SCRIPTS.dep_satisfy.prepare_invoke();
+        inv.key(&k.waiting)
             .key(&k.needs)
             .key(&k.early)
             .key(&k.pending)
             .key(&k.delayed)
             .key(&k.seq)
-            .key(&k.wake)
-            .arg(dependent)
+            .key(&k.wake);
+        if let Some((key, _)) = &unique {
+            inv.key(k.unique(key));
+        }
+        inv.arg(dependent)
             .arg(dep)
-            .invoke_async(&mut c)
-            .await?;
+            .arg(unique.as_ref().map_or(0, |(_, ttl)| *ttl));
+        let mut c = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut c).await?;
         Ok(())
     }
 
     /// Dead-letters `dependent` because `dep` failed (see `dep_fail.lua`).
-    async fn fail_dependent(
-        &self,
-        queue: &str,
-        dependent: &[u8],
-        dep: &[u8],
-        limits: DeadLimits,
-    ) -> Result<()> {
+    async fn fail_dependent(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
         let k = QueueKeys::new(queue);
         // The record may be read while it changes (it cannot, today, but the script checks):
         // read again on a mismatch.
@@ -368,18 +396,15 @@ impl Broker {
                 .key(&k.early)
                 .key(&k.dead)
                 .key(&k.failed_ids)
-                .key(&k.has_dependents)
-                .key(&k.outbox)
-                .key(&k.dead_trimmed);
+                .key(&k.dependents)
+                .key(&k.outbox);
             if let Some(key) = &unique {
                 inv.key(k.unique(key));
             }
             inv.arg(dependent)
                 .arg(dep)
                 .arg(stored.as_deref().unwrap_or(&[]))
-                .arg(&dead[..])
-                .arg(limits.max_count)
-                .arg(limits.max_age.as_millis() as u64);
+                .arg(&dead[..]);
             let r: i64 = inv.invoke_async(&mut c).await?;
             if r >= 0 {
                 return Ok(());
@@ -395,7 +420,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Ack, DepLimits, EnqueueMode, NewTask};
+    use crate::broker::{Ack, DeadLimits, DepLimits, EnqueueMode, NewTask};
     use crate::testing::RedisServer;
     use crate::Task;
     use std::time::Duration;
@@ -488,10 +513,7 @@ mod tests {
         // The dependency completes and its news is delivered before the dependent is written
         // (a slow client): it becomes an early fact.
         run_all(&b, "qa").await;
-        assert_eq!(
-            b.resolve_outbox("qa", DeadLimits::default()).await.unwrap(),
-            1
-        );
+        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
         assert_eq!(write(&b, &t, std::slice::from_ref(&a)).await, Written::Ok);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0), "pending at once");
         // Registering again now finds the completion record.
@@ -520,7 +542,7 @@ mod tests {
             .kill("qa", S, &a, f.token, &f.records[0], None, limits, false)
             .await
             .unwrap());
-        b.resolve_outbox("qa", limits).await.unwrap();
+        b.resolve_outbox("qa").await.unwrap();
         assert_eq!(
             write(&b, &t, std::slice::from_ref(&a)).await,
             Written::DependencyFailed(a.clone())
@@ -547,7 +569,7 @@ mod tests {
             for _ in 0..8 {
                 let b = b.clone();
                 all.push(tokio::spawn(async move {
-                    b.resolve_outbox("qa", DeadLimits::default()).await.unwrap()
+                    b.resolve_outbox("qa").await.unwrap()
                 }));
             }
             for h in all {
@@ -584,11 +606,26 @@ mod tests {
                 Answer::Done
             );
         }
-        // A cap of one record drops the oldest bucket only.
+        // A cap of one record: buckets written in the last minute stay (a dependent may be
+        // registering right now)...
         b.set_dep_limits(DepLimits {
             retention: Duration::from_secs(3600),
             max_records: 1,
         });
+        let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
+        assert_eq!(records, 0);
+        // ...older ones go, oldest first, until the queue is under the cap.
+        let k = QueueKeys::new("qa");
+        let mut conn = b.conn.clone();
+        let two_minutes_ago = crate::task::now_ms() - 120_000;
+        let _: () = conn
+            .zadd(&k.done, k.done_bucket(&first), two_minutes_ago)
+            .await
+            .unwrap();
+        let _: () = conn
+            .zadd(&k.done, k.done_bucket(&second), two_minutes_ago + 1)
+            .await
+            .unwrap();
         let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
         assert_eq!(records, 1);
         assert_eq!(
@@ -609,8 +646,6 @@ mod tests {
         });
         let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
         assert_eq!(records, 1);
-        let mut conn = b.conn.clone();
-        let k = QueueKeys::new("qa");
         let left: (u64, Option<u64>) = redis::pipe()
             .zcard(&k.done)
             .get(&k.done_count)
@@ -618,6 +653,133 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, (0, None));
+    }
+
+    #[tokio::test]
+    async fn a_flush_of_the_dependents_queue_keeps_news_for_a_dependent_being_written() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let x = plain(&b, "qa").await;
+        let t = Task::builder("d").queue("qb").build().unwrap();
+        let me = record::id_bytes(&t.id).unwrap().to_vec();
+        let qa = ["qa".to_string()];
+        b.register_dependency(&qa, &x, &me, "qb").await.unwrap();
+        run_all(&b, "qa").await;
+        b.resolve_outbox("qa").await.unwrap();
+        // An unrelated flush of the dependent's queue before the slow client writes it.
+        b.flush("qb", &[]).await.unwrap();
+        assert_eq!(write(&b, &t, std::slice::from_ref(&x)).await, Written::Ok);
+        assert_eq!(
+            counts(&b, "qb").await,
+            (1, 0, 0),
+            "released, not waiting forever"
+        );
+    }
+
+    #[tokio::test]
+    async fn news_goes_to_the_dependents_registered_before_it_across_re_runs() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let limits = DeadLimits::default();
+        let x = plain(&b, "qa").await;
+        let kill_x = |b: Broker, x: Vec<u8>| async move {
+            let f = b
+                .fetch("qa", S, 1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(b
+                .kill("qa", S, &x, f.token, &f.records[0], None, limits, false)
+                .await
+                .unwrap());
+        };
+        let outbox = |b: Broker| async move {
+            let mut c = b.conn.clone();
+            let v: Vec<Vec<u8>> = c.lrange(QueueKeys::new("qa").outbox, 0, -1).await.unwrap();
+            v
+        };
+        let (y1, _) = dependent(&b, "qb", &[("qa", &x)]).await;
+        kill_x(b.clone(), x.clone()).await;
+        // A resolver reads the entry (for y1) and stalls before removing it.
+        let stale = outbox(b.clone()).await;
+        assert_eq!(stale.len(), 1);
+        // Meanwhile x is re-run, y2 registers, x dies again, and another resolver delivers.
+        let dead = b.dead_records("qa", None, 10).await.unwrap();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = dead.iter().map(|r| (r.clone(), r.clone())).collect();
+        assert_eq!(b.rerun("qa", &pairs).await.unwrap(), 1);
+        let (y2, _) = dependent(&b, "qb", &[("qa", &x)]).await;
+        kill_x(b.clone(), x.clone()).await;
+        b.resolve_outbox("qa").await.unwrap();
+        // x is re-run once more, y3 registers, then the stalled resolver finishes: its removal
+        // matches no entry of today (each entry carries its own dependents).
+        let dead = b.dead_records("qa", None, 10).await.unwrap();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = dead.iter().map(|r| (r.clone(), r.clone())).collect();
+        assert_eq!(b.rerun("qa", &pairs).await.unwrap(), 1);
+        let (y3, _) = dependent(&b, "qb", &[("qa", &x)]).await;
+        let mut c = b.conn.clone();
+        let removed: i64 = c
+            .lrem(QueueKeys::new("qa").outbox, 1, &stale[0])
+            .await
+            .unwrap();
+        assert_eq!(removed, 0);
+        run_all(&b, "qa").await;
+        b.resolve_outbox("qa").await.unwrap();
+        let dead: Vec<Vec<u8>> = b
+            .dead_records("qb", None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| record::raw_id(r).to_vec())
+            .collect();
+        assert!(
+            dead.contains(&y1) && dead.contains(&y2),
+            "y1 and y2 failed with x"
+        );
+        assert!(!dead.contains(&y3));
+        assert_eq!(
+            counts(&b, "qb").await,
+            (1, 0, 0),
+            "y3 released by x's completion"
+        );
+        assert!(outbox(b.clone()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_dependent_holds_its_unique_key_until_released() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let x = plain(&b, "qa").await;
+        let t = Task::builder("d")
+            .queue("qb")
+            .unique_key("report")
+            .unique_ttl(Duration::from_secs(50))
+            .build()
+            .unwrap();
+        let me = record::id_bytes(&t.id).unwrap().to_vec();
+        assert_eq!(
+            b.register_dependency(&["qa".to_string()], &x, &me, "qb")
+                .await
+                .unwrap(),
+            Answer::Registered
+        );
+        let rec = record::encode(&t).unwrap();
+        let task = Dependent {
+            id: &me,
+            record: &rec,
+            delay_ms: 0,
+            unique: Some(("report", 50)),
+            open: std::slice::from_ref(&x),
+        };
+        assert_eq!(b.dep_enqueue("qb", &task, None).await.unwrap(), Written::Ok);
+        let lock = QueueKeys::new("qb").unique("report");
+        let mut c = b.conn.clone();
+        let ttl: i64 = c.ttl(&lock).await.unwrap();
+        assert_eq!(ttl, -1, "no TTL while it waits, however long");
+        run_all(&b, "qa").await;
+        b.resolve_outbox("qa").await.unwrap();
+        assert_eq!(counts(&b, "qb").await, (1, 0, 0));
+        let ttl: i64 = c.ttl(&lock).await.unwrap();
+        assert!((1..=50).contains(&ttl), "released with its TTL: {ttl}");
     }
 
     #[tokio::test]
@@ -633,20 +795,23 @@ mod tests {
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (0, 1, 0));
         // The next one delivers the whole entry again: c2 is released, c1 stays released once.
-        assert_eq!(
-            b.resolve_outbox("qa", DeadLimits::default()).await.unwrap(),
-            1
-        );
+        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (1, 0, 0));
     }
 
     #[test]
     fn references_round_trip() {
-        let id = [7u8; 16];
-        let r = reference(&id, "emails");
-        assert_eq!(parse_reference(&r), Some((&id[..], "emails")));
-        assert_eq!(parse_reference(b"short"), None);
+        let (a, b) = ([7u8; 16], [b'|'; 16]);
+        let mut blob = reference(&a, "emails");
+        blob.extend(reference(&b, "q"));
+        assert_eq!(
+            parse_references(&blob),
+            Some(vec![(&a[..], "emails"), (&b[..], "q")])
+        );
+        assert_eq!(parse_references(b"short"), None);
+        assert_eq!(parse_references(&blob[..blob.len() - 1]), None);
+        assert_eq!(parse_references(&[]), Some(vec![]));
     }
 
     #[test]

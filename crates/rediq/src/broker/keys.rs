@@ -36,8 +36,9 @@ pub(crate) struct QueueKeys {
     pub done_count: String,
     /// Ids of dead-lettered or cancelled tasks → time, kept for the dependency retention.
     pub failed_ids: String,
-    /// Ids of this queue's tasks that have dependents registered.
-    pub has_dependents: String,
+    /// Dependents of this queue's tasks: id → references (dependent id, queue name length,
+    /// queue name), concatenated.
+    pub dependents: String,
     /// Outbox: `S`/`F` + 16-byte id of a task that completed / failed and has dependents.
     pub outbox: String,
     /// Facts that arrived before their dependent was written: `S`/`F` + dependent id +
@@ -74,7 +75,7 @@ impl QueueKeys {
             done: k("deps:done"),
             done_count: k("deps:done:count"),
             failed_ids: k("deps:failed"),
-            has_dependents: k("deps:has"),
+            dependents: k("deps:of"),
             outbox: k("deps:outbox"),
             early: k("deps:early"),
             flushes: k("deps:flushes"),
@@ -85,12 +86,6 @@ impl QueueKeys {
     /// The active hash of one server: the tasks it holds under its lease.
     pub fn active(&self, server: &str) -> String {
         format!("{}:active:{server}", self.base)
-    }
-
-    /// The dependents registered on one task of this queue: a list of references (dependent id
-    /// + its queue).
-    pub fn dependents(&self, id: &[u8]) -> String {
-        format!("{}:deps:of:{}", self.base, super::record::id_text(id))
     }
 
     /// The completion records of the tasks created in one second (the id's UUIDv7 time): their
@@ -170,11 +165,10 @@ mod tests {
             &k.needs,
             &k.done,
             &k.failed_ids,
-            &k.has_dependents,
+            &k.dependents,
             &k.outbox,
             &k.early,
             &k.flushes,
-            &k.dependents(&[7u8; 16]),
             &k.done_count,
             &k.done_bucket(&[7u8; 16]),
         ] {

@@ -22,6 +22,7 @@
 pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod deps;
+pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
 pub(crate) mod record;
 
@@ -55,7 +56,6 @@ struct Scripts {
     dep_enqueue: Script,
     dep_satisfy: Script,
     dep_fail: Script,
-    dep_resolved: Script,
     records_trim: Script,
 }
 
@@ -78,7 +78,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
-    dep_resolved: Script::new(include_str!("scripts/dep_resolved.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
 });
 
@@ -250,17 +249,24 @@ pub(crate) struct Broker {
 /// How long completion records are kept, so a task may depend on one that already completed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DepLimits {
-    /// Zero writes no completion records.
+    /// At least [`MIN_DEP_RETENTION`].
     pub retention: Duration,
-    /// Most completion records kept per queue (the oldest go first).
+    /// Most completion records kept per queue (the oldest go first); `u64::MAX` = no cap.
     pub max_records: u64,
 }
+
+/// The shortest dependency retention: a dependent that found its dependency queued a moment
+/// ago must find its completion record if it completed meanwhile.
+pub(crate) const MIN_DEP_RETENTION: Duration = Duration::from_secs(60);
+
+/// Early facts (news for a dependent that is still being written) live at least this long.
+const EARLY_FACTS_FLOOR: Duration = Duration::from_secs(3600);
 
 impl Default for DepLimits {
     fn default() -> Self {
         DepLimits {
             retention: Duration::from_secs(24 * 3600),
-            max_records: 10_000_000,
+            max_records: u64::MAX,
         }
     }
 }
@@ -451,7 +457,7 @@ impl Broker {
             .key(&k.processed)
             .key(&k.done)
             .key(&k.done_count)
-            .key(&k.has_dependents)
+            .key(&k.dependents)
             .key(&k.outbox);
         // Completion-record buckets, one per creation second among the acks (usually 1–2).
         let mut buckets: Vec<String> = Vec::new();
@@ -482,11 +488,6 @@ impl Broker {
             }
         }
         inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
-            .arg(if self.deps.retention.is_zero() {
-                "0"
-            } else {
-                "1"
-            })
             .arg(buckets.len())
             .arg(acks.len());
         for (a, bucket) in acks.iter().zip(bucket_of) {
@@ -553,7 +554,7 @@ impl Broker {
             .key(&k.dead_trimmed)
             .key(&k.failed)
             .key(&k.failed_ids)
-            .key(&k.has_dependents)
+            .key(&k.dependents)
             .key(&k.outbox);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
@@ -648,6 +649,7 @@ impl Broker {
             .arg(limits.max_count)
             .arg(limits.max_age.as_millis() as u64)
             .arg(self.deps.retention.as_millis() as u64)
+            .arg(self.deps.retention.max(EARLY_FACTS_FLOOR).as_millis() as u64)
             .invoke_async(&mut c)
             .await?;
         let mut records = 0;
@@ -1022,8 +1024,7 @@ impl Broker {
             .key(&k.leases)
             .key(&k.waiting)
             .key(&k.needs)
-            .key(&k.early)
-            .key(&k.has_dependents)
+            .key(&k.dependents)
             .key(&k.outbox)
             .key(&k.flushes);
         for h in &holders {

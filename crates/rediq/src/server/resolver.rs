@@ -33,7 +33,7 @@ async fn run(ctx: Arc<Ctx>, mut stop: Stop) {
 
 async fn resolve_all(ctx: &Ctx) {
     for (q, _) in &ctx.cfg.queues {
-        match ctx.broker.resolve_outbox(q, ctx.cfg.dead).await {
+        match ctx.broker.resolve_outbox(q).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(queue = %q, entries = n, "delivered dependency news"),
             Err(e) => {

@@ -7,7 +7,7 @@
 --         (ARGV[1] = "active")
 -- KEYS[2] cancelled counter
 -- KEYS[3] failed ids zset (id -> time)
--- KEYS[4] set of ids that have dependents
+-- KEYS[4] dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[5] outbox list
 -- KEYS[6] needs hash (the dependencies a waiting task still waits for)
 -- KEYS[7] (optional) the task's unique-key lock, released when it still names this task
@@ -39,7 +39,9 @@ end
 redis.call('INCR', KEYS[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
-if redis.call('SREM', KEYS[4], id) == 1 then
-  redis.call('RPUSH', KEYS[5], 'F' .. id)
+local refs = redis.call('HGET', KEYS[4], id)
+if refs then
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('RPUSH', KEYS[5], 'F' .. id .. refs)
 end
 return 1

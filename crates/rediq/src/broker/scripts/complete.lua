@@ -5,38 +5,37 @@
 -- KEYS[3]   processed counter
 -- KEYS[4]   index of completion-record buckets (bucket key -> time of its last write)
 -- KEYS[5]   number of completion records
--- KEYS[6]   set of ids that have dependents
+-- KEYS[6]   dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[7]   outbox list (the resolver tells the dependents)
 -- KEYS[8 .. 7+b]  completion-record buckets (strings of 16-byte ids), referenced by index
 -- KEYS[8+b ..]    unique-key locks, referenced by index from ARGV
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
--- ARGV[2]   "1" = write completion records (the dependency retention is above zero)
--- ARGV[3]   b, the number of bucket keys
--- ARGV[4]   n; then 4 values per task: id, 16-digit fencing token, unique-lock index (0 = none),
+-- ARGV[2]   b, the number of bucket keys
+-- ARGV[3]   n; then 4 values per task: id, 16-digit fencing token, unique-lock index (0 = none),
 --           bucket index
 --
 -- A task is acknowledged only if the active entry still carries the caller's token: an ack for
 -- a delivery that was taken back (the server's lease lapsed) is refused (fencing). A completed
 -- task with dependents gets an outbox entry in the same script, so its completion and the news
--- for its dependents cannot be separated by a crash. Completion records are appended to one
+-- for its dependents cannot be separated by a crash; the entry carries the dependents'
+-- references, moved out of the dependents hash, so it names exactly who was registered then. Completion records are appended to one
 -- string per creation second (one APPEND per bucket and batch, 16 bytes per task): a sorted set
 -- of ids cost 18 % of the processing throughput.
 -- Returns {outbox entries written, 1-based positions of refused (stale) acks ...}.
-local b = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
+local b = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local ids = {}
-for i = 1, n do ids[i] = ARGV[5 + (i - 1) * 4] end
+for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 4] end
 local vals = redis.call('HMGET', KEYS[1], unpack(ids))
 
 local retention = tonumber(ARGV[1])
-local record = ARGV[2] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local ok, stale, done, buckets = {}, {}, {}, {}
 for i = 1, n do
-  local a = 5 + (i - 1) * 4
+  local a = 4 + (i - 1) * 4
   local v = vals[i]
   if v and string.sub(v, 1, 16) == ARGV[a + 1] then
     ok[#ok + 1] = ids[i]
@@ -48,15 +47,13 @@ for i = 1, n do
       done[#done + 1] = now + retention
       done[#done + 1] = string.sub(v, string.find(v, '|', 17, true) + 1)
     end
-    if record then
-      local j = tonumber(ARGV[a + 3])
-      local list = buckets[j]
-      if not list then
-        list = {}
-        buckets[j] = list
-      end
-      list[#list + 1] = ids[i]
+    local j = tonumber(ARGV[a + 3])
+    local list = buckets[j]
+    if not list then
+      list = {}
+      buckets[j] = list
     end
+    list[#list + 1] = ids[i]
   else
     stale[#stale + 1] = i
   end
@@ -66,24 +63,22 @@ if #ok > 0 then
   redis.call('HDEL', KEYS[1], unpack(ok))
   redis.call('INCRBY', KEYS[3], #ok)
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
-  if record then
-    for j, list in pairs(buckets) do
-      redis.call('APPEND', KEYS[7 + j], table.concat(list))
-      redis.call('ZADD', KEYS[4], now, KEYS[7 + j])
-    end
-    redis.call('INCRBY', KEYS[5], #ok)
+  for j, list in pairs(buckets) do
+    redis.call('APPEND', KEYS[7 + j], table.concat(list))
+    redis.call('ZADD', KEYS[4], now, KEYS[7 + j])
   end
-  if redis.call('SCARD', KEYS[6]) > 0 then
-    local has = redis.call('SMISMEMBER', KEYS[6], unpack(ok))
+  redis.call('INCRBY', KEYS[5], #ok)
+  if redis.call('EXISTS', KEYS[6]) == 1 then
+    local refs = redis.call('HMGET', KEYS[6], unpack(ok))
     local news, which = {}, {}
     for i = 1, #ok do
-      if has[i] == 1 then
-        news[#news + 1] = 'S' .. ok[i]
+      if refs[i] then
+        news[#news + 1] = 'S' .. ok[i] .. refs[i]
         which[#which + 1] = ok[i]
       end
     end
     if #news > 0 then
-      redis.call('SREM', KEYS[6], unpack(which))
+      redis.call('HDEL', KEYS[6], unpack(which))
       redis.call('RPUSH', KEYS[7], unpack(news))
       pushed = #news
     end

@@ -12,7 +12,8 @@
 -- ARGV[1]  task id (16 bytes)
 -- ARGV[2]  record
 -- ARGV[3]  delay in ms (0 = none; counted from the moment the last dependency completes)
--- ARGV[4]  unique-lock TTL in seconds (with KEYS[10])
+-- ARGV[4]  unique-lock TTL in seconds (with KEYS[10]); a task that waits holds its lock without
+--          a TTL (it is live however long it waits) until dep_satisfy.lua releases it
 -- ARGV[5]  dead record to write ("" unless the caller already knows a dependency failed; the
 --          record carries the reason)
 -- ARGV[6]  the 16-byte ids of the dependencies registered but not yet met, concatenated
@@ -50,11 +51,19 @@ end
 if failed then return {'failed', failed} end
 
 if KEYS[10] then
-  if not redis.call('SET', KEYS[10], id, 'NX', 'EX', ARGV[4]) then
+  local taken
+  if #rest > 0 then
+    taken = redis.call('SET', KEYS[10], id, 'NX')
+  else
+    taken = redis.call('SET', KEYS[10], id, 'NX', 'EX', ARGV[4])
+  end
+  if not taken then
     return {'dup', redis.call('GET', KEYS[10]) or ''}
   end
 end
-if #met > 0 then redis.call('ZREM', KEYS[3], unpack(met)) end
+for i = 1, #met, 1000 do
+  redis.call('ZREM', KEYS[3], unpack(met, i, math.min(i + 999, #met)))
+end
 
 local delay = tonumber(ARGV[3])
 if #rest > 0 then

@@ -3,18 +3,19 @@
 -- dependents are told the same through this queue's outbox (transitively, one queue at a time).
 --
 -- KEYS[1] waiting hash      KEYS[2] needs hash         KEYS[3] early facts zset
--- KEYS[4] dead zset         KEYS[5] failed ids zset    KEYS[6] set of ids with dependents
--- KEYS[7] outbox list       KEYS[8] dead-trimmed counter
--- KEYS[9] (optional) the dependent's unique-key lock, released when it still names it
+-- KEYS[4] dead zset         KEYS[5] failed ids zset    KEYS[6] dependents hash
+-- KEYS[7] outbox list
+-- KEYS[8] (optional) the dependent's unique-key lock, released when it still names it
 --
 -- ARGV[1] dependent id (16 bytes)
 -- ARGV[2] dependency id (16 bytes)
 -- ARGV[3] the dependent's waiting record as the caller read it ("" = it was not there)
 -- ARGV[4] the dead record to keep (the reason "dependency <id> failed" as its error)
--- ARGV[5] most dead tasks to keep      ARGV[6] oldest dead task to keep, in ms
 --
--- Idempotent. Returns 1 (dead-lettered), 0 (not waiting: noted as an early fact, in case it is
--- still being written) or -1 (its record changed since the caller read it: read again).
+-- The dead set is not trimmed here: its limits are the settings of this queue's own servers,
+-- whose janitor trims it. Idempotent. Returns 1 (dead-lettered), 0 (not waiting: noted as an
+-- early fact, in case it is still being written) or -1 (its record changed since the caller
+-- read it: read again).
 local id = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -28,16 +29,12 @@ redis.call('HDEL', KEYS[1], id)
 redis.call('HDEL', KEYS[2], id)
 redis.call('ZADD', KEYS[4], now, ARGV[4])
 redis.call('ZADD', KEYS[5], now, id)
-if KEYS[9] and redis.call('GET', KEYS[9]) == id then
-  redis.call('DEL', KEYS[9])
+if KEYS[8] and redis.call('GET', KEYS[8]) == id then
+  redis.call('DEL', KEYS[8])
 end
-if redis.call('SREM', KEYS[6], id) == 1 then
-  redis.call('RPUSH', KEYS[7], 'F' .. id)
+local refs = redis.call('HGET', KEYS[6], id)
+if refs then
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('RPUSH', KEYS[7], 'F' .. id .. refs)
 end
-local trimmed = redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[6])))
-local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
-if over > 0 then
-  trimmed = trimmed + redis.call('ZREMRANGEBYRANK', KEYS[4], 0, over - 1)
-end
-if trimmed > 0 then redis.call('INCRBY', KEYS[8], trimmed) end
 return 1

@@ -3,14 +3,13 @@
 --
 -- KEYS[1]   the completion-record bucket of the dependency's creation second (16-byte ids)
 -- KEYS[2]   failed ids zset (dead-lettered or cancelled; id -> time)
--- KEYS[3]   set of ids that have dependents
--- KEYS[4]   the dependency's list of dependent references
--- KEYS[5]   waiting hash (tasks waiting for their own dependencies)
--- KEYS[6]   flush counter of the queue
--- KEYS[7..] the active hashes of the servers holding a lease on the queue
+-- KEYS[3]   dependents hash (id -> references of the tasks that depend on it, concatenated)
+-- KEYS[4]   waiting hash (tasks waiting for their own dependencies)
+-- KEYS[5]   flush counter of the queue
+-- KEYS[6..] the active hashes of the servers holding a lease on the queue
 --
 -- ARGV[1]   dependency id (16 bytes)
--- ARGV[2]   reference to append: dependent id (16 bytes) .. dependent's queue name
+-- ARGV[2]   reference to append: dependent id (16 bytes), queue name length (1 byte), queue name
 -- ARGV[3]   "1" when the caller saw the dependency in the pending, delayed or retry set
 -- ARGV[4]   the flush counter the caller read before looking (checked with ARGV[3] = "1")
 --
@@ -40,12 +39,12 @@ if recorded(KEYS[1]) then return 'done' end
 if redis.call('ZSCORE', KEYS[2], id) then return 'failed' end
 local live = false
 if ARGV[3] == '1' then
-  if (redis.call('GET', KEYS[6]) or '0') ~= ARGV[4] then return 'again' end
+  if (redis.call('GET', KEYS[5]) or '0') ~= ARGV[4] then return 'again' end
   live = true
 end
-if not live and redis.call('HEXISTS', KEYS[5], id) == 1 then live = true end
+if not live and redis.call('HEXISTS', KEYS[4], id) == 1 then live = true end
 if not live then
-  for i = 7, #KEYS do
+  for i = 6, #KEYS do
     if redis.call('HEXISTS', KEYS[i], id) == 1 then
       live = true
       break
@@ -53,6 +52,7 @@ if not live then
   end
 end
 if not live then return 'unknown' end
-redis.call('SADD', KEYS[3], id)
-redis.call('RPUSH', KEYS[4], ARGV[2])
+-- The settling script moves the references into its outbox entry; a registration after that
+-- finds the completion or failure record above instead.
+redis.call('HSET', KEYS[3], id, (redis.call('HGET', KEYS[3], id) or '') .. ARGV[2])
 return 'registered'

@@ -5,9 +5,12 @@
 -- KEYS[1] waiting hash   KEYS[2] needs hash      KEYS[3] early facts zset
 -- KEYS[4] pending zset   KEYS[5] delayed zset    KEYS[6] sequence counter
 -- KEYS[7] wake marker zset
+-- KEYS[8] (optional) the dependent's unique-key lock: held without a TTL while it waited, given
+--         its TTL when the task is released
 --
 -- ARGV[1] dependent id (16 bytes)
 -- ARGV[2] dependency id (16 bytes)
+-- ARGV[3] the unique-lock TTL in seconds (with KEYS[8])
 --
 -- Idempotent: a dependency already crossed off changes nothing. A dependent not (yet) written
 -- gets an early fact that dep_enqueue.lua consumes. Returns 0 (nothing to do, or noted early),
@@ -37,6 +40,9 @@ local record = redis.call('HGET', KEYS[1], id)
 redis.call('HDEL', KEYS[1], id)
 redis.call('HDEL', KEYS[2], id)
 if not record then return 0 end
+if KEYS[8] and redis.call('GET', KEYS[8]) == id then
+  redis.call('EXPIRE', KEYS[8], ARGV[3])
+end
 if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, record)
 else

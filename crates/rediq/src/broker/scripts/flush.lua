@@ -2,18 +2,18 @@
 --
 -- KEYS[1] pending zset     KEYS[2] delayed zset     KEYS[3] retry zset
 -- KEYS[4] dead zset        KEYS[5] completed zset   KEYS[6] leases zset
--- KEYS[7] waiting hash     KEYS[8] needs hash       KEYS[9] early facts zset
--- KEYS[10] set of ids with dependents               KEYS[11] outbox list
--- KEYS[12] flush counter
--- KEYS[13 .. 12+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
--- KEYS[13+m ..]            unique-key locks of the removed tasks
+-- KEYS[7] waiting hash     KEYS[8] needs hash       KEYS[9] dependents hash
+-- KEYS[10] outbox list     KEYS[11] flush counter
+-- KEYS[12 .. 11+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
+-- KEYS[12+m ..]            unique-key locks of the removed tasks
 --
 -- ARGV[1] m; then, per unique-key lock in KEYS order, the id of the task it belongs to (a lock
 --         is deleted only while it still names that task)
 --
 -- Servers running a flushed task find its entry gone: their acknowledgements are refused like
 -- any stale one. Tasks of other queues that depend on a removed task fail through the outbox
--- ("dependency <id> failed"); completion records stay. The flush counter tells a dependent that
+-- ("dependency <id> failed"); completion records and early facts (news for dependents still
+-- being written, which may live in other queues' registrations) stay. The flush counter tells a dependent that
 -- was looking for its dependency meanwhile to look again. The queue's counters and pause flag
 -- stay. Returns {pending, delayed, retry, dead, completed, active, waiting}.
 local m = tonumber(ARGV[1])
@@ -22,29 +22,30 @@ for i = 1, 5 do
   counts[i] = redis.call('ZCARD', KEYS[i])
 end
 local active = 0
-for i = 13, 12 + m do
+for i = 12, 11 + m do
   active = active + redis.call('HLEN', KEYS[i])
 end
 counts[6] = active
 counts[7] = redis.call('HLEN', KEYS[7])
-for i = 13 + m, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i - m - 11] then
+for i = 12 + m, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i - m - 10] then
     redis.call('DEL', KEYS[i])
   end
 end
-local with_dependents = redis.call('SMEMBERS', KEYS[10])
-for i = 1, #with_dependents, 1000 do
+-- HGETALL alternates id and references.
+local dependents = redis.call('HGETALL', KEYS[9])
+for i = 1, #dependents, 2000 do
   local news = {}
-  for j = i, math.min(i + 999, #with_dependents) do
-    news[#news + 1] = 'F' .. with_dependents[j]
+  for j = i, math.min(i + 1999, #dependents), 2 do
+    news[#news + 1] = 'F' .. dependents[j] .. dependents[j + 1]
   end
-  redis.call('RPUSH', KEYS[11], unpack(news))
+  redis.call('RPUSH', KEYS[10], unpack(news))
 end
-redis.call('INCR', KEYS[12])
+redis.call('INCR', KEYS[11])
 -- The leases set stays: a server that fetched after the caller listed the lease holders keeps
 -- its lease entry, so its tasks stay recoverable. Lapsed leases of empty hashes are dropped by
 -- the recoverer.
 redis.call('DEL', unpack(KEYS, 1, 5))
-redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
-if m > 0 then redis.call('DEL', unpack(KEYS, 13, 12 + m)) end
+redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
+if m > 0 then redis.call('DEL', unpack(KEYS, 12, 11 + m)) end
 return counts

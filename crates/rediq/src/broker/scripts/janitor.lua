@@ -10,7 +10,9 @@
 --
 -- ARGV[1] most dead tasks to keep
 -- ARGV[2] oldest dead task to keep, in ms
--- ARGV[3] dependency retention in ms
+-- ARGV[3] dependency retention in ms (failure records)
+-- ARGV[4] how long early facts are kept, in ms (at least an hour: news for a dependent that a
+--         slow client is still writing)
 --
 -- Returns {completed removed, dead removed}.
 local t = redis.call('TIME')
@@ -24,5 +26,5 @@ end
 if dead > 0 then redis.call('INCRBY', KEYS[3], dead) end
 local horizon = '(' .. (now - tonumber(ARGV[3]))
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - tonumber(ARGV[4])))
 return {done, dead}

@@ -6,7 +6,7 @@
 -- KEYS[4] dead-trimmed counter (how many dead tasks were dropped by the count/age limits)
 -- KEYS[5] failed counter
 -- KEYS[6] failed ids zset  (id -> time: tasks depending on this one fail too)
--- KEYS[7] set of ids that have dependents
+-- KEYS[7] dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[8] outbox list      (the resolver tells the dependents)
 -- KEYS[9] (optional) the task's unique-key lock, released when it still names this task
 --
@@ -35,8 +35,10 @@ if KEYS[9] and redis.call('GET', KEYS[9]) == ARGV[1] then
 end
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 local result = 1
-if redis.call('SREM', KEYS[7], ARGV[1]) == 1 then
-  redis.call('RPUSH', KEYS[8], 'F' .. ARGV[1])
+local refs = redis.call('HGET', KEYS[7], ARGV[1])
+if refs then
+  redis.call('HDEL', KEYS[7], ARGV[1])
+  redis.call('RPUSH', KEYS[8], 'F' .. ARGV[1] .. refs)
   result = 2
 end
 local trimmed = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))

@@ -9,7 +9,8 @@
 -- ARGV[2]   most completion records kept
 --
 -- Stops at the first candidate that is neither past the retention nor needed to get under the
--- cap. Returns {buckets dropped, records dropped}.
+-- cap. A bucket written in the last minute is never dropped for the cap: a dependent may be
+-- registering with a task that has just completed. Returns {buckets dropped, records dropped}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local horizon = now - tonumber(ARGV[1])
@@ -18,7 +19,7 @@ local count = tonumber(redis.call('GET', KEYS[2]) or '0')
 local dropped, records = 0, 0
 for i = 3, #KEYS do
   local written = redis.call('ZSCORE', KEYS[1], KEYS[i])
-  if written and (tonumber(written) < horizon or count > cap) then
+  if written and (tonumber(written) < horizon or (count > cap and tonumber(written) < now - 60000)) then
     local n = math.floor(redis.call('STRLEN', KEYS[i]) / 16)
     redis.call('DEL', KEYS[i])
     redis.call('ZREM', KEYS[1], KEYS[i])
