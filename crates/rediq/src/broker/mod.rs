@@ -50,6 +50,7 @@ struct Scripts {
     flush: Script,
     cron_fire: Script,
     cancel: Script,
+    oldest: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -67,6 +68,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     flush: Script::new(include_str!("scripts/flush.lua")),
     cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
     cancel: Script::new(include_str!("scripts/cancel.lua")),
+    oldest: Script::new(include_str!("scripts/oldest.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -747,6 +749,22 @@ impl Broker {
             cancelled_total: cancelled.unwrap_or(0),
             paused,
         })
+    }
+
+    /// The pending record of `queue` that became pending first (`None` when nothing is
+    /// pending), with the Redis time in Unix ms (read only).
+    pub async fn oldest_pending(&self, queue: &str) -> Result<Option<(Vec<u8>, u64)>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let (record, now): (Option<Vec<u8>>, u64) =
+            SCRIPTS.oldest.key(&k.pending).invoke_async(&mut c).await?;
+        Ok(record.map(|r| (r, now)))
+    }
+
+    /// Tasks of `queue` waiting for their dependencies. Always 0 in this release: the waiting
+    /// state arrives with task dependencies, and this method then reads its set.
+    pub async fn waiting_count(&self, _queue: &str) -> Result<u64> {
+        Ok(0)
     }
 
     /// Raw records of one state, oldest first (at most `limit`).
