@@ -34,7 +34,11 @@
 //!    includes the server's start-up, every fetch and every acknowledgement the server sends
 //!    while running. After a graceful shutdown the benchmark checks with `Inspector` that
 //!    `processed_total` equals the task count and that nothing is left pending or active, and
-//!    prints a WARNING line otherwise.
+//!    prints a WARNING line otherwise. `--metrics` sets what the server records: `off`
+//!    (`ServerBuilder::metrics(false)`: nothing), `counters` (the default server: lifecycle
+//!    counters and in-flight gauge, no middleware, no endpoint) or `full` (the default plus
+//!    `MetricsMiddleware` timing every handler and the `/metrics` endpoint, scraped once a
+//!    second during the run, as Prometheus would).
 //! 5. **latency**: pickup latency under a steady load. A server with `--concurrency` slots
 //!    serves queue `bench_lat`; 300 ms after it starts, `--latency-tasks` tasks are enqueued with
 //!    `Client::enqueue` at `--rate` tasks per second, paced by a 1 ms tick. Each payload carries
@@ -53,6 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use rediq::middleware::{MetricsMiddleware, MiddlewareChain};
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
 use rediq::testing::RedisServer;
@@ -105,6 +110,19 @@ struct Args {
     /// Run only this phase.
     #[arg(long, value_enum)]
     only: Option<Phase>,
+    /// What the processing server records.
+    #[arg(long, value_enum, default_value_t = MetricsMode::Counters)]
+    metrics: MetricsMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MetricsMode {
+    /// `ServerBuilder::metrics(false)`: nothing recorded.
+    Off,
+    /// The default server: lifecycle counters and the in-flight gauge.
+    Counters,
+    /// Counters plus MetricsMiddleware (duration histogram) and the endpoint, scraped every second.
+    Full,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -361,22 +379,46 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
     let handler = Arc::new(CountHandler { completion });
     let mut mux = Mux::new();
     mux.handle(TASK_TYPE, handler.clone());
-    let state = ServerBuilder::new()
+    let mut builder = ServerBuilder::new()
         .redis_url(url)
         .queues(&[QUEUE])
         .concurrency(args.concurrency as usize)
+        .metrics(args.metrics != MetricsMode::Off);
+    if args.metrics == MetricsMode::Full {
+        builder = builder.middleware(MiddlewareChain::new().add(MetricsMiddleware::new()));
+    }
+    let state = builder
         .build()
         .await
         .context("build the processing server")?;
+    let mut server = Server::from(state);
+    let mut scraper = None;
+    if args.metrics == MetricsMode::Full {
+        server.enable_metrics("127.0.0.1:0".parse()?);
+        let addr = server.metrics_addr().context("metrics endpoint")?;
+        scraper = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // A failed scrape only means the server is busy starting or stopping.
+                let _ = scrape(addr).await;
+            }
+        }));
+    }
 
     let start = Instant::now();
-    let server = BenchServer::spawn(Server::from(state), mux);
+    let server = BenchServer::spawn(server, mux);
     let finished = handler.completion.wait(done, "processing").await;
+    if let Some(s) = scraper {
+        s.abort();
+    }
     server.stop().await?;
     let elapsed = finished? - start;
 
     report(
-        &format!("process: no-op handler, concurrency {}", args.concurrency),
+        &format!(
+            "process: no-op handler, concurrency {}, metrics {:?}",
+            args.concurrency, args.metrics
+        ),
         jobs_per_sec(args.tasks, elapsed),
     );
 
@@ -614,6 +656,16 @@ impl BenchServer {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// One GET /metrics, body read to the end.
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await
+}
 
 async fn connect_client(url: &str) -> Result<Client> {
     Client::builder()
