@@ -405,9 +405,11 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
         }));
     }
 
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let server = BenchServer::spawn(server, mux);
     let finished = handler.completion.wait(done, "processing").await;
+    let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end - start);
     if let Some(s) = scraper {
         s.abort();
     }
@@ -421,6 +423,16 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
         ),
         jobs_per_sec(args.tasks, elapsed),
     );
+    if let Some(cpu) = cpu {
+        report(
+            "process: benchmark process CPU per task",
+            format!(
+                "{:.2} µs  ({:.2} s user+sys)",
+                cpu.as_secs_f64() * 1e6 / args.tasks as f64,
+                cpu.as_secs_f64()
+            ),
+        );
+    }
 
     // Acknowledgements are flushed on shutdown; give them a moment to show in the stats.
     let settled =
@@ -656,6 +668,18 @@ impl BenchServer {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, 10 ms ticks);
+/// `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
 
 /// One GET /metrics, body read to the end.
 async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<usize> {

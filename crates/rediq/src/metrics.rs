@@ -387,6 +387,16 @@ pub(crate) fn pending_since_ms(queue: &str, rec: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// The processed count of a task type on served queue 0.
+    pub(crate) fn processed(m: &Metrics, task_type: &str) -> u64 {
+        m.task(0, task_type).processed.get()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

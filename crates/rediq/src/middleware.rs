@@ -414,3 +414,69 @@ impl Middleware for MetricsMiddleware {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use std::time::Instant;
+
+    /// What recording costs per task, without Redis: the per-task metric lookup, the in-flight
+    /// gauge, the MetricsMiddleware hooks (boxed futures, panic guards, histogram) and the
+    /// processed counter, as the worker and acker do them. Run with
+    /// `cargo test --release -p rediq --lib recording_cost -- --ignored --nocapture`;
+    /// `docs/benchmark.md` quotes the figures.
+    #[tokio::test]
+    #[ignore = "a measurement; run in release"]
+    async fn recording_cost() {
+        const N: u32 = 1_000_000;
+        let metrics = Metrics::new(&["bench".to_string()]);
+        let chain = MiddlewareChain::new().add(MetricsMiddleware::new());
+        let task = Task::builder("bench").queue("bench").build().unwrap();
+
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let m = metrics.task(0, &task.task_type);
+            m.in_flight.inc();
+            m.in_flight.dec();
+            m.processed.inc();
+            drop(std::hint::black_box(m));
+        }
+        let counters = t0.elapsed() / N;
+
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let m = metrics.task(0, &task.task_type);
+            m.in_flight.inc();
+            let run = RunInfo {
+                attempt: 1,
+                fencing_token: 1,
+                metrics: Some(m),
+            };
+            let entered = AtomicUsize::new(0);
+            let started = Instant::now();
+            let skipped = chain.run_before(&task, &run, &entered).await.unwrap();
+            assert!(skipped.is_none());
+            let finished = Finished {
+                outcome: Outcome::Succeeded,
+                duration: started.elapsed(),
+            };
+            chain
+                .run_after(entered.load(Ordering::Acquire), &task, &run, &finished)
+                .await;
+            if let Some(m) = &run.metrics {
+                m.in_flight.dec();
+                m.processed.inc();
+            }
+        }
+        let full = t0.elapsed() / N;
+        println!(
+            "recording per task: counters {counters:?}, counters + MetricsMiddleware {full:?}"
+        );
+        assert_eq!(
+            crate::metrics::tests_support::processed(&metrics, "bench"),
+            2 * u64::from(N)
+        );
+        assert!(full < Duration::from_micros(20), "{full:?} per task");
+    }
+}
