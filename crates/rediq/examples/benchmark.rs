@@ -34,7 +34,11 @@
 //!    includes the server's start-up, every fetch and every acknowledgement the server sends
 //!    while running. After a graceful shutdown the benchmark checks with `Inspector` that
 //!    `processed_total` equals the task count and that nothing is left pending or active, and
-//!    prints a WARNING line otherwise.
+//!    prints a WARNING line otherwise. `--metrics` sets what the server records: `off`
+//!    (`ServerBuilder::metrics(false)`: nothing), `counters` (the default server: lifecycle
+//!    counters and in-flight gauge, no middleware, no endpoint) or `full` (the default plus
+//!    `MetricsMiddleware` timing every handler and the `/metrics` endpoint, scraped once a
+//!    second during the run, as Prometheus would).
 //! 5. **latency**: pickup latency under a steady load. A server with `--concurrency` slots
 //!    serves queue `bench_lat`; 300 ms after it starts, `--latency-tasks` tasks are enqueued with
 //!    `Client::enqueue` at `--rate` tasks per second, paced by a 1 ms tick. Each payload carries
@@ -53,6 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use rediq::middleware::{MetricsMiddleware, MiddlewareChain};
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
 use rediq::testing::RedisServer;
@@ -105,6 +110,19 @@ struct Args {
     /// Run only this phase.
     #[arg(long, value_enum)]
     only: Option<Phase>,
+    /// What the processing server records.
+    #[arg(long, value_enum, default_value_t = MetricsMode::Counters)]
+    metrics: MetricsMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MetricsMode {
+    /// `ServerBuilder::metrics(false)`: nothing recorded.
+    Off,
+    /// The default server: lifecycle counters and the in-flight gauge.
+    Counters,
+    /// Counters plus MetricsMiddleware (duration histogram) and the endpoint, scraped every second.
+    Full,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -361,24 +379,60 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
     let handler = Arc::new(CountHandler { completion });
     let mut mux = Mux::new();
     mux.handle(TASK_TYPE, handler.clone());
-    let state = ServerBuilder::new()
+    let mut builder = ServerBuilder::new()
         .redis_url(url)
         .queues(&[QUEUE])
         .concurrency(args.concurrency as usize)
+        .metrics(args.metrics != MetricsMode::Off);
+    if args.metrics == MetricsMode::Full {
+        builder = builder.middleware(MiddlewareChain::new().add(MetricsMiddleware::new()));
+    }
+    let state = builder
         .build()
         .await
         .context("build the processing server")?;
+    let mut server = Server::from(state);
+    let mut scraper = None;
+    if args.metrics == MetricsMode::Full {
+        server.enable_metrics("127.0.0.1:0".parse()?);
+        let addr = server.metrics_addr().context("metrics endpoint")?;
+        scraper = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // A failed scrape only means the server is busy starting or stopping.
+                let _ = scrape(addr).await;
+            }
+        }));
+    }
 
+    let cpu_start = process_cpu();
     let start = Instant::now();
-    let server = BenchServer::spawn(Server::from(state), mux);
+    let server = BenchServer::spawn(server, mux);
     let finished = handler.completion.wait(done, "processing").await;
+    let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end - start);
+    if let Some(s) = scraper {
+        s.abort();
+    }
     server.stop().await?;
     let elapsed = finished? - start;
 
     report(
-        &format!("process: no-op handler, concurrency {}", args.concurrency),
+        &format!(
+            "process: no-op handler, concurrency {}, metrics {:?}",
+            args.concurrency, args.metrics
+        ),
         jobs_per_sec(args.tasks, elapsed),
     );
+    if let Some(cpu) = cpu {
+        report(
+            "process: benchmark process CPU per task",
+            format!(
+                "{:.2} µs  ({:.2} s user+sys)",
+                cpu.as_secs_f64() * 1e6 / args.tasks as f64,
+                cpu.as_secs_f64()
+            ),
+        );
+    }
 
     // Acknowledgements are flushed on shutdown; give them a moment to show in the stats.
     let settled =
@@ -614,6 +668,28 @@ impl BenchServer {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, 10 ms ticks);
+/// `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// One GET /metrics, body read to the end.
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await
+}
 
 async fn connect_client(url: &str) -> Result<Client> {
     Client::builder()

@@ -86,6 +86,25 @@ pub enum Error {
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panic(String),
+    /// A middleware's `before` hook failed (or panicked): the handler did not run and the
+    /// attempt failed with this error. Retryable exactly when `source` is.
+    #[error("middleware {name} failed: {source}")]
+    Middleware {
+        /// The middleware's name ([`Middleware::name`](crate::middleware::Middleware::name)).
+        name: String,
+        /// What it returned.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The metrics endpoint could not listen on its address.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsEndpoint {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -110,6 +129,9 @@ impl Error {
     /// [`Error::Serialization`] is not: a payload that does not decode today will not decode on
     /// the next attempt either.
     pub fn is_retryable(&self) -> bool {
+        if let Error::Middleware { source, .. } = self {
+            return source.is_retryable();
+        }
         !matches!(
             self,
             Error::Handler {
@@ -197,6 +219,12 @@ mod tests {
         assert!(Error::from(anyhow::anyhow!("boom")).is_retryable());
         assert!(!Error::non_retryable("no").is_retryable());
         assert!(!Error::Serialization("bad payload".into()).is_retryable());
+        let refused = Error::Middleware {
+            name: "auth".into(),
+            source: Box::new(Error::non_retryable("no tenant")),
+        };
+        assert!(!refused.is_retryable());
+        assert_eq!(refused.to_string(), "middleware auth failed: no tenant");
         assert_eq!(
             Error::NoHandler("a:b".into()).to_string(),
             "no handler registered for type a:b"

@@ -54,6 +54,8 @@ mod broker;
 mod client;
 mod error;
 mod inspector;
+mod metrics;
+pub mod middleware;
 pub mod processor;
 mod schedule;
 pub mod server;
@@ -66,3 +68,14 @@ pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use inspector::{CancelOutcome, CronEntry, Inspector, WorkerInfo};
 pub use task::{Task, TaskBuilder, TaskOptions};
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

@@ -61,7 +61,7 @@ async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
 
     let runs = Arc::new(Mutex::new(HashMap::<String, (u32, Instant)>::new()));
     let r = runs.clone();
-    let srv = start(
+    let (srv, metrics) = start_with_metrics(
         env.server()
             .queues(&[QUEUE])
             .concurrency(8)
@@ -83,8 +83,24 @@ async fn sigkill_mid_task_redelivers_every_task_within_the_lease() {
         insp.queue_stats(QUEUE).await.unwrap().processed_total == TASKS as u64
     })
     .await;
+    // The recovering server's metrics count the recoveries and the re-deliveries' successes.
+    let series = |name: &str| format!("{name}{{queue=\"{QUEUE}\",task_type=\"job\"}}");
+    let counted = wait_for(Duration::from_secs(5), || async {
+        let text = http_get(metrics, "/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        sample(&text, &series("rediq_tasks_recovered_total")) == Some(TASKS as f64)
+            && sample(&text, &series("rediq_tasks_processed_total")) == Some(TASKS as f64)
+            && sample(&text, &series("rediq_tasks_dead_lettered_total")) == Some(0.0)
+    })
+    .await;
     srv.shutdown().await;
     assert!(all_done, "not every task was re-delivered");
+    assert!(
+        counted,
+        "recovered / processed counters did not reach {TASKS}"
+    );
 
     let runs = runs.lock().unwrap().clone();
     let mut got: Vec<&String> = runs.keys().collect();

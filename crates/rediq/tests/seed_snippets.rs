@@ -3,12 +3,10 @@
 //! function (marked `#[rustfmt::skip]` so it stays exactly as printed); the consumer snippet's
 //! `use` lines and its `EmailHandler` live at module level because the handler is an item.
 //!
-//! Snippets of features that are not in this release sit in the `#[cfg(any())]` module at the
-//! end: kept verbatim, not compiled yet.
-//!
 //! The tests at the bottom run the producer and consumer snippets against a private
 //! redis-server (only the URL is substituted, and `run` becomes `run_until` so the server
-//! stops), and run the builder-only snippets.
+//! stops), run the builder-only snippets, and run the middleware and metrics snippets together
+//! (URL and port substituted) with a real scrape of `/metrics`.
 
 use std::time::Duration;
 
@@ -153,43 +151,34 @@ async fn snippet_sentinel() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-// ---- Not in this release ----
-//
-// Issue 4 ("Middleware, Prometheus metrics with an HTTP endpoint, and tracing") brings
-// `rediq::middleware` with `ServerBuilder::middleware` and `Server::enable_metrics`. These
-// snippets are kept verbatim and compiled out; when issue 4 lands, remove the
-// `#[cfg(any())]` below and they must compile unchanged.
-#[cfg(any())]
-mod later_release_issue_4 {
-    use super::*;
+// ---- 中间件 and HTTP 指标端点 ----
 
-    /// 中间件 (issue 4)
-    #[rustfmt::skip]
-    #[allow(dead_code, unused)]
-    async fn snippet_middleware() -> Result<(), Box<dyn std::error::Error>> {
-        use rediq::middleware::{MiddlewareChain, LoggingMiddleware, MetricsMiddleware};
+/// 中间件
+#[rustfmt::skip]
+#[allow(dead_code, unused)]
+async fn snippet_middleware() -> Result<(), Box<dyn std::error::Error>> {
+    use rediq::middleware::{MiddlewareChain, LoggingMiddleware, MetricsMiddleware};
 
-        let middleware = MiddlewareChain::new()
-            .add(LoggingMiddleware::new())
-            .add(MetricsMiddleware::new());
+    let middleware = MiddlewareChain::new()
+        .add(LoggingMiddleware::new())
+        .add(MetricsMiddleware::new());
 
-        let state = ServerBuilder::new()
-            .middleware(middleware)
-            .build()
-            .await?;
-        Ok(())
-    }
+    let state = ServerBuilder::new()
+        .middleware(middleware)
+        .build()
+        .await?;
+    Ok(())
+}
 
-    /// HTTP 指标端点 (issue 4). `state` comes from the snippet before it in the README.
-    #[rustfmt::skip]
-    #[allow(dead_code, unused)]
-    async fn snippet_metrics_http() -> Result<(), Box<dyn std::error::Error>> {
-        let state = ServerBuilder::new().build().await?; // (added: the README's `state`)
-        let mut server = Server::from(state);
-        server.enable_metrics("0.0.0.0:9090".parse()?);
-        // 访问地址: http://localhost:9090/metrics
-        Ok(())
-    }
+/// HTTP 指标端点. `state` comes from the snippet before it in the README.
+#[rustfmt::skip]
+#[allow(dead_code, unused)]
+async fn snippet_metrics_http() -> Result<(), Box<dyn std::error::Error>> {
+    let state = ServerBuilder::new().build().await?; // (added: the README's `state`)
+    let mut server = Server::from(state);
+    server.enable_metrics("0.0.0.0:9090".parse()?);
+    // 访问地址: http://localhost:9090/metrics
+    Ok(())
 }
 
 // ---- Tests ----
@@ -299,4 +288,69 @@ async fn cluster_and_sentinel_snippets_report_not_supported() {
         );
         assert!(message.contains(mode), "{mode}: {message}");
     }
+}
+
+/// 中间件 + HTTP 指标端点, as printed except the Redis URL and the address (a free local port
+/// instead of 0.0.0.0:9090): the server runs the chain, and `/metrics` shows the processed task
+/// and its duration, `/healthz` answers 200.
+#[tokio::test]
+async fn middleware_and_metrics_snippets_serve_metrics() -> Result<(), Box<dyn std::error::Error>> {
+    use rediq::middleware::{LoggingMiddleware, MetricsMiddleware, MiddlewareChain};
+
+    let redis = rediq::testing::RedisServer::start();
+    let url = redis.url();
+
+    // 中间件
+    let middleware = MiddlewareChain::new()
+        .add(LoggingMiddleware::new())
+        .add(MetricsMiddleware::new());
+
+    let state = ServerBuilder::new()
+        .redis_url(url.as_str())
+        .queues(&["emails"])
+        .middleware(middleware)
+        .build()
+        .await?;
+
+    // HTTP 指标端点
+    let mut server = Server::from(state);
+    server.enable_metrics("127.0.0.1:0".parse()?);
+    let addr = server.metrics_addr().expect("bound");
+
+    let mut mux = Mux::new();
+    mux.handle("email:send", EmailHandler);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(mux, async {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::builder().redis_url(url.as_str()).build().await?;
+    client
+        .enqueue(Task::builder("email:send").queue("emails").build()?)
+        .await?;
+
+    let series = r#"{queue="emails",task_type="email:send"}"#;
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = support::http_get(addr, "/metrics").await?.1;
+        if support::sample(&text, &format!("rediq_tasks_processed_total{series}")) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = support::http_get(addr, "/healthz").await?;
+    let _ = stop.send(());
+    running.await??;
+    assert_eq!(
+        support::sample(&text, &format!("rediq_tasks_processed_total{series}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        support::sample(&text, &format!("rediq_task_duration_seconds_count{series}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(health.0, 200, "{health:?}");
+    Ok(())
 }

@@ -57,6 +57,7 @@ struct Scripts {
     dep_satisfy: Script,
     dep_fail: Script,
     records_trim: Script,
+    oldest: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -79,6 +80,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
+    oldest: Script::new(include_str!("scripts/oldest.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -888,6 +890,24 @@ impl Broker {
             cancelled_total: cancelled.unwrap_or(0),
             paused,
         })
+    }
+
+    /// The head of every priority band of `queue`'s pending set (what has waited longest in
+    /// each), with the Redis time in Unix ms (read only).
+    pub async fn pending_heads(&self, queue: &str) -> Result<(Vec<Vec<u8>>, u64)> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let v: Value = SCRIPTS.oldest.key(&k.pending).invoke_async(&mut c).await?;
+        let Value::Array(mut parts) = v else {
+            return Err(Error::Serialization(format!("oldest.lua returned {v:?}")));
+        };
+        if parts.is_empty() {
+            return Err(Error::Serialization("oldest.lua returned nothing".into()));
+        }
+        let bad = |e: redis::ParsingError| Error::Serialization(format!("oldest.lua reply: {e}"));
+        let now: u64 = redis::from_redis_value(parts.remove(0)).map_err(bad)?;
+        let heads: Vec<Vec<u8>> = redis::from_redis_value(Value::Array(parts)).map_err(bad)?;
+        Ok((heads, now))
     }
 
     /// Raw records of one state, oldest first (at most `limit`).

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::service::{Service, Stop};
 use super::Ctx;
 use crate::broker::{Ack, MAX_SCRIPT_BATCH};
+use crate::metrics::TaskMetrics;
 
 /// Most successes waiting for acknowledgement before workers wait.
 pub(crate) const BACKLOG: usize = 16 * 1024;
@@ -29,6 +30,10 @@ const LINGER: Duration = Duration::from_millis(1);
 pub(crate) struct Done {
     pub queue: usize,
     pub ack: Ack,
+    /// Where to count it (`None` when metrics are off).
+    pub metrics: Option<Arc<TaskMetrics>>,
+    /// A middleware skipped the task: counted as skipped, not processed.
+    pub skipped: bool,
 }
 
 pub(crate) fn start(ctx: Arc<Ctx>, rx: mpsc::Receiver<Done>) -> Service {
@@ -77,11 +82,14 @@ async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Done>, mut stop: Stop) {
 }
 
 async fn flush(ctx: &Ctx, batch: Vec<Done>) {
-    let mut by_queue: HashMap<usize, Vec<Ack>> = HashMap::new();
+    type Counted = (Option<Arc<TaskMetrics>>, bool);
+    let mut by_queue: HashMap<usize, (Vec<Ack>, Vec<Counted>)> = HashMap::new();
     for d in batch {
-        by_queue.entry(d.queue).or_default().push(d.ack);
+        let (acks, counted) = by_queue.entry(d.queue).or_default();
+        acks.push(d.ack);
+        counted.push((d.metrics, d.skipped));
     }
-    for (q, acks) in by_queue {
+    for (q, (acks, counted)) in by_queue {
         let qname = ctx.queue_name(q);
         for attempt in 0..5u64 {
             match ctx
@@ -90,7 +98,7 @@ async fn flush(ctx: &Ctx, batch: Vec<Done>) {
                 .await
             {
                 Ok(stale) => {
-                    for i in stale {
+                    for &i in &stale {
                         tracing::warn!(
                             queue = qname,
                             task = %crate::broker::record::id_text(&acks[i].id),
@@ -98,6 +106,7 @@ async fn flush(ctx: &Ctx, batch: Vec<Done>) {
                             "refused stale ack: the lease expired and the task was re-delivered"
                         );
                     }
+                    count(&counted, &stale);
                     break;
                 }
                 Err(e) => {
@@ -110,6 +119,23 @@ async fn flush(ctx: &Ctx, batch: Vec<Done>) {
         // at-least-once): either way this server no longer holds these tasks.
         for a in &acks {
             ctx.inflight.remove(q, &a.id, a.token);
+        }
+    }
+}
+
+/// Counts an acknowledged batch: processed (or skipped), except the refused positions in
+/// `stale` (sorted ascending, as complete.lua returns them), which count as stale acks.
+fn count(counted: &[(Option<Arc<TaskMetrics>>, bool)], stale: &[usize]) {
+    let mut refused = stale.iter().peekable();
+    for (i, (m, skipped)) in counted.iter().enumerate() {
+        let is_stale = refused.next_if(|&&s| s == i).is_some();
+        let Some(m) = m else { continue };
+        if is_stale {
+            m.stale.inc();
+        } else if *skipped {
+            m.skipped.inc();
+        } else {
+            m.processed.inc();
         }
     }
 }

@@ -139,6 +139,8 @@ mod tests {
             inflight: InFlight::default(),
             cancels: Default::default(),
             stopping: Default::default(),
+            metrics: None,
+            running: Default::default(),
         };
         for _ in 0..2 {
             let t = crate::Task::builder("t").queue("o").build().unwrap();

@@ -15,12 +15,14 @@
 //! | [`scheduler`] | fires the ticks of periodic (cron) entries, once across all servers      |
 //! | [`canceller`] | listens for cancellations of running tasks and drops their handlers      |
 //! | [`resolver`]  | tells dependents that their dependencies completed or failed             |
+//! | [`endpoint`]  | serves `/metrics` and `/healthz` over HTTP (when enabled)                |
 //!
 //! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
 //! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
 
 mod acker;
 mod canceller;
+mod endpoint;
 mod fetcher;
 mod forwarder;
 mod heartbeat;
@@ -44,6 +46,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::{Broker, DeadLimits, DepLimits, MIN_DEP_RETENTION};
 use crate::client::DEFAULT_REDIS_URL;
+use crate::metrics::Metrics;
+use crate::middleware::MiddlewareChain;
 use crate::processor::Mux;
 use crate::task::validate_queue_name;
 use crate::{Error, Result, Task};
@@ -107,6 +111,7 @@ impl RetryPolicy {
 pub struct ServerState {
     broker: Broker,
     cfg: Config,
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +132,7 @@ pub(crate) struct Config {
     pub janitor_interval: Duration,
     pub scheduler_interval: Duration,
     pub missed_ticks: MissedTicks,
+    pub middleware: MiddlewareChain,
 }
 
 /// Builds a server: queues, concurrency and the reliability knobs. `build()` validates them and
@@ -164,6 +170,8 @@ pub struct ServerBuilder {
     scheduler_interval: Duration,
     missed_ticks: MissedTicks,
     deps: DepLimits,
+    middleware: MiddlewareChain,
+    metrics: bool,
 }
 
 impl Default for ServerBuilder {
@@ -186,6 +194,8 @@ impl Default for ServerBuilder {
             scheduler_interval: Duration::from_millis(250),
             missed_ticks: MissedTicks::FireOnce,
             deps: DepLimits::default(),
+            middleware: MiddlewareChain::new(),
+            metrics: true,
         }
     }
 }
@@ -339,6 +349,32 @@ impl ServerBuilder {
         self
     }
 
+    /// Middleware run around every task (default: none). See [`crate::middleware`].
+    ///
+    /// ```
+    /// use rediq::middleware::{LoggingMiddleware, MetricsMiddleware, MiddlewareChain};
+    /// use rediq::server::ServerBuilder;
+    ///
+    /// let builder = ServerBuilder::new().middleware(
+    ///     MiddlewareChain::new()
+    ///         .add(LoggingMiddleware::new())
+    ///         .add(MetricsMiddleware::new()),
+    /// );
+    /// # let _ = builder;
+    /// ```
+    pub fn middleware(mut self, chain: MiddlewareChain) -> Self {
+        self.middleware = chain;
+        self
+    }
+
+    /// Whether the server records metrics into its registry (default `true`; the cost is a
+    /// few atomic increments per task). `false` records nothing, unless
+    /// [`Server::enable_metrics`] is called, which turns recording on.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// Validates the options and connects to Redis.
     pub async fn build(self) -> Result<ServerState> {
         if self.queues.is_empty() {
@@ -410,8 +446,10 @@ impl ServerBuilder {
         broker.ping().await?;
         broker.set_dep_limits(self.deps);
         let lease = self.lease;
+        let names: Vec<String> = self.queues.iter().map(|(q, _)| q.clone()).collect();
         Ok(ServerState {
             broker,
+            metrics: self.metrics.then(|| Arc::new(Metrics::new(&names))),
             cfg: Config {
                 queues: self.queues,
                 strict: self.strict,
@@ -434,6 +472,7 @@ impl ServerBuilder {
                 janitor_interval: self.janitor_interval,
                 scheduler_interval: self.scheduler_interval,
                 missed_ticks: self.missed_ticks,
+                middleware: self.middleware,
             },
         })
     }
@@ -524,6 +563,10 @@ pub(crate) struct Ctx {
     pub cancels: Cancels,
     /// Set when shutdown begins: tasks fetched but not yet started go back at once.
     pub stopping: AtomicBool,
+    /// The metrics registry (`None` when recording is off).
+    pub metrics: Option<Arc<Metrics>>,
+    /// True from the start of the services until shutdown begins (for `/healthz`).
+    pub running: AtomicBool,
 }
 
 impl Ctx {
@@ -550,15 +593,77 @@ impl Ctx {
 #[derive(Debug)]
 pub struct Server {
     state: ServerState,
+    /// The metrics endpoint's listener (or why it could not bind), once enabled.
+    endpoint: Option<Result<(std::net::SocketAddr, std::net::TcpListener)>>,
 }
 
 impl From<ServerState> for Server {
     fn from(state: ServerState) -> Self {
-        Server { state }
+        Server {
+            state,
+            endpoint: None,
+        }
     }
 }
 
 impl Server {
+    /// Serves the server's metrics over HTTP at `addr` while it runs: `GET /metrics` (the
+    /// Prometheus text format, with queue depths read from Redis at each scrape) and
+    /// `GET /healthz` (200 while the server runs and Redis answers, 503 otherwise). Turns
+    /// metric recording on if the builder turned it off.
+    ///
+    /// The address is bound at once (port 0 picks a free port; see [`Server::metrics_addr`]);
+    /// if that fails, [`Server::run`] returns [`Error::MetricsEndpoint`] before starting
+    /// anything. Every metric is listed in `docs/configuration.md`.
+    ///
+    /// ```no_run
+    /// # use rediq::server::{Server, ServerBuilder};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let state = ServerBuilder::new().queues(&["emails"]).build().await?;
+    /// let mut server = Server::from(state);
+    /// server.enable_metrics("0.0.0.0:9090".parse()?);
+    /// // curl http://localhost:9090/metrics
+    /// # Ok(()) }
+    /// ```
+    pub fn enable_metrics(&mut self, addr: std::net::SocketAddr) -> &mut Self {
+        let bound = std::net::TcpListener::bind(addr)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok((l.local_addr()?, l))
+            })
+            .map_err(|source| Error::MetricsEndpoint { addr, source });
+        self.endpoint = Some(bound);
+        if self.state.metrics.is_none() {
+            let names: Vec<String> = self
+                .state
+                .cfg
+                .queues
+                .iter()
+                .map(|(q, _)| q.clone())
+                .collect();
+            self.state.metrics = Some(Arc::new(Metrics::new(&names)));
+        }
+        self
+    }
+
+    /// The address the metrics endpoint listens on (with the port resolved when 0 was asked
+    /// for); `None` when it is not enabled or could not bind.
+    ///
+    /// ```no_run
+    /// # use rediq::server::{Server, ServerBuilder};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut server = Server::from(ServerBuilder::new().build().await?);
+    /// server.enable_metrics("127.0.0.1:0".parse()?);
+    /// println!("metrics on http://{}/metrics", server.metrics_addr().expect("bound"));
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.endpoint {
+            Some(Ok((addr, _))) => Some(*addr),
+            _ => None,
+        }
+    }
+
     /// Runs until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully.
     pub async fn run(self, mux: Mux) -> Result<()> {
         self.run_until(mux, shutdown_signal()).await
@@ -566,7 +671,19 @@ impl Server {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully.
     pub async fn run_until(self, mux: Mux, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let ServerState { broker, cfg } = self.state;
+        let ServerState {
+            broker,
+            cfg,
+            metrics,
+        } = self.state;
+        let listener = match self.endpoint {
+            Some(Ok((addr, l))) => Some(
+                tokio::net::TcpListener::from_std(l)
+                    .map_err(|source| Error::MetricsEndpoint { addr, source })?,
+            ),
+            Some(Err(e)) => return Err(e),
+            None => None,
+        };
         let names: Vec<String> = cfg.queues.iter().map(|(q, _)| q.clone()).collect();
         broker.register_queues(&names).await?;
         let server_id = format!(
@@ -583,6 +700,8 @@ impl Server {
             inflight: InFlight::default(),
             cancels: Cancels::default(),
             stopping: AtomicBool::new(false),
+            metrics,
+            running: AtomicBool::new(false),
         });
         let concurrency = ctx.cfg.concurrency;
         let slots = Arc::new(Semaphore::new(concurrency));
@@ -590,6 +709,10 @@ impl Server {
         let (hard_tx, hard_rx) = watch::channel(false);
 
         heartbeat::beat(&ctx).await?;
+        let endpoint = match (listener, &ctx.metrics) {
+            (Some(l), Some(m)) => Some(endpoint::start(ctx.clone(), m.clone(), l)),
+            _ => None,
+        };
         let heartbeat = heartbeat::start(ctx.clone());
         let acker = acker::start(ctx.clone(), ack_rx);
         let forwarder = forwarder::start(ctx.clone());
@@ -611,10 +734,12 @@ impl Server {
             })
             .collect();
         drop(ack_tx);
+        ctx.running.store(true, Ordering::SeqCst);
         tracing::info!(server = %ctx.server_id, queues = ?names, concurrency, "rediq server started");
 
         shutdown.await;
         tracing::info!(server = %ctx.server_id, "shutting down");
+        ctx.running.store(false, Ordering::SeqCst);
         ctx.stopping.store(true, Ordering::SeqCst);
         for f in &fetchers {
             f.stop().await;
@@ -648,6 +773,9 @@ impl Server {
         }
         if let Err(e) = ctx.broker.unregister_worker(&ctx.server_id).await {
             tracing::warn!(error = %e, "could not remove this server from the registry");
+        }
+        if let Some(e) = &endpoint {
+            e.stop().await;
         }
         tracing::info!(server = %ctx.server_id, "rediq server stopped");
         Ok(())

@@ -25,8 +25,8 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
         every(stop, interval, || {
             let ctx = ctx.clone();
             async move {
-                for (q, _) in &ctx.cfg.queues {
-                    if let Err(e) = recover_queue(&ctx, q).await {
+                for (i, (q, _)) in ctx.cfg.queues.iter().enumerate() {
+                    if let Err(e) = recover_queue(&ctx, i, q).await {
                         tracing::warn!(queue = %q, error = %e, "recovering expired leases failed");
                     }
                 }
@@ -36,10 +36,20 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     })
 }
 
-async fn recover_queue(ctx: &Ctx, queue: &str) -> crate::Result<()> {
+async fn recover_queue(ctx: &Ctx, q: usize, queue: &str) -> crate::Result<()> {
+    let count = |task_type: &str, dead: bool| {
+        if let Some(m) = &ctx.metrics {
+            let m = m.task(q, task_type);
+            m.recovered.inc();
+            if dead {
+                m.dead.inc();
+            }
+        }
+    };
     for server in ctx.broker.expired_servers(queue, BATCH).await? {
         let held = ctx.broker.held(queue, &server).await?;
         let mut back = Vec::new();
+        let mut back_types = Vec::new();
         for e in held {
             match record::decode(queue, &e.record) {
                 Ok(mut task) => {
@@ -48,8 +58,9 @@ async fn recover_queue(ctx: &Ctx, queue: &str) -> crate::Result<()> {
                     task.last_failed_at = Some(now_ms());
                     let rec = record::encode(&task)?;
                     if task.retry_cnt <= task.options.max_retry {
-                        tracing::warn!(task = %task.id, queue, %server, attempt = task.retry_cnt, "recovering task from a lapsed lease");
+                        tracing::warn!(task_id = %task.id, task_type = %task.task_type, queue, %server, attempt = task.retry_cnt, "recovering task from a lapsed lease");
                         back.push((e.id, e.token, Some(rec)));
+                        back_types.push(task.task_type);
                     } else if ctx
                         .broker
                         .kill(
@@ -64,7 +75,8 @@ async fn recover_queue(ctx: &Ctx, queue: &str) -> crate::Result<()> {
                         )
                         .await?
                     {
-                        tracing::warn!(task = %task.id, queue, %server, "lease lapsed and retries used up: task moved to the dead-letter queue");
+                        tracing::warn!(task_id = %task.id, task_type = %task.task_type, queue, %server, attempts = task.retry_cnt, "lease lapsed and retries used up: task moved to the dead-letter queue");
+                        count(&task.task_type, true);
                     }
                 }
                 Err(reason) => {
@@ -84,13 +96,20 @@ async fn recover_queue(ctx: &Ctx, queue: &str) -> crate::Result<()> {
                         .await?
                     {
                         tracing::error!(queue, %server, %reason, "undecodable record of a lapsed lease moved to the dead-letter queue");
+                        count(record::UNDECODABLE_TYPE, true);
                     }
                 }
             }
         }
         // Also with nothing to move back: this drops the lapsed lease of a server that holds
         // nothing any more.
-        ctx.broker.requeue(queue, &server, &back, true).await?;
+        let moved = ctx.broker.requeue(queue, &server, &back, true).await?;
+        // requeue.lua refuses a task only when its server renewed the lease meanwhile (then it
+        // refuses them all) or the token changed; the count cannot say which, so a partial move
+        // is counted for the first tasks.
+        for t in back_types.iter().take(moved as usize) {
+            count(t, false);
+        }
     }
     Ok(())
 }

@@ -85,11 +85,17 @@ async fn fire_due(ctx: &Ctx) -> crate::Result<()> {
                 .await?
             {
                 Fired::Now => {
-                    tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired")
+                    tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
+                    if let Some(m) = &ctx.metrics {
+                        m.cron_fired(&queue, &id, Some(&task.task_type));
+                    }
                 }
                 Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
                 Fired::Duplicate => {
-                    tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued")
+                    tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
+                    if let Some(m) = &ctx.metrics {
+                        m.cron_fired(&queue, &id, None);
+                    }
                 }
                 Fired::Claimed => {}
             }

@@ -1,20 +1,28 @@
 //! The worker: runs one leased task.
 //!
-//! The handler runs with the task's timeout and with panics caught, so a slot always survives.
-//! Success goes to the acker (batched); a failure is decided here: retry with backoff while
-//! retries are left and the error allows it, else the dead-letter queue. A record that cannot be
-//! decoded goes to the dead-letter queue with reason "undecodable" instead of crash-looping.
+//! The task runs inside a `rediq.task` tracing span (task id, type, queue, attempt, fencing
+//! token). The middleware `before` hooks and the handler run together with the task's timeout
+//! and with panics caught, so a slot always survives; then the `after` hooks run in reverse
+//! order (bounded by the timeout again). Success goes to the acker (batched); a failure is
+//! decided here: retry with backoff while retries are left and the error allows it, else the
+//! dead-letter queue. A record that cannot be decoded goes to the dead-letter queue with reason
+//! "undecodable" instead of crash-looping. Lifecycle metrics are recorded where each transition
+//! lands in Redis.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tracing::Instrument;
 
 use super::acker::Done;
 use super::Ctx;
 use crate::broker::record;
 use crate::broker::Ack;
+use crate::metrics::TaskMetrics;
+use crate::middleware::{Finished, Outcome, RunInfo};
 use crate::processor::Mux;
 use crate::task::now_ms;
 use crate::{Error, Task};
@@ -52,34 +60,116 @@ pub(crate) async fn run(
         }
     };
 
-    if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+    if ctx.stopping.load(Ordering::SeqCst) {
         Box::pin(requeue(&ctx, queue, &id, token)).await;
         drop(permit);
         return;
     }
 
+    let span = tracing::info_span!(
+        "rediq.task",
+        task_id = %task.id,
+        task_type = %task.task_type,
+        queue = ctx.queue_name(queue),
+        attempt = task.retry_cnt + 1,
+        token,
+    );
+    execute(&ctx, &mux, queue, id, token, task, &acks, &mut hard_stop)
+        .instrument(span)
+        .await;
+    drop(permit);
+}
+
+/// What happened before the `after` hooks run.
+enum Step {
+    Ran(crate::Result<()>),
+    Skipped(String),
+    ShutDown,
+    Cancelled,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    ctx: &Arc<Ctx>,
+    mux: &Mux,
+    queue: usize,
+    id: Vec<u8>,
+    token: u64,
+    task: Task,
+    acks: &mpsc::Sender<Done>,
+    hard_stop: &mut watch::Receiver<bool>,
+) {
     let timeout = task.options.timeout;
+    let chain = &ctx.cfg.middleware;
+    let metrics = ctx.metrics.as_ref().map(|m| m.task(queue, &task.task_type));
+    if let Some(m) = &metrics {
+        m.in_flight.inc();
+    }
+    let run = RunInfo {
+        attempt: task.retry_cnt + 1,
+        fencing_token: token,
+        metrics,
+    };
+    let entered = AtomicUsize::new(0);
+    let started = Instant::now();
     let cancel = ctx.cancels.register(queue, &id);
-    let handler = std::panic::AssertUnwindSafe(mux.dispatch(&task)).catch_unwind();
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, handler) => Outcome::Ran(match r {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(Error::Panic(panic_message(&panic))),
-            Err(_) => Err(Error::Timeout(timeout)),
-        }),
-        _ = hard_stop.wait_for(|s| *s) => Outcome::ShutDown,
-        _ = cancel.notified() => Outcome::Cancelled,
+    let pipeline = async {
+        if !chain.is_empty() {
+            match chain.run_before(&task, &run, &entered).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => return Step::Skipped(reason),
+                Err(e) => return Step::Ran(Err(e)),
+            }
+        }
+        Step::Ran(mux.dispatch(&task).await)
+    };
+    let pipeline = std::panic::AssertUnwindSafe(pipeline).catch_unwind();
+    let step = tokio::select! {
+        r = tokio::time::timeout(timeout, pipeline) => match r {
+            Ok(Ok(step)) => step,
+            Ok(Err(panic)) => Step::Ran(Err(Error::Panic(crate::panic_message(&panic)))),
+            Err(_) => Step::Ran(Err(Error::Timeout(timeout))),
+        },
+        _ = hard_stop.wait_for(|s| *s) => Step::ShutDown,
+        _ = cancel.notified() => Step::Cancelled,
     };
     ctx.cancels.unregister(queue, &id);
+    let duration = started.elapsed();
 
-    match outcome {
+    let entered = entered.load(Ordering::Acquire);
+    if entered > 0 {
+        let outcome = match &step {
+            Step::Ran(Ok(())) => Outcome::Succeeded,
+            Step::Ran(Err(error)) => Outcome::Failed {
+                error,
+                will_retry: error.is_retryable() && task.retry_cnt < task.options.max_retry,
+            },
+            Step::Skipped(reason) => Outcome::Skipped { reason },
+            Step::ShutDown => Outcome::Interrupted,
+            Step::Cancelled => Outcome::Cancelled,
+        };
+        let finished = Finished { outcome, duration };
+        let after = chain.run_after(entered, &task, &run, &finished);
+        if tokio::time::timeout(timeout, after).await.is_err() {
+            tracing::error!(task = %task.id, ?timeout, "middleware after hooks ran past the task's timeout and were dropped");
+        }
+    }
+    let metrics = run.metrics;
+    if let Some(m) = &metrics {
+        m.in_flight.dec();
+    }
+
+    match step {
         // Shutdown ran out of patience: the handler's future is dropped and the task goes back
         // without counting an attempt.
-        Outcome::ShutDown => Box::pin(requeue(&ctx, queue, &id, token)).await,
+        Step::ShutDown => Box::pin(requeue(ctx, queue, &id, token)).await,
         // Cancelled through Redis: the handler's future is dropped and the task is removed,
         // never retried.
-        Outcome::Cancelled => Box::pin(cancelled(&ctx, queue, &id, token, &task)).await,
-        Outcome::Ran(Ok(())) => {
+        Step::Cancelled => {
+            Box::pin(cancelled(ctx, queue, &id, token, &task, metrics.as_deref())).await
+        }
+        Step::Ran(Ok(())) | Step::Skipped(_) => {
+            let skipped = matches!(step, Step::Skipped(_));
             let done = Done {
                 queue,
                 ack: Ack {
@@ -87,33 +177,37 @@ pub(crate) async fn run(
                     token,
                     unique_key: task.options.unique_key.clone(),
                 },
+                metrics,
+                skipped,
             };
             if acks.send(done).await.is_err() {
                 tracing::warn!(task = %task.id, "acker gone; the lease will expire and the task run again");
             }
         }
-        Outcome::Ran(Err(e)) => Box::pin(fail(&ctx, queue, &id, token, task, e)).await,
+        Step::Ran(Err(e)) => Box::pin(fail(ctx, queue, &id, token, task, e, metrics)).await,
     }
-    drop(permit);
-}
-
-/// How a handler's run ended.
-enum Outcome {
-    Ran(crate::Result<()>),
-    ShutDown,
-    Cancelled,
 }
 
 /// A cancelled running task is removed (its unique key released), not retried.
-async fn cancelled(ctx: &Ctx, queue: usize, id: &[u8], token: u64, task: &Task) {
+async fn cancelled(
+    ctx: &Ctx,
+    queue: usize,
+    id: &[u8],
+    token: u64,
+    task: &Task,
+    metrics: Option<&TaskMetrics>,
+) {
     let qname = ctx.queue_name(queue);
     tracing::info!(task = %task.id, queue = qname, "task cancelled while running");
     let unique = task.options.unique_key.as_deref();
-    settle(ctx, queue, id, token, || {
+    let settled = settle(ctx, queue, id, token, || {
         ctx.broker
             .cancel_active(qname, &ctx.server_id, id, token, unique)
     })
     .await;
+    if let Some(m) = metrics {
+        settled.count(m, &m.cancelled);
+    }
 }
 
 /// A record that cannot be decoded goes to the dead-letter queue, raw bytes and reason kept.
@@ -121,7 +215,7 @@ async fn undecodable(ctx: &Ctx, queue: usize, id: &[u8], token: u64, record: &[u
     let qname = ctx.queue_name(queue);
     tracing::error!(queue = qname, %reason, "undecodable record moved to the dead-letter queue");
     let dead = record::undecodable(record, reason);
-    settle(ctx, queue, id, token, || {
+    let settled = settle(ctx, queue, id, token, || {
         ctx.broker.kill(
             qname,
             &ctx.server_id,
@@ -134,10 +228,22 @@ async fn undecodable(ctx: &Ctx, queue: usize, id: &[u8], token: u64, record: &[u
         )
     })
     .await;
+    if let Some(metrics) = &ctx.metrics {
+        let m = metrics.task(queue, record::UNDECODABLE_TYPE);
+        settled.count(&m, &m.dead);
+    }
 }
 
 /// Records a failed attempt: retry with backoff, or dead-letter.
-async fn fail(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut task: Task, err: Error) {
+async fn fail(
+    ctx: &Ctx,
+    queue: usize,
+    id: &[u8],
+    token: u64,
+    mut task: Task,
+    err: Error,
+    metrics: Option<Arc<TaskMetrics>>,
+) {
     let qname = ctx.queue_name(queue);
     task.retry_cnt += 1;
     task.last_error = Some(err.to_string());
@@ -160,16 +266,20 @@ async fn fail(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut task: Task, er
             tracing::error!(task = %task.id, "retry delay function panicked; using the default backoff");
             super::RetryPolicy::default().delay(&task, &err)
         });
-        tracing::info!(task = %task.id, queue = qname, attempt = task.retry_cnt, ?backoff, error = %err, "task failed; will retry");
-        settle(ctx, queue, id, token, || {
+        tracing::info!(task_id = %task.id, task_type = %task.task_type, queue = qname, attempt = task.retry_cnt, backoff_ms = backoff.as_millis() as u64, error = %err, "task failed; will retry");
+        let settled = settle(ctx, queue, id, token, || {
             ctx.broker
                 .retry(qname, &ctx.server_id, id, token, &record, backoff)
         })
         .await;
+        if let Some(m) = &metrics {
+            settled.count(m, &m.failed);
+            settled.count(m, &m.retried);
+        }
     } else {
-        tracing::warn!(task = %task.id, queue = qname, attempts = task.retry_cnt, error = %err, "task moved to the dead-letter queue");
+        tracing::warn!(task_id = %task.id, task_type = %task.task_type, queue = qname, attempts = task.retry_cnt, retryable = err.is_retryable(), error = %err, "task moved to the dead-letter queue");
         let unique = task.options.unique_key.as_deref();
-        settle(ctx, queue, id, token, || {
+        let settled = settle(ctx, queue, id, token, || {
             ctx.broker.kill(
                 qname,
                 &ctx.server_id,
@@ -182,6 +292,10 @@ async fn fail(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut task: Task, er
             )
         })
         .await;
+        if let Some(m) = &metrics {
+            settled.count(m, &m.failed);
+            settled.count(m, &m.dead);
+        }
     }
 }
 
@@ -197,19 +311,50 @@ async fn requeue(ctx: &Ctx, queue: usize, id: &[u8], token: u64) {
     .await;
 }
 
+/// How a transition ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Redis applied it.
+    Done,
+    /// Refused: the task's lease had been taken over (stale fencing token).
+    Stale,
+    /// Redis kept failing; the heartbeat's orphan sweep or the recoverer takes over.
+    GaveUp,
+}
+
+impl Settled {
+    /// Counts the transition in `counter` when it landed, or as a stale ack when refused.
+    fn count(self, m: &TaskMetrics, counter: &prometheus_client::metrics::counter::Counter) {
+        match self {
+            Settled::Done => {
+                counter.inc();
+            }
+            Settled::Stale => {
+                m.stale.inc();
+            }
+            Settled::GaveUp => {}
+        }
+    }
+}
+
 /// Runs a transition with a few quick retries on Redis errors, then forgets the task. If the
 /// transition never lands, the task stays in this server's active hash: the heartbeat's orphan
 /// sweep puts it back to pending (or, if this server dies, the recoverer does): nothing is lost.
-async fn settle<F, Fut>(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut op: F)
+async fn settle<F, Fut>(ctx: &Ctx, queue: usize, id: &[u8], token: u64, mut op: F) -> Settled
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::Result<bool>>,
 {
+    let mut settled = Settled::GaveUp;
     for attempt in 0..3u64 {
         match op().await {
-            Ok(true) => break,
+            Ok(true) => {
+                settled = Settled::Done;
+                break;
+            }
             Ok(false) => {
                 tracing::warn!(queue = ctx.queue_name(queue), task = %record::id_text(id), token, "refused stale transition: the lease was taken over");
+                settled = Settled::Stale;
                 break;
             }
             Err(e) => {
@@ -219,14 +364,5 @@ where
         }
     }
     ctx.inflight.remove(queue, id, token);
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
+    settled
 }

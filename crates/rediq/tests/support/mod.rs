@@ -121,3 +121,87 @@ where
     mux.handle(task_type, FnHandler(f));
     mux
 }
+
+/// A plain HTTP/1.1 GET (no client library): returns the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone());
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of one sample line of a Prometheus text exposition (`name{labels} value`), by the
+/// exact text before the value; `None` when there is no such line.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Starts a server with the metrics endpoint on a free local port; returns it and the address.
+pub async fn start_with_metrics(
+    builder: ServerBuilder,
+    mux: Mux,
+) -> (Running, std::net::SocketAddr) {
+    let state = builder.build().await.expect("server builds");
+    let mut server = Server::from(state);
+    server.enable_metrics("127.0.0.1:0".parse().expect("an address"));
+    let addr = server
+        .metrics_addr()
+        .expect("the endpoint bound a free port");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .run_until(mux, async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (
+        Running {
+            stop: Some(tx),
+            handle,
+        },
+        addr,
+    )
+}
