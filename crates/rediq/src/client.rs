@@ -132,11 +132,14 @@ struct Inner {
     known_queues: Mutex<HashSet<String>>,
 }
 
+/// Answers one enqueue call: `None` when written, or the id of the task holding its unique key.
+type Reply = oneshot::Sender<Result<Option<Vec<u8>>>>;
+
 #[derive(Debug)]
 struct Request {
     queue: String,
     task: NewTask,
-    reply: oneshot::Sender<Result<Option<Vec<u8>>>>,
+    reply: Reply,
 }
 
 impl Client {
@@ -542,21 +545,27 @@ async fn group_commit(broker: Broker, mut rx: mpsc::Receiver<Request>) {
         }
         let broker = broker.clone();
         tokio::spawn(async move {
-            let mut by_queue: HashMap<String, Vec<Request>> = HashMap::new();
-            for r in batch {
-                by_queue.entry(r.queue.clone()).or_default().push(r);
+            // Usually one queue: a short list beats hashing every request's queue name.
+            let mut by_queue: Vec<(String, Vec<NewTask>, Vec<Reply>)> = Vec::new();
+            for Request { queue, task, reply } in batch {
+                match by_queue.iter_mut().find(|(q, _, _)| *q == queue) {
+                    Some((_, news, replies)) => {
+                        news.push(task);
+                        replies.push(reply);
+                    }
+                    None => by_queue.push((queue, vec![task], vec![reply])),
+                }
             }
-            for (queue, reqs) in by_queue {
-                let news: Vec<NewTask> = reqs.iter().map(|r| r.task.clone()).collect();
+            for (queue, news, replies) in by_queue {
                 match broker.enqueue(&queue, &news, EnqueueMode::Each).await {
                     Ok(res) => {
-                        for (r, holder) in reqs.into_iter().zip(res) {
-                            let _ = r.reply.send(Ok(holder));
+                        for (reply, holder) in replies.into_iter().zip(res) {
+                            let _ = reply.send(Ok(holder));
                         }
                     }
                     Err(e) => {
-                        for r in reqs {
-                            let _ = r.reply.send(Err(share_error(&e)));
+                        for reply in replies {
+                            let _ = reply.send(Err(share_error(&e)));
                         }
                     }
                 }
