@@ -46,6 +46,16 @@ struct Body {
     last_error: Option<String>,
     #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
     last_failed_at: Option<u64>,
+    /// The producer's trace context (W3C `traceparent`), written with the `otel` feature.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
+}
+
+/// Only the trace context of a body (every other field is skipped).
+#[derive(Deserialize)]
+struct TraceOnly {
+    #[serde(rename = "x", default)]
+    trace: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -76,6 +86,17 @@ pub(crate) fn raw_id(record: &[u8]) -> &[u8] {
 
 /// Encodes a task as a record.
 pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
+    encode_traced(task, None)
+}
+
+/// The trace context (W3C `traceparent`) a record carries, if any.
+pub(crate) fn trace_of(record: &[u8]) -> Option<String> {
+    let body = record.get(HEAD..)?;
+    rmp_serde::from_slice::<TraceOnly>(body).ok()?.trace
+}
+
+/// Encodes a task as a record carrying a trace context.
+pub(crate) fn encode_traced(task: &Task, trace: Option<&str>) -> Result<Vec<u8>> {
     let id = id_bytes(&task.id)?;
     let o = &task.options;
     let body = Body {
@@ -89,6 +110,7 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
         retry_cnt: task.retry_cnt,
         last_error: task.last_error.clone(),
         last_failed_at: task.last_failed_at,
+        trace: trace.map(str::to_string),
     };
     let mut out = Vec::with_capacity(HEAD + 24 + task.payload.len() + task.task_type.len());
     out.push(FORMAT);
@@ -190,6 +212,17 @@ mod tests {
         t2.last_failed_at = Some(7);
         let back = decode("q", &encode(&t2).unwrap()).unwrap();
         assert_eq!(back, t2);
+    }
+
+    #[test]
+    fn trace_context_rides_along_and_old_records_have_none() {
+        let t = Task::builder("x").build().unwrap();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let rec = encode_traced(&t, Some(tp)).unwrap();
+        assert_eq!(trace_of(&rec).as_deref(), Some(tp));
+        assert_eq!(decode("default", &rec).unwrap(), t);
+        assert_eq!(trace_of(&encode(&t).unwrap()), None);
+        assert_eq!(trace_of(b"short"), None);
     }
 
     #[test]
