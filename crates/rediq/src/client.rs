@@ -389,7 +389,7 @@ impl Client {
             (k.clone(), ttl.as_secs().max(1))
         });
         Ok(NewTask {
-            record: record::encode(task)?,
+            record: record::encode_traced(task, crate::otel::producer_context().as_deref())?,
             delay_ms: delay.as_millis() as u64,
             unique,
         })

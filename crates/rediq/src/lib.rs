@@ -47,6 +47,10 @@
 //!   are re-delivered. Each delivery carries a fencing token, so a late acknowledgement from a
 //!   server whose lease was taken over is refused.
 //! - See `docs/architecture.md` for the state machine.
+//!
+//! ## Cargo features
+//! - `otel`: the producer's OpenTelemetry trace context travels in the task, and the worker's
+//!   `rediq.task` span continues it (needs a `tracing-opentelemetry` layer on both sides).
 
 #![warn(missing_docs)]
 
@@ -56,6 +60,7 @@ mod error;
 mod inspector;
 mod metrics;
 pub mod middleware;
+mod otel;
 pub mod processor;
 mod schedule;
 pub mod server;

@@ -353,7 +353,8 @@ impl Middleware for LoggingMiddleware {
     }
 
     async fn after(&self, task: &Task, run: &RunInfo, finished: &Finished<'_>) {
-        let ms = finished.duration.as_secs_f64() * 1000.0;
+        // Milliseconds with microsecond precision: 5.329, not 5.3289599999999995.
+        let ms = (finished.duration.as_secs_f64() * 1e6).round() / 1e3;
         let (id, ty, q, attempt) = (&task.id, &task.task_type, &task.queue, run.attempt);
         match &finished.outcome {
             Outcome::Succeeded => {

@@ -548,3 +548,84 @@ async fn metrics_endpoint_on_a_taken_port_fails_clearly() {
     assert!(matches!(err, Error::MetricsEndpoint { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+/// A task whose lease was taken over while its handler ran (here: the queue was flushed) is
+/// refused at acknowledgement and counted as a stale ack, not as processed.
+#[tokio::test]
+async fn refused_acks_count_as_stale() {
+    let env = Env::new().await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (g, st) = (gate.clone(), started.clone());
+    let mux = support::mux_with("slow", move |_t| {
+        let (g, st) = (g.clone(), st.clone());
+        async move {
+            st.notify_one();
+            g.notified().await;
+            Ok(())
+        }
+    });
+    let (server, addr) = start_with_metrics(env.server().queues(&["st"]), mux).await;
+    env.client
+        .enqueue(Task::builder("slow").queue("st").build().unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the handler started");
+    let flushed = env.inspector.flush_queue("st").await.unwrap();
+    assert_eq!(flushed.active, 1);
+    gate.notify_one();
+    let text = scrape_until(addr, |t| {
+        sample(t, &series("rediq_stale_acks_total", "st", "slow")) == Some(1.0)
+    })
+    .await;
+    server.shutdown().await;
+    assert_eq!(
+        sample(&text, &series("rediq_tasks_processed_total", "st", "slow")),
+        Some(0.0)
+    );
+    assert_eq!(
+        env.inspector
+            .queue_stats("st")
+            .await
+            .unwrap()
+            .processed_total,
+        0
+    );
+}
+
+/// Periodic firings count as cron firings of their entry and as tasks this server enqueued.
+#[tokio::test]
+async fn cron_firings_are_counted() {
+    let env = Env::new().await;
+    let entry = Task::builder("tick")
+        .queue("c")
+        .unique_key("tick-entry")
+        .cron("@every 1s")
+        .build()
+        .unwrap();
+    env.client.enqueue(entry).await.unwrap();
+    let (server, addr) = start_with_metrics(
+        env.server()
+            .queues(&["c"])
+            .scheduler_interval(Duration::from_millis(50)),
+        support::mux_with("tick", |_t| async { Ok(()) }),
+    )
+    .await;
+    let text = scrape_until(addr, |t| {
+        sample(t, &series("rediq_tasks_processed_total", "c", "tick")).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    server.shutdown().await;
+    let fired = sample(
+        &text,
+        "rediq_cron_firings_total{queue=\"c\",entry=\"tick-entry\"}",
+    )
+    .expect("firings of the entry");
+    let enqueued = sample(&text, &series("rediq_tasks_enqueued_total", "c", "tick"))
+        .expect("enqueued by the scheduler");
+    assert!(fired >= 1.0, "{text}");
+    // Each firing enqueued one task (the unique key is released when the task completes).
+    assert!(enqueued >= 1.0 && enqueued <= fired, "{text}");
+}

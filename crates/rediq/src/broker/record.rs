@@ -49,6 +49,16 @@ struct Body {
     /// Dependencies, 16 id bytes each.
     #[serde(rename = "n", default, skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<serde_bytes::ByteBuf>,
+    /// The producer's trace context (W3C `traceparent`), written with the `otel` feature.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
+}
+
+/// Only the trace context of a body (every other field is skipped).
+#[derive(Deserialize)]
+struct TraceOnly {
+    #[serde(rename = "x", default)]
+    trace: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -99,6 +109,17 @@ pub(crate) fn raw_id(record: &[u8]) -> &[u8] {
 
 /// Encodes a task as a record.
 pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
+    encode_traced(task, None)
+}
+
+/// The trace context (W3C `traceparent`) a record carries, if any.
+pub(crate) fn trace_of(record: &[u8]) -> Option<String> {
+    let body = record.get(HEAD..)?;
+    rmp_serde::from_slice::<TraceOnly>(body).ok()?.trace
+}
+
+/// Encodes a task as a record carrying a trace context.
+pub(crate) fn encode_traced(task: &Task, trace: Option<&str>) -> Result<Vec<u8>> {
     let id = id_bytes(&task.id)?;
     let o = &task.options;
     let body = Body {
@@ -118,6 +139,7 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
             .flatten()
             .map(|d| id_bytes(d).map(|b| serde_bytes::ByteBuf::from(b.to_vec())))
             .collect::<Result<_>>()?,
+        trace: trace.map(str::to_string),
     };
     let mut out = Vec::with_capacity(HEAD + 24 + task.payload.len() + task.task_type.len());
     out.push(FORMAT);
@@ -232,6 +254,17 @@ mod tests {
         assert_eq!(u.as_bytes()[14..16], queue_hint("emails"));
         assert_ne!(queue_hint("emails"), queue_hint("payments"));
         assert_ne!(new_id("emails"), new_id("emails"));
+    }
+
+    #[test]
+    fn trace_context_rides_along_and_old_records_have_none() {
+        let t = Task::builder("x").build().unwrap();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let rec = encode_traced(&t, Some(tp)).unwrap();
+        assert_eq!(trace_of(&rec).as_deref(), Some(tp));
+        assert_eq!(decode("default", &rec).unwrap(), t);
+        assert_eq!(trace_of(&encode(&t).unwrap()), None);
+        assert_eq!(trace_of(b"short"), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ async fn recover_queue(ctx: &Ctx, q: usize, queue: &str) -> crate::Result<()> {
                     task.retry_cnt += 1;
                     task.last_error = Some("lease expired: its server died or stalled".into());
                     task.last_failed_at = Some(now_ms());
-                    let rec = record::encode(&task)?;
+                    let rec = record::encode_traced(&task, record::trace_of(&e.record).as_deref())?;
                     if task.retry_cnt <= task.options.max_retry {
                         tracing::warn!(task_id = %task.id, task_type = %task.task_type, queue, %server, attempt = task.retry_cnt, "recovering task from a lapsed lease");
                         back.push((e.id, e.token, Some(rec)));

@@ -74,9 +74,23 @@ pub(crate) async fn run(
         attempt = task.retry_cnt + 1,
         token,
     );
-    execute(&ctx, &mux, queue, id, token, task, &acks, &mut hard_stop)
-        .instrument(span)
-        .await;
+    let trace = crate::otel::trace_of(&record);
+    if let Some(tp) = &trace {
+        crate::otel::continue_trace(&span, tp);
+    }
+    execute(
+        &ctx,
+        &mux,
+        queue,
+        id,
+        token,
+        task,
+        trace,
+        &acks,
+        &mut hard_stop,
+    )
+    .instrument(span)
+    .await;
     drop(permit);
 }
 
@@ -96,6 +110,7 @@ async fn execute(
     id: Vec<u8>,
     token: u64,
     task: Task,
+    trace: Option<String>,
     acks: &mpsc::Sender<Done>,
     hard_stop: &mut watch::Receiver<bool>,
 ) {
@@ -184,7 +199,19 @@ async fn execute(
                 tracing::warn!(task = %task.id, "acker gone; the lease will expire and the task run again");
             }
         }
-        Step::Ran(Err(e)) => Box::pin(fail(ctx, queue, &id, token, task, e, metrics)).await,
+        Step::Ran(Err(e)) => {
+            Box::pin(fail(
+                ctx,
+                queue,
+                &id,
+                token,
+                task,
+                e,
+                metrics,
+                trace.as_deref(),
+            ))
+            .await
+        }
     }
 }
 
@@ -234,7 +261,9 @@ async fn undecodable(ctx: &Ctx, queue: usize, id: &[u8], token: u64, record: &[u
     }
 }
 
-/// Records a failed attempt: retry with backoff, or dead-letter.
+/// Records a failed attempt: retry with backoff, or dead-letter. The trace context stays with
+/// the task.
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     ctx: &Ctx,
     queue: usize,
@@ -243,12 +272,13 @@ async fn fail(
     mut task: Task,
     err: Error,
     metrics: Option<Arc<TaskMetrics>>,
+    trace: Option<&str>,
 ) {
     let qname = ctx.queue_name(queue);
     task.retry_cnt += 1;
     task.last_error = Some(err.to_string());
     task.last_failed_at = Some(now_ms());
-    let record = match record::encode(&task) {
+    let record = match record::encode_traced(&task, trace) {
         Ok(r) => r,
         Err(e) => {
             // The heartbeat's orphan sweep puts the task back to pending.
