@@ -1,8 +1,7 @@
 //! The `otel` feature: the producer's trace context travels in the task and the worker's
 //! `rediq.task` span continues it, so the handler runs inside the producer's trace.
 //!
-//! Runs under `cargo test --workspace` (the CLI crate turns the feature on for the workspace's
-//! test build), or alone: `cargo test -p rediq --features otel --test otel`.
+//! `cargo test -p rediq --features otel --test otel`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
