@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use rediq::middleware::{MetricsMiddleware, MiddlewareChain};
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
-use rediq::testing::redis_for_demo;
 use rediq::{Client, Error, Inspector, Task};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,20 +38,7 @@ impl Handler for Mail {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (url, _private_redis) = match redis_for_demo() {
-        Ok(chosen) => chosen,
-        Err(why) => {
-            eprintln!("{why}");
-            return ExitCode::from(1);
-        }
-    };
-    match demo(&url).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 
 async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -22,7 +22,6 @@ use rediq::middleware::{
 };
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
-use rediq::testing::redis_for_demo;
 use rediq::{Client, Error, Inspector, Task};
 
 const QUEUE: &str = "middleware-demo";
@@ -83,20 +82,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let (url, _private_redis) = match redis_for_demo() {
-        Ok(chosen) => chosen,
-        Err(why) => {
-            eprintln!("{why}");
-            return ExitCode::from(1);
-        }
-    };
-    match demo(&url).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 
 async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -462,6 +462,21 @@ mod tests {
         assert!(b.complete(queue, S, &acks, None).await.unwrap().is_empty());
     }
 
+    /// Leases the next pending task of `queue` (which must be `id`) and dead-letters it.
+    async fn kill_next(b: &Broker, queue: &str, id: &[u8]) {
+        let f = b
+            .fetch(queue, S, 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record::raw_id(&f.records[0]), id);
+        let limits = DeadLimits::default();
+        assert!(b
+            .kill(queue, S, id, f.token, &f.records[0], None, limits, false)
+            .await
+            .unwrap());
+    }
+
     /// Writes task `t` as a dependent whose dependencies `open` are still open.
     async fn write(b: &Broker, t: &Task, open: &[Vec<u8>]) -> Written {
         let id = record::id_bytes(&t.id).unwrap();
@@ -532,16 +547,7 @@ mod tests {
         let me = record::id_bytes(&t.id).unwrap().to_vec();
         let qa = ["qa".to_string()];
         b.register_dependency(&qa, &a, &me, "qb").await.unwrap();
-        let f = b
-            .fetch("qa", S, 1, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .unwrap();
-        let limits = DeadLimits::default();
-        assert!(b
-            .kill("qa", S, &a, f.token, &f.records[0], None, limits, false)
-            .await
-            .unwrap());
+        kill_next(&b, "qa", &a).await;
         b.resolve_outbox("qa").await.unwrap();
         assert_eq!(
             write(&b, &t, std::slice::from_ref(&a)).await,
@@ -680,26 +686,14 @@ mod tests {
     async fn news_goes_to_the_dependents_registered_before_it_across_re_runs() {
         let redis = RedisServer::start();
         let b = broker(&redis).await;
-        let limits = DeadLimits::default();
         let x = plain(&b, "qa").await;
-        let kill_x = |b: Broker, x: Vec<u8>| async move {
-            let f = b
-                .fetch("qa", S, 1, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(b
-                .kill("qa", S, &x, f.token, &f.records[0], None, limits, false)
-                .await
-                .unwrap());
-        };
         let outbox = |b: Broker| async move {
             let mut c = b.conn.clone();
             let v: Vec<Vec<u8>> = c.lrange(QueueKeys::new("qa").outbox, 0, -1).await.unwrap();
             v
         };
         let (y1, _) = dependent(&b, "qb", &[("qa", &x)]).await;
-        kill_x(b.clone(), x.clone()).await;
+        kill_next(&b, "qa", &x).await;
         // A resolver reads the entry (for y1) and stalls before removing it.
         let stale = outbox(b.clone()).await;
         assert_eq!(stale.len(), 1);
@@ -708,7 +702,7 @@ mod tests {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = dead.iter().map(|r| (r.clone(), r.clone())).collect();
         assert_eq!(b.rerun("qa", &pairs).await.unwrap(), 1);
         let (y2, _) = dependent(&b, "qb", &[("qa", &x)]).await;
-        kill_x(b.clone(), x.clone()).await;
+        kill_next(&b, "qa", &x).await;
         b.resolve_outbox("qa").await.unwrap();
         // x is re-run once more, y3 registers, then the stalled resolver finishes: its removal
         // matches no entry of today (each entry carries its own dependents).
