@@ -390,6 +390,7 @@ impl Client {
         });
         Ok(NewTask {
             record: record::encode_traced(task, crate::otel::producer_context().as_deref())?,
+            task_type: task.task_type.clone(),
             delay_ms: delay.as_millis() as u64,
             unique,
         })
@@ -432,6 +433,7 @@ impl Client {
         let dependent = Dependent {
             id: &me,
             record: &new.record,
+            task_type: &task.task_type,
             delay_ms: new.delay_ms,
             unique: new.unique.as_ref().map(|(k, ttl)| (k.as_str(), *ttl)),
             open: &open,

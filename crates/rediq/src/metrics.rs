@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// A periodic tick fired on `queue` (any queue with entries, not only served ones).
-    pub fn cron_fired(&self, queue: &str, entry: &str, task_type: Option<&str>) {
+    pub fn cron_fired(&self, queue: &str, entry: &str) {
         self.families
             .cron
             .get_or_create(&CronLabels {
@@ -290,15 +290,6 @@ impl Metrics {
                 entry: entry.to_string(),
             })
             .inc();
-        if let Some(t) = task_type {
-            self.families
-                .enqueued
-                .get_or_create(&TaskLabels {
-                    queue: queue.to_string(),
-                    task_type: t.to_string(),
-                })
-                .inc();
-        }
     }
 
     /// Reads the queue depths and oldest pending ages from Redis, then encodes every metric in
@@ -307,7 +298,7 @@ impl Metrics {
     pub async fn render(&self, broker: &Broker) -> String {
         for queue in &self.queues {
             match read_depths(broker, queue).await {
-                Ok((depths, age)) => {
+                Ok((depths, age, enqueued)) => {
                     for (state, n) in DEPTH_STATES.iter().zip(depths) {
                         self.families
                             .depth
@@ -323,6 +314,16 @@ impl Metrics {
                             queue: queue.clone(),
                         })
                         .set(age);
+                    for (task_type, n) in enqueued {
+                        self.families
+                            .enqueued
+                            .get_or_create(&TaskLabels {
+                                queue: queue.clone(),
+                                task_type,
+                            })
+                            .inner()
+                            .store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(queue = %queue, error = %e, "metrics: cannot read queue depths from Redis");
@@ -351,8 +352,14 @@ impl Metrics {
 }
 
 /// Depths per state (in [`DEPTH_STATES`] order) and the oldest pending age in seconds.
-async fn read_depths(broker: &Broker, queue: &str) -> crate::Result<([u64; 7], f64)> {
+/// Queue depths per state, the oldest pending age, and the tasks enqueued per type (ever, by
+/// every producer: counted in Redis by the enqueue scripts).
+async fn read_depths(
+    broker: &Broker,
+    queue: &str,
+) -> crate::Result<([u64; 7], f64, Vec<(String, u64)>)> {
     let s = broker.stats(queue).await?;
+    let enqueued = broker.enqueued_counts(queue).await?;
     let waiting = s.waiting;
     let (heads, now_ms) = broker.pending_heads(queue).await?;
     let age = heads
@@ -371,6 +378,7 @@ async fn read_depths(broker: &Broker, queue: &str) -> crate::Result<([u64; 7], f
             s.completed,
         ],
         age,
+        enqueued,
     ))
 }
 
@@ -408,7 +416,14 @@ mod tests {
         t.processed.inc();
         t.duration.observe(0.002);
         t.in_flight.inc();
-        m.cron_fired("q", "e1", Some("email:send"));
+        m.cron_fired("q", "e1");
+        m.families
+            .enqueued
+            .get_or_create(&TaskLabels {
+                queue: "q".into(),
+                task_type: "email:send".into(),
+            })
+            .inc();
         let text = m.encode();
         for line in [
             "rediq_tasks_processed_total{queue=\"q\",task_type=\"email:send\"} 1",

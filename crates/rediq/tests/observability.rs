@@ -629,3 +629,64 @@ async fn cron_firings_are_counted() {
     // Each firing enqueued one task (the unique key is released when the task completes).
     assert!(enqueued >= 1.0 && enqueued <= fired, "{text}");
 }
+
+/// Every producer's enqueues are counted in Redis, per queue and task type, and scraped:
+/// single, batch, dependent and periodic enqueues; a task refused for its unique key is not
+/// counted.
+#[tokio::test]
+async fn enqueues_of_every_producer_are_counted_per_type() {
+    let env = Env::new().await;
+    let q = |t: &str| Task::builder(t).queue("eq");
+    let a = env
+        .client
+        .enqueue(q("email").build().unwrap())
+        .await
+        .unwrap();
+    env.client
+        .enqueue(q("email").unique_key("once").build().unwrap())
+        .await
+        .unwrap();
+    assert!(env
+        .client
+        .enqueue(q("email").unique_key("once").build().unwrap())
+        .await
+        .is_err());
+    env.client
+        .enqueue_batch((0..5).map(|_| q("report").build().unwrap()).collect())
+        .await
+        .unwrap();
+    env.client
+        .enqueue(q("report").depends_on(&[&a]).build().unwrap())
+        .await
+        .unwrap();
+    // A second client (another producer process) counts into the same counters.
+    let other = rediq::Client::builder()
+        .redis_url(env.url())
+        .build()
+        .await
+        .unwrap();
+    other
+        .enqueue(q("email").delay(Duration::from_secs(60)).build().unwrap())
+        .await
+        .unwrap();
+    let (server, addr) = start_with_metrics(
+        env.server().queues(&["eq"]).metrics(false),
+        support::mux_with("nothing", |_t| async { Ok(()) }),
+    )
+    .await;
+    let text = scrape_until(addr, |t| {
+        sample(t, &series("rediq_tasks_enqueued_total", "eq", "report")).is_some()
+    })
+    .await;
+    server.shutdown().await;
+    assert_eq!(
+        sample(&text, &series("rediq_tasks_enqueued_total", "eq", "email")),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &series("rediq_tasks_enqueued_total", "eq", "report")),
+        Some(6.0),
+        "{text}"
+    );
+}

@@ -139,6 +139,7 @@ impl Broker {
         record: &[u8],
         unique: Option<(&str, u64)>,
         fire: bool,
+        task_type: &str,
     ) -> Result<Fired> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.cron_fire.prepare_invoke();
@@ -146,7 +147,8 @@ impl Broker {
             .key(&k.cron_last)
             .key(&k.pending)
             .key(&k.seq)
-            .key(&k.wake);
+            .key(&k.wake)
+            .key(&k.enqueued);
         if let Some((key, _)) = unique {
             inv.key(k.unique(key));
         }
@@ -155,7 +157,8 @@ impl Broker {
             .arg(next.unwrap_or(0))
             .arg(record)
             .arg(unique.map_or(0, |(_, ttl)| ttl))
-            .arg(if fire { "1" } else { "0" });
+            .arg(if fire { "1" } else { "0" })
+            .arg(task_type);
         let mut c = self.conn.clone();
         let r: i64 = inv.invoke_async(&mut c).await?;
         Ok(match r {

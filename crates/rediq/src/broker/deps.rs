@@ -64,6 +64,7 @@ pub(crate) enum Written {
 pub(crate) struct Dependent<'a> {
     pub id: &'a [u8],
     pub record: &'a [u8],
+    pub task_type: &'a str,
     pub delay_ms: u64,
     /// Unique key and its TTL in seconds.
     pub unique: Option<(&'a str, u64)>,
@@ -259,7 +260,8 @@ impl Broker {
             .key(&k.seq)
             .key(&k.wake)
             .key(&k.dead)
-            .key(&k.failed_ids);
+            .key(&k.failed_ids)
+            .key(&k.enqueued);
         if let Some((key, _)) = task.unique {
             inv.key(k.unique(key));
         }
@@ -268,7 +270,8 @@ impl Broker {
             .arg(task.delay_ms)
             .arg(task.unique.map_or(0, |(_, ttl)| ttl))
             .arg(dead.unwrap_or(&[]))
-            .arg(task.open.concat());
+            .arg(task.open.concat())
+            .arg(task.task_type);
         let mut c = self.conn.clone();
         let reply: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
         let mut it = reply.into_iter();
@@ -436,6 +439,7 @@ mod tests {
         let t = Task::builder("t").queue(queue).build().unwrap();
         let new = NewTask {
             record: record::encode(&t).unwrap(),
+            task_type: t.task_type.clone(),
             delay_ms: 0,
             unique: None,
         };
@@ -484,6 +488,7 @@ mod tests {
         let task = Dependent {
             id: &id,
             record: &rec,
+            task_type: &t.task_type,
             delay_ms: 0,
             unique: None,
             open,
@@ -760,6 +765,7 @@ mod tests {
         let task = Dependent {
             id: &me,
             record: &rec,
+            task_type: &t.task_type,
             delay_ms: 0,
             unique: Some(("report", 50)),
             open: std::slice::from_ref(&x),

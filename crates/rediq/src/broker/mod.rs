@@ -90,6 +90,8 @@ pub(crate) const MAX_SCRIPT_BATCH: usize = 1000;
 #[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     pub record: Vec<u8>,
+    /// Counted per type in the queue's enqueued counters.
+    pub task_type: String,
     pub delay_ms: u64,
     /// Unique key and its TTL in seconds.
     pub unique: Option<(String, u64)>,
@@ -352,7 +354,11 @@ impl Broker {
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.enqueue.prepare_invoke();
-        inv.key(&k.pending).key(&k.delayed).key(&k.seq).key(&k.wake);
+        inv.key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.seq)
+            .key(&k.wake)
+            .key(&k.enqueued);
         let mut locks: HashMap<&str, usize> = HashMap::new();
         for t in tasks {
             if let Some((key, _)) = &t.unique {
@@ -376,13 +382,38 @@ impl Broker {
             .enumerate()
             .filter(|(_, t)| t.delay_ms > 0 || t.unique.is_some())
             .collect();
+        // Task types of the call and how many of each (usually one type).
+        let mut types: Vec<(&str, usize)> = Vec::new();
+        let type_of: Vec<usize> = tasks
+            .iter()
+            .map(
+                |t| match types.iter().position(|(ty, _)| *ty == t.task_type) {
+                    Some(i) => {
+                        types[i].1 += 1;
+                        i + 1
+                    }
+                    None => {
+                        types.push((&t.task_type, 1));
+                        types.len()
+                    }
+                },
+            )
+            .collect();
         inv.arg(extra.len());
         for (i, t) in extra {
             let (idx, ttl) = match &t.unique {
                 Some((key, ttl)) => (locks[key.as_str()], *ttl),
                 None => (0, 0),
             };
-            inv.arg(i + 1).arg(t.delay_ms).arg(idx).arg(ttl);
+            inv.arg(i + 1)
+                .arg(t.delay_ms)
+                .arg(idx)
+                .arg(ttl)
+                .arg(type_of[i]);
+        }
+        inv.arg(types.len());
+        for (ty, n) in &types {
+            inv.arg(*ty).arg(*n);
         }
         let mut c = self.conn.clone();
         let flat: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
@@ -890,6 +921,12 @@ impl Broker {
             cancelled_total: cancelled.unwrap_or(0),
             paused,
         })
+    }
+
+    /// Tasks enqueued into `queue`, ever, per task type (by every producer and scheduler).
+    pub async fn enqueued_counts(&self, queue: &str) -> Result<Vec<(String, u64)>> {
+        let mut c = self.conn.clone();
+        Ok(c.hgetall(QueueKeys::new(queue).enqueued).await?)
     }
 
     /// The head of every priority band of `queue`'s pending set (what has waited longest in

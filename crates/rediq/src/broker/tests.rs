@@ -29,6 +29,7 @@ fn new_task(priority: i32) -> (String, NewTask) {
         t.id,
         NewTask {
             record: rec,
+            task_type: "m".into(),
             delay_ms: 0,
             unique: None,
         },

@@ -146,6 +146,7 @@ mod tests {
             let t = crate::Task::builder("t").queue("o").build().unwrap();
             let nt = NewTask {
                 record: record::encode(&t).unwrap(),
+                task_type: t.task_type.clone(),
                 delay_ms: 0,
                 unique: None,
             };

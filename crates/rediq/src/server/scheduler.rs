@@ -81,20 +81,20 @@ async fn fire_due(ctx: &Ctx) -> crate::Result<()> {
             });
             match ctx
                 .broker
-                .cron_fire(&queue, &id, tick, next, &rec, unique, fire)
+                .cron_fire(&queue, &id, tick, next, &rec, unique, fire, &task.task_type)
                 .await?
             {
                 Fired::Now => {
                     tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
                     if let Some(m) = &ctx.metrics {
-                        m.cron_fired(&queue, &id, Some(&task.task_type));
+                        m.cron_fired(&queue, &id);
                     }
                 }
                 Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
                 Fired::Duplicate => {
                     tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
                     if let Some(m) = &ctx.metrics {
-                        m.cron_fired(&queue, &id, None);
+                        m.cron_fired(&queue, &id);
                     }
                 }
                 Fired::Claimed => {}

@@ -5,7 +5,8 @@
 -- KEYS[3] pending zset
 -- KEYS[4] sequence counter
 -- KEYS[5] wake marker zset
--- KEYS[6] (optional) the unique-key lock of the fired task
+-- KEYS[6] enqueued counters hash (task type -> tasks enqueued, ever)
+-- KEYS[7] (optional) the unique-key lock of the fired task
 --
 -- ARGV[1] entry id
 -- ARGV[2] the tick being fired (must still be the entry's next tick: that is the claim)
@@ -13,6 +14,7 @@
 -- ARGV[4] record of the task to enqueue (fresh id)
 -- ARGV[5] unique-key TTL in seconds
 -- ARGV[6] "1" = fire, "0" = only move on (a missed tick under the skip policy)
+-- ARGV[7] task type of the fired task
 --
 -- Every scheduler that sees the tick due calls this; the first one moves the entry's next tick
 -- on and enqueues, every later one finds a different next tick and does nothing.
@@ -28,9 +30,10 @@ end
 if ARGV[6] == '0' then return 2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local record = ARGV[4]
-if KEYS[6] and not redis.call('SET', KEYS[6], string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
+if KEYS[7] and not redis.call('SET', KEYS[7], string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
   return 3
 end
+redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
 redis.call('ZADD', KEYS[5], 0, 'w')

@@ -7,16 +7,18 @@
 -- KEYS[3]  early facts zset  ("S"/"F" .. dependent id .. dependency id -> time)
 -- KEYS[4]  pending zset      KEYS[5] delayed zset     KEYS[6] sequence counter
 -- KEYS[7]  wake marker zset  KEYS[8] dead zset        KEYS[9] failed ids zset
--- KEYS[10] (optional) the task's unique-key lock
+-- KEYS[10] enqueued counters hash (task type -> tasks enqueued, ever)
+-- KEYS[11] (optional) the task's unique-key lock
 --
 -- ARGV[1]  task id (16 bytes)
 -- ARGV[2]  record
 -- ARGV[3]  delay in ms (0 = none; counted from the moment the last dependency completes)
--- ARGV[4]  unique-lock TTL in seconds (with KEYS[10]); a task that waits holds its lock without
+-- ARGV[4]  unique-lock TTL in seconds (with KEYS[11]); a task that waits holds its lock without
 --          a TTL (it is live however long it waits) until dep_satisfy.lua releases it
 -- ARGV[5]  dead record to write ("" unless the caller already knows a dependency failed; the
 --          record carries the reason)
 -- ARGV[6]  the 16-byte ids of the dependencies registered but not yet met, concatenated
+-- ARGV[7]  task type
 --
 -- A completion or failure that reached this queue before the task was written waits in KEYS[3]
 -- ("early facts") and is consumed here, so the order in which registration, completion and this
@@ -30,6 +32,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if ARGV[5] ~= '' then
+  redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
   redis.call('ZADD', KEYS[8], now, ARGV[5])
   redis.call('ZADD', KEYS[9], now, id)
   return {'dead'}
@@ -50,17 +53,18 @@ for i = 1, #deps, 16 do
 end
 if failed then return {'failed', failed} end
 
-if KEYS[10] then
+if KEYS[11] then
   local taken
   if #rest > 0 then
-    taken = redis.call('SET', KEYS[10], id, 'NX')
+    taken = redis.call('SET', KEYS[11], id, 'NX')
   else
-    taken = redis.call('SET', KEYS[10], id, 'NX', 'EX', ARGV[4])
+    taken = redis.call('SET', KEYS[11], id, 'NX', 'EX', ARGV[4])
   end
   if not taken then
-    return {'dup', redis.call('GET', KEYS[10]) or ''}
+    return {'dup', redis.call('GET', KEYS[11]) or ''}
   end
 end
+redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
 for i = 1, #met, 1000 do
   redis.call('ZREM', KEYS[3], unpack(met, i, math.min(i + 999, #met)))
 end
