@@ -44,6 +44,11 @@ fn step(name: &str, queue: &str) -> rediq::Result<rediq::TaskBuilder> {
 
 async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::builder().redis_url(url).build().await?;
+    let inspector = Inspector::from_client(&client);
+    // Start from empty demo queues (a shared Redis may hold an earlier run's tasks).
+    for q in ["deps-demo", "deps-demo-etl"] {
+        inspector.flush_queue(q).await?;
+    }
 
     // A chain: B waits for A, C waits for B. Enqueued in one go, before any server runs.
     let a = client.enqueue(step("A", "deps-demo")?.build()?).await?;
@@ -86,7 +91,6 @@ async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
-    let inspector = Inspector::from_client(&client);
     let waiting = inspector.queue_stats("deps-demo").await?.waiting;
     println!("Enqueued 8 tasks; {waiting} of them wait for dependencies. Running a server…");
 
