@@ -66,9 +66,14 @@ impl Running {
 
 pub async fn start(builder: ServerBuilder, mux: Mux) -> Running {
     let state = builder.build().await.expect("server builds");
+    run(Server::from(state), mux)
+}
+
+/// Runs a built server in the background until the returned handle shuts it down.
+fn run(server: Server, mux: Mux) -> Running {
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
-        Server::from(state)
+        server
             .run_until(mux, async {
                 let _ = rx.await;
             })
@@ -189,19 +194,5 @@ pub async fn start_with_metrics(
     let addr = server
         .metrics_addr()
         .expect("the endpoint bound a free port");
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        server
-            .run_until(mux, async {
-                let _ = rx.await;
-            })
-            .await
-    });
-    (
-        Running {
-            stop: Some(tx),
-            handle,
-        },
-        addr,
-    )
+    (run(server, mux), addr)
 }
