@@ -68,30 +68,68 @@ impl Broker {
         template: &[u8],
         next: Option<u64>,
     ) -> Result<()> {
+        let mut c = self.conn.clone();
+        // Before the entry: a crash in between leaves a known queue without entries, harmless.
+        let _: () = c.sadd(keys::cron_queues(), queue).await?;
+        self.cron_update(queue, id, |old, stored_next| {
+            let paused = old.is_some_and(|e| e.paused);
+            let next = match (old, stored_next) {
+                (Some(o), Some(n)) if o.expr == expr => Some(n),
+                _ => next,
+            };
+            let entry = StoredEntry {
+                expr: expr.to_string(),
+                template: template.to_vec(),
+                paused,
+            };
+            Some((entry, next.filter(|_| !paused)))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads an entry and its next tick, lets `decide` compute the new ones from them (`None`:
+    /// leave it alone), and writes them with `cron_set.lua`, which refuses when either changed
+    /// since the read (a tick fired meanwhile); then it reads again. Returns whether it wrote.
+    async fn cron_update<F>(&self, queue: &str, id: &str, mut decide: F) -> Result<bool>
+    where
+        F: FnMut(Option<&StoredEntry>, Option<u64>) -> Option<(StoredEntry, Option<u64>)>,
+    {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let old: Option<Vec<u8>> = c.hget(&k.cron, id).await?;
-        let old = old.as_deref().and_then(StoredEntry::decode);
-        let paused = old.as_ref().is_some_and(|e| e.paused);
-        let stored_next: Option<u64> = c.zscore(&k.cron_next, id).await?;
-        let next = match (&old, stored_next) {
-            (Some(o), Some(n)) if o.expr == expr => Some(n),
-            _ => next,
-        };
-        let entry = StoredEntry {
-            expr: expr.to_string(),
-            template: template.to_vec(),
-            paused,
-        };
-        let mut p = redis::pipe();
-        p.atomic().hset(&k.cron, id, entry.encode()?).ignore();
-        match next {
-            Some(n) if !paused => p.zadd(&k.cron_next, id, n).ignore(),
-            _ => p.zrem(&k.cron_next, id).ignore(),
-        };
-        let _: () = p.query_async(&mut c).await?;
-        let _: () = c.sadd(keys::cron_queues(), queue).await?;
-        Ok(())
+        // Each refusal means a tick fired or another writer won in between; both are rare, so
+        // a handful of rounds always suffices in practice.
+        for _ in 0..32 {
+            let (raw, stored_next): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+                .hget(&k.cron, id)
+                .zscore(&k.cron_next, id)
+                .query_async(&mut c)
+                .await?;
+            let old = raw.as_deref().and_then(StoredEntry::decode);
+            let Some((entry, next)) = decide(old.as_ref(), stored_next) else {
+                return Ok(false);
+            };
+            let written: i64 = SCRIPTS
+                .cron_set
+                .key(&k.cron)
+                .key(&k.cron_next)
+                .arg(id)
+                .arg(raw.as_deref().unwrap_or_default())
+                .arg(stored_next.map(|n| n.to_string()).unwrap_or_default())
+                .arg(entry.encode()?)
+                .arg(next.map(|n| n.to_string()).unwrap_or_default())
+                .invoke_async(&mut c)
+                .await?;
+            if written == 1 {
+                return Ok(true);
+            }
+        }
+        Err(Error::validation(
+            "cron",
+            format!(
+                "entry {id:?} in queue {queue:?} kept changing while it was written; try again"
+            ),
+        ))
     }
 
     /// Queues that have periodic entries.
@@ -194,22 +232,21 @@ impl Broker {
     }
 
     /// Pauses (`next: None`) or resumes (`next: Some(tick)`) an entry; `false` if unknown.
+    /// Resuming an entry that is not paused keeps its next tick.
     pub async fn cron_set_paused(&self, queue: &str, id: &str, next: Option<u64>) -> Result<bool> {
-        let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let old: Option<Vec<u8>> = c.hget(&k.cron, id).await?;
-        let Some(mut entry) = old.as_deref().and_then(StoredEntry::decode) else {
-            return Ok(false);
-        };
-        entry.paused = next.is_none();
-        let mut p = redis::pipe();
-        p.atomic().hset(&k.cron, id, entry.encode()?).ignore();
-        match next {
-            Some(n) => p.zadd(&k.cron_next, id, n).ignore(),
-            None => p.zrem(&k.cron_next, id).ignore(),
-        };
-        let _: () = p.query_async(&mut c).await?;
-        Ok(true)
+        self.cron_update(queue, id, |old, stored_next| {
+            let old = old?;
+            let next = match next {
+                Some(_) if !old.paused => stored_next,
+                other => other,
+            };
+            let entry = StoredEntry {
+                paused: next.is_none(),
+                ..old.clone()
+            };
+            Some((entry, next))
+        })
+        .await
     }
 
     /// Removes an entry; `false` if unknown.
