@@ -124,6 +124,21 @@ impl Error {
         }
     }
 
+    /// Whether this is a failure to reach Redis (refused, dropped or timed-out connection) rather
+    /// than an error Redis answered with: the first heals by reconnecting, the second does not.
+    pub(crate) fn is_connection_problem(&self) -> bool {
+        match self {
+            Error::Connection { .. } => true,
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a task that failed with this error may be retried.
     ///
     /// [`Error::Serialization`] is not: a payload that does not decode today will not decode on

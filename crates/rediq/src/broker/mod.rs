@@ -37,6 +37,12 @@ use crate::error::mask_url;
 use crate::{Error, Result};
 use keys::QueueKeys;
 
+/// The dedicated connection of a fetcher's blocking wait ([`Broker::blocking_connection`]).
+pub(crate) type BlockingConnection = MultiplexedConnection;
+
+/// The longest blocking wait on a [`Broker::blocking_connection`].
+pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(5);
+
 struct Scripts {
     enqueue: Script,
     fetch: Script,
@@ -325,11 +331,14 @@ impl Broker {
     }
 
     /// A dedicated connection for blocking commands: a blocking command on the shared
-    /// multiplexed connection would delay every command queued behind it.
+    /// multiplexed connection would delay every command queued behind it. Its waits are short
+    /// (at most [`MAX_BLOCK`]), so a response timeout a little above that tells a silently
+    /// dropped connection from a long wait: without it a fetcher could hang forever while its
+    /// heartbeat keeps the server looking alive.
     pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
+            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5)));
         self.client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
@@ -716,6 +725,7 @@ impl Broker {
         queues: &[String],
         timeout: Duration,
     ) -> Result<bool> {
+        let timeout = timeout.min(MAX_BLOCK);
         let mut cmd = redis::cmd("BZPOPMIN");
         for q in queues {
             cmd.arg(QueueKeys::new(q).wake);
@@ -723,6 +733,23 @@ impl Broker {
         cmd.arg(timeout.as_secs_f64());
         let v: Value = cmd.query_async(conn).await?;
         Ok(!matches!(v, Value::Nil))
+    }
+
+    /// The queues among `queues` whose wake marker holds something else than a sorted set,
+    /// with the type it holds: the blocking wait leaves them out until they are repaired.
+    pub async fn broken_wake_markers(&self, queues: &[String]) -> Result<Vec<(String, String)>> {
+        let mut p = redis::pipe();
+        for q in queues {
+            p.cmd("TYPE").arg(QueueKeys::new(q).wake);
+        }
+        let mut c = self.conn.clone();
+        let kinds: Vec<String> = p.query_async(&mut c).await?;
+        Ok(queues
+            .iter()
+            .zip(kinds)
+            .filter(|(_, k)| k != "zset" && k != "none")
+            .map(|(q, k)| (q.clone(), k))
+            .collect())
     }
 
     /// Records a queue name in the set of known queues.

@@ -5,15 +5,19 @@
 //! spawns a worker per task. When every queue is empty it blocks on the queues' wake markers
 //! (BZPOPMIN on a dedicated connection), so an idle server costs nothing and a new task is picked
 //! up within one round trip: there is no polling sleep.
+//!
+//! Faults stay inside the queue that has them: a queue whose fetch fails is retried on its own
+//! backoff while the others are served, and a queue whose wake marker is broken is polled
+//! instead of blocking the wait of every queue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::service::{Service, Stop};
 use super::{worker, Ctx};
-use crate::broker::Broker;
+use crate::broker::{BlockingConnection, Broker};
 use crate::processor::Mux;
 
 /// The longest a blocking wait lasts before the fetcher looks again on its own.
@@ -40,8 +44,8 @@ async fn run(
     mut stop: Stop,
 ) {
     let names: Vec<String> = ctx.cfg.queues.iter().map(|(q, _)| q.clone()).collect();
-    let mut blocking = None;
-    let mut failures = 0u32;
+    let mut health = Health::new(names.len());
+    let mut waiter = Waiter::new(names.clone());
     loop {
         let first = tokio::select! {
             _ = stop.stopped() => return,
@@ -59,11 +63,16 @@ async fn run(
         }
 
         let mut got = 0usize;
-        let mut failed = false;
+        let (mut tried, mut failed) = (0usize, 0usize);
         for q in order(&ctx.cfg.queues, ctx.cfg.strict) {
             if permits.is_empty() {
                 break;
             }
+            // A queue whose fetch keeps failing waits out its own backoff; the others go on.
+            if !health.due(q) {
+                continue;
+            }
+            tried += 1;
             match ctx
                 .broker
                 .fetch(
@@ -74,19 +83,24 @@ async fn run(
                 )
                 .await
             {
-                Ok(Some(batch)) => {
-                    for record in batch.records {
+                Ok(batch) => {
+                    health.succeeded(q, ctx.queue_name(q));
+                    for record in batch.into_iter().flat_map(|b| {
+                        let token = b.token;
+                        b.records.into_iter().map(move |r| (token, r))
+                    }) {
+                        let (token, record) = record;
                         // fetch.lua returns at most as many records as we asked for.
                         let Some(permit) = permits.pop() else { break };
                         let id = crate::broker::record::raw_id(&record).to_vec();
-                        ctx.inflight.insert(q, id, batch.token);
+                        ctx.inflight.insert(q, id, token);
                         got += 1;
                         tokio::spawn(worker::run(
                             ctx.clone(),
                             mux.clone(),
                             worker::Leased {
                                 queue: q,
-                                token: batch.token,
+                                token,
                                 record,
                             },
                             permit,
@@ -95,53 +109,170 @@ async fn run(
                         ));
                     }
                 }
-                Ok(None) => {}
                 Err(e) => {
-                    failed = true;
-                    tracing::warn!(queue = ctx.queue_name(q), error = %e, "fetch failed");
+                    failed += 1;
+                    health.failed(q, ctx.queue_name(q), &e);
                 }
             }
         }
         drop(permits);
 
-        if failed {
-            failures += 1;
-            let backoff = Duration::from_millis(50 * u64::from(failures.min(40)));
-            tokio::select! {
-                _ = stop.stopped() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            continue;
-        }
-        failures = 0;
         if got > 0 {
             continue;
         }
-        // Every queue was empty: sleep on the wake markers until an enqueue or forward sets one.
-        if blocking.is_none() {
-            match ctx.broker.blocking_connection().await {
-                Ok(c) => blocking = Some(c),
-                Err(e) => tracing::warn!(error = %e, "cannot open the blocking connection"),
+        // Every queue tried failed (Redis itself is unreachable, most likely): the backoffs
+        // decide when to try again.
+        let wait = health.until_next().unwrap_or(IDLE_WAIT).min(IDLE_WAIT);
+        if tried > 0 && failed == tried {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        // Every queue was empty: sleep on the wake markers until an enqueue or forward sets one
+        // (or a queue in backoff is due again).
+        tokio::select! {
+            _ = stop.stopped() => return,
+            _ = waiter.wait(&ctx.broker, wait) => {}
+        }
+    }
+}
+
+/// Per-queue fetch failures: a queue that fails is skipped for a backoff that doubles from
+/// 50 ms up to [`MAX_BACKOFF`], while the other queues are served as usual.
+struct Health {
+    failures: Vec<u32>,
+    retry_at: Vec<Option<Instant>>,
+}
+
+/// The longest a failing queue waits between two fetch attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl Health {
+    fn new(n: usize) -> Health {
+        Health {
+            failures: vec![0; n],
+            retry_at: vec![None; n],
+        }
+    }
+
+    fn due(&self, q: usize) -> bool {
+        self.retry_at[q].is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn failed(&mut self, q: usize, name: &str, e: &crate::Error) {
+        self.failures[q] += 1;
+        let n = self.failures[q];
+        let backoff = (Duration::from_millis(50) * 2u32.pow(n.min(6) - 1)).min(MAX_BACKOFF);
+        self.retry_at[q] = Some(Instant::now() + backoff);
+        // The first failure, then one line per ~minute at most while it lasts.
+        if n == 1 || n.is_multiple_of(30) {
+            tracing::warn!(queue = name, error = %e, failures = n, "fetch failed; this queue is retried with backoff, the others are served as usual");
+        }
+    }
+
+    fn succeeded(&mut self, q: usize, name: &str) {
+        if self.failures[q] > 0 {
+            tracing::info!(queue = name, after = self.failures[q], "fetch works again");
+        }
+        self.failures[q] = 0;
+        self.retry_at[q] = None;
+    }
+
+    /// Time until the next queue in backoff is due, if any is.
+    fn until_next(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.retry_at
+            .iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(now))
+            .min()
+    }
+}
+
+/// The blocking wait of an idle fetcher, on its own connection. A wake marker of the wrong type
+/// would make the one BZPOPMIN over all markers fail every time, so such a queue is left out of
+/// the wait (it is polled at each round instead) until its marker is repaired.
+struct Waiter {
+    names: Vec<String>,
+    conn: Option<BlockingConnection>,
+    /// Queues whose wake marker is broken, with when to look at them again.
+    excluded: Vec<String>,
+    recheck_at: Option<Instant>,
+}
+
+/// How often a broken wake marker is looked at again.
+const RECHECK: Duration = Duration::from_secs(5);
+/// The longest wait while a queue is polled instead of woken.
+const POLL: Duration = Duration::from_millis(100);
+
+impl Waiter {
+    fn new(names: Vec<String>) -> Waiter {
+        Waiter {
+            names,
+            conn: None,
+            excluded: Vec::new(),
+            recheck_at: None,
+        }
+    }
+
+    async fn wait(&mut self, broker: &Broker, mut timeout: Duration) {
+        if self.recheck_at.is_some_and(|at| Instant::now() >= at) {
+            self.excluded.clear();
+            self.recheck_at = None;
+        }
+        if self.conn.is_none() {
+            match broker.blocking_connection().await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the blocking connection");
+                    tokio::time::sleep(timeout.min(Duration::from_millis(500))).await;
+                    return;
+                }
             }
         }
-        match blocking.as_mut() {
-            Some(conn) => {
-                tokio::select! {
-                    _ = stop.stopped() => return,
-                    r = Broker::wait_for_work(conn, &names, IDLE_WAIT) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "blocking wait failed; reconnecting");
-                            blocking = None;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
+        let watched: Vec<String> = self
+            .names
+            .iter()
+            .filter(|n| !self.excluded.contains(n))
+            .cloned()
+            .collect();
+        if !self.excluded.is_empty() {
+            timeout = timeout.min(POLL);
+        }
+        if watched.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Err(e) = Broker::wait_for_work(conn, &watched, timeout).await else {
+            return;
+        };
+        if e.is_connection_problem() {
+            tracing::warn!(error = %e, "blocking wait failed; reconnecting");
+            self.conn = None;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+        // Redis answered with an error: find the markers it refused and leave them out.
+        match broker.broken_wake_markers(&watched).await {
+            Ok(broken) if !broken.is_empty() => {
+                for (queue, kind) in broken {
+                    tracing::error!(%queue, holds = %kind, "the queue's wake marker is not a sorted set: its new tasks are found by polling (every {POLL:?}) until it is repaired; delete the key to repair it");
+                    self.excluded.push(queue);
                 }
+                self.recheck_at = Some(Instant::now() + RECHECK);
             }
-            None => {
-                tokio::select! {
-                    _ = stop.stopped() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
+            Ok(_) => {
+                tracing::warn!(error = %e, "blocking wait failed");
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e2) => {
+                tracing::warn!(error = %e, check = %e2, "blocking wait failed");
+                tokio::time::sleep(POLL).await;
             }
         }
     }
