@@ -82,6 +82,12 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id of the `redis-server`, to pause (SIGSTOP) or kill it in fault tests;
+    /// `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

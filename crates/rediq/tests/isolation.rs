@@ -108,3 +108,136 @@ async fn a_broken_wake_marker_does_not_slow_the_others() {
     );
     srv.shutdown().await;
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// With Redis frozen (SIGSTOP), SIGTERM used to take 60 s with a 2 s shutdown timeout: every
+/// step waited for Redis. Shutdown is bounded by its timeout plus a small margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_when_redis_hangs() {
+    let env = Env::new().await;
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let s = started.clone();
+    let srv = start(
+        env.server()
+            .queues(&["q"])
+            .concurrency(4)
+            .shutdown_timeout(Duration::from_secs(1)),
+        mux_with("t", move |_| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    for _ in 0..8 {
+        env.client
+            .enqueue(Task::builder("t").queue("q").build().unwrap())
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            started.lock().unwrap().len() >= 4
+        })
+        .await
+    );
+    let pid = env.redis.pid().unwrap();
+    signal(pid, "-STOP");
+    let t0 = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(30), srv.shutdown()).await;
+    let took = t0.elapsed();
+    signal(pid, "-CONT");
+    assert!(done.is_ok(), "shutdown still running after 30 s");
+    // 1 s shutdown timeout + the documented 3 s margin, plus scheduling slack.
+    assert!(
+        took < Duration::from_millis(4_500),
+        "shutdown took {took:?}"
+    );
+}
+
+/// A handler that blocks its thread (std::thread::sleep) on a one-thread runtime used to
+/// starve the heartbeat: the lease lapsed, another server ran the task again, and the run's
+/// own acknowledgement was refused. The heartbeat has its own thread now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_handler_keeps_its_lease() {
+    let env = Env::new().await;
+    let runs = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    let lease = Duration::from_millis(800);
+    // Server A on a runtime with a single thread, which its handler blocks for 3 s.
+    let (stop_a, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = env
+        .server()
+        .queues(&["b"])
+        .lease_duration(lease)
+        .build()
+        .await
+        .unwrap();
+    let r = runs.clone();
+    let a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mux = mux_with("t", move |_| {
+            r.lock().unwrap().push("a");
+            std::thread::sleep(Duration::from_secs(3));
+            async { Ok(()) }
+        });
+        rt.block_on(rediq::server::Server::from(state).run_until(mux, async {
+            let _ = stopped.await;
+        }))
+    });
+    env.client
+        .enqueue(Task::builder("t").queue("b").build().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            !runs.lock().unwrap().is_empty()
+        })
+        .await
+    );
+    // Server B would take the task over if A's lease lapsed.
+    let r = runs.clone();
+    let b = start(
+        env.server().queues(&["b"]).lease_duration(lease),
+        mux_with("t", move |_| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push("b");
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            env.inspector
+                .queue_stats("b")
+                .await
+                .unwrap()
+                .processed_total
+                >= 1
+        })
+        .await,
+        "the task never completed"
+    );
+    tokio::time::sleep(lease * 3).await;
+    b.shutdown().await;
+    let _ = stop_a.send(());
+    a.join().unwrap().unwrap();
+    let st = env.inspector.queue_stats("b").await.unwrap();
+    assert_eq!(*runs.lock().unwrap(), vec!["a"], "run again elsewhere");
+    assert_eq!((st.processed_total, st.dead, st.retry), (1, 0, 0), "{st:?}");
+}

@@ -283,6 +283,16 @@ impl Default for DepLimits {
     }
 }
 
+/// The shared connection: reconnects by itself, and gives up on a command after 10 s (twice
+/// retried), so nothing waits forever on a Redis that stopped answering.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2))
+}
+
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").field("url", &self.url).finish()
@@ -298,13 +308,8 @@ impl Broker {
             source,
         };
         let client = redis::Client::open(url).map_err(conn_err)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
         let conn = client
-            .get_connection_manager_with_config(cfg)
+            .get_connection_manager_with_config(manager_config())
             .await
             .map_err(conn_err)?;
         Ok(Broker {
@@ -313,6 +318,27 @@ impl Broker {
             url: masked,
             deps: DepLimits::default(),
             outbox: Default::default(),
+        })
+    }
+
+    /// A broker with its own connection, whose I/O runs on the runtime this is called on: for
+    /// a service on its own thread (the heartbeat), so that its Redis traffic does not wait for
+    /// a shared runtime whose threads handlers may block.
+    pub async fn detached(&self) -> Result<Broker> {
+        let conn = self
+            .client
+            .get_connection_manager_with_config(manager_config())
+            .await
+            .map_err(|source| Error::Connection {
+                url: self.url.clone(),
+                source,
+            })?;
+        Ok(Broker {
+            conn,
+            client: self.client.clone(),
+            url: self.url.clone(),
+            deps: self.deps,
+            outbox: self.outbox.clone(),
         })
     }
 

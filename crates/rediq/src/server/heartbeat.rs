@@ -1,5 +1,8 @@
 //! The heartbeat: keeps this server's leases alive and its registry entry fresh.
 //!
+//! It runs on a thread of its own with its own Redis connection, so leases stay alive while
+//! handlers block the threads of the shared runtime.
+//!
 //! Every third of the lease it extends the lease of every task it holds (one script call per
 //! queue, fenced by token: a lease that was taken over is not revived) and refreshes the worker
 //! registry entry (id, host, pid, queues, concurrency, start time) with a TTL, so a server that
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use super::service::{every, Service};
 use super::Ctx;
 use crate::broker::record::id_text;
+use crate::broker::Broker;
 use crate::Result;
 
 /// Orphans seen on the previous beat: (queue, id, token).
@@ -25,15 +29,30 @@ type Seen = HashSet<(usize, Vec<u8>, u64)>;
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.heartbeat_interval;
     let seen: Arc<Mutex<Seen>> = Arc::default();
-    Service::start("heartbeat", move |stop| async move {
+    // Its own thread and connection: leases must stay alive whatever the handlers do to the
+    // shared runtime (a handler that blocks its thread would otherwise starve the heartbeat,
+    // its lease would lapse, and the task would run a second time elsewhere).
+    Service::start_thread("heartbeat", move |mut stop| async move {
+        let broker = loop {
+            match ctx.broker.detached().await {
+                Ok(b) => break b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat cannot connect; trying again");
+                    tokio::select! {
+                        _ = stop.stopped() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                }
+            }
+        };
         every(stop, interval, || {
-            let (ctx, seen) = (ctx.clone(), seen.clone());
+            let (ctx, seen, broker) = (ctx.clone(), seen.clone(), broker.clone());
             async move {
-                extend_leases(&ctx).await;
-                if let Err(e) = sweep_orphans(&ctx, &seen).await {
+                extend_leases(&ctx, &broker).await;
+                if let Err(e) = sweep_orphans(&ctx, &broker, &seen).await {
                     tracing::warn!(error = %e, "orphan sweep failed");
                 }
-                if let Err(e) = beat(&ctx).await {
+                if let Err(e) = beat(&ctx, &broker).await {
                     tracing::warn!(error = %e, "worker heartbeat failed");
                 }
             }
@@ -42,11 +61,10 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     })
 }
 
-async fn extend_leases(ctx: &Ctx) {
+async fn extend_leases(ctx: &Ctx, broker: &Broker) {
     for (q, held) in ctx.inflight.snapshot() {
         let qname = ctx.queue_name(q);
-        match ctx
-            .broker
+        match broker
             .extend(qname, &ctx.server_id, &held, ctx.cfg.lease)
             .await
         {
@@ -62,7 +80,7 @@ async fn extend_leases(ctx: &Ctx) {
 
 /// Puts back to pending the tasks of this server's active hashes that it no longer tracks and
 /// that were already orphans on the previous beat.
-async fn sweep_orphans(ctx: &Ctx, seen: &Mutex<Seen>) -> Result<()> {
+async fn sweep_orphans(ctx: &Ctx, broker: &Broker, seen: &Mutex<Seen>) -> Result<()> {
     let tracked: HashSet<(usize, Vec<u8>, u64)> = ctx
         .inflight
         .snapshot()
@@ -71,7 +89,7 @@ async fn sweep_orphans(ctx: &Ctx, seen: &Mutex<Seen>) -> Result<()> {
         .collect();
     let mut now = Seen::new();
     for (q, (name, _)) in ctx.cfg.queues.iter().enumerate() {
-        for e in ctx.broker.held(name, &ctx.server_id).await? {
+        for e in broker.held(name, &ctx.server_id).await? {
             let key = (q, e.id, e.token);
             if !tracked.contains(&key) {
                 now.insert(key);
@@ -84,8 +102,7 @@ async fn sweep_orphans(ctx: &Ctx, seen: &Mutex<Seen>) -> Result<()> {
     );
     for (q, id, token) in now.intersection(&previous) {
         let qname = ctx.queue_name(*q);
-        let n = ctx
-            .broker
+        let n = broker
             .requeue(qname, &ctx.server_id, &[(id.clone(), *token, None)], false)
             .await?;
         if n > 0 {
@@ -96,7 +113,7 @@ async fn sweep_orphans(ctx: &Ctx, seen: &Mutex<Seen>) -> Result<()> {
 }
 
 /// Registers or refreshes this server in the worker registry.
-pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn beat(ctx: &Ctx, broker: &Broker) -> Result<()> {
     let queues: Vec<&str> = ctx.cfg.queues.iter().map(|(q, _)| q.as_str()).collect();
     let info = [
         (
@@ -109,9 +126,7 @@ pub(crate) async fn beat(ctx: &Ctx) -> Result<()> {
         ("started_at_ms", ctx.started_at_ms.to_string()),
     ];
     let ttl = (ctx.cfg.heartbeat_interval * 3).max(ctx.cfg.lease);
-    ctx.broker
-        .heartbeat_worker(&ctx.server_id, &info, ttl)
-        .await
+    broker.heartbeat_worker(&ctx.server_id, &info, ttl).await
 }
 
 #[cfg(test)]
@@ -173,14 +188,14 @@ mod tests {
             .insert(0, record::raw_id(&kept.records[0]).to_vec(), kept.token);
         let seen = Mutex::new(Seen::new());
 
-        sweep_orphans(&ctx, &seen).await.unwrap();
+        sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
         let st = ctx.broker.stats("o").await.unwrap();
         assert_eq!(
             (st.pending, st.active),
             (0, 2),
             "one sighting is not enough"
         );
-        sweep_orphans(&ctx, &seen).await.unwrap();
+        sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
         let st = ctx.broker.stats("o").await.unwrap();
         assert_eq!((st.pending, st.active), (1, 1), "the orphan went back");
         let back = ctx

@@ -708,7 +708,7 @@ impl Server {
         let (ack_tx, ack_rx) = mpsc::channel(acker::BACKLOG);
         let (hard_tx, hard_rx) = watch::channel(false);
 
-        heartbeat::beat(&ctx).await?;
+        heartbeat::beat(&ctx, &ctx.broker).await?;
         let endpoint = match (listener, &ctx.metrics) {
             (Some(l), Some(m)) => Some(endpoint::start(ctx.clone(), m.clone(), l)),
             _ => None,
@@ -741,16 +741,20 @@ impl Server {
         tracing::info!(server = %ctx.server_id, "shutting down");
         ctx.running.store(false, Ordering::SeqCst);
         ctx.stopping.store(true, Ordering::SeqCst);
+        // Every step below is bounded, whatever Redis does: handlers get the shutdown timeout,
+        // and putting tasks back, flushing acknowledgements and leaving the registry get
+        // SHUTDOWN_MARGIN on top. What cannot reach Redis in time is abandoned; the lease of
+        // whatever this server still holds lapses and another server re-delivers it.
+        let begun = tokio::time::Instant::now();
+        let drain_by = begun + ctx.cfg.shutdown_timeout;
+        let end_by = drain_by + SHUTDOWN_MARGIN;
         for f in &fetchers {
-            f.stop().await;
+            f.stop_by(drain_by).await;
         }
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(
-            ctx.cfg.shutdown_timeout,
-            slots.clone().acquire_many_owned(all),
-        )
-        .await
-        .is_ok();
+        let drained = tokio::time::timeout_at(drain_by, slots.clone().acquire_many_owned(all))
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(
                 server = %ctx.server_id,
@@ -758,29 +762,43 @@ impl Server {
                 ctx.cfg.shutdown_timeout
             );
             let _ = hard_tx.send(true);
-            if tokio::time::timeout(Duration::from_secs(10), slots.acquire_many_owned(all))
+            if tokio::time::timeout_at(end_by, slots.acquire_many_owned(all))
                 .await
                 .is_err()
             {
-                tracing::error!("tasks could not be requeued in time; their leases will expire and the recoverer of another server re-delivers them");
+                tracing::error!("tasks could not be requeued in time (a handler blocks its thread, or Redis does not answer); their leases will expire and another server re-delivers them");
             }
         }
-        acker.stop().await;
+        acker.stop_by(end_by).await;
         for s in [
             &canceller, &scheduler, &resolver, &heartbeat, &forwarder, &recoverer, &janitor,
         ] {
-            s.stop().await;
+            s.stop_by(end_by).await;
         }
-        if let Err(e) = ctx.broker.unregister_worker(&ctx.server_id).await {
-            tracing::warn!(error = %e, "could not remove this server from the registry");
+        match tokio::time::timeout_at(end_by, ctx.broker.unregister_worker(&ctx.server_id)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not remove this server from the registry")
+            }
+            Err(_) => tracing::warn!(
+                "Redis did not answer in time to remove this server from the registry; its entry expires by itself"
+            ),
         }
         if let Some(e) = &endpoint {
-            e.stop().await;
+            e.stop_by(end_by.max(tokio::time::Instant::now() + Duration::from_millis(100)))
+                .await;
         }
-        tracing::info!(server = %ctx.server_id, "rediq server stopped");
+        tracing::info!(server = %ctx.server_id, took = ?begun.elapsed(), "rediq server stopped");
         Ok(())
     }
 }
+
+/// How much longer than the shutdown timeout a shutdown may take at most: the time left to put
+/// back the tasks of cancelled handlers, flush acknowledgements and leave the registry. With a
+/// healthy Redis these take milliseconds; with a Redis that does not answer they are abandoned
+/// when the margin runs out.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
 
 /// Resolves on SIGINT or (on Unix) SIGTERM.
 async fn shutdown_signal() {
