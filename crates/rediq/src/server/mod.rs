@@ -514,8 +514,10 @@ impl InFlight {
     }
 }
 
-/// (queue index, task id) → the cancellation handle of its running handler.
-type CancelMap = HashMap<(usize, Vec<u8>), Arc<tokio::sync::Notify>>;
+/// (queue index, task id) → the cancellation handles of its running handlers, by fencing token.
+/// Usually one; two when a task whose lease was taken over is delivered to this same server
+/// again while its first run still runs, and a cancel must reach both.
+type CancelMap = HashMap<(usize, Vec<u8>), Vec<(u64, Arc<tokio::sync::Notify>)>>;
 
 /// Cancellation handles of the tasks whose handlers run on this server.
 #[derive(Debug, Default)]
@@ -529,22 +531,35 @@ impl Cancels {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(&self, queue: usize, id: &[u8]) -> Arc<tokio::sync::Notify> {
+    pub fn register(&self, queue: usize, id: &[u8], token: u64) -> Arc<tokio::sync::Notify> {
         let n = Arc::new(tokio::sync::Notify::new());
-        self.lock().insert((queue, id.to_vec()), n.clone());
+        self.lock()
+            .entry((queue, id.to_vec()))
+            .or_default()
+            .push((token, n.clone()));
         n
     }
 
-    pub fn unregister(&self, queue: usize, id: &[u8]) {
-        self.lock().remove(&(queue, id.to_vec()));
+    /// Forgets the handle of one run (the one with `token`), leaving other runs' handles.
+    pub fn unregister(&self, queue: usize, id: &[u8], token: u64) {
+        let mut m = self.lock();
+        let key = (queue, id.to_vec());
+        if let Some(runs) = m.get_mut(&key) {
+            runs.retain(|(t, _)| *t != token);
+            if runs.is_empty() {
+                m.remove(&key);
+            }
+        }
     }
 
-    /// Signals the handler of a task, if it runs here; returns whether it did.
+    /// Signals every run of a task on this server; returns whether one runs here.
     pub fn cancel(&self, queue: usize, id: &[u8]) -> bool {
         match self.lock().get(&(queue, id.to_vec())) {
-            Some(n) => {
-                n.notify_one();
-                true
+            Some(runs) => {
+                for (_, n) in runs {
+                    n.notify_one();
+                }
+                !runs.is_empty()
             }
             None => false,
         }
@@ -826,6 +841,24 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The map used to be keyed by (queue, id) alone: a second run of the same id on this
+    /// server replaced the first run's handle, and the first run's end then removed the
+    /// second's, so a cancel could no longer reach the run still going.
+    #[tokio::test]
+    async fn cancel_reaches_every_run_of_an_id() {
+        let c = Cancels::default();
+        let first = c.register(0, b"id", 1);
+        let second = c.register(0, b"id", 2);
+        c.unregister(0, b"id", 1);
+        assert!(c.cancel(0, b"id"), "the second run is no longer reachable");
+        tokio::time::timeout(Duration::from_secs(1), second.notified())
+            .await
+            .expect("the second run was not signalled");
+        drop(first);
+        c.unregister(0, b"id", 2);
+        assert!(!c.cancel(0, b"id"));
+    }
 
     fn task_with_retries(n: u32) -> Task {
         let mut t = Task::builder("t").build().unwrap();

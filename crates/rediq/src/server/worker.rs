@@ -127,7 +127,7 @@ async fn execute(
     };
     let entered = AtomicUsize::new(0);
     let started = Instant::now();
-    let cancel = ctx.cancels.register(queue, &id);
+    let cancel = ctx.cancels.register(queue, &id, token);
     let pipeline = async {
         if !chain.is_empty() {
             match chain.run_before(&task, &run, &entered).await {
@@ -148,7 +148,7 @@ async fn execute(
         _ = hard_stop.wait_for(|s| *s) => Step::ShutDown,
         _ = cancel.notified() => Step::Cancelled,
     };
-    ctx.cancels.unregister(queue, &id);
+    ctx.cancels.unregister(queue, &id, token);
     let duration = started.elapsed();
 
     let entered = entered.load(Ordering::Acquire);

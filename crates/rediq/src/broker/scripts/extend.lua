@@ -7,20 +7,29 @@
 -- ARGV[2] server id
 -- ARGV[3] n; then 2 values per task the server believes it holds: id, 16-digit fencing token
 --
--- Returns the 1-based positions of tasks the server no longer holds (taken back after its lease
--- lapsed); their results will be refused.
+-- Returns the 1-based positions of tasks taken over: their entry carries another token (the
+-- task was taken back and delivered again), or it is gone while the server's lease had lapsed
+-- (the recoverer may have taken it back). An entry that is gone while the lease held was
+-- settled by this server itself (an acknowledgement landing between the server's snapshot and
+-- this call) or removed by an operator (cancel, flush): no recoverer touches a live lease, so
+-- that is not reported. The reads come first: an error (a key of the wrong type) changes
+-- nothing.
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]), ARGV[2])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[2])
+local lapsed = not deadline or tonumber(deadline) <= now
 local n = tonumber(ARGV[3])
-if n == 0 then return {} end
-local ids = {}
-for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 2] end
-local vals = redis.call('HMGET', KEYS[2], unpack(ids))
 local lost = {}
-for i = 1, n do
-  local v = vals[i]
-  if not v or string.sub(v, 1, 16) ~= ARGV[5 + (i - 1) * 2] then
-    lost[#lost + 1] = i
+if n > 0 then
+  local ids = {}
+  for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 2] end
+  local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+  for i = 1, n do
+    local v = vals[i]
+    if (v and string.sub(v, 1, 16) ~= ARGV[5 + (i - 1) * 2]) or (not v and lapsed) then
+      lost[#lost + 1] = i
+    end
   end
 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 return lost
