@@ -888,15 +888,33 @@ impl Broker {
     }
 
     /// Servers whose lease on `queue` has lapsed (read only).
+    #[cfg(test)]
     pub async fn expired_servers(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
+        Ok(self.expired_servers_at(queue, limit).await?.1)
+    }
+
+    /// Servers whose lease on `queue` has lapsed, with the Redis time (Unix ms) they were
+    /// judged at (read only).
+    pub async fn expired_servers_at(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>)> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        Ok(SCRIPTS
+        let mut out: Vec<String> = SCRIPTS
             .expired
             .key(&k.leases)
             .arg(limit)
             .invoke_async(&mut c)
-            .await?)
+            .await?;
+        // expired.lua always puts the time first.
+        let now = if out.is_empty() {
+            0
+        } else {
+            out.remove(0).parse().unwrap_or(0)
+        };
+        Ok((now, out))
     }
 
     /// The tasks `server` holds on `queue` (read only).

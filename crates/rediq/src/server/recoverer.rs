@@ -8,8 +8,15 @@
 //! pending at the front of its priority (where it was when fetched), or to the dead-letter queue when
 //! its retries are used up. Both scripts check again that the lease is still lapsed and the
 //! token unchanged, so a server that comes back to life meanwhile keeps its tasks.
+//!
+//! Lease deadlines are Redis time. If the Redis clock jumps forward (a VM restored, an NTP step)
+//! by more than a quarter of the lease, every lease looks lapsed at once although every server
+//! lives; the recoverer notices the jump (Redis time against this process's monotonic clock)
+//! and holds off for one lease, in which the live servers' heartbeats renew their leases on the
+//! new clock. Only the servers that are really gone are then recovered.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::service::{every, Service};
 use super::Ctx;
@@ -21,12 +28,13 @@ const BATCH: usize = 50;
 
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.recover_interval;
+    let clock = Arc::new(Mutex::new(ClockWatch::new(ctx.cfg.lease)));
     Service::start("recoverer", move |stop| async move {
         every(stop, interval, || {
-            let ctx = ctx.clone();
+            let (ctx, clock) = (ctx.clone(), clock.clone());
             async move {
                 for (i, (q, _)) in ctx.cfg.queues.iter().enumerate() {
-                    if let Err(e) = recover_queue(&ctx, i, q).await {
+                    if let Err(e) = recover_queue(&ctx, &clock, i, q).await {
                         tracing::warn!(queue = %q, error = %e, "recovering expired leases failed");
                     }
                 }
@@ -36,7 +44,46 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     })
 }
 
-async fn recover_queue(ctx: &Ctx, q: usize, queue: &str) -> crate::Result<()> {
+/// Watches the Redis clock against this process's monotonic clock.
+#[derive(Debug)]
+struct ClockWatch {
+    lease: Duration,
+    /// The previous sample: Redis time (Unix ms) and when it was taken here.
+    last: Option<(u64, Instant)>,
+    /// No recovery before this instant (after a jump).
+    hold_until: Option<Instant>,
+}
+
+impl ClockWatch {
+    fn new(lease: Duration) -> ClockWatch {
+        ClockWatch {
+            lease,
+            last: None,
+            hold_until: None,
+        }
+    }
+
+    /// Takes a sample of the Redis clock; returns whether recovery may act on it.
+    fn may_recover(&mut self, redis_ms: u64, at: Instant) -> bool {
+        if let Some((prev_ms, prev_at)) = self.last.replace((redis_ms, at)) {
+            let redis = redis_ms.saturating_sub(prev_ms);
+            let here = at.saturating_duration_since(prev_at).as_millis() as u64;
+            let ahead = redis.saturating_sub(here);
+            if ahead > (self.lease / 4).as_millis() as u64 {
+                tracing::warn!(jump_ms = ahead, hold = ?self.lease, "the Redis clock jumped forward: every lease looks lapsed; recovery waits one lease for live servers to renew theirs");
+                self.hold_until = Some(at + self.lease);
+            }
+        }
+        self.hold_until.is_none_or(|until| at >= until)
+    }
+}
+
+async fn recover_queue(
+    ctx: &Ctx,
+    clock: &Mutex<ClockWatch>,
+    q: usize,
+    queue: &str,
+) -> crate::Result<()> {
     let count = |task_type: &str, dead: bool| {
         if let Some(m) = &ctx.metrics {
             let m = m.task(q, task_type);
@@ -46,7 +93,15 @@ async fn recover_queue(ctx: &Ctx, q: usize, queue: &str) -> crate::Result<()> {
             }
         }
     };
-    for server in ctx.broker.expired_servers(queue, BATCH).await? {
+    let (redis_now, lapsed) = ctx.broker.expired_servers_at(queue, BATCH).await?;
+    let may = clock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .may_recover(redis_now, Instant::now());
+    if !may {
+        return Ok(());
+    }
+    for server in lapsed {
         let held = ctx.broker.held(queue, &server).await?;
         let mut back = Vec::new();
         let mut back_types = Vec::new();
@@ -112,4 +167,27 @@ async fn recover_queue(ctx: &Ctx, q: usize, queue: &str) -> crate::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_jump_of_the_redis_clock_holds_recovery_for_one_lease() {
+        let lease = Duration::from_secs(30);
+        let mut w = ClockWatch::new(lease);
+        let t0 = Instant::now();
+        assert!(w.may_recover(1_000_000, t0));
+        // 5 s later on both clocks, give or take a few ms: fine.
+        assert!(w.may_recover(1_005_020, t0 + Duration::from_secs(5)));
+        // Redis jumped an hour ahead while 5 s passed here: hold.
+        let t2 = t0 + Duration::from_secs(10);
+        assert!(!w.may_recover(1_005_020 + 3_605_000, t2));
+        assert!(!w.may_recover(1_005_020 + 3_610_000, t2 + Duration::from_secs(5)));
+        // One lease after the jump recovery resumes.
+        assert!(w.may_recover(1_005_020 + 3_635_000, t2 + lease));
+        // A jump backwards only makes leases last longer: nothing to hold.
+        assert!(w.may_recover(900_000, t2 + lease + Duration::from_secs(5)));
+    }
 }

@@ -4,8 +4,12 @@
 --
 -- ARGV[1] most servers to return
 --
--- Returns their ids. Nothing changes here: the recoverer reads their active hashes and then
--- calls requeue.lua or kill.lua, which check the lease again.
+-- Returns {now (Redis clock, Unix ms), server id, ...}. The time lets the recoverer notice a
+-- jump of the Redis clock, which would lapse every lease at once. Nothing changes here: the
+-- recoverer reads their active hashes and then calls requeue.lua or kill.lua, which check the
+-- lease again.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+table.insert(out, 1, string.format('%d', now))
+return out
