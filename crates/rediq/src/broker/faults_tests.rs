@@ -86,6 +86,10 @@ fn corrupt<T: std::fmt::Debug>(r: Result<T>, key: &str, holds: &str) {
         Err(Error::Corrupt { key: k, reason }) => {
             assert_eq!(k, key);
             assert!(reason.contains(holds), "reason {reason:?} lacks {holds:?}");
+            assert!(
+                !reason.contains("script:"),
+                "Redis's suffix is cut: {reason:?}"
+            );
         }
         other => panic!("expected Error::Corrupt on {key}, got {other:?}"),
     }
