@@ -428,3 +428,65 @@ async fn an_unparsable_active_entry_of_a_lapsed_lease_is_set_aside() {
         "the real task stays"
     );
 }
+
+#[tokio::test]
+async fn cancel_rerun_and_flush_move_nothing_when_a_key_is_corrupt() {
+    let f = Fx::new().await;
+    f.b.enqueue(Q, &tasks(3, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    let stored = f.b.records(Q, TaskState::Pending, 10).await.unwrap();
+
+    // cancel: the failure records, the cancelled counter.
+    for (key, value, holds) in [
+        (&f.k.failed_ids, "x", "a string"),
+        (&f.k.cancelled, "x", "non-integer"),
+    ] {
+        f.set(key, value).await;
+        corrupt(
+            f.b.cancel_queued(Q, TaskState::Pending, &stored[0], None)
+                .await,
+            key,
+            holds,
+        );
+        f.del(key).await;
+    }
+    assert_eq!(f.where_().await, (3, 0, 0, 0, 0));
+    assert!(f
+        .b
+        .cancel_queued(Q, TaskState::Pending, &stored[0], None)
+        .await
+        .unwrap());
+
+    // rerun: two dead tasks, a wrong-type pending set or failure records.
+    let got = f.b.fetch(Q, S, 10, LEASE).await.unwrap().unwrap();
+    for r in &got.records {
+        assert!(f
+            .b
+            .kill(Q, S, record::raw_id(r), got.token, r, None, LIMITS, false)
+            .await
+            .unwrap());
+    }
+    let dead = f.b.records(Q, TaskState::Dead, 10).await.unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = dead.iter().map(|d| (d.clone(), d.clone())).collect();
+    let failed_ids = f.card(&f.k.failed_ids).await;
+    for key in [&f.k.pending, &f.k.failed_ids] {
+        f.set(key, "x").await;
+        corrupt(f.b.rerun(Q, &pairs).await, key, "a string");
+        f.del(key).await;
+    }
+    assert_eq!(f.where_().await, (0, 0, 0, 2, 0));
+    assert_eq!(f.b.rerun(Q, &pairs).await.unwrap(), 2);
+    assert_eq!(f.where_().await, (2, 0, 0, 0, 0));
+    assert_eq!(failed_ids, 3);
+
+    // flush: a non-integer flush counter removes nothing.
+    f.b.enqueue(Q, &tasks(4, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    f.set(&f.k.flushes, "x").await;
+    corrupt(f.b.flush(Q, &[]).await, &f.k.flushes, "non-integer");
+    assert_eq!(f.card(&f.k.pending).await, 6);
+    f.del(&f.k.flushes).await;
+    assert_eq!(f.b.flush(Q, &[]).await.unwrap().pending, 6);
+}
