@@ -490,3 +490,35 @@ async fn cancel_rerun_and_flush_move_nothing_when_a_key_is_corrupt() {
     f.del(&f.k.flushes).await;
     assert_eq!(f.b.flush(Q, &[]).await.unwrap().pending, 6);
 }
+
+#[tokio::test]
+async fn the_janitor_trims_nothing_uncounted() {
+    let f = Fx::new().await;
+    f.b.enqueue(Q, &tasks(3, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    let got = f.b.fetch(Q, S, 10, LEASE).await.unwrap().unwrap();
+    for r in &got.records {
+        assert!(f
+            .b
+            .kill(Q, S, record::raw_id(r), got.token, r, None, LIMITS, false)
+            .await
+            .unwrap());
+    }
+    let keep_one = DeadLimits {
+        max_count: 1,
+        max_age: LIMITS.max_age,
+    };
+    f.set(&f.k.dead_trimmed, "x").await;
+    corrupt(
+        f.b.trim(Q, keep_one).await,
+        &f.k.dead_trimmed,
+        "non-integer",
+    );
+    assert_eq!(f.card(&f.k.dead).await, 3);
+    f.del(&f.k.dead_trimmed).await;
+    assert_eq!(f.b.trim(Q, keep_one).await.unwrap().1, 2);
+    let mut c = f.b.conn.clone();
+    let trimmed: u64 = c.get(&f.k.dead_trimmed).await.unwrap();
+    assert_eq!(trimmed, 2);
+}

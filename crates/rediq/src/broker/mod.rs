@@ -83,7 +83,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     forward: guarded!("forward.lua"),
     extend: Script::new(include_str!("scripts/extend.lua")),
     expired: Script::new(include_str!("scripts/expired.lua")),
-    janitor: Script::new(include_str!("scripts/janitor.lua")),
+    janitor: guarded!("janitor.lua"),
     rerun: guarded!("rerun.lua"),
     flush: guarded!("flush.lua"),
     cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
