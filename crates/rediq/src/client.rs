@@ -526,6 +526,10 @@ fn duplicate(task: &Task, holder: &[u8]) -> Error {
 fn share_error(e: &Error) -> Error {
     match e {
         Error::Redis(re) => Error::Redis(re.clone()),
+        Error::Corrupt { key, reason } => Error::Corrupt {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
         other => Error::Serialization(other.to_string()),
     }
 }

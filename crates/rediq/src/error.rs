@@ -43,7 +43,17 @@ pub enum Error {
     },
     /// A Redis command failed.
     #[error("redis error: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// A key of Rediq holds data of the wrong kind (written by something other than Rediq, or
+    /// damaged), so a transition refused to run. Nothing moved: every task is still where it
+    /// was, and the transition succeeds again once the key is repaired or deleted.
+    #[error("corrupt data in Redis: key {key} {reason}; the transition was refused and no task moved; inspect the key (redis-cli TYPE / DUMP) and repair or delete it")]
+    Corrupt {
+        /// The key, as Redis names it.
+        key: String,
+        /// What it holds, and what was expected.
+        reason: String,
+    },
     /// A payload or record could not be encoded or decoded.
     #[error("serialization error: {0}")]
     Serialization(String),
@@ -164,6 +174,30 @@ impl Error {
     }
 }
 
+impl From<redis::RedisError> for Error {
+    /// A script's refusal to touch a corrupt key (`CORRUPT <key length> <key> <reason>`, raised
+    /// by the scripts' prelude) becomes [`Error::Corrupt`]; anything else stays [`Error::Redis`].
+    fn from(e: redis::RedisError) -> Self {
+        if e.code() == Some("CORRUPT") {
+            if let Some((key, reason)) = e.detail().and_then(parse_corrupt) {
+                return Error::Corrupt { key, reason };
+            }
+        }
+        Error::Redis(e)
+    }
+}
+
+/// Splits `<key length> <key> <reason>[ script: <sha>, on @user_script:<line>.]`.
+fn parse_corrupt(detail: &str) -> Option<(String, String)> {
+    let (len, rest) = detail.split_once(' ')?;
+    let len: usize = len.parse().ok()?;
+    let key = rest.get(..len)?;
+    let reason = rest.get(len..)?.trim_start();
+    // Redis appends where the script raised; the reason is ours and never contains this.
+    let reason = reason.rsplit_once(" script: ").map_or(reason, |(r, _)| r);
+    Some((key.to_string(), reason.to_string()))
+}
+
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
         Error::handler(format!("{e:#}"))
@@ -226,6 +260,21 @@ mod tests {
         );
         assert_eq!(mask_url("redis://host:1"), "redis://host:1");
         assert!(!mask_url("weird:secret@x y").contains("secret"));
+    }
+
+    #[test]
+    fn corrupt_detail_parses() {
+        assert_eq!(
+            parse_corrupt(
+                "17 rediq:{q w}:token holds a non-integer value script: abc, on @user_script:3."
+            ),
+            Some((
+                "rediq:{q w}:token".into(),
+                "holds a non-integer value".into()
+            ))
+        );
+        assert_eq!(parse_corrupt("99 short"), None);
+        assert_eq!(parse_corrupt("x y"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod deps;
+mod garbage;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
 pub(crate) mod record;
@@ -65,30 +66,43 @@ struct Scripts {
     dep_fail: Script,
     records_trim: Script,
     oldest: Script,
+    bury: Script,
+}
+
+/// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
+/// helpers that make a refusal name its key) in front.
+macro_rules! guarded {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/prelude.lua"),
+            include_str!(concat!("scripts/", $file))
+        ))
+    };
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new(include_str!("scripts/enqueue.lua")),
-    fetch: Script::new(include_str!("scripts/fetch.lua")),
-    complete: Script::new(include_str!("scripts/complete.lua")),
-    retry: Script::new(include_str!("scripts/retry.lua")),
-    kill: Script::new(include_str!("scripts/kill.lua")),
-    requeue: Script::new(include_str!("scripts/requeue.lua")),
-    forward: Script::new(include_str!("scripts/forward.lua")),
+    enqueue: guarded!("enqueue.lua"),
+    fetch: guarded!("fetch.lua"),
+    complete: guarded!("complete.lua"),
+    retry: guarded!("retry.lua"),
+    kill: guarded!("kill.lua"),
+    requeue: guarded!("requeue.lua"),
+    forward: guarded!("forward.lua"),
     extend: Script::new(include_str!("scripts/extend.lua")),
     expired: Script::new(include_str!("scripts/expired.lua")),
-    janitor: Script::new(include_str!("scripts/janitor.lua")),
-    rerun: Script::new(include_str!("scripts/rerun.lua")),
-    flush: Script::new(include_str!("scripts/flush.lua")),
+    janitor: guarded!("janitor.lua"),
+    rerun: guarded!("rerun.lua"),
+    flush: guarded!("flush.lua"),
     cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
-    cancel: Script::new(include_str!("scripts/cancel.lua")),
+    cancel: guarded!("cancel.lua"),
     dep_register: Script::new(include_str!("scripts/dep_register.lua")),
     dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
+    bury: guarded!("bury.lua"),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -498,6 +512,15 @@ impl Broker {
         };
         if parts.is_empty() {
             return Ok(None);
+        }
+        if parts.len() == 3 {
+            // Members that are no record of ours: set aside one by one, never leased. The
+            // tasks leased meanwhile are handed out whatever happens to them; what could not
+            // be moved stays in pending for the next fetch.
+            let foreign = parts.pop().unwrap_or(Value::Nil);
+            if let Err(e) = self.bury_foreign(queue, foreign).await {
+                tracing::error!(queue, error = %e, "cannot set aside undecodable pending members");
+            }
         }
         if parts.len() != 2 {
             return Err(Error::Serialization(format!(
@@ -917,24 +940,10 @@ impl Broker {
         Ok((now, out))
     }
 
-    /// The tasks `server` holds on `queue` (read only).
+    /// The tasks `server` holds on `queue` (read only); entries that do not parse are left out
+    /// (see [`Broker::held_all`]).
     pub async fn held(&self, queue: &str, server: &str) -> Result<Vec<Expired>> {
-        let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let all: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(k.active(server)).await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(id, value)| {
-                // Only our scripts write active entries; one that does not parse is left for
-                // the token checks of the next transition to ignore.
-                let (token, record) = parse_active(&value)?;
-                Some(Expired {
-                    id,
-                    token,
-                    record: record.to_vec(),
-                })
-            })
-            .collect())
+        Ok(self.held_all(queue, server).await?.0)
     }
 
     /// Servers that hold (or held) a lease on `queue`.
@@ -1199,5 +1208,7 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod faults_tests;
 #[cfg(test)]
 mod tests;

@@ -102,7 +102,18 @@ async fn recover_queue(
         return Ok(());
     }
     for server in lapsed {
-        let held = ctx.broker.held(queue, &server).await?;
+        let (held, garbage) = ctx.broker.held_all(queue, &server).await?;
+        // An entry without the token|record shape was never written by a script of ours; it
+        // is set aside on its own (fenced by its exact value and the lapsed lease), or it would
+        // keep the lapsed lease, and itself, there forever.
+        for entry in &garbage {
+            let reason = "active entry without the token|record shape";
+            let dead = record::undecodable(&entry.1, reason);
+            if ctx.broker.bury_active(queue, &server, entry, &dead).await? {
+                tracing::error!(queue, %server, reason, "unparsable active entry of a lapsed lease moved to the dead-letter queue");
+                count(record::UNDECODABLE_TYPE, true);
+            }
+        }
         let mut back = Vec::new();
         let mut back_types = Vec::new();
         for e in held {

@@ -18,28 +18,38 @@
 --         (active)
 --
 -- Returns 1, or 0 when the task is no longer there (it moved on meanwhile, or the token is stale).
+--
+-- Faults (prelude.lua): the task is found, the lock, dependents and counters read and checked,
+-- and the failure record written before the task leaves its place; a wrong-type key or a
+-- non-integer counter raises CORRUPT naming the key and nothing moves.
 local id
 if ARGV[1] == 'queued' then
-  if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end
+  if not rcall('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
   id = ARGV[3]
 elseif ARGV[1] == 'blocked' then
-  if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
-  redis.call('HDEL', KEYS[1], ARGV[2])
-  redis.call('HDEL', KEYS[6], ARGV[2])
+  if rcall('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
   id = ARGV[2]
 else
-  local v = redis.call('HGET', KEYS[1], ARGV[2])
+  local v = rcall('HGET', KEYS[1], ARGV[2])
   if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
-  redis.call('HDEL', KEYS[1], ARGV[2])
   id = ARGV[2]
 end
-if KEYS[7] and redis.call('GET', KEYS[7]) == id then
-  redis.call('DEL', KEYS[7])
-end
-redis.call('INCR', KEYS[2])
+local release = KEYS[7] and rcall('GET', KEYS[7]) == id
+local refs = rcall('HGET', KEYS[4], id)
+if ARGV[1] == 'blocked' then want(KEYS[6], 'hash') end
+if refs then want(KEYS[5], 'list') end
+counter(KEYS[2])
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
-local refs = redis.call('HGET', KEYS[4], id)
+rcall('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
+-- Nothing below can fail.
+if ARGV[1] == 'queued' then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  if ARGV[1] == 'blocked' then redis.call('HDEL', KEYS[6], ARGV[2]) end
+end
+if release then redis.call('DEL', KEYS[7]) end
+redis.call('INCR', KEYS[2])
 if refs then
   redis.call('HDEL', KEYS[4], id)
   redis.call('RPUSH', KEYS[5], 'F' .. id .. refs)

@@ -23,25 +23,31 @@
 -- string per creation second (one APPEND per bucket and batch, 16 bytes per task): a sorted set
 -- of ids cost 18 % of the processing throughput.
 -- Returns {outbox entries written, 1-based positions of refused (stale) acks ...}.
+--
+-- Faults (prelude.lua): every read (the active entries, unique locks, dependents) and a check of
+-- every key written later (counters, completed set, record buckets and index, outbox) come before
+-- the tasks leave the active hash, so a wrong-type key or a non-integer counter raises CORRUPT
+-- naming the key and every task stays active. The checks cost a few commands per call, not per
+-- task.
 local b = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local ids = {}
 for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 4] end
-local vals = redis.call('HMGET', KEYS[1], unpack(ids))
+local vals = rcall('HMGET', KEYS[1], unpack(ids))
 
 local retention = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local ok, stale, done, buckets = {}, {}, {}, {}
+local ok, stale, done, buckets, release = {}, {}, {}, {}, {}
 for i = 1, n do
   local a = 4 + (i - 1) * 4
   local v = vals[i]
   if v and string.sub(v, 1, 16) == ARGV[a + 1] then
     ok[#ok + 1] = ids[i]
     local u = tonumber(ARGV[a + 2])
-    if u > 0 and redis.call('GET', KEYS[7 + b + u]) == ids[i] then
-      redis.call('DEL', KEYS[7 + b + u])
+    if u > 0 and rcall('GET', KEYS[7 + b + u]) == ids[i] then
+      release[#release + 1] = KEYS[7 + b + u]
     end
     if retention > 0 then
       done[#done + 1] = now + retention
@@ -60,28 +66,35 @@ for i = 1, n do
 end
 local pushed = 0
 if #ok > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ok))
-  redis.call('INCRBY', KEYS[3], #ok)
-  if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
-  for j, list in pairs(buckets) do
-    redis.call('APPEND', KEYS[7 + j], table.concat(list))
-    redis.call('ZADD', KEYS[4], now, KEYS[7 + j])
-  end
-  redis.call('INCRBY', KEYS[5], #ok)
+  local news, which = {}, {}
   if redis.call('EXISTS', KEYS[6]) == 1 then
-    local refs = redis.call('HMGET', KEYS[6], unpack(ok))
-    local news, which = {}, {}
+    local refs = rcall('HMGET', KEYS[6], unpack(ok))
     for i = 1, #ok do
       if refs[i] then
         news[#news + 1] = 'S' .. ok[i] .. refs[i]
         which[#which + 1] = ok[i]
       end
     end
-    if #news > 0 then
-      redis.call('HDEL', KEYS[6], unpack(which))
-      redis.call('RPUSH', KEYS[7], unpack(news))
-      pushed = #news
-    end
+    if #news > 0 then want(KEYS[7], 'list') end
+  end
+  counter(KEYS[5])
+  want(KEYS[4], 'zset')
+  for j in pairs(buckets) do want(KEYS[7 + j], 'string') end
+  if #done > 0 then want(KEYS[2], 'zset') end
+  rcall('INCRBY', KEYS[3], #ok)
+  -- Nothing below can fail.
+  redis.call('HDEL', KEYS[1], unpack(ok))
+  for i = 1, #release do redis.call('DEL', release[i]) end
+  if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
+  for j, list in pairs(buckets) do
+    redis.call('APPEND', KEYS[7 + j], table.concat(list))
+    redis.call('ZADD', KEYS[4], now, KEYS[7 + j])
+  end
+  redis.call('INCRBY', KEYS[5], #ok)
+  if #news > 0 then
+    redis.call('HDEL', KEYS[6], unpack(which))
+    redis.call('RPUSH', KEYS[7], unpack(news))
+    pushed = #news
   end
 end
 table.insert(stale, 1, pushed)

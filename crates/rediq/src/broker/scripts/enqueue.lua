@@ -22,6 +22,13 @@
 -- ({} when every task was written). A record starts with a format byte, the priority byte and
 -- the 16 id bytes (see record.rs), so the priority and id are read from it directly. The common
 -- task (no delay, no unique key) costs one argument and no work beyond its share of one ZADD.
+--
+-- Faults (prelude.lua): the sequence counter, the unique locks, the types of the pending and
+-- delayed sets and the enqueued counters are all dealt with before the first task is written, so
+-- a wrong-type key or a non-integer counter raises CORRUPT naming the key and no task is written
+-- (the locks this call took are released again; the sequence may have advanced). A wrong-type
+-- wake marker is replaced: it carries no data, and an error after the tasks were written would
+-- invite the caller to write them twice.
 local n = tonumber(ARGV[2])
 local m = tonumber(ARGV[3 + n])
 local extra = {}
@@ -39,7 +46,7 @@ local rejected = {}
 if ARGV[1] == 'all' then
   for i, x in pairs(extra) do
     if x[2] > 0 then
-      local holder = redis.call('GET', KEYS[5 + x[2]])
+      local holder = rcall('GET', KEYS[5 + x[2]])
       if holder then
         rejected[#rejected + 1] = tostring(i)
         rejected[#rejected + 1] = holder
@@ -49,9 +56,18 @@ if ARGV[1] == 'all' then
   if #rejected > 0 then return rejected end
 end
 
-local first = redis.call('INCRBY', KEYS[3], n) - n
-local pend, delayed = {}, {}
+local first = rcall('INCRBY', KEYS[3], n) - n
+local pend, delayed, taken = {}, {}, {}
 local now
+-- Raises after releasing the locks this call took (they were absent before: SET NX succeeded).
+local function undo(key, cmd, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    for i = 1, #taken do redis.call('DEL', taken[i]) end
+    rcall(cmd, key, ...)
+  end
+  return r
+end
 for i = 1, n do
   local record = ARGV[2 + i]
   local x = extra[i]
@@ -60,9 +76,11 @@ for i = 1, n do
   if x then
     delay = x[1]
     if x[2] > 0 then
-      if not redis.call('SET', KEYS[5 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
+      if redis.call('SET', KEYS[5 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
+        taken[#taken + 1] = KEYS[5 + x[2]]
+      else
         rejected[#rejected + 1] = tostring(i)
-        rejected[#rejected + 1] = redis.call('GET', KEYS[5 + x[2]]) or ''
+        rejected[#rejected + 1] = undo(KEYS[5 + x[2]], 'GET') or ''
         counts[x[4]] = counts[x[4]] - 1
         ok = false
       end
@@ -84,14 +102,38 @@ for i = 1, n do
   end
 end
 
+-- The tasks are written last; before them, every key written after the first of them is
+-- checked, and the counters (which may refuse a non-integer field) are raised.
+local function check(key, t)
+  local got = redis.call('TYPE', key)['ok']
+  if got ~= 'none' and got ~= t then
+    for i = 1, #taken do redis.call('DEL', taken[i]) end
+    want(key, t)
+  end
+end
+if #pend > 0 then check(KEYS[1], 'zset') end
+if #delayed > 0 then check(KEYS[2], 'zset') end
+if #counts > 1 then
+  -- Several counters: check them all first, so that none is raised when a later one refuses.
+  local fields = {}
+  for j = 1, #counts do fields[j] = ARGV[types + j * 2 - 1] end
+  local have = undo(KEYS[5], 'HMGET', unpack(fields))
+  for j = 1, #counts do
+    if have[j] and not string.find(have[j], '^%-?%d+$') then
+      for i = 1, #taken do redis.call('DEL', taken[i]) end
+      corrupt(KEYS[5], 'holds a non-integer count for ' .. fields[j])
+    end
+  end
+end
+for j = 1, #counts do
+  if counts[j] > 0 then undo(KEYS[5], 'HINCRBY', ARGV[types + j * 2 - 1], counts[j]) end
+end
+-- Nothing below can fail.
 if #pend > 0 then
   redis.call('ZADD', KEYS[1], unpack(pend))
-  redis.call('ZADD', KEYS[4], 0, 'w')
+  wake(KEYS[4])
 end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[2], unpack(delayed))
-end
-for j = 1, #counts do
-  if counts[j] > 0 then redis.call('HINCRBY', KEYS[5], ARGV[types + j * 2 - 1], counts[j]) end
 end
 return rejected

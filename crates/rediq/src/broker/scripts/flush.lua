@@ -16,24 +16,33 @@
 -- being written, which may live in other queues' registrations) stay. The flush counter tells a dependent that
 -- was looking for its dependency meanwhile to look again. The queue's counters and pause flag
 -- stay. Returns {pending, delayed, retry, dead, completed, active, waiting}.
+--
+-- Faults (prelude.lua): every key is read (counts, locks, dependents) and the outbox and flush
+-- counter checked before anything is deleted; a wrong-type key or a non-integer counter raises
+-- CORRUPT naming the key and nothing is removed.
 local m = tonumber(ARGV[1])
 local counts = {}
 for i = 1, 5 do
-  counts[i] = redis.call('ZCARD', KEYS[i])
+  counts[i] = rcall('ZCARD', KEYS[i])
 end
 local active = 0
 for i = 12, 11 + m do
-  active = active + redis.call('HLEN', KEYS[i])
+  active = active + rcall('HLEN', KEYS[i])
 end
 counts[6] = active
-counts[7] = redis.call('HLEN', KEYS[7])
+counts[7] = rcall('HLEN', KEYS[7])
+local release = {}
 for i = 12 + m, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i - m - 10] then
-    redis.call('DEL', KEYS[i])
+  if rcall('GET', KEYS[i]) == ARGV[i - m - 10] then
+    release[#release + 1] = KEYS[i]
   end
 end
 -- HGETALL alternates id and references.
-local dependents = redis.call('HGETALL', KEYS[9])
+local dependents = rcall('HGETALL', KEYS[9])
+if #dependents > 0 then want(KEYS[10], 'list') end
+counter(KEYS[11])
+-- Nothing below can fail.
+for i = 1, #release do redis.call('DEL', release[i]) end
 for i = 1, #dependents, 2000 do
   local news = {}
   for j = i, math.min(i + 1999, #dependents), 2 do

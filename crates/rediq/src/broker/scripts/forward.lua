@@ -11,12 +11,16 @@
 -- or server clock can never make a task run early. The task keeps its priority (record byte 2)
 -- and goes behind the tasks of equal priority already pending.
 -- Returns how many tasks moved.
+--
+-- Faults (prelude.lua): the source is read, the sequence counter raised and the tasks written to
+-- pending before they leave the source; a wrong-type key or a non-integer counter raises CORRUPT
+-- naming the key and every task stays where it was (the sequence may have advanced). A
+-- wrong-type wake marker is replaced.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then return 0 end
-redis.call('ZREM', KEYS[1], unpack(due))
-local last = redis.call('INCRBY', KEYS[3], #due)
+local last = rcall('INCRBY', KEYS[3], #due)
 local first = last - #due
 local args = {}
 for i = 1, #due do
@@ -25,6 +29,8 @@ for i = 1, #due do
   args[#args + 1] = string.format('%d', prio * 4398046511104 + first + i)
   args[#args + 1] = due[i]
 end
-redis.call('ZADD', KEYS[2], unpack(args))
-redis.call('ZADD', KEYS[4], 0, 'w')
+rcall('ZADD', KEYS[2], unpack(args))
+-- Nothing below can fail: the source was read as a sorted set above.
+redis.call('ZREM', KEYS[1], unpack(due))
+wake(KEYS[4])
 return #due

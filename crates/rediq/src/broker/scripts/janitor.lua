@@ -15,6 +15,15 @@
 --         slow client is still writing)
 --
 -- Returns {completed removed, dead removed}.
+--
+-- Faults (prelude.lua): the dead-trimmed counter and the types of the sets are checked before
+-- anything is trimmed, so a wrong-type key or a non-integer counter raises CORRUPT naming the
+-- key and nothing is trimmed (uncounted).
+counter(KEYS[3])
+want(KEYS[1], 'zset')
+want(KEYS[2], 'zset')
+want(KEYS[4], 'zset')
+want(KEYS[5], 'zset')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local done = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

@@ -19,23 +19,33 @@
 -- ARGV[7] server id (owner of KEYS[1])
 --
 -- Returns 1 (2 when the task has dependents, now told through the outbox), or 0 when the token is stale or (ARGV[6]) the lease was renewed meanwhile.
-local v = redis.call('HGET', KEYS[1], ARGV[1])
+--
+-- Faults (prelude.lua): every read and check (the unique lock, the dependents, the types of the
+-- failure records and outbox, the counters) and the write to the dead set come before the task
+-- leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT naming the
+-- key and the task stays active, never a stale refusal.
+
+local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[6] == '1' then
-  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[7])
+  local deadline = rcall('ZSCORE', KEYS[2], ARGV[7])
   if deadline and tonumber(deadline) > now then return 0 end
 end
+local release = KEYS[9] and rcall('GET', KEYS[9]) == ARGV[1]
+local refs = rcall('HGET', KEYS[7], ARGV[1])
+counter(KEYS[4])
+counter(KEYS[5])
+want(KEYS[6], 'zset')
+if refs then want(KEYS[8], 'list') end
+rcall('ZADD', KEYS[3], now, ARGV[3])
+-- Nothing below can fail.
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('INCR', KEYS[5])
-if KEYS[9] and redis.call('GET', KEYS[9]) == ARGV[1] then
-  redis.call('DEL', KEYS[9])
-end
+if release then redis.call('DEL', KEYS[9]) end
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 local result = 1
-local refs = redis.call('HGET', KEYS[7], ARGV[1])
 if refs then
   redis.call('HDEL', KEYS[7], ARGV[1])
   redis.call('RPUSH', KEYS[8], 'F' .. ARGV[1] .. refs)

@@ -18,11 +18,15 @@
 -- Returns how many tasks went back; entries whose token is stale are left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
 -- hash is empty afterwards is removed (the server is gone and owns nothing).
+--
+-- Faults (prelude.lua): the entries are read, the failed counter checked and the tasks written
+-- to pending before they leave the active hash; a wrong-type key or a non-integer counter raises
+-- CORRUPT naming the key and every task stays active. A wrong-type wake marker is replaced.
 local now
 if ARGV[1] == '1' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[2])
+  local deadline = rcall('ZSCORE', KEYS[2], ARGV[2])
   if deadline and tonumber(deadline) > now then return 0 end
 end
 local n = tonumber(ARGV[3])
@@ -30,7 +34,7 @@ local moved, back = {}, {}
 for i = 1, n do
   local b = 4 + (i - 1) * 3
   local id = ARGV[b]
-  local v = redis.call('HGET', KEYS[1], id)
+  local v = rcall('HGET', KEYS[1], id)
   if v and string.sub(v, 1, 16) == ARGV[b + 1] then
     local bar = string.find(v, '|', 17, true)
     local record = ARGV[b + 2]
@@ -41,12 +45,14 @@ for i = 1, n do
   end
 end
 if #moved > 0 then
+  if now then counter(KEYS[5]) end
+  rcall('ZADD', KEYS[3], unpack(back))
+  -- Nothing below can fail.
   redis.call('HDEL', KEYS[1], unpack(moved))
-  redis.call('ZADD', KEYS[3], unpack(back))
-  redis.call('ZADD', KEYS[4], 0, 'w')
+  wake(KEYS[4])
   if now then redis.call('INCRBY', KEYS[5], #moved) end
 end
-if now and redis.call('HLEN', KEYS[1]) == 0 then
+if now and rcall('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 return #moved

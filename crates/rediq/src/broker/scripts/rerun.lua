@@ -12,19 +12,34 @@
 -- A record that is no longer in the dead set (re-run or trimmed meanwhile) is skipped, so a
 -- task is never re-run twice by concurrent calls. The task goes behind the pending tasks of its
 -- priority. Returns how many tasks went back.
+--
+-- Faults (prelude.lua): the dead set is read, the failure records checked and the tasks written
+-- to pending before they leave the dead set; a wrong-type key or a non-integer counter raises
+-- CORRUPT naming the key and nothing moves (the sequence may have advanced). A wrong-type wake
+-- marker is replaced.
 local n = tonumber(ARGV[1])
-local first = redis.call('INCRBY', KEYS[3], n) - n
-local back = {}
+if n == 0 then return 0 end
+local olds = {}
+for i = 1, n do olds[i] = ARGV[2 * i] end
+local there = rcall('ZMSCORE', KEYS[1], unpack(olds))
+local first = rcall('INCRBY', KEYS[3], n) - n
+local back, gone, ids, seen = {}, {}, {}, {}
 for i = 1, n do
-  local old, new = ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('ZREM', KEYS[1], old) == 1 then
+  local new = ARGV[2 * i + 1]
+  -- Two pairs naming the same dead record: only the first one runs.
+  if there[i] and not seen[olds[i]] then
+    seen[olds[i]] = true
+    gone[#gone + 1] = olds[i]
     back[#back + 1] = string.format('%d', (string.byte(new, 2) or 50) * 4398046511104 + first + i)
     back[#back + 1] = new
-    redis.call('ZREM', KEYS[5], string.sub(new, 3, 18))
+    ids[#ids + 1] = string.sub(new, 3, 18)
   end
 end
-if #back > 0 then
-  redis.call('ZADD', KEYS[2], unpack(back))
-  redis.call('ZADD', KEYS[4], 0, 'w')
-end
+if #back == 0 then return 0 end
+want(KEYS[5], 'zset')
+rcall('ZADD', KEYS[2], unpack(back))
+-- Nothing below can fail.
+redis.call('ZREM', KEYS[5], unpack(ids))
+redis.call('ZREM', KEYS[1], unpack(gone))
+wake(KEYS[4])
 return #back / 2

@@ -10,11 +10,18 @@
 -- ARGV[4] backoff in ms
 --
 -- Returns 1, or 0 when the caller's token is stale (nothing changes).
-local v = redis.call('HGET', KEYS[1], ARGV[1])
+--
+-- Faults (prelude.lua): the failed counter is checked and the task written to the retry set
+-- before it leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT
+-- naming the key and the task stays active (the heartbeat's orphan sweep or the recoverer
+-- puts it back), never a stale refusal.
+local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
+counter(KEYS[3])
 local t = redis.call('TIME')
 local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], due, ARGV[3])
+rcall('ZADD', KEYS[2], due, ARGV[3])
+-- Nothing below can fail.
 redis.call('INCR', KEYS[3])
+redis.call('HDEL', KEYS[1], ARGV[1])
 return 1

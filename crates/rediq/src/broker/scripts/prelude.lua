@@ -1,0 +1,55 @@
+-- prelude.lua — prepended (in broker/mod.rs) to every script that moves or removes a task.
+--
+-- Redis does not roll back a script that fails half-way, so such a script does every step that
+-- can fail before its first destructive one. These helpers make a failure name its key: they
+-- raise "CORRUPT <length of key> <key> <what it holds>", which the broker turns into
+-- Error::Corrupt. None of them costs more than the one command it wraps.
+
+local KINDS = { zset = 'a sorted set', hash = 'a hash', list = 'a list', string = 'a string',
+  set = 'a set', stream = 'a stream' }
+
+local function corrupt(key, what)
+  error({ err = 'CORRUPT ' .. #key .. ' ' .. key .. ' ' .. what })
+end
+
+-- redis.call, except that a refusal (wrong type, non-integer counter) raises naming the key.
+local function rcall(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then
+      local got = redis.call('TYPE', key)['ok']
+      corrupt(key, 'holds ' .. (KINDS[got] or got) .. ', which ' .. cmd .. ' cannot use')
+    elseif string.find(r.err, 'not an integer', 1, true) then
+      corrupt(key, 'holds a non-integer value (' .. cmd .. ' refused it)')
+    end
+    corrupt(key, cmd .. ' failed: ' .. r.err)
+  end
+  return r
+end
+
+-- Raises unless the key is absent or of type t ('zset', 'hash', 'list', 'string'): for a key
+-- written after a destructive step.
+local function want(key, t)
+  local got = redis.call('TYPE', key)['ok']
+  if got ~= 'none' and got ~= t then
+    corrupt(key, 'holds ' .. (KINDS[got] or got) .. ', expected ' .. KINDS[t])
+  end
+end
+
+-- Raises unless the key is absent or a counter INCRBY accepts.
+local function counter(key)
+  local v = rcall('GET', key)
+  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+    corrupt(key, 'holds a non-integer value')
+  end
+end
+
+-- Sets the wake marker. It carries no data, so a key of the wrong type is replaced.
+local function wake(key)
+  local r = redis.pcall('ZADD', key, 0, 'w')
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', key)
+    redis.call('ZADD', key, 0, 'w')
+  end
+end
+
