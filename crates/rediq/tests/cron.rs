@@ -230,3 +230,69 @@ async fn paused_entry_fires_nothing() {
     );
     srv.shutdown().await;
 }
+
+/// A tick whose task cannot be written (the queue's pending key holds garbage) used to be used
+/// up all the same: the script moved the next tick on and recorded the firing before the write
+/// that failed. Now the tick stays due and fires once the key is repaired.
+#[tokio::test]
+async fn a_tick_whose_task_cannot_be_written_stays_due() {
+    let env = Env::new().await;
+    let mut raw = redis::Client::open(env.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("rediq:{cf}:pending")
+        .arg("garbage")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let runs = Arc::new(Mutex::new(0u32));
+    let r = runs.clone();
+    let srv = start(
+        env.server()
+            .queues(&["cf"])
+            .scheduler_interval(Duration::from_millis(100)),
+        mux_with("t", move |_| {
+            let r = r.clone();
+            async move {
+                *r.lock().unwrap() += 1;
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    env.client
+        .enqueue(
+            Task::builder("t")
+                .queue("cf")
+                .cron("@every 1s")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let first = env.inspector.cron_entries().await.unwrap()[0].next_run_ms;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let e = env.inspector.cron_entries().await.unwrap().remove(0);
+    assert_eq!(
+        e.last_run_ms, None,
+        "a firing was recorded without its task"
+    );
+    assert_eq!(e.next_run_ms, first, "the tick moved on without its task");
+    assert_eq!(*runs.lock().unwrap(), 0);
+    let _: () = redis::cmd("DEL")
+        .arg("rediq:{cf}:pending")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            *runs.lock().unwrap() >= 1
+        })
+        .await,
+        "the tick never fired after the repair"
+    );
+    srv.shutdown().await;
+}

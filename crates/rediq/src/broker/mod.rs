@@ -93,7 +93,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     janitor: guarded!("janitor.lua"),
     rerun: guarded!("rerun.lua"),
     flush: guarded!("flush.lua"),
-    cron_fire: Script::new(include_str!("scripts/cron_fire.lua")),
+    cron_fire: guarded!("cron_fire.lua"),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
     cancel: guarded!("cancel.lua"),
     dep_register: Script::new(include_str!("scripts/dep_register.lua")),

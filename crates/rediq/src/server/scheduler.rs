@@ -11,7 +11,8 @@
 //! [`MissedTicks::Skip`] it does not; either way the next tick is the first one after now, so a
 //! day of downtime does not fire a day of ticks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::service::{every, Service};
@@ -39,12 +40,25 @@ const BATCH: usize = 100;
 
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.scheduler_interval;
+    // The last error per queue, so that a lasting fault warns once, not every interval.
+    let failing: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     Service::start("scheduler", move |stop| async move {
         every(stop, interval, || {
-            let ctx = ctx.clone();
+            let (ctx, failing) = (ctx.clone(), failing.clone());
             async move {
-                if let Err(e) = fire_due(&ctx).await {
-                    tracing::warn!(error = %e, "firing periodic tasks failed");
+                let round = async {
+                    let now = ctx.broker.time_ms().await?;
+                    Ok::<_, crate::Error>((now, ctx.broker.cron_queues().await?))
+                };
+                let (now, queues) = match round.await {
+                    Ok(r) => r,
+                    Err(e) => return note(&failing, "", Some(&e)),
+                };
+                note(&failing, "", None);
+                // One queue at a time: a queue whose keys are broken does not stop the others.
+                for queue in queues {
+                    let r = fire_due(&ctx, &queue, now).await;
+                    note(&failing, &queue, r.err().as_ref());
                 }
             }
         })
@@ -52,10 +66,28 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     })
 }
 
-async fn fire_due(ctx: &Ctx) -> crate::Result<()> {
-    let now = ctx.broker.time_ms().await?;
-    for queue in ctx.broker.cron_queues().await? {
-        for (id, tick, entry) in ctx.broker.cron_due(&queue, now, BATCH).await? {
+/// Logs a failure of `queue` ("" = all of them) when it starts or changes, and its end.
+fn note(failing: &Mutex<HashMap<String, String>>, queue: &str, error: Option<&crate::Error>) {
+    let mut f = failing.lock().unwrap_or_else(|p| p.into_inner());
+    match error {
+        Some(e) => {
+            let text = e.to_string();
+            if f.get(queue) != Some(&text) {
+                tracing::warn!(%queue, error = %text, "firing periodic tasks failed; retrying every interval");
+                f.insert(queue.to_string(), text);
+            }
+        }
+        None => {
+            if f.remove(queue).is_some() {
+                tracing::info!(%queue, "firing periodic tasks works again");
+            }
+        }
+    }
+}
+
+async fn fire_due(ctx: &Ctx, queue: &str, now: u64) -> crate::Result<()> {
+    {
+        for (id, tick, entry) in ctx.broker.cron_due(queue, now, BATCH).await? {
             let Some(entry) = entry else { continue };
             let schedule = match Schedule::parse(&entry.expr) {
                 Ok(s) => s,

@@ -20,8 +20,20 @@
 -- on and enqueues, every later one finds a different next tick and does nothing.
 -- Returns 1 fired, 0 already claimed (or entry removed/paused), 2 skipped, 3 fired but the task
 -- was dropped because its unique key is held.
-local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+--
+-- Faults (prelude.lua): the keys written are checked before the tick moves on, so a key of the
+-- wrong type or a non-integer sequence raises CORRUPT naming the key and the tick stays due
+-- (it fires once the key is repaired) instead of being used up without its task.
+local cur = rcall('ZSCORE', KEYS[1], ARGV[1])
 if not cur or tonumber(cur) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[6] ~= '0' then
+  want(KEYS[2], 'hash')
+  want(KEYS[3], 'zset')
+  counter(KEYS[4])
+  local n = rcall('HGET', KEYS[6], ARGV[7])
+  if n and not string.find(n, '^%d+$') then corrupt(KEYS[6], 'holds a non-integer count for ' .. ARGV[7]) end
+end
+-- Nothing below can fail.
 if tonumber(ARGV[3]) > 0 then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 else
@@ -36,5 +48,5 @@ end
 redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
-redis.call('ZADD', KEYS[5], 0, 'w')
+wake(KEYS[5])
 return 1
