@@ -86,51 +86,49 @@ fn note(failing: &Mutex<HashMap<String, String>>, queue: &str, error: Option<&cr
 }
 
 async fn fire_due(ctx: &Ctx, queue: &str, now: u64) -> crate::Result<()> {
-    {
-        for (id, tick, entry) in ctx.broker.cron_due(queue, now, BATCH).await? {
-            let Some(entry) = entry else { continue };
-            let schedule = match Schedule::parse(&entry.expr) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(%queue, entry = %id, error = %e, "periodic entry has an invalid schedule");
-                    continue;
-                }
-            };
-            let mut task = match record::decode(&queue, &entry.template) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(%queue, entry = %id, error = %e, "periodic entry has an undecodable task");
-                    continue;
-                }
-            };
-            let grace = MISSED_AFTER.max(ctx.cfg.scheduler_interval * 2);
-            let (fire, next) = plan(tick, now, &schedule, ctx.cfg.missed_ticks, grace);
-            task.id = uuid::Uuid::now_v7().to_string();
-            let rec = record::encode(&task)?;
-            let unique = task.options.unique_key.as_deref().map(|k| {
-                let ttl = task.options.unique_ttl.unwrap_or(DEFAULT_UNIQUE_TTL);
-                (k, ttl.as_secs().max(1))
-            });
-            match ctx
-                .broker
-                .cron_fire(&queue, &id, tick, next, &rec, unique, fire, &task.task_type)
-                .await?
-            {
-                Fired::Now => {
-                    tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
-                    if let Some(m) = &ctx.metrics {
-                        m.cron_fired(&queue, &id);
-                    }
-                }
-                Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
-                Fired::Duplicate => {
-                    tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
-                    if let Some(m) = &ctx.metrics {
-                        m.cron_fired(&queue, &id);
-                    }
-                }
-                Fired::Claimed => {}
+    for (id, tick, entry) in ctx.broker.cron_due(queue, now, BATCH).await? {
+        let Some(entry) = entry else { continue };
+        let schedule = match Schedule::parse(&entry.expr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%queue, entry = %id, error = %e, "periodic entry has an invalid schedule");
+                continue;
             }
+        };
+        let mut task = match record::decode(queue, &entry.template) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(%queue, entry = %id, error = %e, "periodic entry has an undecodable task");
+                continue;
+            }
+        };
+        let grace = MISSED_AFTER.max(ctx.cfg.scheduler_interval * 2);
+        let (fire, next) = plan(tick, now, &schedule, ctx.cfg.missed_ticks, grace);
+        task.id = uuid::Uuid::now_v7().to_string();
+        let rec = record::encode(&task)?;
+        let unique = task.options.unique_key.as_deref().map(|k| {
+            let ttl = task.options.unique_ttl.unwrap_or(DEFAULT_UNIQUE_TTL);
+            (k, ttl.as_secs().max(1))
+        });
+        match ctx
+            .broker
+            .cron_fire(queue, &id, tick, next, &rec, unique, fire, &task.task_type)
+            .await?
+        {
+            Fired::Now => {
+                tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
+                if let Some(m) = &ctx.metrics {
+                    m.cron_fired(queue, &id);
+                }
+            }
+            Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
+            Fired::Duplicate => {
+                tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
+                if let Some(m) = &ctx.metrics {
+                    m.cron_fired(queue, &id);
+                }
+            }
+            Fired::Claimed => {}
         }
     }
     Ok(())
