@@ -19,7 +19,9 @@
 //!    referenced dependent is told in its own queue (`dep_satisfy.lua` crosses the dependency off
 //!    and releases the task when none is left; `dep_fail.lua` dead-letters it and puts its own
 //!    dependents in its outbox). Only then is the entry removed (`LREM`). A resolver that dies
-//!    mid-way leaves the entry for the next one; delivering twice changes nothing.
+//!    mid-way leaves the entry for the next one; delivering twice changes nothing. An entry that
+//!    cannot be delivered is set aside and retried with backoff ([`super::outbox`]), so the
+//!    others flow.
 //!
 //! News that reaches a dependent before step 2 wrote it is kept as an "early fact" that step 2
 //! consumes, so the order of steps 1–4 across processes does not matter: the dependent becomes
@@ -30,9 +32,6 @@ use redis::AsyncCommands;
 use super::keys::QueueKeys;
 use super::{record, Broker, TaskState, SCRIPTS};
 use crate::{Error, Result};
-
-/// Outbox entries delivered per round.
-const OUTBOX_ROUND: isize = 100;
 
 /// A dependency's answer to a dependent that registers with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +85,7 @@ fn reference(dependent: &[u8], queue: &str) -> Vec<u8> {
 }
 
 /// The references of an outbox entry, in order; `None` if they do not parse.
-fn parse_references(mut refs: &[u8]) -> Option<Vec<(&[u8], &str)>> {
+pub(super) fn parse_references(mut refs: &[u8]) -> Option<Vec<(&[u8], &str)>> {
     let mut out = Vec::new();
     while !refs.is_empty() {
         let (id, rest) = refs.split_at_checked(16)?;
@@ -283,52 +282,6 @@ impl Broker {
         })
     }
 
-    /// Entries at the head of a queue's outbox.
-    async fn outbox_head(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
-        let mut c = self.conn.clone();
-        Ok(c.lrange(QueueKeys::new(queue).outbox, 0, OUTBOX_ROUND - 1)
-            .await?)
-    }
-
-    /// Delivers the outbox of `queue` to the dependents it names; returns how many entries were
-    /// delivered. Safe to run from several processes at once (every step is idempotent).
-    pub async fn resolve_outbox(&self, queue: &str) -> Result<usize> {
-        let k = QueueKeys::new(queue);
-        let mut delivered = 0;
-        loop {
-            let entries = self.outbox_head(queue).await?;
-            if entries.is_empty() {
-                return Ok(delivered);
-            }
-            for entry in &entries {
-                let parsed = entry.split_first().and_then(|(&kind, rest)| {
-                    let (id, refs) = rest.split_at_checked(16)?;
-                    Some((kind, id, parse_references(refs)?))
-                });
-                match parsed {
-                    Some((kind, id, refs)) => {
-                        for (dependent, dq) in refs {
-                            if kind == b'S' {
-                                self.dep_satisfy(dq, dependent, id).await?;
-                            } else {
-                                self.fail_dependent(dq, dependent, id).await?;
-                            }
-                        }
-                    }
-                    // Only our scripts write entries; one that does not parse would block the
-                    // outbox forever, so it is logged and dropped.
-                    None => tracing::error!(queue, "dropping a malformed dependency outbox entry"),
-                }
-                let mut c = self.conn.clone();
-                let _: i64 = c.lrem(&k.outbox, 1, &entry[..]).await?;
-                delivered += 1;
-            }
-            if entries.len() < OUTBOX_ROUND as usize {
-                return Ok(delivered);
-            }
-        }
-    }
-
     /// The unique key of a waiting task and its lock TTL in seconds, read from its record.
     async fn waiting_unique_key(&self, queue: &str, id: &[u8]) -> Result<Option<(String, u64)>> {
         let mut c = self.conn.clone();
@@ -348,7 +301,12 @@ impl Broker {
     }
 
     /// Crosses dependency `dep` off `dependent`'s list (see `dep_satisfy.lua`).
-    async fn dep_satisfy(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
+    pub(super) async fn dep_satisfy(
+        &self,
+        queue: &str,
+        dependent: &[u8],
+        dep: &[u8],
+    ) -> Result<()> {
         let k = QueueKeys::new(queue);
         // The lock of a waiting task has no TTL; the release gives it one. A task written
         // between this read and the script keeps its lock without one until it settles (which
@@ -374,7 +332,12 @@ impl Broker {
     }
 
     /// Dead-letters `dependent` because `dep` failed (see `dep_fail.lua`).
-    async fn fail_dependent(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
+    pub(super) async fn fail_dependent(
+        &self,
+        queue: &str,
+        dependent: &[u8],
+        dep: &[u8],
+    ) -> Result<()> {
         let k = QueueKeys::new(queue);
         // The record may be read while it changes (it cannot, today, but the script checks):
         // read again on a mismatch.
@@ -533,7 +496,7 @@ mod tests {
         // The dependency completes and its news is delivered before the dependent is written
         // (a slow client): it becomes an early fact.
         run_all(&b, "qa").await;
-        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
+        assert_eq!(b.resolve_outbox("qa").await.unwrap().delivered, 1);
         assert_eq!(write(&b, &t, std::slice::from_ref(&a)).await, Written::Ok);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0), "pending at once");
         // Registering again now finds the completion record.
@@ -795,7 +758,7 @@ mod tests {
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (0, 1, 0));
         // The next one delivers the whole entry again: c2 is released, c1 stays released once.
-        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
+        assert_eq!(b.resolve_outbox("qa").await.unwrap().delivered, 1);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (1, 0, 0));
     }

@@ -48,6 +48,10 @@ pub(crate) struct QueueKeys {
     pub early: String,
     /// Counts flushes, so a dependency seen before a flush is looked for again.
     pub flushes: String,
+    /// Outbox entries that could not be delivered: entry → when to try again (Unix ms).
+    pub set_aside: String,
+    /// Of each set-aside entry: failed attempts `|` first failure (Unix ms) `|` reason.
+    pub set_aside_why: String,
 }
 
 impl QueueKeys {
@@ -82,6 +86,8 @@ impl QueueKeys {
             outbox: k("deps:outbox"),
             early: k("deps:early"),
             flushes: k("deps:flushes"),
+            set_aside: k("deps:aside"),
+            set_aside_why: k("deps:aside:why"),
             base,
         }
     }
@@ -174,6 +180,8 @@ mod tests {
             &k.early,
             &k.flushes,
             &k.done_count,
+            &k.set_aside,
+            &k.set_aside_why,
             &k.done_bucket(&[7u8; 16]),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");

@@ -24,6 +24,7 @@ pub(crate) mod cron;
 pub(crate) mod deps;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
+pub(crate) mod outbox;
 pub(crate) mod record;
 
 use std::collections::HashMap;
@@ -56,6 +57,7 @@ struct Scripts {
     dep_enqueue: Script,
     dep_satisfy: Script,
     dep_fail: Script,
+    dep_aside: Script,
     records_trim: Script,
     oldest: Script,
 }
@@ -79,6 +81,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
+    dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
 });
