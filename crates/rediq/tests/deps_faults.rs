@@ -165,3 +165,51 @@ async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
         .unwrap();
     assert_eq!(left, (0, 0), "nothing left in the outbox or set aside");
 }
+
+/// Two servers deliver the same outbox entries side by side; every dependent was written before
+/// its news, so no early fact may be left behind (nobody would ever read it).
+#[tokio::test]
+async fn redundant_deliveries_leave_no_early_facts() {
+    let env = Env::new().await;
+    let runs = Runs::default();
+    let n = 300;
+    // Written while the dependencies' queue is paused: every dependent waits for its news.
+    env.client.pause_queue("ea").await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..n {
+        let x = put(&env, node("ea")).await;
+        // Half of them have a second dependency in the dependents' own queue.
+        let d = if i % 2 == 0 {
+            put(&env, node("eb").depends_on(&[&x])).await
+        } else {
+            let y = put(&env, node("ea")).await;
+            all.push(y.clone());
+            put(&env, node("eb").depends_on(&[&x, &y])).await
+        };
+        all.extend([x, d]);
+    }
+    env.client.resume_queue("ea").await.unwrap();
+    let builder = || env.server().queues(&["ea", "eb"]).concurrency(8);
+    let s1 = start(builder(), runs.mux()).await;
+    let s2 = start(builder(), runs.mux()).await;
+    let done = wait_for(Duration::from_secs(60), || async {
+        runs.total() == all.len() as u64
+    })
+    .await;
+    // Let the resolvers finish any delivery in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s1.shutdown().await;
+    s2.shutdown().await;
+    assert!(done, "ran {} of {}", runs.total(), all.len());
+    for id in &all {
+        assert_eq!(runs.of(id), 1, "{id} ran once");
+    }
+    let mut c = redis(&env).await;
+    let early: (u64, u64) = redis::pipe()
+        .zcard("rediq:{ea}:deps:early")
+        .zcard("rediq:{eb}:deps:early")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(early, (0, 0), "early facts left behind");
+}

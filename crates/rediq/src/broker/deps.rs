@@ -25,7 +25,9 @@
 //!
 //! News that reaches a dependent before step 2 wrote it is kept as an "early fact" that step 2
 //! consumes, so the order of steps 1–4 across processes does not matter: the dependent becomes
-//! pending exactly once.
+//! pending exactly once. Only news for a dependent marked as being written (`dep_begin.lua`,
+//! before step 1) is kept: news for an absent dependent without the mark is a redundant
+//! delivery after its release, and writing it down would leave a record nobody reads.
 
 use redis::AsyncCommands;
 
@@ -161,6 +163,27 @@ impl Broker {
             }
             cursor = next;
         }
+    }
+
+    /// Marks `dependent` of `queue` as being written (see `dep_begin.lua`): news for it that
+    /// arrives before it is written is kept only with this mark. Called before the first
+    /// registration.
+    pub async fn dep_begin(&self, queue: &str, dependent: &[u8]) -> Result<()> {
+        let mut inv = SCRIPTS.dep_begin.prepare_invoke();
+        inv.key(QueueKeys::new(queue).early).arg(dependent);
+        let mut c = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Drops the mark of [`Broker::dep_begin`] for a dependent that will not be written after
+    /// all, so news for it leaves nothing behind.
+    pub async fn dep_abandon(&self, queue: &str, dependent: &[u8]) -> Result<()> {
+        let mut mark = b"W".to_vec();
+        mark.extend_from_slice(dependent);
+        let mut c = self.conn.clone();
+        let _: i64 = c.zrem(QueueKeys::new(queue).early, mark).await?;
+        Ok(())
     }
 
     /// Registers `dependent` (of `dependent_queue`) with dependency `id` of `queue`.
@@ -463,6 +486,7 @@ mod tests {
     async fn dependent(b: &Broker, queue: &str, deps: &[(&str, &[u8])]) -> (Vec<u8>, Written) {
         let t = Task::builder("d").queue(queue).build().unwrap();
         let id = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin(queue, &id).await.unwrap();
         let mut open = Vec::new();
         for (q, d) in deps {
             let queues = [q.to_string()];
@@ -488,6 +512,7 @@ mod tests {
         let a = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         assert_eq!(
             b.register_dependency(&qa, &a, &me, "qb").await.unwrap(),
@@ -513,6 +538,7 @@ mod tests {
         let a = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         b.register_dependency(&qa, &a, &me, "qb").await.unwrap();
         kill_next(&b, "qa", &a).await;
@@ -560,6 +586,10 @@ mod tests {
         let mut conn = b.conn.clone();
         let left: u64 = conn.llen(QueueKeys::new("qa").outbox).await.unwrap();
         assert_eq!(left, 0, "every outbox entry was removed once delivered");
+        // The repeats reached dependents already released or finished: nobody would read an
+        // early fact for them, so none was written.
+        let early: u64 = conn.zcard(QueueKeys::new("qb").early).await.unwrap();
+        assert_eq!(early, 0, "no early facts from redundant deliveries");
     }
 
     #[tokio::test]
@@ -636,6 +666,7 @@ mod tests {
         let x = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         b.register_dependency(&qa, &x, &me, "qb").await.unwrap();
         run_all(&b, "qa").await;
@@ -718,6 +749,7 @@ mod tests {
             .build()
             .unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         assert_eq!(
             b.register_dependency(&["qa".to_string()], &x, &me, "qb")
                 .await

@@ -58,6 +58,7 @@ struct Scripts {
     dep_satisfy: Script,
     dep_fail: Script,
     dep_aside: Script,
+    dep_begin: Script,
     records_trim: Script,
     oldest: Script,
 }
@@ -82,6 +83,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
     dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
+    dep_begin: Script::new(include_str!("scripts/dep_begin.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
 });
