@@ -425,7 +425,7 @@ impl Client {
                     failed = Some(raw.to_vec());
                     break;
                 }
-                Answer::Unknown | Answer::Again => {
+                Answer::Unknown | Answer::Again | Answer::Stale => {
                     // Best effort: a mark left behind only keeps news for a task that never
                     // comes, until the janitor drops it with the early facts.
                     if let Err(e) = broker.dep_abandon(&task.queue, &me).await {

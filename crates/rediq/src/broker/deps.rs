@@ -48,6 +48,9 @@ pub(crate) enum Answer {
     Unknown,
     /// The queue was flushed while the caller looked: look again.
     Again,
+    /// The lease holders changed since the caller read them: read them and ask again (only
+    /// between [`Broker::dep_register`] and its script).
+    Stale,
 }
 
 /// Where a dependent landed.
@@ -198,21 +201,49 @@ impl Broker {
         dependent_queue: &str,
         seen_queued: Option<u64>,
     ) -> Result<Answer> {
+        // The holders change only when a server takes its first lease on the queue or a lapsed
+        // one is removed: a few reads settle it.
+        for _ in 0..5 {
+            let holders = self.lease_holders(queue).await?;
+            match self
+                .dep_register_seeing(queue, id, dependent, dependent_queue, seen_queued, &holders)
+                .await?
+            {
+                Answer::Stale => continue,
+                answer => return Ok(answer),
+            }
+        }
+        Ok(Answer::Again)
+    }
+
+    /// [`Broker::dep_register`] with the lease holders the caller read.
+    async fn dep_register_seeing(
+        &self,
+        queue: &str,
+        id: &[u8],
+        dependent: &[u8],
+        dependent_queue: &str,
+        seen_queued: Option<u64>,
+        holders: &[String],
+    ) -> Result<Answer> {
         let k = QueueKeys::new(queue);
-        let holders = self.lease_holders(queue).await?;
         let mut inv = SCRIPTS.dep_register.prepare_invoke();
         inv.key(k.done_bucket(id))
             .key(&k.failed_ids)
             .key(&k.dependents)
             .key(&k.waiting)
-            .key(&k.flushes);
-        for h in &holders {
+            .key(&k.flushes)
+            .key(&k.leases);
+        for h in holders {
             inv.key(k.active(h));
         }
         inv.arg(id)
             .arg(reference(dependent, dependent_queue))
             .arg(if seen_queued.is_some() { "1" } else { "0" })
             .arg(seen_queued.unwrap_or(0));
+        for h in holders {
+            inv.arg(h);
+        }
         let mut c = self.conn.clone();
         let answer: String = inv.invoke_async(&mut c).await?;
         Ok(match answer.as_str() {
@@ -220,6 +251,7 @@ impl Broker {
             "failed" => Answer::Failed,
             "registered" => Answer::Registered,
             "again" => Answer::Again,
+            "holders" => Answer::Stale,
             _ => Answer::Unknown,
         })
     }
@@ -240,7 +272,7 @@ impl Broker {
                     .dep_register(q, id, dependent, dependent_queue, None)
                     .await?
                 {
-                    Answer::Unknown | Answer::Again => {}
+                    Answer::Unknown | Answer::Again | Answer::Stale => {}
                     found => return Ok(found),
                 }
                 let flushes = self.flush_count(q).await?;
@@ -251,7 +283,7 @@ impl Broker {
                             .dep_register(q, id, dependent, dependent_queue, Some(flushes))
                             .await?
                         {
-                            Answer::Unknown | Answer::Again => break,
+                            Answer::Unknown | Answer::Again | Answer::Stale => break,
                             found => return Ok(found),
                         }
                     }
@@ -793,6 +825,32 @@ mod tests {
         assert_eq!(b.resolve_outbox("qa").await.unwrap().delivered, 1);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_while_registering_does_not_hide_a_live_dependency() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let x = plain(&b, "qa").await;
+        let me = [5u8; 16];
+        // The caller read the lease holders (none yet)...
+        let holders: Vec<String> = Vec::new();
+        // ...then a server took its first lease on the queue, and x with it.
+        let f = b
+            .fetch("qa", S, 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record::raw_id(&f.records[0]), &x[..]);
+        let answer = b
+            .dep_register_seeing("qa", &x, &me, "qb", None, &holders)
+            .await
+            .unwrap();
+        assert_eq!(answer, Answer::Stale, "x is active, not unknown");
+        assert_eq!(
+            b.dep_register("qa", &x, &me, "qb", None).await.unwrap(),
+            Answer::Registered
+        );
     }
 
     #[test]
