@@ -52,6 +52,8 @@ pub(crate) struct QueueKeys {
     pub set_aside: String,
     /// Of each set-aside entry: failed attempts `|` first failure (Unix ms) `|` reason.
     pub set_aside_why: String,
+    /// The token of the resolver delivering the outbox right now (with a TTL).
+    pub outbox_claim: String,
 }
 
 impl QueueKeys {
@@ -88,6 +90,7 @@ impl QueueKeys {
             flushes: k("deps:flushes"),
             set_aside: k("deps:aside"),
             set_aside_why: k("deps:aside:why"),
+            outbox_claim: k("deps:claim"),
             base,
         }
     }
@@ -182,6 +185,7 @@ mod tests {
             &k.done_count,
             &k.set_aside,
             &k.set_aside_why,
+            &k.outbox_claim,
             &k.done_bucket(&[7u8; 16]),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");

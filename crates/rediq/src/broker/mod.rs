@@ -59,6 +59,7 @@ struct Scripts {
     dep_fail: Script,
     dep_aside: Script,
     dep_begin: Script,
+    dep_claim: Script,
     records_trim: Script,
     oldest: Script,
 }
@@ -84,6 +85,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
     dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
     dep_begin: Script::new(include_str!("scripts/dep_begin.lua")),
+    dep_claim: Script::new(include_str!("scripts/dep_claim.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
 });

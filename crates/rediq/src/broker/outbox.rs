@@ -10,6 +10,12 @@
 //! belongs to the connection (I/O, timeout, cluster redirection, Redis loading) ends the round
 //! instead: every entry would fail the same way, and setting them all aside would only delay
 //! them.
+//!
+//! Every server's resolver looks at every outbox of its queues; a claim (`dep_claim.lua`, a
+//! token with a TTL) lets one of them deliver a queue's outbox at a time, so an entry is
+//! normally delivered once instead of once per server. Correctness does not rest on it
+//! (delivery is idempotent): a resolver that stalls past the claim's TTL and wakes up delivers
+//! again, which changes nothing.
 
 use redis::{AsyncCommands, ErrorKind, ServerErrorKind};
 
@@ -21,6 +27,10 @@ use crate::{Error, Result};
 /// Outbox entries delivered per round, and set-aside entries looked at per round.
 const ROUND: isize = 100;
 
+/// How long a resolver's claim on an outbox lasts unless renewed (after every batch): the
+/// longest a resolver that died mid-round holds the others off.
+const CLAIM_MS: u64 = 5_000;
+
 /// What one delivery round of a queue's outbox did.
 #[derive(Debug, Default)]
 pub(crate) struct Resolved {
@@ -30,6 +40,8 @@ pub(crate) struct Resolved {
     pub set_aside: Vec<SetAside>,
     /// Dependency ids (text) of entries set aside earlier and delivered now.
     pub recovered: Vec<String>,
+    /// Another resolver was delivering this outbox: nothing was done.
+    pub busy: bool,
 }
 
 /// An outbox entry that could not be delivered.
@@ -73,7 +85,33 @@ impl Broker {
     /// from several processes at once (every step is idempotent).
     pub async fn resolve_outbox(&self, queue: &str) -> Result<Resolved> {
         let k = QueueKeys::new(queue);
+        let token = uuid::Uuid::now_v7().to_string();
+        if !self.claim(&k, &token, "take").await? {
+            return Ok(Resolved {
+                busy: true,
+                ..Resolved::default()
+            });
+        }
         let mut out = Resolved::default();
+        let done = self.resolve_claimed(&k, &token, &mut out).await;
+        // Best effort: an error here leaves a claim that lapses by itself.
+        if let Err(e) = self.claim(&k, &token, "drop").await {
+            tracing::debug!(queue, error = %e, "could not drop the outbox claim");
+        }
+        done.map(|()| out)
+    }
+
+    /// Takes, renews or drops this round's claim on the outbox (`dep_claim.lua`).
+    async fn claim(&self, k: &QueueKeys, token: &str, how: &str) -> Result<bool> {
+        let mut inv = SCRIPTS.dep_claim.prepare_invoke();
+        inv.key(&k.outbox_claim).arg(token).arg(how).arg(CLAIM_MS);
+        let mut c = self.conn.clone();
+        let held: i64 = inv.invoke_async(&mut c).await?;
+        Ok(held == 1)
+    }
+
+    /// [`Broker::resolve_outbox`] once the claim is held.
+    async fn resolve_claimed(&self, k: &QueueKeys, token: &str, out: &mut Resolved) -> Result<()> {
         loop {
             let entries: Vec<Vec<u8>> = {
                 let mut c = self.conn.clone();
@@ -86,16 +124,20 @@ impl Broker {
                         let _: i64 = c.lrem(&k.outbox, 1, &entry[..]).await?;
                         out.delivered += 1;
                     }
-                    Err(Fault::Entry(reason)) => self.aside(&k, entry, reason, &mut out).await?,
+                    Err(Fault::Entry(reason)) => self.aside(k, entry, reason, out).await?,
                     Err(Fault::Round(e)) => return Err(e),
                 }
             }
             if entries.len() < ROUND as usize {
                 break;
             }
+            // A long outbox: keep the claim (or stop, if another resolver took over after
+            // this one stalled; it delivers the rest).
+            if !self.claim(k, token, "take").await? {
+                return Ok(());
+            }
         }
-        self.retry_set_aside(&k, &mut out).await?;
-        Ok(out)
+        self.retry_set_aside(k, out).await
     }
 
     /// Tells every dependent of `entry`. A dependent that cannot be told does not stop the
@@ -245,6 +287,33 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn one_resolver_at_a_time_and_a_stalled_one_is_taken_over() {
+        let redis = RedisServer::start();
+        let b = Broker::connect(&redis.url()).await.unwrap();
+        let k = QueueKeys::new("qc");
+        let mut c = b.conn.clone();
+        let _: () = c.rpush(&k.outbox, "garbage").await.unwrap();
+        // Another resolver holds the claim (and then stalls: its claim lapses in 300 ms).
+        let _: () = redis::cmd("SET")
+            .arg(&k.outbox_claim)
+            .arg("someone else")
+            .arg("PX")
+            .arg(300)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let r = b.resolve_outbox("qc").await.unwrap();
+        assert!(r.busy && r.set_aside.is_empty(), "{r:?}");
+        let left: u64 = c.llen(&k.outbox).await.unwrap();
+        assert_eq!(left, 1, "left to the holder");
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let r = b.resolve_outbox("qc").await.unwrap();
+        assert!(!r.busy && r.set_aside.len() == 1, "taken over: {r:?}");
+        let claim: Option<String> = c.get(&k.outbox_claim).await.unwrap();
+        assert_eq!(claim, None, "dropped after the round");
     }
 
     #[test]

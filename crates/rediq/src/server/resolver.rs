@@ -6,9 +6,10 @@
 //! server's queues and, for every entry, tells each dependent in the dependent's queue (releasing
 //! it, or dead-lettering it), then drops the entry. It runs at once when a transition made by this
 //! server wrote an entry, and every `forward_interval` otherwise (entries written by clients, by
-//! other servers that died before delivering, or left by a crash). Every server of a queue may
-//! deliver the same entry at the same time: each step is idempotent, so a dependent is released
-//! exactly once.
+//! other servers that died before delivering, or left by a crash). One server at a time delivers
+//! a queue's outbox (a claim with a TTL, taken over when its holder stalls or dies); should two
+//! deliver the same entry anyway, each step is idempotent, so a dependent is released exactly
+//! once.
 //!
 //! An entry that cannot be delivered is set aside by the broker and tried again with backoff, so
 //! the others flow; it is logged once as a warning when it is set aside (repeats at debug), and
@@ -29,20 +30,34 @@ async fn run(ctx: Arc<Ctx>, mut stop: Stop) {
     let interval = ctx.cfg.forward_interval;
     // The last round error per queue, so a lasting fault warns once.
     let mut failing: HashMap<String, String> = HashMap::new();
+    let mut pause = interval;
     loop {
         tokio::select! {
             _ = stop.stopped() => return,
             _ = ctx.broker.outbox_written() => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        resolve_all(&ctx, &mut failing).await;
+        // Another server was delivering an outbox: it may have read it before this server's
+        // latest entry landed, so look again soon rather than after a whole interval.
+        pause = if resolve_all(&ctx, &mut failing).await {
+            interval.min(BUSY_PAUSE)
+        } else {
+            interval
+        };
     }
 }
 
-async fn resolve_all(ctx: &Ctx, failing: &mut HashMap<String, String>) {
+/// How soon to look again at an outbox another server was delivering.
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Delivers the outboxes of the server's queues; returns whether one was busy (claimed by
+/// another resolver).
+async fn resolve_all(ctx: &Ctx, failing: &mut HashMap<String, String>) -> bool {
+    let mut busy = false;
     for (q, _) in &ctx.cfg.queues {
         match ctx.broker.resolve_outbox(q).await {
             Ok(r) => {
+                busy |= r.busy;
                 if failing.remove(q).is_some() {
                     tracing::info!(queue = %q, "delivering dependency news works again");
                 }
@@ -75,4 +90,5 @@ async fn resolve_all(ctx: &Ctx, failing: &mut HashMap<String, String>) {
             }
         }
     }
+    busy
 }
