@@ -130,8 +130,8 @@ async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
     .await;
     // Several retries of the bad entry happen meanwhile (backoff from 1 s).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let warned = lines("WARN", &["fx", "set aside"]);
-    let noisy = lines("WARN", &["fx"]);
+    let warned = lines("WARN", &["queue=fx", "set aside"]);
+    let noisy = lines("WARN", &["queue=fx"]);
     assert_eq!(runs.of(&bad), 0, "still waiting behind the garbage");
     // The garbage goes; the entry set aside is delivered on its next retry.
     let _: () = redis::cmd("RENAME")
