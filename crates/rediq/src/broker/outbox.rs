@@ -290,6 +290,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_the_newest_thousand_malformed_entries_are_kept() {
+        let redis = RedisServer::start();
+        let b = Broker::connect(&redis.url()).await.unwrap();
+        let k = QueueKeys::new("qg");
+        let mut c = b.conn.clone();
+        let garbage: Vec<String> = (0..1005).map(|i| format!("garbage-{i:05}")).collect();
+        for g in &garbage {
+            let _: () = c.rpush(&k.outbox, g).await.unwrap();
+            // One at a time, so that each is set aside at its own moment.
+            b.resolve_outbox("qg").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_micros(1100)).await;
+        }
+        let kept: Vec<String> = c.zrange(&k.set_aside, 0, -1).await.unwrap();
+        let why: u64 = c.hlen(&k.set_aside_why).await.unwrap();
+        assert_eq!((kept.len(), why), (1000, 1000));
+        assert_eq!(kept[0], garbage[5], "the oldest five went, in age order");
+    }
+
+    #[tokio::test]
     async fn one_resolver_at_a_time_and_a_stalled_one_is_taken_over() {
         let redis = RedisServer::start();
         let b = Broker::connect(&redis.url()).await.unwrap();
