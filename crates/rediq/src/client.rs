@@ -405,6 +405,9 @@ impl Client {
         let mut seen = HashSet::new();
         let mut open = Vec::new();
         let mut failed: Option<Vec<u8>> = None;
+        // Before the first registration: news that reaches the dependent before it is written
+        // is kept only with this mark (see `dep_begin.lua`).
+        broker.dep_begin(&task.queue, &me).await?;
         for d in task.options.depends_on.iter().flatten() {
             // Checked in prepare(): every dependency id parses.
             let raw = record::id_bytes(d)?;
@@ -422,11 +425,16 @@ impl Client {
                     failed = Some(raw.to_vec());
                     break;
                 }
-                Answer::Unknown | Answer::Again => {
+                Answer::Unknown | Answer::Again | Answer::Stale => {
+                    // Best effort: a mark left behind only keeps news for a task that never
+                    // comes, until the janitor drops it with the early facts.
+                    if let Err(e) = broker.dep_abandon(&task.queue, &me).await {
+                        tracing::debug!(task = %task.id, error = %e, "could not drop the dependent's mark");
+                    }
                     return Err(Error::UnknownDependency {
                         id: d.clone(),
                         task: task.id.clone(),
-                    })
+                    });
                 }
             }
         }

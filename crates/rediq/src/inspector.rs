@@ -250,7 +250,7 @@ impl Inspector {
     /// queue by queue — every queue's, until a round delivers nothing.
     async fn tell_dependents(&self, queue: &str) {
         let round = async {
-            let mut delivered = self.broker.resolve_outbox(queue).await?;
+            let mut delivered = self.broker.resolve_outbox(queue).await?.delivered;
             let queues = self.broker.queues().await?;
             for _ in 0..10 {
                 if delivered == 0 {
@@ -258,7 +258,7 @@ impl Inspector {
                 }
                 delivered = 0;
                 for q in &queues {
-                    delivered += self.broker.resolve_outbox(q).await?;
+                    delivered += self.broker.resolve_outbox(q).await?.delivered;
                 }
             }
             Ok::<(), crate::Error>(())

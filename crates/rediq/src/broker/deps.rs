@@ -19,20 +19,21 @@
 //!    referenced dependent is told in its own queue (`dep_satisfy.lua` crosses the dependency off
 //!    and releases the task when none is left; `dep_fail.lua` dead-letters it and puts its own
 //!    dependents in its outbox). Only then is the entry removed (`LREM`). A resolver that dies
-//!    mid-way leaves the entry for the next one; delivering twice changes nothing.
+//!    mid-way leaves the entry for the next one; delivering twice changes nothing. An entry that
+//!    cannot be delivered is set aside and retried with backoff ([`super::outbox`]), so the
+//!    others flow.
 //!
 //! News that reaches a dependent before step 2 wrote it is kept as an "early fact" that step 2
 //! consumes, so the order of steps 1–4 across processes does not matter: the dependent becomes
-//! pending exactly once.
+//! pending exactly once. Only news for a dependent marked as being written (`dep_begin.lua`,
+//! before step 1) is kept: news for an absent dependent without the mark is a redundant
+//! delivery after its release, and writing it down would leave a record nobody reads.
 
 use redis::AsyncCommands;
 
 use super::keys::QueueKeys;
 use super::{record, Broker, TaskState, SCRIPTS};
 use crate::{Error, Result};
-
-/// Outbox entries delivered per round.
-const OUTBOX_ROUND: isize = 100;
 
 /// A dependency's answer to a dependent that registers with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub(crate) enum Answer {
     Unknown,
     /// The queue was flushed while the caller looked: look again.
     Again,
+    /// The lease holders changed since the caller read them: read them and ask again (only
+    /// between [`Broker::dep_register`] and its script).
+    Stale,
 }
 
 /// Where a dependent landed.
@@ -86,7 +90,7 @@ fn reference(dependent: &[u8], queue: &str) -> Vec<u8> {
 }
 
 /// The references of an outbox entry, in order; `None` if they do not parse.
-fn parse_references(mut refs: &[u8]) -> Option<Vec<(&[u8], &str)>> {
+pub(super) fn parse_references(mut refs: &[u8]) -> Option<Vec<(&[u8], &str)>> {
     let mut out = Vec::new();
     while !refs.is_empty() {
         let (id, rest) = refs.split_at_checked(16)?;
@@ -164,6 +168,27 @@ impl Broker {
         }
     }
 
+    /// Marks `dependent` of `queue` as being written (see `dep_begin.lua`): news for it that
+    /// arrives before it is written is kept only with this mark. Called before the first
+    /// registration.
+    pub async fn dep_begin(&self, queue: &str, dependent: &[u8]) -> Result<()> {
+        let mut inv = SCRIPTS.dep_begin.prepare_invoke();
+        inv.key(QueueKeys::new(queue).early).arg(dependent);
+        let mut c = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Drops the mark of [`Broker::dep_begin`] for a dependent that will not be written after
+    /// all, so news for it leaves nothing behind.
+    pub async fn dep_abandon(&self, queue: &str, dependent: &[u8]) -> Result<()> {
+        let mut mark = b"W".to_vec();
+        mark.extend_from_slice(dependent);
+        let mut c = self.conn.clone();
+        let _: i64 = c.zrem(QueueKeys::new(queue).early, mark).await?;
+        Ok(())
+    }
+
     /// Registers `dependent` (of `dependent_queue`) with dependency `id` of `queue`.
     /// `seen_queued` is the flush counter read before the caller found the dependency queued
     /// (pending, delayed or retry); `None` asks the script to look in the places it can check
@@ -176,21 +201,49 @@ impl Broker {
         dependent_queue: &str,
         seen_queued: Option<u64>,
     ) -> Result<Answer> {
+        // The holders change only when a server takes its first lease on the queue or a lapsed
+        // one is removed: a few reads settle it.
+        for _ in 0..5 {
+            let holders = self.lease_holders(queue).await?;
+            match self
+                .dep_register_seeing(queue, id, dependent, dependent_queue, seen_queued, &holders)
+                .await?
+            {
+                Answer::Stale => continue,
+                answer => return Ok(answer),
+            }
+        }
+        Ok(Answer::Again)
+    }
+
+    /// [`Broker::dep_register`] with the lease holders the caller read.
+    async fn dep_register_seeing(
+        &self,
+        queue: &str,
+        id: &[u8],
+        dependent: &[u8],
+        dependent_queue: &str,
+        seen_queued: Option<u64>,
+        holders: &[String],
+    ) -> Result<Answer> {
         let k = QueueKeys::new(queue);
-        let holders = self.lease_holders(queue).await?;
         let mut inv = SCRIPTS.dep_register.prepare_invoke();
         inv.key(k.done_bucket(id))
             .key(&k.failed_ids)
             .key(&k.dependents)
             .key(&k.waiting)
-            .key(&k.flushes);
-        for h in &holders {
+            .key(&k.flushes)
+            .key(&k.leases);
+        for h in holders {
             inv.key(k.active(h));
         }
         inv.arg(id)
             .arg(reference(dependent, dependent_queue))
             .arg(if seen_queued.is_some() { "1" } else { "0" })
             .arg(seen_queued.unwrap_or(0));
+        for h in holders {
+            inv.arg(h);
+        }
         let mut c = self.conn.clone();
         let answer: String = inv.invoke_async(&mut c).await?;
         Ok(match answer.as_str() {
@@ -198,6 +251,7 @@ impl Broker {
             "failed" => Answer::Failed,
             "registered" => Answer::Registered,
             "again" => Answer::Again,
+            "holders" => Answer::Stale,
             _ => Answer::Unknown,
         })
     }
@@ -218,7 +272,7 @@ impl Broker {
                     .dep_register(q, id, dependent, dependent_queue, None)
                     .await?
                 {
-                    Answer::Unknown | Answer::Again => {}
+                    Answer::Unknown | Answer::Again | Answer::Stale => {}
                     found => return Ok(found),
                 }
                 let flushes = self.flush_count(q).await?;
@@ -229,7 +283,7 @@ impl Broker {
                             .dep_register(q, id, dependent, dependent_queue, Some(flushes))
                             .await?
                         {
-                            Answer::Unknown | Answer::Again => break,
+                            Answer::Unknown | Answer::Again | Answer::Stale => break,
                             found => return Ok(found),
                         }
                     }
@@ -283,52 +337,6 @@ impl Broker {
         })
     }
 
-    /// Entries at the head of a queue's outbox.
-    async fn outbox_head(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
-        let mut c = self.conn.clone();
-        Ok(c.lrange(QueueKeys::new(queue).outbox, 0, OUTBOX_ROUND - 1)
-            .await?)
-    }
-
-    /// Delivers the outbox of `queue` to the dependents it names; returns how many entries were
-    /// delivered. Safe to run from several processes at once (every step is idempotent).
-    pub async fn resolve_outbox(&self, queue: &str) -> Result<usize> {
-        let k = QueueKeys::new(queue);
-        let mut delivered = 0;
-        loop {
-            let entries = self.outbox_head(queue).await?;
-            if entries.is_empty() {
-                return Ok(delivered);
-            }
-            for entry in &entries {
-                let parsed = entry.split_first().and_then(|(&kind, rest)| {
-                    let (id, refs) = rest.split_at_checked(16)?;
-                    Some((kind, id, parse_references(refs)?))
-                });
-                match parsed {
-                    Some((kind, id, refs)) => {
-                        for (dependent, dq) in refs {
-                            if kind == b'S' {
-                                self.dep_satisfy(dq, dependent, id).await?;
-                            } else {
-                                self.fail_dependent(dq, dependent, id).await?;
-                            }
-                        }
-                    }
-                    // Only our scripts write entries; one that does not parse would block the
-                    // outbox forever, so it is logged and dropped.
-                    None => tracing::error!(queue, "dropping a malformed dependency outbox entry"),
-                }
-                let mut c = self.conn.clone();
-                let _: i64 = c.lrem(&k.outbox, 1, &entry[..]).await?;
-                delivered += 1;
-            }
-            if entries.len() < OUTBOX_ROUND as usize {
-                return Ok(delivered);
-            }
-        }
-    }
-
     /// The unique key of a waiting task and its lock TTL in seconds, read from its record.
     async fn waiting_unique_key(&self, queue: &str, id: &[u8]) -> Result<Option<(String, u64)>> {
         let mut c = self.conn.clone();
@@ -348,7 +356,12 @@ impl Broker {
     }
 
     /// Crosses dependency `dep` off `dependent`'s list (see `dep_satisfy.lua`).
-    async fn dep_satisfy(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
+    pub(super) async fn dep_satisfy(
+        &self,
+        queue: &str,
+        dependent: &[u8],
+        dep: &[u8],
+    ) -> Result<()> {
         let k = QueueKeys::new(queue);
         // The lock of a waiting task has no TTL; the release gives it one. A task written
         // between this read and the script keeps its lock without one until it settles (which
@@ -374,7 +387,12 @@ impl Broker {
     }
 
     /// Dead-letters `dependent` because `dep` failed (see `dep_fail.lua`).
-    async fn fail_dependent(&self, queue: &str, dependent: &[u8], dep: &[u8]) -> Result<()> {
+    pub(super) async fn fail_dependent(
+        &self,
+        queue: &str,
+        dependent: &[u8],
+        dep: &[u8],
+    ) -> Result<()> {
         let k = QueueKeys::new(queue);
         // The record may be read while it changes (it cannot, today, but the script checks):
         // read again on a mismatch.
@@ -500,6 +518,7 @@ mod tests {
     async fn dependent(b: &Broker, queue: &str, deps: &[(&str, &[u8])]) -> (Vec<u8>, Written) {
         let t = Task::builder("d").queue(queue).build().unwrap();
         let id = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin(queue, &id).await.unwrap();
         let mut open = Vec::new();
         for (q, d) in deps {
             let queues = [q.to_string()];
@@ -525,6 +544,7 @@ mod tests {
         let a = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         assert_eq!(
             b.register_dependency(&qa, &a, &me, "qb").await.unwrap(),
@@ -533,7 +553,7 @@ mod tests {
         // The dependency completes and its news is delivered before the dependent is written
         // (a slow client): it becomes an early fact.
         run_all(&b, "qa").await;
-        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
+        assert_eq!(b.resolve_outbox("qa").await.unwrap().delivered, 1);
         assert_eq!(write(&b, &t, std::slice::from_ref(&a)).await, Written::Ok);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0), "pending at once");
         // Registering again now finds the completion record.
@@ -550,6 +570,7 @@ mod tests {
         let a = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         b.register_dependency(&qa, &a, &me, "qb").await.unwrap();
         kill_next(&b, "qa", &a).await;
@@ -597,6 +618,10 @@ mod tests {
         let mut conn = b.conn.clone();
         let left: u64 = conn.llen(QueueKeys::new("qa").outbox).await.unwrap();
         assert_eq!(left, 0, "every outbox entry was removed once delivered");
+        // The repeats reached dependents already released or finished: nobody would read an
+        // early fact for them, so none was written.
+        let early: u64 = conn.zcard(QueueKeys::new("qb").early).await.unwrap();
+        assert_eq!(early, 0, "no early facts from redundant deliveries");
     }
 
     #[tokio::test]
@@ -673,6 +698,7 @@ mod tests {
         let x = plain(&b, "qa").await;
         let t = Task::builder("d").queue("qb").build().unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         let qa = ["qa".to_string()];
         b.register_dependency(&qa, &x, &me, "qb").await.unwrap();
         run_all(&b, "qa").await;
@@ -755,6 +781,7 @@ mod tests {
             .build()
             .unwrap();
         let me = record::id_bytes(&t.id).unwrap().to_vec();
+        b.dep_begin("qb", &me).await.unwrap();
         assert_eq!(
             b.register_dependency(&["qa".to_string()], &x, &me, "qb")
                 .await
@@ -795,9 +822,35 @@ mod tests {
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (0, 1, 0));
         // The next one delivers the whole entry again: c2 is released, c1 stays released once.
-        assert_eq!(b.resolve_outbox("qa").await.unwrap(), 1);
+        assert_eq!(b.resolve_outbox("qa").await.unwrap().delivered, 1);
         assert_eq!(counts(&b, "qb").await, (1, 0, 0));
         assert_eq!(counts(&b, "qc").await, (1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_while_registering_does_not_hide_a_live_dependency() {
+        let redis = RedisServer::start();
+        let b = broker(&redis).await;
+        let x = plain(&b, "qa").await;
+        let me = [5u8; 16];
+        // The caller read the lease holders (none yet)...
+        let holders: Vec<String> = Vec::new();
+        // ...then a server took its first lease on the queue, and x with it.
+        let f = b
+            .fetch("qa", S, 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record::raw_id(&f.records[0]), &x[..]);
+        let answer = b
+            .dep_register_seeing("qa", &x, &me, "qb", None, &holders)
+            .await
+            .unwrap();
+        assert_eq!(answer, Answer::Stale, "x is active, not unknown");
+        assert_eq!(
+            b.dep_register("qa", &x, &me, "qb", None).await.unwrap(),
+            Answer::Registered
+        );
     }
 
     #[test]

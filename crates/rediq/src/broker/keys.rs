@@ -48,6 +48,12 @@ pub(crate) struct QueueKeys {
     pub early: String,
     /// Counts flushes, so a dependency seen before a flush is looked for again.
     pub flushes: String,
+    /// Outbox entries that could not be delivered: entry → when to try again (Unix ms).
+    pub set_aside: String,
+    /// Of each set-aside entry: failed attempts `|` first failure (Unix ms) `|` reason.
+    pub set_aside_why: String,
+    /// The token of the resolver delivering the outbox right now (with a TTL).
+    pub outbox_claim: String,
 }
 
 impl QueueKeys {
@@ -82,6 +88,9 @@ impl QueueKeys {
             outbox: k("deps:outbox"),
             early: k("deps:early"),
             flushes: k("deps:flushes"),
+            set_aside: k("deps:aside"),
+            set_aside_why: k("deps:aside:why"),
+            outbox_claim: k("deps:claim"),
             base,
         }
     }
@@ -174,6 +183,9 @@ mod tests {
             &k.early,
             &k.flushes,
             &k.done_count,
+            &k.set_aside,
+            &k.set_aside_why,
+            &k.outbox_claim,
             &k.done_bucket(&[7u8; 16]),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");

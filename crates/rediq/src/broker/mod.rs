@@ -25,6 +25,7 @@ pub(crate) mod deps;
 mod garbage;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
+pub(crate) mod outbox;
 pub(crate) mod record;
 
 use std::collections::HashMap;
@@ -64,6 +65,9 @@ struct Scripts {
     dep_enqueue: Script,
     dep_satisfy: Script,
     dep_fail: Script,
+    dep_aside: Script,
+    dep_begin: Script,
+    dep_claim: Script,
     records_trim: Script,
     oldest: Script,
     bury: Script,
@@ -100,6 +104,9 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
     dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
     dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
+    dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
+    dep_begin: Script::new(include_str!("scripts/dep_begin.lua")),
+    dep_claim: Script::new(include_str!("scripts/dep_claim.lua")),
     records_trim: Script::new(include_str!("scripts/records_trim.lua")),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
     bury: guarded!("bury.lua"),

@@ -21,8 +21,9 @@
 -- ARGV[7]  task type
 --
 -- A completion or failure that reached this queue before the task was written waits in KEYS[3]
--- ("early facts") and is consumed here, so the order in which registration, completion and this
--- script run does not matter.
+-- ("early facts", kept only while dep_begin.lua's mark says the task is being written) and is
+-- consumed here, so the order in which registration, completion and this script run does not
+-- matter. Once the task is written (or refused: dead, duplicate) the mark and the facts go.
 --
 -- Returns {"dup", holder id} when the unique key is held (nothing written), {"failed",
 -- dependency id} when an early fact says a dependency failed (nothing written: call again with
@@ -31,23 +32,37 @@ local id, record = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- The news for this task that arrived before it was written, and dep_begin.lua's mark: both go
+-- once the task is written or refused for good.
+local function forget_early()
+  local facts = {'W' .. id}
+  local deps = ARGV[6]
+  for i = 1, #deps, 16 do
+    local d = string.sub(deps, i, i + 15)
+    facts[#facts + 1] = 'S' .. id .. d
+    facts[#facts + 1] = 'F' .. id .. d
+  end
+  for i = 1, #facts, 1000 do
+    redis.call('ZREM', KEYS[3], unpack(facts, i, math.min(i + 999, #facts)))
+  end
+end
+
 if ARGV[5] ~= '' then
   redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
   redis.call('ZADD', KEYS[8], now, ARGV[5])
   redis.call('ZADD', KEYS[9], now, id)
+  forget_early()
   return {'dead'}
 end
 
-local rest, met, failed = {}, {}, nil
+local rest, failed = {}, nil
 local deps = ARGV[6]
 for i = 1, #deps, 16 do
   local d = string.sub(deps, i, i + 15)
   if redis.call('ZSCORE', KEYS[3], 'F' .. id .. d) then
     failed = d
     break
-  elseif redis.call('ZSCORE', KEYS[3], 'S' .. id .. d) then
-    met[#met + 1] = 'S' .. id .. d
-  else
+  elseif not redis.call('ZSCORE', KEYS[3], 'S' .. id .. d) then
     rest[#rest + 1] = d
   end
 end
@@ -61,25 +76,26 @@ if KEYS[11] then
     taken = redis.call('SET', KEYS[11], id, 'NX', 'EX', ARGV[4])
   end
   if not taken then
+    forget_early()
     return {'dup', redis.call('GET', KEYS[11]) or ''}
   end
 end
 redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
-for i = 1, #met, 1000 do
-  redis.call('ZREM', KEYS[3], unpack(met, i, math.min(i + 999, #met)))
-end
 
 local delay = tonumber(ARGV[3])
 if #rest > 0 then
   redis.call('HSET', KEYS[1], id, record)
   redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
+  forget_early()
   return {'waiting'}
 end
 if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, record)
+  forget_early()
   return {'delayed'}
 end
 local seq = redis.call('INCR', KEYS[6])
 redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
 redis.call('ZADD', KEYS[7], 0, 'w')
+forget_early()
 return {'pending'}

@@ -14,14 +14,17 @@
 --
 -- The dead set is not trimmed here: its limits are the settings of this queue's own servers,
 -- whose janitor trims it. Idempotent. Returns 1 (dead-lettered), 0 (not waiting: noted as an
--- early fact, in case it is still being written) or -1 (its record changed since the caller
+-- early fact when dep_begin.lua marked it as being written, else nothing) or -1 (its record changed since the caller
 -- read it: read again).
 local id = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local record = redis.call('HGET', KEYS[1], id)
 if not record then
-  redis.call('ZADD', KEYS[3], now, 'F' .. id .. ARGV[2])
+  -- Kept only while the dependent is being written (see dep_satisfy.lua).
+  if redis.call('ZSCORE', KEYS[3], 'W' .. id) then
+    redis.call('ZADD', KEYS[3], now, 'F' .. id .. ARGV[2])
+  end
   return 0
 end
 if record ~= ARGV[3] then return -1 end

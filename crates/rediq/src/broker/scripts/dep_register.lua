@@ -6,17 +6,26 @@
 -- KEYS[3]   dependents hash (id -> references of the tasks that depend on it, concatenated)
 -- KEYS[4]   waiting hash (tasks waiting for their own dependencies)
 -- KEYS[5]   flush counter of the queue
--- KEYS[6..] the active hashes of the servers holding a lease on the queue
+-- KEYS[6]   leases zset of the queue (server id -> lease deadline)
+-- KEYS[7..] the active hashes of the servers the caller saw holding a lease on the queue
 --
 -- ARGV[1]   dependency id (16 bytes)
 -- ARGV[2]   reference to append: dependent id (16 bytes), queue name length (1 byte), queue name
 -- ARGV[3]   "1" when the caller saw the dependency in the pending, delayed or retry set
 -- ARGV[4]   the flush counter the caller read before looking (checked with ARGV[3] = "1")
+-- ARGV[5..] the server ids of KEYS[7..], in the same order
 --
 -- Returns "done" (already completed: nothing registered), "failed" (dead-lettered or
 -- cancelled), "registered" (the completion or failure will reach the dependent through the
 -- outbox), "unknown" (no trace of the id here) or "again" (the queue was flushed while the
--- caller looked: look again).
+-- caller looked: look again) or "holders" (the lease holders changed since the caller read
+-- them: a task may sit in an active hash the caller did not pass; read them and call again).
+--
+-- The active hashes must be passed in KEYS (a cluster routes by them), so the caller reads the
+-- holders first; the script checks them against the leases zset, atomically with the lookup.
+-- A server's active hash only receives tasks in the script that takes or renews its lease, and
+-- a lease is removed only once its hash is empty, so when the holders match, every active task
+-- of the queue is in one of the hashes passed.
 --
 -- Checked in this order on purpose: a completion record wins over a failure record (a dead task
 -- that was re-run and then completed did complete).
@@ -44,7 +53,14 @@ if ARGV[3] == '1' then
 end
 if not live and redis.call('HEXISTS', KEYS[4], id) == 1 then live = true end
 if not live then
-  for i = 6, #KEYS do
+  local holders = redis.call('ZRANGE', KEYS[6], 0, -1)
+  if #holders ~= #KEYS - 6 then return 'holders' end
+  local seen = {}
+  for i = 5, #ARGV do seen[ARGV[i]] = true end
+  for _, h in ipairs(holders) do
+    if not seen[h] then return 'holders' end
+  end
+  for i = 7, #KEYS do
     if redis.call('HEXISTS', KEYS[i], id) == 1 then
       live = true
       break

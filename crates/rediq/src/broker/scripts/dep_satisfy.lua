@@ -12,15 +12,21 @@
 -- ARGV[2] dependency id (16 bytes)
 -- ARGV[3] the unique-lock TTL in seconds (with KEYS[8])
 --
--- Idempotent: a dependency already crossed off changes nothing. A dependent not (yet) written
--- gets an early fact that dep_enqueue.lua consumes. Returns 0 (nothing to do, or noted early),
+-- Idempotent: a dependency already crossed off changes nothing. A dependent not yet written
+-- (dep_begin.lua marked it, dep_enqueue.lua has not run) gets an early fact that dep_enqueue.lua
+-- consumes; an absent dependent without the mark was released or settled already, and the
+-- news (a redundant delivery) leaves nothing behind. Returns 0 (nothing to do, or noted early),
 -- 1 (crossed off, others remain) or 2 (released).
 local id, dep = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local needs = redis.call('HGET', KEYS[2], id)
 if not needs then
-  redis.call('ZADD', KEYS[3], now, 'S' .. id .. dep)
+  -- Kept only while the dependent is being written (dep_begin.lua's mark); otherwise it was
+  -- released or settled already and this is a redundant delivery that nobody would read.
+  if redis.call('ZSCORE', KEYS[3], 'W' .. id) then
+    redis.call('ZADD', KEYS[3], now, 'S' .. id .. dep)
+  end
   return 0
 end
 local bar = string.find(needs, '|', 1, true)
