@@ -481,7 +481,11 @@ mod tests {
                 unique_key: None,
             })
             .collect();
-        assert!(b.complete(queue, S, &acks, None).await.unwrap().is_empty());
+        assert!(b
+            .complete(queue, S, &acks, None, rand::random())
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// Leases the next pending task of `queue` (which must be `id`) and dead-letters it.

@@ -271,19 +271,32 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         (&f.k.completed, "a string"),
     ] {
         f.set(key, "x").await;
-        corrupt(f.b.complete(Q, S, &acks, keep).await, key, holds);
+        corrupt(
+            f.b.complete(Q, S, &acks, keep, rand::random()).await,
+            key,
+            holds,
+        );
         f.del(key).await;
     }
     {
         let mut c = f.b.conn.clone();
         let _: () = c.hset(&bucket, "a", "b").await.unwrap();
     }
-    corrupt(f.b.complete(Q, S, &acks, keep).await, &bucket, "a hash");
+    corrupt(
+        f.b.complete(Q, S, &acks, keep, rand::random()).await,
+        &bucket,
+        "a hash",
+    );
     f.del(&bucket).await;
     assert_eq!(f.active().await, 50);
     assert_eq!(f.card(&f.k.completed).await, 0);
 
-    assert!(f.b.complete(Q, S, &acks, keep).await.unwrap().is_empty());
+    assert!(f
+        .b
+        .complete(Q, S, &acks, keep, rand::random())
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(f.active().await, 0);
     assert_eq!(f.card(&f.k.completed).await, 50);
     let mut c = f.b.conn.clone();
@@ -521,4 +534,54 @@ async fn the_janitor_trims_nothing_uncounted() {
     let mut c = f.b.conn.clone();
     let trimmed: u64 = c.get(&f.k.dead_trimmed).await.unwrap();
     assert_eq!(trimmed, 2);
+}
+
+/// A transition whose reply was lost (a timeout while Redis stalled) is retried by its caller.
+/// The retry used to find its own, landed transition as "refused: stale token", so a completion
+/// that had landed was logged and counted as a refused stale ack. Now a retry of the same call
+/// (the acker's nonce; retry's and kill's exact record) answers what the first call did.
+#[tokio::test]
+async fn a_retried_transition_that_had_landed_is_not_reported_as_refused() {
+    let f = Fx::new().await;
+    f.b.enqueue(Q, &tasks(3, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    let batch = f.b.fetch(Q, S, 3, LEASE).await.unwrap().unwrap();
+    let ids: Vec<Vec<u8>> = batch
+        .records
+        .iter()
+        .map(|r| record::raw_id(r).to_vec())
+        .collect();
+    let ack = Ack {
+        id: ids[0].clone(),
+        token: batch.token,
+        unique_key: None,
+    };
+    let nonce = 42;
+    for _ in 0..2 {
+        let refused =
+            f.b.complete(Q, S, std::slice::from_ref(&ack), None, nonce)
+                .await;
+        assert_eq!(refused.unwrap(), Vec::<usize>::new());
+    }
+    // A new call (another nonce) for the same, gone, delivery is refused, as fencing wants.
+    assert_eq!(f.b.complete(Q, S, &[ack], None, 43).await.unwrap(), vec![0]);
+
+    let failed = record::encode(&Task::builder("f").queue(Q).build().unwrap()).unwrap();
+    let mut rec = failed.clone();
+    rec[2..18].copy_from_slice(&ids[1]);
+    for _ in 0..2 {
+        let ok =
+            f.b.retry(Q, S, &ids[1], batch.token, &rec, Duration::from_secs(60))
+                .await;
+        assert!(ok.unwrap(), "a retried retry was reported as refused");
+    }
+    rec[2..18].copy_from_slice(&ids[2]);
+    for _ in 0..2 {
+        let ok =
+            f.b.kill(Q, S, &ids[2], batch.token, &rec, None, LIMITS, false)
+                .await;
+        assert!(ok.unwrap(), "a retried kill was reported as refused");
+    }
+    assert_eq!(f.where_().await, (0, 0, 1, 1, 0));
 }

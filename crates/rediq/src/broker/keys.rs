@@ -100,6 +100,11 @@ impl QueueKeys {
         format!("{}:active:{server}", self.base)
     }
 
+    /// The receipt of one server's last acknowledgement call on this queue (see complete.lua).
+    pub fn ack_receipt(&self, server: &str) -> String {
+        format!("{}:ack:{server}", self.base)
+    }
+
     /// The completion records of the tasks created in one second (the id's UUIDv7 time): their
     /// 16-byte ids, concatenated.
     pub fn done_bucket(&self, id: &[u8]) -> String {

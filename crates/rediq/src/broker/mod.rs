@@ -543,12 +543,15 @@ impl Broker {
     }
 
     /// Acknowledges successful tasks of `server`. Returns the positions of refused (stale) acks.
+    /// A retry of one batch passes the same `nonce`: if the first call landed (its reply lost),
+    /// the retry returns that call's answer instead of refusing the acks it already applied.
     pub async fn complete(
         &self,
         queue: &str,
         server: &str,
         acks: &[Ack],
         retention: Option<Duration>,
+        nonce: u64,
     ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
         let mut inv = SCRIPTS.complete.prepare_invoke();
@@ -597,6 +600,7 @@ impl Broker {
                 .arg(idx)
                 .arg(bucket);
         }
+        inv.key(k.ack_receipt(server)).arg(nonce);
         let mut c = self.conn.clone();
         let reply: Vec<usize> = inv.invoke_async(&mut c).await?;
         let mut it = reply.into_iter();
@@ -684,13 +688,28 @@ impl Broker {
         items: &[Requeue],
         expired_only: bool,
     ) -> Result<u64> {
+        Ok(self
+            .requeue_which(queue, server, items, expired_only)
+            .await?
+            .len() as u64)
+    }
+
+    /// Like [`Broker::requeue`], returning the positions in `items` of the tasks that went back
+    /// (the others were refused: stale token, or the lease renewed meanwhile).
+    pub async fn requeue_which(
+        &self,
+        queue: &str,
+        server: &str,
+        items: &[Requeue],
+        expired_only: bool,
+    ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
-        let mut moved = 0;
+        let mut moved = Vec::new();
         let mut chunks: Vec<&[Requeue]> = items.chunks(MAX_SCRIPT_BATCH).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
         }
-        for chunk in chunks {
+        for (n, chunk) in chunks.into_iter().enumerate() {
             let mut inv = SCRIPTS.requeue.prepare_invoke();
             inv.key(k.active(server))
                 .key(&k.leases)
@@ -706,8 +725,12 @@ impl Broker {
                     .arg(record.as_deref().unwrap_or(&[]));
             }
             let mut c = self.conn.clone();
-            let n: u64 = inv.invoke_async(&mut c).await?;
-            moved += n;
+            let which: Vec<usize> = inv.invoke_async(&mut c).await?;
+            moved.extend(
+                which
+                    .into_iter()
+                    .map(|i| n * MAX_SCRIPT_BATCH + i.saturating_sub(1)),
+            );
         }
         Ok(moved)
     }

@@ -108,7 +108,7 @@ async fn stale_holder_is_fenced_off_everywhere() {
         unique_key: None,
     };
     assert_eq!(
-        b.complete(Q, S1, std::slice::from_ref(&stale), None)
+        b.complete(Q, S1, std::slice::from_ref(&stale), None, rand::random())
             .await
             .unwrap(),
         vec![0]
@@ -144,7 +144,7 @@ async fn stale_holder_is_fenced_off_everywhere() {
     );
     // Even under S2's name the old token is refused.
     assert_eq!(
-        b.complete(Q, S2, std::slice::from_ref(&stale), None)
+        b.complete(Q, S2, std::slice::from_ref(&stale), None, rand::random())
             .await
             .unwrap(),
         vec![0]
@@ -159,7 +159,11 @@ async fn stale_holder_is_fenced_off_everywhere() {
         token: second.token,
         ..stale
     };
-    assert!(b.complete(Q, S2, &[fresh], None).await.unwrap().is_empty());
+    assert!(b
+        .complete(Q, S2, &[fresh], None, rand::random())
+        .await
+        .unwrap()
+        .is_empty());
     let st = b.stats(Q).await.unwrap();
     assert_eq!((st.active, st.processed_total), (0, 1));
 }
@@ -333,7 +337,10 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     token,
                     unique_key: None,
                 };
-                let stale = b.complete(Q, SERVERS[server], &[ack], None).await.unwrap();
+                let stale = b
+                    .complete(Q, SERVERS[server], &[ack], None, rand::random())
+                    .await
+                    .unwrap();
                 prop_assert_eq!(
                     stale.is_empty(),
                     owns,
@@ -351,7 +358,10 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     token: token + 1_000_000,
                     unique_key: None,
                 };
-                let stale = b.complete(Q, SERVERS[server], &[ack], None).await.unwrap();
+                let stale = b
+                    .complete(Q, SERVERS[server], &[ack], None, rand::random())
+                    .await
+                    .unwrap();
                 prop_assert_eq!(stale, vec![0]);
             }
             Op::Fail(i) => {

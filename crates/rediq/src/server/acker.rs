@@ -91,10 +91,20 @@ async fn flush(ctx: &Ctx, batch: Vec<Done>) {
     }
     for (q, (acks, counted)) in by_queue {
         let qname = ctx.queue_name(q);
+        // One nonce for the batch and all its retries: a retry after a lost reply gets the first
+        // call's answer back (complete.lua keeps a receipt), so an ack that landed is never
+        // taken for a refused one.
+        let nonce: u64 = rand::random();
         for attempt in 0..5u64 {
             match ctx
                 .broker
-                .complete(qname, &ctx.server_id, &acks, ctx.cfg.completed_retention)
+                .complete(
+                    qname,
+                    &ctx.server_id,
+                    &acks,
+                    ctx.cfg.completed_retention,
+                    nonce,
+                )
                 .await
             {
                 Ok(stale) => {

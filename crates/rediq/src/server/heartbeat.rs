@@ -237,7 +237,7 @@ mod tests {
             unique_key: None,
         };
         assert!(broker
-            .complete("x", "s1", &[ack], None)
+            .complete("x", "s1", &[ack], None, rand::random())
             .await
             .unwrap()
             .is_empty());

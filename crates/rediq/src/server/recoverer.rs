@@ -124,9 +124,8 @@ async fn recover_queue(
                     task.last_failed_at = Some(now_ms());
                     let rec = record::encode_traced(&task, record::trace_of(&e.record).as_deref())?;
                     if task.retry_cnt <= task.options.max_retry {
-                        tracing::warn!(task_id = %task.id, task_type = %task.task_type, queue, %server, attempt = task.retry_cnt, "recovering task from a lapsed lease");
                         back.push((e.id, e.token, Some(rec)));
-                        back_types.push(task.task_type);
+                        back_types.push((task.id, task.task_type, task.retry_cnt));
                     } else if ctx
                         .broker
                         .kill(
@@ -169,12 +168,18 @@ async fn recover_queue(
         }
         // Also with nothing to move back: this drops the lapsed lease of a server that holds
         // nothing any more.
-        let moved = ctx.broker.requeue(queue, &server, &back, true).await?;
-        // requeue.lua refuses a task only when its server renewed the lease meanwhile (then it
-        // refuses them all) or the token changed; the count cannot say which, so a partial move
-        // is counted for the first tasks.
-        for t in back_types.iter().take(moved as usize) {
-            count(t, false);
+        // Logged and counted once the move landed: requeue.lua refuses a task whose server
+        // renewed its lease meanwhile, or whose token changed.
+        for i in ctx
+            .broker
+            .requeue_which(queue, &server, &back, true)
+            .await?
+        {
+            let Some((id, task_type, attempt)) = back_types.get(i) else {
+                continue;
+            };
+            tracing::warn!(task_id = %id, %task_type, queue, %server, attempt, "task recovered from a lapsed lease: back to pending");
+            count(task_type, false);
         }
     }
     Ok(())

@@ -9,11 +9,13 @@
 -- KEYS[7]   outbox list (the resolver tells the dependents)
 -- KEYS[8 .. 7+b]  completion-record buckets (strings of 16-byte ids), referenced by index
 -- KEYS[8+b ..]    unique-key locks, referenced by index from ARGV
+-- KEYS[#KEYS]     the calling server's acknowledgement receipt (string, kept 10 minutes)
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
 -- ARGV[2]   b, the number of bucket keys
 -- ARGV[3]   n; then 4 values per task: id, 16-digit fencing token, unique-lock index (0 = none),
 --           bucket index
+-- then      the call's nonce (the same on every retry of one batch)
 --
 -- A task is acknowledged only if the active entry still carries the caller's token: an ack for
 -- a delivery that was taken back (the server's lease lapsed) is refused (fencing). A completed
@@ -24,6 +26,12 @@
 -- of ids cost 18 % of the processing throughput.
 -- Returns {outbox entries written, 1-based positions of refused (stale) acks ...}.
 --
+-- Receipt: the reply is also kept under the server's receipt key with the call's nonce. A call
+-- whose reply was lost (a timeout while Redis stalled) is retried with the same nonce and gets
+-- the first reply back instead of seeing its own acknowledgements as refused: a completion that
+-- landed is never logged or counted as a stale ack. One key per server and queue, overwritten by
+-- every call.
+--
 -- Faults (prelude.lua): every read (the active entries, unique locks, dependents) and a check of
 -- every key written later (counters, completed set, record buckets and index, outbox) come before
 -- the tasks leave the active hash, so a wrong-type key or a non-integer counter raises CORRUPT
@@ -31,6 +39,14 @@
 -- task.
 local b = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+local nonce = ARGV[4 + n * 4]
+local receipt = KEYS[#KEYS]
+local prev = rcall('GET', receipt)
+if prev and string.sub(prev, 1, #nonce + 1) == nonce .. '|' then
+  local reply = {}
+  for x in string.gmatch(string.sub(prev, #nonce + 2), '%d+') do reply[#reply + 1] = tonumber(x) end
+  return reply
+end
 local ids = {}
 for i = 1, n do ids[i] = ARGV[4 + (i - 1) * 4] end
 local vals = rcall('HMGET', KEYS[1], unpack(ids))
@@ -98,4 +114,5 @@ if #ok > 0 then
   end
 end
 table.insert(stale, 1, pushed)
+redis.call('SET', receipt, nonce .. '|' .. table.concat(stale, ','), 'PX', 600000)
 return stale

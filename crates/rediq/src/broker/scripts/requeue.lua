@@ -15,7 +15,8 @@
 -- A task put back goes to the front of its priority: score priority * 2^42 (new tasks get
 -- priority * 2^42 + sequence, sequence >= 1), and tasks put back with equal priority are ordered
 -- by their record, whose head is the time-ordered id: oldest first.
--- Returns how many tasks went back; entries whose token is stale are left alone. With
+-- Returns the 1-based positions of the tasks that went back; entries whose token is stale are
+-- left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
 -- hash is empty afterwards is removed (the server is gone and owns nothing).
 --
@@ -27,10 +28,10 @@ if ARGV[1] == '1' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local deadline = rcall('ZSCORE', KEYS[2], ARGV[2])
-  if deadline and tonumber(deadline) > now then return 0 end
+  if deadline and tonumber(deadline) > now then return {} end
 end
 local n = tonumber(ARGV[3])
-local moved, back = {}, {}
+local moved, back, which = {}, {}, {}
 for i = 1, n do
   local b = 4 + (i - 1) * 3
   local id = ARGV[b]
@@ -40,6 +41,7 @@ for i = 1, n do
     local record = ARGV[b + 2]
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
+    which[#which + 1] = i
     back[#back + 1] = string.format('%d', (string.byte(record, 2) or 50) * 4398046511104)
     back[#back + 1] = record
   end
@@ -55,4 +57,4 @@ end
 if now and rcall('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
-return #moved
+return which
