@@ -148,7 +148,7 @@ async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
     assert_eq!(warned.len(), 1, "reported once: {noisy:#?}");
     assert_eq!(noisy.len(), 1, "and nothing else warned: {noisy:#?}");
     assert!(
-        warned[0].contains(&x1) && warned[0].contains("WRONGTYPE"),
+        warned[0].contains(&x1) && warned[0].contains("rediq:{fbad}:deps:needs holds a string"),
         "names the dependency and the reason: {}",
         warned[0]
     );

@@ -100,14 +100,14 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cron_fire: guarded!("cron_fire.lua"),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
     cancel: guarded!("cancel.lua"),
-    dep_register: Script::new(include_str!("scripts/dep_register.lua")),
-    dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
-    dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
-    dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
-    dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
-    dep_begin: Script::new(include_str!("scripts/dep_begin.lua")),
-    dep_claim: Script::new(include_str!("scripts/dep_claim.lua")),
-    records_trim: Script::new(include_str!("scripts/records_trim.lua")),
+    dep_register: guarded!("dep_register.lua"),
+    dep_enqueue: guarded!("dep_enqueue.lua"),
+    dep_satisfy: guarded!("dep_satisfy.lua"),
+    dep_fail: guarded!("dep_fail.lua"),
+    dep_aside: guarded!("dep_aside.lua"),
+    dep_begin: guarded!("dep_begin.lua"),
+    dep_claim: guarded!("dep_claim.lua"),
+    records_trim: guarded!("records_trim.lua"),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
     bury: guarded!("bury.lua"),
 });
@@ -1238,6 +1238,8 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod deps_faults_tests;
 #[cfg(test)]
 mod faults_tests;
 #[cfg(test)]
