@@ -71,6 +71,7 @@ struct Scripts {
     records_trim: Script,
     oldest: Script,
     bury: Script,
+    resume: Script,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -110,6 +111,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     records_trim: guarded!("records_trim.lua"),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
     bury: guarded!("bury.lua"),
+    resume: guarded!("resume.lua"),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -1113,13 +1115,14 @@ impl Broker {
     pub async fn resume(&self, queue: &str) -> Result<()> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .del(&k.paused)
-            .ignore()
-            .zadd(&k.wake, "w", 0)
-            .ignore()
-            .query_async(&mut c)
+        // A script, not MULTI: a wake marker of the wrong type fails ZADD inside a MULTI after
+        // the DEL already landed (the queue resumed, yet an error reported); resume.lua replaces
+        // the marker instead.
+        let _: i64 = SCRIPTS
+            .resume
+            .key(&k.paused)
+            .key(&k.wake)
+            .invoke_async(&mut c)
             .await?;
         Ok(())
     }
