@@ -451,3 +451,34 @@ async fn trimming_completion_records_drops_nothing_when_a_bucket_is_corrupt() {
         .unwrap();
     assert_eq!(kept, (true, 2), "nothing dropped, the count still true");
 }
+
+/// A flush of the dependency's queue keeps its set-aside news: it concerns dependents in other
+/// queues (their references left the dependents hash when the entry was written), so dropping
+/// it would leave them waiting forever.
+#[tokio::test]
+async fn a_flush_of_the_dependencys_queue_keeps_its_set_aside_news() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let mut c = b.conn.clone();
+    let x = plain(&b, "fa").await;
+    let d = waiting(&b, "fb", "fa", &x, Shape::default()).await;
+    let kb = QueueKeys::new("fb");
+    spoil(&mut c, &kb.pending).await;
+    settle(&b, "fa", &x, true).await;
+    let r = b.resolve_outbox("fa").await.unwrap();
+    assert_eq!(r.set_aside.len(), 1, "{r:?}");
+    plain(&b, "fa").await;
+    let flushed = b.flush("fa", &[]).await.unwrap();
+    assert_eq!(flushed.pending, 1);
+    let ka = QueueKeys::new("fa");
+    let aside: u64 = c.zcard(&ka.set_aside).await.unwrap();
+    assert_eq!(aside, 1, "the news outlives the flush");
+    repair(&mut c, &kb.pending).await;
+    due_now(&mut c, "fa").await;
+    let r = b.resolve_outbox("fa").await.unwrap();
+    assert_eq!(r.recovered.len(), 1, "{r:?}");
+    let pending: Vec<Vec<u8>> = c.zrange(&kb.pending, 0, -1).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(record::raw_id(&pending[0]), &d[..], "released once");
+    assert_eq!(still_waiting(&mut c, "fb", &d).await, (false, false));
+}

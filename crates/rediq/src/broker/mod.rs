@@ -1184,6 +1184,11 @@ impl Broker {
 
     /// Removes every task of a queue. `locks` are the unique keys of the tasks being removed,
     /// with the id of the task each belongs to.
+    ///
+    /// The queue's set-aside dependency news (`deps:aside`) stays, like its outbox: it tells
+    /// dependents in other queues that a task of this queue completed or failed before the
+    /// flush, and their references left the dependents hash when the entry was written, so
+    /// nothing else would ever tell them.
     pub async fn flush(&self, queue: &str, locks: &[(String, Vec<u8>)]) -> Result<FlushCounts> {
         let k = QueueKeys::new(queue);
         let holders = self.lease_holders(queue).await?;
