@@ -142,6 +142,9 @@ pub(crate) enum EnqueueMode {
 pub(crate) struct Fetched {
     pub token: u64,
     pub records: Vec<Vec<u8>>,
+    /// Pending members that were no record of ours and that this call moved to the dead-letter
+    /// queue (`bury.lua`): the caller counts them as dead-lettered `rediq:undecodable` tasks.
+    pub buried: usize,
 }
 
 /// A successful task to acknowledge.
@@ -522,12 +525,15 @@ impl Broker {
         if parts.is_empty() {
             return Ok(None);
         }
+        let mut buried = 0;
         if parts.len() == 3 {
             // Members that are no record of ours: set aside one by one, never leased. The
             // tasks leased meanwhile are handed out whatever happens to them; what could not
             // be moved stays in pending for the next fetch.
             let foreign = parts.pop().unwrap_or(Value::Nil);
-            if let Err(e) = self.bury_foreign(queue, foreign).await {
+            let (n, done) = self.bury_foreign(queue, foreign).await;
+            buried = n;
+            if let Err(e) = done {
                 tracing::error!(queue, error = %e, "cannot set aside undecodable pending members");
             }
         }
@@ -541,7 +547,11 @@ impl Broker {
         let records: Vec<Vec<u8>> =
             redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
         let token: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
-        Ok(Some(Fetched { token, records }))
+        Ok(Some(Fetched {
+            token,
+            records,
+            buried,
+        }))
     }
 
     /// Acknowledges successful tasks of `server`. Returns the positions of refused (stale) acks.
