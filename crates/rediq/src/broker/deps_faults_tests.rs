@@ -240,6 +240,13 @@ async fn case(
         (false, _) => (0, 0, 1),
     };
     assert_eq!(placed, want, "{bad}: released exactly once");
+    // The healthy dependent was told again with the whole entry: still released once.
+    let h_after: u64 = if complete {
+        c.zcard(&kh.pending).await.unwrap()
+    } else {
+        c.zcard(&kh.dead).await.unwrap()
+    };
+    assert_eq!(h_after, 1, "{bad}: the healthy dependent released once");
     if !complete {
         // Its own dependent hears of the failure through qb's outbox.
         b.resolve_outbox(&qb).await.unwrap();
