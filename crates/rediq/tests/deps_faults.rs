@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rediq::Task;
+use rediq::{Task, TaskState};
 use support::*;
 
 /// Everything logged by this test binary, as text (one global subscriber per process: each
@@ -148,7 +148,7 @@ async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
     assert_eq!(warned.len(), 1, "reported once: {noisy:#?}");
     assert_eq!(noisy.len(), 1, "and nothing else warned: {noisy:#?}");
     assert!(
-        warned[0].contains(&x1) && warned[0].contains("WRONGTYPE"),
+        warned[0].contains(&x1) && warned[0].contains("rediq:{fbad}:deps:needs holds a string"),
         "names the dependency and the reason: {}",
         warned[0]
     );
@@ -212,4 +212,81 @@ async fn redundant_deliveries_leave_no_early_facts() {
         .await
         .unwrap();
     assert_eq!(early, (0, 0), "early facts left behind");
+}
+
+/// A dependency completes (and another fails) while the key its dependent would be written to
+/// holds garbage: the dependents stay waiting, nothing is lost, and once the garbage is gone the
+/// one runs exactly once and the other is dead-lettered exactly once.
+#[tokio::test]
+async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair() {
+    logs();
+    let env = Env::new().await;
+    let runs = Runs::default();
+    let failing = mux_with("node", |t: Task| async move {
+        if t.payload == b"fail" {
+            Err(rediq::Error::non_retryable("planned"))
+        } else {
+            Ok(())
+        }
+    });
+    let x = put(&env, node("cx")).await;
+    let y = put(&env, node("cx").payload_bytes(b"fail".to_vec())).await;
+    let ran = put(&env, node("cp").depends_on(&[&x])).await;
+    let died = put(&env, node("cd").depends_on(&[&y])).await;
+    let mut c = redis(&env).await;
+    for key in ["rediq:{cp}:pending", "rediq:{cd}:dead"] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("garbage")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // The dependencies' queue is served by one server, the dependents' by another.
+    let deps_srv = start(env.server().queues(&["cx"]), failing).await;
+    let srv = start(env.server().queues(&["cp", "cd"]), runs.mux()).await;
+    let set_aside = wait_for(Duration::from_secs(5), || async {
+        let n: u64 = redis::cmd("ZCARD")
+            .arg("rediq:{cx}:deps:aside")
+            .query_async(&mut redis(&env).await)
+            .await
+            .unwrap();
+        n == 2
+    })
+    .await;
+    let waiting: (u64, u64) = redis::pipe()
+        .hlen("rediq:{cp}:waiting")
+        .hlen("rediq:{cd}:waiting")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("rediq:{cp}:pending")
+        .arg("rediq:{cd}:dead")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let landed = wait_for(Duration::from_secs(10), || async {
+        let dead = env.inspector.queue_stats("cd").await.unwrap().dead;
+        runs.of(&ran) == 1 && dead == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.shutdown().await;
+    deps_srv.shutdown().await;
+
+    assert!(set_aside, "both entries set aside");
+    assert_eq!(waiting, (1, 1), "both dependents still waiting, not lost");
+    assert!(landed, "delivered once the garbage was gone");
+    assert_eq!(runs.of(&ran), 1, "ran once");
+    assert_eq!(runs.of(&died), 0, "never ran");
+    let dead = env.inspector.list("cd", TaskState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, died);
+    let warned = lines("WARN", &["queue=cx", "set aside"]);
+    assert!(
+        warned.iter().any(|l| l.contains("rediq:{cp}:pending"))
+            && warned.iter().any(|l| l.contains("rediq:{cd}:dead")),
+        "each reason names its key: {warned:#?}"
+    );
 }

@@ -690,3 +690,29 @@ async fn enqueues_of_every_producer_are_counted_per_type() {
         "{text}"
     );
 }
+
+/// Garbage in pending that a fetch sets aside (`bury.lua`) is dead-lettered as
+/// `rediq:undecodable`, and counted as such, once per piece.
+#[tokio::test]
+async fn buried_garbage_counts_as_dead_lettered_undecodable() {
+    let env = Env::new().await;
+    for g in [&b""[..], b"x", b"\x07 not a record of ours"] {
+        env.inspector.plant_raw_pending("gb", g).await.unwrap();
+    }
+    let t = Task::builder("ok").queue("gb").build().unwrap();
+    env.client.enqueue(t).await.unwrap();
+    let (server, addr) = start_with_metrics(
+        env.server().queues(&["gb"]),
+        support::mux_with("ok", |_t| async { Ok(()) }),
+    )
+    .await;
+    let dead = series("rediq_tasks_dead_lettered_total", "gb", "rediq:undecodable");
+    let text = scrape_until(addr, |t| {
+        sample(t, &series("rediq_tasks_processed_total", "gb", "ok")) == Some(1.0)
+            && sample(t, &dead) == Some(3.0)
+    })
+    .await;
+    server.shutdown().await;
+    assert_eq!(sample(&text, &dead), Some(3.0), "{text}");
+    assert_eq!(env.inspector.queue_stats("gb").await.unwrap().dead, 3);
+}

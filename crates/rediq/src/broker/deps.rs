@@ -337,10 +337,26 @@ impl Broker {
         })
     }
 
+    /// The waiting record of `id`, if any. A waiting key of the wrong type is reported as
+    /// [`Error::Corrupt`] naming it, like the scripts' refusals.
+    async fn waiting_record(&self, queue: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = QueueKeys::new(queue).waiting;
+        let mut c = self.conn.clone();
+        c.hget(&key, id).await.map_err(|e| {
+            if e.code() == Some("WRONGTYPE") {
+                Error::Corrupt {
+                    key,
+                    reason: "is not a hash (HGET refused it)".into(),
+                }
+            } else {
+                e.into()
+            }
+        })
+    }
+
     /// The unique key of a waiting task and its lock TTL in seconds, read from its record.
     async fn waiting_unique_key(&self, queue: &str, id: &[u8]) -> Result<Option<(String, u64)>> {
-        let mut c = self.conn.clone();
-        let stored: Option<Vec<u8>> = c.hget(QueueKeys::new(queue).waiting, id).await?;
+        let stored = self.waiting_record(queue, id).await?;
         Ok(stored
             .as_deref()
             .and_then(|r| record::decode(queue, r).ok())
@@ -397,8 +413,7 @@ impl Broker {
         // The record may be read while it changes (it cannot, today, but the script checks):
         // read again on a mismatch.
         for _ in 0..5 {
-            let mut c = self.conn.clone();
-            let stored: Option<Vec<u8>> = c.hget(&k.waiting, dependent).await?;
+            let stored = self.waiting_record(queue, dependent).await?;
             let (dead, unique) = match &stored {
                 Some(r) => match record::decode(queue, r) {
                     Ok(mut task) => {
@@ -426,6 +441,7 @@ impl Broker {
                 .arg(dep)
                 .arg(stored.as_deref().unwrap_or(&[]))
                 .arg(&dead[..]);
+            let mut c = self.conn.clone();
             let r: i64 = inv.invoke_async(&mut c).await?;
             if r >= 0 {
                 return Ok(());

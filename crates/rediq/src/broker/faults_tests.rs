@@ -585,3 +585,27 @@ async fn a_retried_transition_that_had_landed_is_not_reported_as_refused() {
     }
     assert_eq!(f.where_().await, (0, 0, 1, 1, 0));
 }
+
+#[tokio::test]
+async fn resume_replaces_a_wake_marker_of_the_wrong_type() {
+    let f = Fx::new().await;
+    f.b.enqueue(Q, &tasks(3, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    f.b.pause(Q).await.unwrap();
+    assert!(f.b.fetch(Q, S, 10, LEASE).await.unwrap().is_none());
+    f.set(&f.k.wake, "x").await;
+    f.b.resume(Q).await.unwrap();
+    let mut c = f.b.conn.clone();
+    let kind: String = redis::cmd("TYPE")
+        .arg(&f.k.wake)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        kind, "zset",
+        "the marker was replaced, so blocked fetchers wake"
+    );
+    let got = f.b.fetch(Q, S, 10, LEASE).await.unwrap().unwrap();
+    assert_eq!(got.records.len(), 3, "resumed");
+}

@@ -16,12 +16,19 @@ pub(crate) type Unparsable = (Vec<u8>, Vec<u8>);
 
 impl Broker {
     /// Sets aside the pending members `fetch.lua` did not lease (no record of ours); returns how
-    /// many this call moved (another server may have moved some first).
-    pub(super) async fn bury_foreign(&self, queue: &str, members: Value) -> Result<usize> {
+    /// many this call moved (another server may have moved some first) — also when it stopped
+    /// at an error, which comes second: the pieces moved before it are dead-lettered all the
+    /// same and must be counted.
+    pub(super) async fn bury_foreign(&self, queue: &str, members: Value) -> (usize, Result<()>) {
+        let mut moved = 0;
+        let r = self.bury_each(queue, members, &mut moved).await;
+        (moved, r)
+    }
+
+    async fn bury_each(&self, queue: &str, members: Value, moved: &mut usize) -> Result<()> {
         let members: Vec<Vec<u8>> = redis::from_redis_value(members)
             .map_err(|e| Error::Serialization(format!("fetch.lua reply: {e}")))?;
         let k = QueueKeys::new(queue);
-        let mut moved = 0;
         for raw in members {
             let reason = match record::decode(queue, &raw) {
                 Err(reason) => reason,
@@ -42,10 +49,10 @@ impl Broker {
                 .await?;
             if n == 1 {
                 tracing::error!(queue, %reason, bytes = raw.len(), "undecodable pending member moved to the dead-letter queue");
-                moved += 1;
+                *moved += 1;
             }
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// Moves an unparsable entry of `server`'s active hash to the dead-letter queue as `dead`,

@@ -71,6 +71,7 @@ struct Scripts {
     records_trim: Script,
     oldest: Script,
     bury: Script,
+    resume: Script,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -100,16 +101,17 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cron_fire: guarded!("cron_fire.lua"),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
     cancel: guarded!("cancel.lua"),
-    dep_register: Script::new(include_str!("scripts/dep_register.lua")),
-    dep_enqueue: Script::new(include_str!("scripts/dep_enqueue.lua")),
-    dep_satisfy: Script::new(include_str!("scripts/dep_satisfy.lua")),
-    dep_fail: Script::new(include_str!("scripts/dep_fail.lua")),
-    dep_aside: Script::new(include_str!("scripts/dep_aside.lua")),
-    dep_begin: Script::new(include_str!("scripts/dep_begin.lua")),
-    dep_claim: Script::new(include_str!("scripts/dep_claim.lua")),
-    records_trim: Script::new(include_str!("scripts/records_trim.lua")),
+    dep_register: guarded!("dep_register.lua"),
+    dep_enqueue: guarded!("dep_enqueue.lua"),
+    dep_satisfy: guarded!("dep_satisfy.lua"),
+    dep_fail: guarded!("dep_fail.lua"),
+    dep_aside: guarded!("dep_aside.lua"),
+    dep_begin: guarded!("dep_begin.lua"),
+    dep_claim: guarded!("dep_claim.lua"),
+    records_trim: guarded!("records_trim.lua"),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
     bury: guarded!("bury.lua"),
+    resume: guarded!("resume.lua"),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -140,6 +142,9 @@ pub(crate) enum EnqueueMode {
 pub(crate) struct Fetched {
     pub token: u64,
     pub records: Vec<Vec<u8>>,
+    /// Pending members that were no record of ours and that this call moved to the dead-letter
+    /// queue (`bury.lua`): the caller counts them as dead-lettered `rediq:undecodable` tasks.
+    pub buried: usize,
 }
 
 /// A successful task to acknowledge.
@@ -520,12 +525,15 @@ impl Broker {
         if parts.is_empty() {
             return Ok(None);
         }
+        let mut buried = 0;
         if parts.len() == 3 {
             // Members that are no record of ours: set aside one by one, never leased. The
             // tasks leased meanwhile are handed out whatever happens to them; what could not
             // be moved stays in pending for the next fetch.
             let foreign = parts.pop().unwrap_or(Value::Nil);
-            if let Err(e) = self.bury_foreign(queue, foreign).await {
+            let (n, done) = self.bury_foreign(queue, foreign).await;
+            buried = n;
+            if let Err(e) = done {
                 tracing::error!(queue, error = %e, "cannot set aside undecodable pending members");
             }
         }
@@ -539,7 +547,11 @@ impl Broker {
         let records: Vec<Vec<u8>> =
             redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
         let token: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
-        Ok(Some(Fetched { token, records }))
+        Ok(Some(Fetched {
+            token,
+            records,
+            buried,
+        }))
     }
 
     /// Acknowledges successful tasks of `server`. Returns the positions of refused (stale) acks.
@@ -1113,13 +1125,14 @@ impl Broker {
     pub async fn resume(&self, queue: &str) -> Result<()> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .del(&k.paused)
-            .ignore()
-            .zadd(&k.wake, "w", 0)
-            .ignore()
-            .query_async(&mut c)
+        // A script, not MULTI: a wake marker of the wrong type fails ZADD inside a MULTI after
+        // the DEL already landed (the queue resumed, yet an error reported); resume.lua replaces
+        // the marker instead.
+        let _: i64 = SCRIPTS
+            .resume
+            .key(&k.paused)
+            .key(&k.wake)
+            .invoke_async(&mut c)
             .await?;
         Ok(())
     }
@@ -1181,6 +1194,11 @@ impl Broker {
 
     /// Removes every task of a queue. `locks` are the unique keys of the tasks being removed,
     /// with the id of the task each belongs to.
+    ///
+    /// The queue's set-aside dependency news (`deps:aside`) stays, like its outbox: it tells
+    /// dependents in other queues that a task of this queue completed or failed before the
+    /// flush, and their references left the dependents hash when the entry was written, so
+    /// nothing else would ever tell them.
     pub async fn flush(&self, queue: &str, locks: &[(String, Vec<u8>)]) -> Result<FlushCounts> {
         let k = QueueKeys::new(queue);
         let holders = self.lease_holders(queue).await?;
@@ -1238,6 +1256,8 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod deps_faults_tests;
 #[cfg(test)]
 mod faults_tests;
 #[cfg(test)]

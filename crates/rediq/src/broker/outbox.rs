@@ -74,7 +74,9 @@ fn entry_error(e: &Error) -> bool {
                 | ErrorKind::Parse
                 | ErrorKind::UnexpectedReturnType
         ),
-        Error::Serialization(_) => true,
+        // A key of the dependent's queue holds garbage (dep_satisfy.lua / dep_fail.lua refused
+        // before moving anything): only the dependents of that queue are affected.
+        Error::Corrupt { .. } | Error::Serialization(_) => true,
         _ => false,
     }
 }

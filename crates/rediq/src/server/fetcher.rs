@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::service::{Service, Stop};
 use super::{worker, Ctx};
-use crate::broker::{BlockingConnection, Broker};
+use crate::broker::{record, BlockingConnection, Broker};
 use crate::processor::Mux;
 
 /// The longest a blocking wait lasts before the fetcher looks again on its own.
@@ -85,6 +85,13 @@ async fn run(
             {
                 Ok(batch) => {
                     health.succeeded(q, ctx.queue_name(q));
+                    // Garbage the fetch moved to the dead-letter queue is dead-lettered like
+                    // an undecodable record a worker kills, and counted the same way.
+                    if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {
+                        if n > 0 {
+                            m.task(q, record::UNDECODABLE_TYPE).dead.inc_by(n as u64);
+                        }
+                    }
                     for record in batch.into_iter().flat_map(|b| {
                         let token = b.token;
                         b.records.into_iter().map(move |r| (token, r))

@@ -19,16 +19,10 @@
 --
 -- Returns the number of failed attempts so far (1 = set aside just now), or 0 when the entry is
 -- neither in the outbox nor set aside any more (another resolver delivered it meanwhile).
-local function holds(key, kind)
-  local t = redis.call('TYPE', key).ok
-  return t == kind or t == 'none'
-end
--- Every check before the first write: an error leaves the entry where it was.
-for i, kind in ipairs({'list', 'zset', 'hash'}) do
-  if not holds(KEYS[i], kind) then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is not a ' .. kind)
-  end
-end
+--
+-- Faults (prelude.lua): the types of all three keys are checked before the first write; a
+-- wrong-type key raises CORRUPT naming it and the entry stays where it was.
+for i, kind in ipairs({'list', 'zset', 'hash'}) do want(KEYS[i], kind) end
 local MAX_MALFORMED = 1000
 local NEVER = 4503599627370496 -- 2^52: later than any due time
 local entry = ARGV[1]

@@ -8,7 +8,9 @@
 --         janitor drops marks of clients that died with the early facts)
 --
 -- ARGV[1] dependent id (16 bytes)
+--
+-- Faults (prelude.lua): one write; a wrong-type key raises CORRUPT naming it (nothing changed).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, 'W' .. ARGV[1])
+rcall('ZADD', KEYS[1], now, 'W' .. ARGV[1])
 return 1

@@ -11,7 +11,12 @@
 -- ARGV[3] TTL in ms (with "take")
 --
 -- Returns 1 when the caller holds the claim (take) or dropped it (drop), 0 otherwise.
-local holder = redis.call('GET', KEYS[1])
+--
+-- Faults: the claim carries no data but a token, so a claim key of the wrong type is nobody's
+-- claim: "take" replaces it (SET overwrites any type) instead of holding every resolver off
+-- the queue's outbox until an operator deletes it; "drop" leaves it.
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'table' and holder.err then holder = false end
 if ARGV[2] == 'drop' then
   if holder == ARGV[1] then
     redis.call('DEL', KEYS[1])

@@ -28,12 +28,20 @@
 -- Returns {"dup", holder id} when the unique key is held (nothing written), {"failed",
 -- dependency id} when an early fact says a dependency failed (nothing written: call again with
 -- ARGV[5]), or {"dead"}, {"pending"}, {"delayed"}, {"waiting"}.
+--
+-- Faults (prelude.lua): the early facts and the lock are read, and every key written later
+-- checked (the enqueued counters and the field of this type, and the keys of the state the task
+-- goes to), before the first write; a wrong-type key or a non-integer counter raises CORRUPT
+-- naming the key, and nothing is written: no lock taken, no early fact forgotten (a task that
+-- waited in the waiting hash without its needs entry would never be released, a lock taken
+-- without a TTL would be held forever). The wake marker carries no data: a wrong-type one is
+-- replaced.
 local id, record = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- The news for this task that arrived before it was written, and dep_begin.lua's mark: both go
--- once the task is written or refused for good.
+-- once the task is written or refused for good. Only after every check (want(KEYS[3]) first).
 local function forget_early()
   local facts = {'W' .. id}
   local deps = ARGV[6]
@@ -47,7 +55,21 @@ local function forget_early()
   end
 end
 
+-- The enqueued counter of this type is an integer field of a hash (HINCRBY refuses anything
+-- else).
+local function check_enqueued()
+  local v = rcall('HGET', KEYS[10], ARGV[7])
+  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+    corrupt(KEYS[10], 'holds a non-integer value for ' .. ARGV[7])
+  end
+end
+
+want(KEYS[3], 'zset')
 if ARGV[5] ~= '' then
+  check_enqueued()
+  want(KEYS[8], 'zset')
+  want(KEYS[9], 'zset')
+  -- Nothing below can fail.
   redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
   redis.call('ZADD', KEYS[8], now, ARGV[5])
   redis.call('ZADD', KEYS[9], now, id)
@@ -68,21 +90,33 @@ for i = 1, #deps, 16 do
 end
 if failed then return {'failed', failed} end
 
+local holder = KEYS[11] and rcall('GET', KEYS[11])
+if holder then
+  forget_early()
+  return {'dup', holder}
+end
+check_enqueued()
+local delay = tonumber(ARGV[3])
+if #rest > 0 then
+  want(KEYS[1], 'hash')
+  want(KEYS[2], 'hash')
+elseif delay > 0 then
+  want(KEYS[5], 'zset')
+else
+  counter(KEYS[6])
+  want(KEYS[4], 'zset')
+end
+
+-- Nothing below can fail (the lock was seen free: SET overwrites whatever type; the wake
+-- marker is replaced).
 if KEYS[11] then
-  local taken
   if #rest > 0 then
-    taken = redis.call('SET', KEYS[11], id, 'NX')
+    redis.call('SET', KEYS[11], id)
   else
-    taken = redis.call('SET', KEYS[11], id, 'NX', 'EX', ARGV[4])
-  end
-  if not taken then
-    forget_early()
-    return {'dup', redis.call('GET', KEYS[11]) or ''}
+    redis.call('SET', KEYS[11], id, 'EX', ARGV[4])
   end
 end
 redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
-
-local delay = tonumber(ARGV[3])
 if #rest > 0 then
   redis.call('HSET', KEYS[1], id, record)
   redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
@@ -96,6 +130,6 @@ if delay > 0 then
 end
 local seq = redis.call('INCR', KEYS[6])
 redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
-redis.call('ZADD', KEYS[7], 0, 'w')
+wake(KEYS[7])
 forget_early()
 return {'pending'}

@@ -14,30 +14,39 @@
 --
 -- The dead set is not trimmed here: its limits are the settings of this queue's own servers,
 -- whose janitor trims it. Idempotent. Returns 1 (dead-lettered), 0 (not waiting: noted as an
--- early fact when dep_begin.lua marked it as being written, else nothing) or -1 (its record changed since the caller
--- read it: read again).
+-- early fact when dep_begin.lua marked it as being written, else nothing) or -1 (its record
+-- changed since the caller read it: read again).
+--
+-- Faults (prelude.lua): the waiting record, the lock and the dependents are read, and every key
+-- written later (needs, dead set, failed ids, outbox) checked, before the dependent leaves the
+-- waiting hash; a wrong-type key raises CORRUPT naming the key and the dependent stays waiting,
+-- so the resolver sets the news aside and delivers it again once the key is repaired.
 local id = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local record = redis.call('HGET', KEYS[1], id)
+local record = rcall('HGET', KEYS[1], id)
 if not record then
   -- Kept only while the dependent is being written (see dep_satisfy.lua).
-  if redis.call('ZSCORE', KEYS[3], 'W' .. id) then
-    redis.call('ZADD', KEYS[3], now, 'F' .. id .. ARGV[2])
+  if rcall('ZSCORE', KEYS[3], 'W' .. id) then
+    rcall('ZADD', KEYS[3], now, 'F' .. id .. ARGV[2])
   end
   return 0
 end
 if record ~= ARGV[3] then return -1 end
-redis.call('HDEL', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
+local lock = KEYS[8] and rcall('GET', KEYS[8]) == id
+local refs = rcall('HGET', KEYS[6], id)
+want(KEYS[2], 'hash')
+want(KEYS[4], 'zset')
+want(KEYS[5], 'zset')
+if refs then want(KEYS[7], 'list') end
+-- Nothing below can fail.
 redis.call('ZADD', KEYS[4], now, ARGV[4])
 redis.call('ZADD', KEYS[5], now, id)
-if KEYS[8] and redis.call('GET', KEYS[8]) == id then
-  redis.call('DEL', KEYS[8])
-end
-local refs = redis.call('HGET', KEYS[6], id)
 if refs then
   redis.call('HDEL', KEYS[6], id)
   redis.call('RPUSH', KEYS[7], 'F' .. id .. refs)
 end
+if lock then redis.call('DEL', KEYS[8]) end
+redis.call('HDEL', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
 return 1

@@ -29,11 +29,15 @@
 --
 -- Checked in this order on purpose: a completion record wins over a failure record (a dead task
 -- that was re-run and then completed did complete).
+--
+-- Faults (prelude.lua): everything is read before the one write (the reference appended to the
+-- dependents hash), which either lands or changes nothing; a wrong-type key raises CORRUPT
+-- naming it, and the caller's enqueue fails with nothing registered.
 local id = ARGV[1]
 
 -- Records are 16 bytes each: only a match at a record boundary counts.
 local function recorded(bucket)
-  local s = redis.call('GET', bucket)
+  local s = rcall('GET', bucket)
   if not s then return false end
   local from = 1
   while true do
@@ -45,15 +49,15 @@ local function recorded(bucket)
 end
 
 if recorded(KEYS[1]) then return 'done' end
-if redis.call('ZSCORE', KEYS[2], id) then return 'failed' end
+if rcall('ZSCORE', KEYS[2], id) then return 'failed' end
 local live = false
 if ARGV[3] == '1' then
-  if (redis.call('GET', KEYS[5]) or '0') ~= ARGV[4] then return 'again' end
+  if (rcall('GET', KEYS[5]) or '0') ~= ARGV[4] then return 'again' end
   live = true
 end
-if not live and redis.call('HEXISTS', KEYS[4], id) == 1 then live = true end
+if not live and rcall('HEXISTS', KEYS[4], id) == 1 then live = true end
 if not live then
-  local holders = redis.call('ZRANGE', KEYS[6], 0, -1)
+  local holders = rcall('ZRANGE', KEYS[6], 0, -1)
   if #holders ~= #KEYS - 6 then return 'holders' end
   local seen = {}
   for i = 5, #ARGV do seen[ARGV[i]] = true end
@@ -61,7 +65,7 @@ if not live then
     if not seen[h] then return 'holders' end
   end
   for i = 7, #KEYS do
-    if redis.call('HEXISTS', KEYS[i], id) == 1 then
+    if rcall('HEXISTS', KEYS[i], id) == 1 then
       live = true
       break
     end
@@ -70,5 +74,5 @@ end
 if not live then return 'unknown' end
 -- The settling script moves the references into its outbox entry; a registration after that
 -- finds the completion or failure record above instead.
-redis.call('HSET', KEYS[3], id, (redis.call('HGET', KEYS[3], id) or '') .. ARGV[2])
+rcall('HSET', KEYS[3], id, (rcall('HGET', KEYS[3], id) or '') .. ARGV[2])
 return 'registered'

@@ -17,20 +17,29 @@
 -- consumes; an absent dependent without the mark was released or settled already, and the
 -- news (a redundant delivery) leaves nothing behind. Returns 0 (nothing to do, or noted early),
 -- 1 (crossed off, others remain) or 2 (released).
+--
+-- Faults (prelude.lua): the waiting record, the needs entry and the lock are read, and the key
+-- the task goes to (pending and the sequence counter, or delayed) checked, before the task
+-- leaves the waiting hash; a wrong-type key or a non-integer counter raises CORRUPT naming the
+-- key and the dependent stays waiting with its dependency not crossed off, so the resolver sets
+-- the news aside and delivers it again once the key is repaired. The wake marker carries no
+-- data: a wrong-type one is replaced.
 local id, dep = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local needs = redis.call('HGET', KEYS[2], id)
+local needs = rcall('HGET', KEYS[2], id)
 if not needs then
   -- Kept only while the dependent is being written (dep_begin.lua's mark); otherwise it was
   -- released or settled already and this is a redundant delivery that nobody would read.
-  if redis.call('ZSCORE', KEYS[3], 'W' .. id) then
-    redis.call('ZADD', KEYS[3], now, 'S' .. id .. dep)
+  if rcall('ZSCORE', KEYS[3], 'W' .. id) then
+    rcall('ZADD', KEYS[3], now, 'S' .. id .. dep)
   end
   return 0
 end
 local bar = string.find(needs, '|', 1, true)
+if not bar then corrupt(KEYS[2], 'holds an entry for ' .. id .. ' without a delay') end
 local delay = tonumber(string.sub(needs, 1, bar - 1))
+if not delay then corrupt(KEYS[2], 'holds an entry with a bad delay') end
 local rest = {}
 local found = false
 for i = bar + 1, #needs, 16 do
@@ -39,21 +48,32 @@ for i = bar + 1, #needs, 16 do
 end
 if not found then return 0 end
 if #rest > 0 then
-  redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
+  -- One write: it either lands or changes nothing.
+  rcall('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
   return 1
 end
-local record = redis.call('HGET', KEYS[1], id)
-redis.call('HDEL', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
-if not record then return 0 end
-if KEYS[8] and redis.call('GET', KEYS[8]) == id then
-  redis.call('EXPIRE', KEYS[8], ARGV[3])
+local record = rcall('HGET', KEYS[1], id)
+if not record then
+  -- Needs without a record (left by an older version or by hand): nothing to release.
+  redis.call('HDEL', KEYS[2], id)
+  return 0
 end
+local lock = KEYS[8] and rcall('GET', KEYS[8]) == id
+if delay > 0 then
+  want(KEYS[5], 'zset')
+else
+  counter(KEYS[6])
+  want(KEYS[4], 'zset')
+end
+-- Nothing below can fail (the wake marker is replaced when it is of the wrong type).
 if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, record)
 else
   local seq = redis.call('INCR', KEYS[6])
   redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
-  redis.call('ZADD', KEYS[7], 0, 'w')
+  wake(KEYS[7])
 end
+if lock then redis.call('EXPIRE', KEYS[8], ARGV[3]) end
+redis.call('HDEL', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
 return 2

@@ -11,10 +11,17 @@
 -- Stops at the first candidate that is neither past the retention nor needed to get under the
 -- cap. A bucket written in the last minute is never dropped for the cap: a dependent may be
 -- registering with a task that has just completed. Returns {buckets dropped, records dropped}.
+--
+-- Faults (prelude.lua): the count, the index and every candidate bucket are checked before the
+-- first bucket goes; a wrong-type key or a non-integer count raises CORRUPT naming it and
+-- nothing is dropped (dropping buckets and then failing would leave the count too high).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local horizon = now - tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
+counter(KEYS[2])
+want(KEYS[1], 'zset')
+for i = 3, #KEYS do want(KEYS[i], 'string') end
 local count = tonumber(redis.call('GET', KEYS[2]) or '0')
 local dropped, records = 0, 0
 for i = 3, #KEYS do
