@@ -350,6 +350,9 @@ enum Settled {
     Stale,
     /// Redis kept failing; the heartbeat's orphan sweep or the recoverer takes over.
     GaveUp,
+    /// Refused on a retry after an attempt whose reply was lost: that attempt may have landed
+    /// (then this refusal is of our own transition) or the lease was taken over; not counted.
+    Unknown,
 }
 
 impl Settled {
@@ -362,7 +365,7 @@ impl Settled {
             Settled::Stale => {
                 m.stale.inc();
             }
-            Settled::GaveUp => {}
+            Settled::GaveUp | Settled::Unknown => {}
         }
     }
 }
@@ -382,9 +385,16 @@ where
                 settled = Settled::Done;
                 break;
             }
-            Ok(false) => {
+            Ok(false) if attempt == 0 => {
                 tracing::warn!(queue = ctx.queue_name(queue), task = %record::id_text(id), token, "refused stale transition: the lease was taken over");
                 settled = Settled::Stale;
+                break;
+            }
+            Ok(false) => {
+                // The first attempt failed with an error after which its script may still have
+                // run: the entry being gone now does not tell a takeover from our own landing.
+                tracing::info!(queue = ctx.queue_name(queue), task = %record::id_text(id), token, "transition retried after an error found the task no longer held: the first attempt landed, or the lease was taken over");
+                settled = Settled::Unknown;
                 break;
             }
             Err(e) => {
@@ -395,4 +405,52 @@ where
     }
     ctx.inflight.remove(queue, id, token);
     settled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ServerBuilder;
+    use crate::testing::RedisServer;
+
+    /// A refusal on the first try is a stale token. A refusal on a retry after an error is not
+    /// known to be one: the first try's script may have run although its reply was lost (a
+    /// stall), and counting it as stale made a landed transition look refused.
+    #[tokio::test]
+    async fn a_refusal_after_an_error_is_not_counted_as_stale() {
+        let redis = RedisServer::start();
+        let state = ServerBuilder::new()
+            .redis_url(redis.url())
+            .queues(&["w"])
+            .build()
+            .await
+            .unwrap();
+        let ctx = Ctx {
+            broker: state.broker,
+            cfg: state.cfg,
+            server_id: "host:1:test".into(),
+            started_at_ms: 0,
+            inflight: Default::default(),
+            cancels: Default::default(),
+            stopping: Default::default(),
+            metrics: None,
+            running: Default::default(),
+        };
+        let first = settle(&ctx, 0, b"id", 1, || async { Ok(false) }).await;
+        assert_eq!(first, Settled::Stale);
+        let mut calls = 0;
+        let after_error = settle(&ctx, 0, b"id", 1, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    Err(Error::Timeout(Duration::from_secs(10)))
+                } else {
+                    Ok(false)
+                }
+            }
+        })
+        .await;
+        assert_eq!(after_error, Settled::Unknown);
+    }
 }

@@ -18,9 +18,8 @@
 -- ARGV[6] "1" = only if the server's lease has lapsed (the recoverer's call), else "0"
 -- ARGV[7] server id (owner of KEYS[1])
 --
--- Returns 1 (2 when the task has dependents, now told through the outbox; 1 also when this very
--- transition already landed: a retry after a lost reply), or 0 when the token is stale or
--- (ARGV[6]) the lease was renewed meanwhile.
+-- Returns 1 (2 when the task has dependents, now told through the outbox), or 0 when the token
+-- is stale or (ARGV[6]) the lease was renewed meanwhile.
 --
 -- Faults (prelude.lua): every read and check (the unique lock, the dependents, the types of the
 -- failure records and outbox, the counters) and the write to the dead set come before the task
@@ -28,13 +27,7 @@
 -- key and the task stays active, never a stale refusal.
 
 local v = rcall('HGET', KEYS[1], ARGV[1])
-if not v or string.sub(v, 1, 16) ~= ARGV[2] then
-  -- A retry of a call whose reply was lost: the entry is gone because that call landed,
-  -- and the exact record (it carries the failure time) is in the dead-letter set. Say so, instead
-  -- of reporting the caller's own transition as refused.
-  if not v and rcall('ZSCORE', KEYS[3], ARGV[3]) then return 1 end
-  return 0
-end
+if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[6] == '1' then

@@ -9,21 +9,14 @@
 -- ARGV[3] the updated record (attempt count and last error)
 -- ARGV[4] backoff in ms
 --
--- Returns 1 (also when this very transition already landed: a retry after a lost reply), or 0
--- when the caller's token is stale (nothing changes).
+-- Returns 1, or 0 when the caller's token is stale (nothing changes).
 --
 -- Faults (prelude.lua): the failed counter is checked and the task written to the retry set
 -- before it leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT
 -- naming the key and the task stays active (the heartbeat's orphan sweep or the recoverer
 -- puts it back), never a stale refusal.
 local v = rcall('HGET', KEYS[1], ARGV[1])
-if not v or string.sub(v, 1, 16) ~= ARGV[2] then
-  -- A retry of a call whose reply was lost: the entry is gone because that call landed,
-  -- and the exact record (it carries the failure time) is in the retry set. Say so, instead
-  -- of reporting the caller's own transition as refused.
-  if not v and rcall('ZSCORE', KEYS[2], ARGV[3]) then return 1 end
-  return 0
-end
+if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 counter(KEYS[3])
 local t = redis.call('TIME')
 local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
