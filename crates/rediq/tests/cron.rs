@@ -184,19 +184,12 @@ async fn entries_update_pause_resume_and_remove() {
 #[tokio::test]
 async fn paused_entry_fires_nothing() {
     let env = Env::new().await;
-    let runs = Arc::new(Mutex::new(0u32));
-    let r = runs.clone();
+    let (mux, runs) = counting_mux("t");
     let srv = start(
         env.server()
             .queues(&["pc"])
             .scheduler_interval(Duration::from_millis(100)),
-        mux_with("t", move |_| {
-            let r = r.clone();
-            async move {
-                *r.lock().unwrap() += 1;
-                Ok(())
-            }
-        }),
+        mux,
     )
     .await;
     let id = env
@@ -237,30 +230,13 @@ async fn paused_entry_fires_nothing() {
 #[tokio::test]
 async fn a_tick_whose_task_cannot_be_written_stays_due() {
     let env = Env::new().await;
-    let mut raw = redis::Client::open(env.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("rediq:{cf}:pending")
-        .arg("garbage")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let runs = Arc::new(Mutex::new(0u32));
-    let r = runs.clone();
+    env.set_raw("rediq:{cf}:pending", "garbage").await;
+    let (mux, runs) = counting_mux("t");
     let srv = start(
         env.server()
             .queues(&["cf"])
             .scheduler_interval(Duration::from_millis(100)),
-        mux_with("t", move |_| {
-            let r = r.clone();
-            async move {
-                *r.lock().unwrap() += 1;
-                Ok(())
-            }
-        }),
+        mux,
     )
     .await;
     env.client
@@ -284,7 +260,7 @@ async fn a_tick_whose_task_cannot_be_written_stays_due() {
     assert_eq!(*runs.lock().unwrap(), 0);
     let _: () = redis::cmd("DEL")
         .arg("rediq:{cf}:pending")
-        .query_async(&mut raw)
+        .query_async(&mut env.raw().await)
         .await
         .unwrap();
     assert!(

@@ -81,14 +81,6 @@ async fn put(env: &Env, task: rediq::TaskBuilder) -> String {
     env.client.enqueue(task.build().unwrap()).await.unwrap()
 }
 
-async fn redis(env: &Env) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
     logs();
@@ -103,7 +95,7 @@ async fn an_undeliverable_outbox_entry_is_set_aside_and_the_rest_flow() {
     let ok2 = put(&env, node("fok2").depends_on(&[&x2])).await;
     // Garbage in place of the broken queue's needs hash (the real one kept aside, to be put
     // back later: "the garbage is removed").
-    let mut c = redis(&env).await;
+    let mut c = env.raw().await;
     let needs = "rediq:{fbad}:deps:needs";
     let kept = "rediq:{fbad}:deps:needs:kept";
     let _: () = redis::cmd("RENAME")
@@ -204,7 +196,7 @@ async fn redundant_deliveries_leave_no_early_facts() {
     for id in &all {
         assert_eq!(runs.of(id), 1, "{id} ran once");
     }
-    let mut c = redis(&env).await;
+    let mut c = env.raw().await;
     let early: (u64, u64) = redis::pipe()
         .zcard("rediq:{ea}:deps:early")
         .zcard("rediq:{eb}:deps:early")
@@ -233,7 +225,7 @@ async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair()
     let y = put(&env, node("cx").payload_bytes(b"fail".to_vec())).await;
     let ran = put(&env, node("cp").depends_on(&[&x])).await;
     let died = put(&env, node("cd").depends_on(&[&y])).await;
-    let mut c = redis(&env).await;
+    let mut c = env.raw().await;
     for key in ["rediq:{cp}:pending", "rediq:{cd}:dead"] {
         let _: () = redis::cmd("SET")
             .arg(key)
@@ -248,7 +240,7 @@ async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair()
     let set_aside = wait_for(Duration::from_secs(5), || async {
         let n: u64 = redis::cmd("ZCARD")
             .arg("rediq:{cx}:deps:aside")
-            .query_async(&mut redis(&env).await)
+            .query_async(&mut env.raw().await)
             .await
             .unwrap();
         n == 2

@@ -14,19 +14,11 @@ const LONG: Duration = Duration::from_secs(20);
 /// How long a fault is left in place while the server runs against it.
 const FAULT: Duration = Duration::from_millis(1500);
 
-async fn raw(env: &Env) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn set(env: &Env, key: &str, value: &str) {
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg(value)
-        .query_async(&mut raw(env).await)
+        .query_async(&mut env.raw().await)
         .await
         .unwrap();
 }
@@ -34,7 +26,7 @@ async fn set(env: &Env, key: &str, value: &str) {
 async fn del(env: &Env, key: &str) {
     let _: () = redis::cmd("DEL")
         .arg(key)
-        .query_async(&mut raw(env).await)
+        .query_async(&mut env.raw().await)
         .await
         .unwrap();
 }
@@ -65,7 +57,7 @@ async fn everywhere(env: &Env, queue: &str) -> u64 {
 /// Tasks pending or held by a server, read from the sets themselves (stats would read a broken
 /// key too).
 async fn pending_or_active(env: &Env, queue: &str) -> u64 {
-    let mut c = raw(env).await;
+    let mut c = env.raw().await;
     let mut n: u64 = redis::cmd("ZCARD")
         .arg(key(queue, "pending"))
         .query_async(&mut c)
@@ -138,7 +130,7 @@ async fn a_wrong_type_pending_set_loses_no_delayed_task_coming_due() {
     )
     .await;
     tokio::time::sleep(FAULT).await;
-    let mut c = raw(&env).await;
+    let mut c = env.raw().await;
     let delayed: u64 = redis::cmd("ZCARD")
         .arg(key(q, "delayed"))
         .query_async(&mut c)
@@ -332,7 +324,7 @@ async fn an_unparsable_entry_of_a_dead_servers_active_hash_is_set_aside() {
     let env = Env::new().await;
     let q = "gone";
     let dead_server = "host:9:dead";
-    let mut c = raw(&env).await;
+    let mut c = env.raw().await;
     let active = key(q, &format!("active:{dead_server}"));
     let _: () = redis::cmd("HSET")
         .arg(&active)
@@ -366,7 +358,7 @@ async fn an_unparsable_entry_of_a_dead_servers_active_hash_is_set_aside() {
     srv.shutdown().await;
     let dead = env.inspector.list(q, TaskState::Dead, 10).await.unwrap();
     assert_eq!(dead[0].payload, b"not token|record");
-    let mut c = raw(&env).await;
+    let mut c = env.raw().await;
     let left: u64 = redis::cmd("EXISTS")
         .arg(&active)
         .query_async(&mut c)

@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 use rediq::Task;
 use support::*;
 
-/// Raw access to the test's Redis, to break keys the way an operator or a bug might.
-async fn raw(env: &Env) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// Enqueues `n` tasks to `queue` one after the other, each once the previous one ran, and
 /// returns the slowest pickup (enqueue call to handler start).
 async fn slowest_pickup(env: &Env, queue: &str, started: &Arc<Mutex<Vec<Instant>>>) -> Duration {
@@ -54,10 +45,10 @@ fn recording_mux(started: &Arc<Mutex<Vec<Instant>>>) -> rediq::processor::Mux {
     })
 }
 
-/// A queue whose fetch fails on every round (its pending key holds garbage) used to
-/// make the fetcher back off for the whole round: pickups on a healthy queue took 12–309 ms.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_whose_fetch_fails_does_not_slow_the_others() {
+/// Serves a healthy queue "good" and a queue "broken" whose `key` holds garbage (left for
+/// `settle` first, as it would be in production before anyone notices), and returns the slowest
+/// pickup on the healthy queue.
+async fn pickup_beside_broken(key: &str, settle: Duration) -> Duration {
     let env = Env::new().await;
     let started = Arc::new(Mutex::new(Vec::new()));
     let srv = start(
@@ -65,48 +56,33 @@ async fn a_queue_whose_fetch_fails_does_not_slow_the_others() {
         recording_mux(&started),
     )
     .await;
-    let mut r = raw(&env).await;
-    let _: () = redis::cmd("SET")
-        .arg("rediq:{broken}:pending")
-        .arg("garbage")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    // Let the failures pile up, as they would in production before anyone notices.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    env.set_raw(key, "garbage").await;
+    tokio::time::sleep(settle).await;
     let worst = slowest_pickup(&env, "good", &started).await;
+    srv.shutdown().await;
+    worst
+}
+
+/// A queue whose fetch fails on every round (its pending key holds garbage) used to
+/// make the fetcher back off for the whole round: pickups on a healthy queue took 12–309 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_fetch_fails_does_not_slow_the_others() {
+    let worst = pickup_beside_broken("rediq:{broken}:pending", Duration::from_millis(1_500)).await;
     assert!(
         worst < Duration::from_millis(50),
         "a healthy queue waited {worst:?} for a broken one"
     );
-    srv.shutdown().await;
 }
 
 /// A wake marker of the wrong type made the blocking wait (one BZPOPMIN over every queue's
 /// marker) fail and reconnect ~19 times a second; the healthy queue then waited for polls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_wake_marker_does_not_slow_the_others() {
-    let env = Env::new().await;
-    let started = Arc::new(Mutex::new(Vec::new()));
-    let srv = start(
-        env.server().queues(&["good", "broken"]).concurrency(4),
-        recording_mux(&started),
-    )
-    .await;
-    let mut r = raw(&env).await;
-    let _: () = redis::cmd("SET")
-        .arg("rediq:{broken}:wake")
-        .arg("garbage")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let worst = slowest_pickup(&env, "good", &started).await;
+    let worst = pickup_beside_broken("rediq:{broken}:wake", Duration::from_millis(500)).await;
     assert!(
         worst < Duration::from_millis(50),
         "a healthy queue waited {worst:?} behind a broken wake marker"
     );
-    srv.shutdown().await;
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -133,30 +133,13 @@ pub(crate) async fn beat(ctx: &Ctx, broker: &Broker) -> Result<()> {
 mod tests {
     use super::*;
     use crate::broker::{record, EnqueueMode, NewTask};
-    use crate::server::{InFlight, ServerBuilder};
     use crate::testing::RedisServer;
     use std::time::Duration;
 
     #[tokio::test]
     async fn orphans_go_back_on_the_second_beat_tracked_tasks_stay() {
         let redis = RedisServer::start();
-        let state = ServerBuilder::new()
-            .redis_url(redis.url())
-            .queues(&["o"])
-            .build()
-            .await
-            .unwrap();
-        let ctx = Ctx {
-            broker: state.broker,
-            cfg: state.cfg,
-            server_id: "host:1:test".into(),
-            started_at_ms: 0,
-            inflight: InFlight::default(),
-            cancels: Default::default(),
-            stopping: Default::default(),
-            metrics: None,
-            running: Default::default(),
-        };
+        let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
         for _ in 0..2 {
             let t = crate::Task::builder("t").queue("o").build().unwrap();
             let nt = NewTask {

@@ -588,6 +588,28 @@ impl Ctx {
     pub fn queue_name(&self, q: usize) -> &str {
         &self.cfg.queues[q].0
     }
+
+    /// The context of a server that runs no services, for unit tests of one component.
+    #[cfg(test)]
+    pub async fn for_test(url: &str, queues: &[&str]) -> Ctx {
+        let state = ServerBuilder::new()
+            .redis_url(url)
+            .queues(queues)
+            .build()
+            .await
+            .expect("test server builds");
+        Ctx {
+            broker: state.broker,
+            cfg: state.cfg,
+            server_id: "host:1:test".into(),
+            started_at_ms: 0,
+            inflight: InFlight::default(),
+            cancels: Cancels::default(),
+            stopping: AtomicBool::new(false),
+            metrics: None,
+            running: AtomicBool::new(false),
+        }
+    }
 }
 
 /// A task-processing server.

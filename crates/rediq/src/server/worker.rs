@@ -410,7 +410,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::ServerBuilder;
     use crate::testing::RedisServer;
 
     /// A refusal on the first try is a stale token. A refusal on a retry after an error is not
@@ -419,23 +418,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_after_an_error_is_not_counted_as_stale() {
         let redis = RedisServer::start();
-        let state = ServerBuilder::new()
-            .redis_url(redis.url())
-            .queues(&["w"])
-            .build()
-            .await
-            .unwrap();
-        let ctx = Ctx {
-            broker: state.broker,
-            cfg: state.cfg,
-            server_id: "host:1:test".into(),
-            started_at_ms: 0,
-            inflight: Default::default(),
-            cancels: Default::default(),
-            stopping: Default::default(),
-            metrics: None,
-            running: Default::default(),
-        };
+        let ctx = Ctx::for_test(&redis.url(), &["w"]).await;
         let first = settle(&ctx, 0, b"id", 1, || async { Ok(false) }).await;
         assert_eq!(first, Settled::Stale);
         let mut calls = 0;

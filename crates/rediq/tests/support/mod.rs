@@ -39,6 +39,26 @@ impl Env {
         self.redis.url()
     }
 
+    /// A plain connection to this Redis, to look at or break keys the way an operator or a bug
+    /// might.
+    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// `SET key value` on this Redis, bypassing Rediq.
+    pub async fn set_raw(&self, key: &str, value: &str) {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut self.raw().await)
+            .await
+            .unwrap();
+    }
+
     /// A server builder pointed at this Redis, with fast intervals for tests.
     pub fn server(&self) -> ServerBuilder {
         ServerBuilder::new()
@@ -115,6 +135,20 @@ where
     async fn handle(&self, task: &Task) -> rediq::Result<()> {
         (self.0)(task.clone()).await
     }
+}
+
+/// A mux whose handler for `task_type` only counts its runs.
+pub fn counting_mux(task_type: &str) -> (Mux, std::sync::Arc<std::sync::Mutex<u32>>) {
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(0u32));
+    let r = runs.clone();
+    let mux = mux_with(task_type, move |_| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap() += 1;
+            Ok(())
+        }
+    });
+    (mux, runs)
 }
 
 pub fn mux_with<F, Fut>(task_type: &str, f: F) -> Mux
