@@ -1,0 +1,111 @@
+//! The short run of the fault suite, part of `cargo test --workspace`: every scenario, a few
+//! seconds of workload each (about two and a half minutes in all). Each scenario must keep
+//! its promises — nothing lost, nothing completed twice, and the rest the driver checks —
+//! except those listed in `KNOWN_FAILING`, which fail today because of a defect of issue 13
+//! that is being fixed: remove a scenario from the list when its fix lands.
+
+use std::process::Command;
+
+/// Scenarios that fail on today's code, each with the defect (issue 13, section 1) behind it.
+/// Their results are printed, not asserted. Do not add to this list to make the test pass.
+const KNOWN_FAILING: &[(&str, &str)] = &[
+    (
+        "redis-restart-always",
+        "defect 4: an enqueue whose reply was lost in the restart is retried with the same id, \
+         after the first write was already fetched: the task runs, and completes, twice",
+    ),
+    (
+        "redis-down",
+        "defect 8: SIGTERM while Redis is frozen takes until Redis answers again, far past \
+         shutdown_timeout",
+    ),
+    (
+        "garbage",
+        "defects 1, 5 and 7: scripts failing half-way destroy tasks; enqueues that fail on a \
+         wrong-type key were written anyway, so retried enqueues run twice",
+    ),
+    (
+        "handlers",
+        "defect 12: blocking handlers starve the heartbeat, leases lapse and tasks whose runs \
+         returned Ok run again",
+    ),
+];
+
+const SCENARIOS: [&str; 7] = [
+    "kill",
+    "stop",
+    "redis-restart-always",
+    "redis-restart-everysec",
+    "redis-down",
+    "garbage",
+    "handlers",
+];
+
+#[test]
+fn every_scenario_keeps_its_promises_in_a_short_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rediq-chaos"))
+        .args(["--scenario", "all", "--seconds", "6"])
+        .output()
+        .expect("run rediq-chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("CHAOS-RESULT "))
+        .map(|j| serde_json::from_str(j).expect("a result line is JSON"))
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(names, SCENARIOS, "every scenario reports, in order");
+
+    let mut broken = Vec::new();
+    for r in &rows {
+        let name = r["scenario"].as_str().unwrap_or("?");
+        let failures: Vec<&str> = r["failures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            r["enqueued"].as_u64().unwrap_or(0) > 0,
+            "{name}: nothing was enqueued"
+        );
+        if let Some((_, defect)) = KNOWN_FAILING.iter().find(|(n, _)| *n == name) {
+            if failures.is_empty() {
+                println!("{name} passes now: remove it from KNOWN_FAILING ({defect})");
+            } else {
+                println!("{name} fails as known ({defect}): {failures:?}");
+            }
+            continue;
+        }
+        // Redis with appendfsync everysec may lose the last second of acknowledged writes:
+        // reported, not promised.
+        if name != "redis-restart-everysec" && r["lost"].as_u64() != Some(0) {
+            broken.push(format!("{name}: lost {} tasks", r["lost"]));
+        }
+        if r["double_completions"].as_u64() != Some(0) {
+            broken.push(format!(
+                "{name}: {} double completions",
+                r["double_completions"]
+            ));
+        }
+        if !failures.is_empty() {
+            broken.push(format!("{name}: {failures:?}"));
+        }
+    }
+    assert!(broken.is_empty(), "promises broken: {broken:#?}");
+    // The driver exits non-zero exactly when a scenario failed.
+    let any_failed = rows
+        .iter()
+        .any(|r| r["failures"].as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(
+        out.status.success(),
+        !any_failed,
+        "exit status {}",
+        out.status
+    );
+}
