@@ -98,7 +98,9 @@ pub struct Row {
     pub garbage_set_aside: u64,
     pub faults: u64,
     pub recover_max_s: Option<f64>,
-    pub unrecovered: u64,
+    /// Runs in flight at a fault whose task never ran again (dead-lettered by the recoverer when
+    /// its retries were used up, or lost).
+    pub not_rerun: u64,
     pub slowest_shutdown_s: Option<f64>,
     pub enqueue_errors: u64,
     pub enqueues_given_up: u64,
@@ -255,7 +257,7 @@ fn recovery(row: &mut Row, i: &Inputs<'_>) {
                 .min();
             match [rerun, r.end_ms].into_iter().flatten().min() {
                 Some(t) => recovered_at = recovered_at.max(t),
-                None => row.unrecovered += 1,
+                None => row.not_rerun += 1,
             }
         }
         if f.scope == Scope::All {
@@ -267,7 +269,9 @@ fn recovery(row: &mut Row, i: &Inputs<'_>) {
                 .min()
             {
                 Some(t) => recovered_at = recovered_at.max(t),
-                None => row.unrecovered += 1,
+                None => row
+                    .notes
+                    .push(format!("no task started after the fault ended: {}", f.what)),
             }
         }
         let s = (recovered_at - f.start_ms) as f64 / 1000.0;

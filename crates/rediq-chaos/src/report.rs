@@ -22,11 +22,11 @@ pub fn details(row: &Row) {
         println!("   note  {n}");
     }
     println!(
-        "   enqueue errors {} (given up {}), ok runs twice {}, unrecovered {}, completions {} / {} distinct, cron {}/{} ticks, garbage set aside {}/{}",
+        "   enqueue errors {} (given up {}), ok runs twice {}, in flight at a fault and never run again {}, completions {} / {} distinct, cron {}/{} ticks, garbage set aside {}/{}",
         row.enqueue_errors,
         row.enqueues_given_up,
         row.tasks_ok_twice,
-        row.unrecovered,
+        row.not_rerun,
         row.processed_total,
         row.completed_distinct,
         row.cron_fired,

@@ -11,8 +11,9 @@ use std::process::Command;
 const KNOWN_FAILING: &[(&str, &str)] = &[
     (
         "redis-restart-always",
-        "defect 4: an enqueue whose reply was lost in the restart is retried with the same id, \
-         after the first write was already fetched: the task runs, and completes, twice",
+        "defect 4 (intermittent: seen in 1 of 2 short runs): an enqueue whose reply was lost \
+         in the restart is retried with the same id after the first write was already fetched: \
+         the task runs, and completes, twice",
     ),
     (
         "redis-down",
@@ -76,7 +77,10 @@ fn every_scenario_keeps_its_promises_in_a_short_run() {
         );
         if let Some((_, defect)) = KNOWN_FAILING.iter().find(|(n, _)| *n == name) {
             if failures.is_empty() {
-                println!("{name} passes now: remove it from KNOWN_FAILING ({defect})");
+                println!(
+                    "{name} passed this time: remove it from KNOWN_FAILING once the fix of \
+                     ({defect}) has landed"
+                );
             } else {
                 println!("{name} fails as known ({defect}): {failures:?}");
             }

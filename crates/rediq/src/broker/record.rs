@@ -56,8 +56,8 @@ struct Body {
 
 /// Deepest nesting accepted in a body. A body is at most three deep (the map, the list of
 /// dependencies, an id); rmp-serde's own limit of 1024 lets a record of nested arrays in an
-/// unknown field overflow a 2 MiB thread stack (found by the fuzz test below), which aborts
-/// the whole server on every fetch of that record.
+/// unknown field overflow a 2 MiB thread stack in a debug build (found by the fuzz test below),
+/// which aborts the whole server on every fetch of that record.
 const MAX_BODY_DEPTH: usize = 16;
 
 /// Decodes a MessagePack body with the nesting bounded by [`MAX_BODY_DEPTH`].
