@@ -85,6 +85,8 @@ pub struct Row {
     pub lost: u64,
     pub lost_missing: u64,
     pub lost_stuck: u64,
+    /// Lost tasks acknowledged only by a `Duplicate` naming themselves (see the ledger).
+    pub lost_via_duplicate: u64,
     pub duplicate_runs: u64,
     pub tasks_ok_twice: u64,
     pub in_flight_at_faults: u64,
@@ -158,6 +160,7 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
             }
             (false, false, _) if states.is_empty() => {
                 row.lost_missing += 1;
+                row.lost_via_duplicate += u64::from(e.via_duplicate);
             }
             (false, false, _) => {
                 row.lost_stuck += 1;
@@ -289,9 +292,10 @@ fn judge(
     let mut fail = |s: String| row.failures.push(s);
     if row.lost > 0 {
         let msg = format!(
-            "LOST {} acknowledged task(s): {} in no state at all, {} stuck ({})",
+            "LOST {} acknowledged task(s): {} in no state at all ({} of them acknowledged only by a Duplicate naming themselves), {} stuck ({})",
             row.lost,
             row.lost_missing,
+            row.lost_via_duplicate,
             row.lost_stuck,
             top(stuck)
         );

@@ -207,7 +207,12 @@ async fn run_in(s: Scenario, args: &RunArgs, dir: &Path, row: &mut Row) -> Resul
         format!("drained in {:.1} s", drain_start.elapsed().as_secs_f64())
     } else {
         format!(
-            "NOT drained after {:.0} s (no progress for {STALL:?}, or {DRAIN:?} in all): {} task(s) still live",
+            "NOT drained: {} after {:.0} s, {} task(s) still live",
+            if stall.1.elapsed() >= STALL {
+                "no progress for 15 s"
+            } else {
+                "gave up"
+            },
             drain_start.elapsed().as_secs_f64(),
             live_tasks(&insp).await.unwrap_or(u64::MAX)
         )

@@ -16,6 +16,9 @@ pub struct Entry {
     pub expect: Expect,
     /// Handler runs a fault-free run makes.
     pub planned_runs: u32,
+    /// Acknowledged only by `Error::Duplicate` naming the task itself, after an enqueue that
+    /// failed: the unique lock says the earlier try was written.
+    pub via_duplicate: bool,
 }
 
 #[derive(Debug, Default)]
@@ -37,7 +40,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn acknowledged(&mut self, t: &Task, parents: &[String]) {
+    pub fn acknowledged(&mut self, t: &Task, parents: &[String], via_duplicate: bool) {
         let Ok(plan) = t.payload_json::<Plan>() else {
             return; // only this program's tasks are enqueued here
         };
@@ -57,6 +60,7 @@ impl Ledger {
                 plan,
                 expect,
                 planned_runs,
+                via_duplicate,
             },
         );
     }

@@ -284,12 +284,12 @@ async fn enqueue(
     loop {
         match client.enqueue(t.clone()).await {
             Ok(_) => {
-                lock(ledger).acknowledged(&t, parents);
+                lock(ledger).acknowledged(&t, parents, false);
                 return true;
             }
             // Our own earlier try was written although its answer was lost.
             Err(Error::Duplicate { existing_id, .. }) if existing_id == t.id => {
-                lock(ledger).acknowledged(&t, parents);
+                lock(ledger).acknowledged(&t, parents, true);
                 return true;
             }
             Err(Error::Duplicate { .. }) => {
