@@ -54,6 +54,19 @@ struct Body {
     trace: Option<String>,
 }
 
+/// Deepest nesting accepted in a body. A body is at most three deep (the map, the list of
+/// dependencies, an id); rmp-serde's own limit of 1024 lets a record of nested arrays in an
+/// unknown field overflow a 2 MiB thread stack in a debug build (found by the fuzz test below),
+/// which aborts the whole server on every fetch of that record.
+const MAX_BODY_DEPTH: usize = 16;
+
+/// Decodes a MessagePack body with the nesting bounded by [`MAX_BODY_DEPTH`].
+fn body_from<'de, T: Deserialize<'de>>(body: &'de [u8]) -> std::result::Result<T, String> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MAX_BODY_DEPTH);
+    T::deserialize(&mut de).map_err(|e| e.to_string())
+}
+
 /// Only the trace context of a body (every other field is skipped).
 #[derive(Deserialize)]
 struct TraceOnly {
@@ -115,7 +128,7 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
 /// The trace context (W3C `traceparent`) a record carries, if any.
 pub(crate) fn trace_of(record: &[u8]) -> Option<String> {
     let body = record.get(HEAD..)?;
-    rmp_serde::from_slice::<TraceOnly>(body).ok()?.trace
+    body_from::<TraceOnly>(body).ok()?.trace
 }
 
 /// Encodes a task as a record carrying a trace context.
@@ -162,7 +175,7 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
     if record[0] != FORMAT {
         return Err(format!("unknown record format {}", record[0]));
     }
-    let body: Body = rmp_serde::from_slice(&record[HEAD..]).map_err(|e| e.to_string())?;
+    let body: Body = body_from(&record[HEAD..])?;
     Ok(Task {
         id: id_text(&record[2..HEAD]),
         task_type: body.task_type,
@@ -265,6 +278,124 @@ mod tests {
         assert_eq!(decode("default", &rec).unwrap(), t);
         assert_eq!(trace_of(&encode(&t).unwrap()), None);
         assert_eq!(trace_of(b"short"), None);
+    }
+
+    /// A decoded record either is a task that encodes again (a retry re-encodes it) or an
+    /// error with a reason, which the stand-in record for the dead-letter queue carries.
+    fn decode_is_total(record: &[u8]) {
+        match decode("q", record) {
+            Ok(t) => {
+                let _ = encode(&t); // may refuse (a foreign dependency id), never panic
+            }
+            Err(reason) => {
+                assert!(!reason.is_empty(), "an error without a reason");
+                let stand_in = decode("q", &undecodable(record, &reason))
+                    .expect("the stand-in record decodes");
+                assert_eq!(stand_in.payload, record);
+            }
+        }
+    }
+
+    fn arb_task() -> impl proptest::strategy::Strategy<Value = Task> {
+        use proptest::prelude::*;
+        (
+            "[a-z:]{1,12}",
+            proptest::collection::vec(any::<u8>(), 0..64),
+            0i32..=100,
+            0u32..20,
+            1u64..100_000,
+            proptest::option::of("[a-z0-9]{1,8}"),
+            proptest::option::of(0u64..10_000),
+            0u32..9,
+            proptest::option::of(".{0,20}"),
+            0usize..3,
+        )
+            .prop_map(
+                |(ty, payload, prio, max_retry, timeout, unique, delay, retry, err, deps)| {
+                    let mut b = Task::builder(ty)
+                        .payload_bytes(payload)
+                        .priority(prio)
+                        .max_retry(max_retry)
+                        .timeout(Duration::from_millis(timeout));
+                    if let Some(k) = unique {
+                        b = b.unique_key(k);
+                    }
+                    if let Some(d) = delay {
+                        b = b.delay(Duration::from_millis(d));
+                    }
+                    let ids: Vec<String> = (0..deps).map(|_| new_id("a")).collect();
+                    if !ids.is_empty() {
+                        b = b.depends_on(&ids);
+                    }
+                    let mut t = b.build().expect("valid options");
+                    t.retry_cnt = retry;
+                    t.last_error = err;
+                    t
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            decode_is_total(&raw);
+            // The same bytes behind a valid head reach the MessagePack decoder.
+            let mut headed = vec![FORMAT, 50];
+            headed.extend_from_slice(&[7u8; 16]);
+            headed.extend_from_slice(&raw);
+            decode_is_total(&headed);
+        }
+
+        #[test]
+        fn truncated_and_mutated_records_never_panic_the_decoder(
+            t in arb_task(),
+            cut in 0usize..400,
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
+            insert in proptest::option::of((0usize..400, proptest::collection::vec(proptest::prelude::any::<u8>(), 1..8))),
+        ) {
+            let rec = encode(&t).unwrap();
+            proptest::prop_assert_eq!(decode("default", &rec).unwrap(), t.clone());
+            decode_is_total(&rec[..cut.min(rec.len())]);
+            let mut m = rec.clone();
+            for (at, b) in &flips {
+                let i = at % m.len();
+                m[i] ^= b;
+            }
+            if let Some((at, bytes)) = &insert {
+                let i = at % (m.len() + 1);
+                m.splice(i..i, bytes.iter().copied());
+            }
+            decode_is_total(&m);
+        }
+    }
+
+    #[test]
+    fn deeply_nested_and_huge_length_bodies_are_errors() {
+        let mut head = vec![FORMAT, 50];
+        head.extend_from_slice(&[7u8; 16]);
+        // {"z": [[[[…]]]]}: an unknown field nested 100,000 deep.
+        let mut deep = head.clone();
+        deep.extend_from_slice(&[0x82, 0xa1, b't', 0xa1, b'x', 0xa1, b'z']);
+        deep.extend(std::iter::repeat_n(0x91u8, 100_000));
+        assert!(decode("q", &deep).is_err());
+        // A bin32 payload and an array32 of dependencies claiming 4 GiB, with nothing behind.
+        for claim in [
+            &[
+                0x82, 0xa1, b't', 0xa1, b'x', 0xa1, b'p', 0xc6, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+            &[
+                0x82, 0xa1, b't', 0xa1, b'x', 0xa1, b'n', 0xdd, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+        ] {
+            let mut rec = head.clone();
+            rec.extend_from_slice(claim);
+            decode_is_total(&rec);
+            assert!(decode("q", &rec).is_err());
+        }
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! Fault injection: for each scenario, the loop that breaks workers or Redis while the
+//! workload runs, and the record of each fault (what, whom, from when to when) that the
+//! accounting uses to find the tasks in flight and the time to recover.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::execlog::now_ms;
+use crate::pool::Pool;
+use crate::redis_proc::Deployment;
+use crate::scenario::Scenario;
+
+/// Who a fault hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One worker process, by name.
+    Worker(String),
+    /// Every worker (a Redis fault, garbage in a queue).
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub what: String,
+    pub scope: Scope,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// What the injection loop touches.
+pub struct Target<'a> {
+    pub redis: &'a mut Deployment,
+    pub pool: &'a mut Pool,
+    pub workers: usize,
+    pub lease: Duration,
+    pub shutdown_timeout: Duration,
+    pub rng: StdRng,
+    /// Facts worth reporting (e.g. how long a shutdown took during an outage).
+    pub notes: Vec<String>,
+}
+
+/// How long a graceful shutdown may take beyond its `shutdown_timeout` before the suite calls
+/// it a hang.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+/// How long Redis stays unreachable in `redis-down`.
+pub const OUTAGE: Duration = Duration::from_secs(10);
+
+/// Runs the faults of `scenario` until `until`.
+pub async fn inject(
+    scenario: Scenario,
+    t: &mut Target<'_>,
+    until: Instant,
+) -> Result<Vec<Fault>, String> {
+    // Let the workers get going first, so every fault meets tasks in flight.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut faults = Vec::new();
+    match scenario {
+        Scenario::Kill => {
+            while Instant::now() + Duration::from_secs(1) < until {
+                let i = t.rng.random_range(0..t.pool.live.len());
+                let start_ms = now_ms();
+                let name = t.pool.kill(i);
+                t.pool.top_up(t.workers)?;
+                faults.push(Fault {
+                    what: format!("SIGKILL {name}, start a new worker"),
+                    scope: Scope::Worker(name),
+                    start_ms,
+                    end_ms: now_ms(),
+                });
+                let gap = t.rng.random_range(2000..4000);
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+            }
+        }
+        Scenario::Stop => {
+            let hold = t.lease * 3 / 2 + Duration::from_millis(500);
+            while Instant::now() + hold < until {
+                let i = t.rng.random_range(0..t.pool.live.len());
+                let name = t.pool.live[i].name.clone();
+                let start_ms = now_ms();
+                t.pool.freeze(i);
+                tokio::time::sleep(hold).await;
+                t.pool.thaw(i);
+                faults.push(Fault {
+                    what: format!("SIGSTOP {name} for {hold:?} (lease {:?}), SIGCONT", t.lease),
+                    scope: Scope::Worker(name),
+                    start_ms,
+                    end_ms: now_ms(),
+                });
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        Scenario::RedisRestartAlways | Scenario::RedisRestartEverysec => {
+            while Instant::now() + Duration::from_secs(1) < until {
+                let start_ms = now_ms();
+                t.redis.kill_primary();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                t.redis.restart_primary().await?;
+                faults.push(Fault {
+                    what: "SIGKILL redis-server, restart it on its AOF".into(),
+                    scope: Scope::All,
+                    start_ms,
+                    end_ms: now_ms(),
+                });
+                let gap = t.rng.random_range(3000..5000);
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+            }
+        }
+        Scenario::RedisDown => {
+            faults.push(outage(t).await?);
+        }
+        Scenario::Garbage => {
+            faults = crate::garbage::inject(&t.redis.url(), until, &mut t.notes).await?;
+        }
+        Scenario::Handlers => {} // the handlers are the fault
+    }
+    Ok(faults)
+}
+
+/// Redis frozen for [`OUTAGE`]; one second in, a worker is asked to shut down, and the time
+/// it takes is measured against its shutdown timeout.
+async fn outage(t: &mut Target<'_>) -> Result<Fault, String> {
+    let start_ms = now_ms();
+    t.redis.freeze();
+    let redis = &*t.redis;
+    let pool = &mut *t.pool;
+    let patience = OUTAGE + Duration::from_secs(60);
+    let ((), (name, took, exited)) = tokio::join!(
+        async {
+            tokio::time::sleep(OUTAGE).await;
+            redis.thaw();
+        },
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pool.terminate(0, patience).await
+        }
+    );
+    let end_ms = start_ms + OUTAGE.as_millis() as u64;
+    t.notes.push(format!(
+        "SIGTERM to {name} 1 s into the outage: {} after {:.1} s (shutdown_timeout {:?}, allowed {:?})",
+        if exited { "exited" } else { "still running, SIGKILLed" },
+        took.as_secs_f64(),
+        t.shutdown_timeout,
+        t.shutdown_timeout + SHUTDOWN_MARGIN,
+    ));
+    t.pool.top_up(t.workers)?;
+    Ok(Fault {
+        what: format!("redis-server SIGSTOPped for {OUTAGE:?}"),
+        scope: Scope::All,
+        start_ms,
+        end_ms,
+    })
+}

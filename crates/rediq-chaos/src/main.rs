@@ -1,0 +1,113 @@
+//! `rediq-chaos`: the fault suite. It starts its own Redis and worker processes (this binary,
+//! re-run with the hidden `worker` subcommand), feeds them a mixed workload through the public
+//! `Client`, injects one kind of fault per scenario, and then accounts for every task from
+//! outside: each handler run is recorded in an append-only file per worker, and the final state
+//! is read back from Redis. See docs/reliability.md.
+
+mod accounting;
+mod driver;
+mod execlog;
+mod faults;
+mod garbage;
+mod ledger;
+mod pool;
+mod redis_proc;
+mod report;
+mod scenario;
+mod worker;
+mod workload;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rediq-chaos",
+    about = "Fault suite for Rediq: real workers and a real Redis, faults injected, every task accounted for",
+    long_about = "Starts a private redis-server and worker processes, feeds them a mixed workload \
+(priorities, delays, failing retries, dependencies across queues, unique keys, cron), injects \
+the faults of each scenario, drains, and prints per scenario: enqueued, completed, dead-lettered \
+as intended, lost (must be 0), duplicate executions, double completions (must be 0) and time to \
+recover. Exits 1 if any scenario broke a promise (lost or double-completed tasks among them).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One worker process (started by the driver; not for direct use).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+}
+
+/// Options of a run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenarios to run, comma-separated, or `all` (each in a fresh Redis, in order).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<ScenarioArg>,
+    /// Seconds of workload (and faults) per scenario; draining comes on top.
+    #[arg(long, default_value_t = 120)]
+    pub seconds: u64,
+    /// Redis topology. Only `standalone` works today: Rediq's cluster and sentinel connections
+    /// come in a later release, and their failover scenarios will be added here then.
+    #[arg(long, value_enum, default_value = "standalone")]
+    pub topology: Topology,
+    /// Worker processes kept running.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Producer units per second (a unit is one task, or a parent and its dependent, …).
+    #[arg(long, default_value_t = 40)]
+    pub rate: u32,
+    /// Seed of the workload's random choices and of the fault schedule.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Keep each scenario's directory (Redis data, execution logs, worker logs) even when it passed.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioArg {
+    /// Every scenario below, in this order.
+    All,
+    /// SIGKILL a random worker every few seconds and start a new one.
+    Kill,
+    /// SIGSTOP a worker past its lease, then SIGCONT it.
+    Stop,
+    /// SIGKILL Redis and restart it (appendonly yes, appendfsync always): no acknowledged enqueue may be lost.
+    RedisRestartAlways,
+    /// SIGKILL Redis and restart it (appendfsync everysec): losses are reported, not failed on.
+    RedisRestartEverysec,
+    /// Redis unreachable (SIGSTOP) for 10 s; a worker is asked to shut down meanwhile.
+    RedisDown,
+    /// Garbage in a served queue's keys: wrong-type token/pending/retry/wake, undecodable members.
+    Garbage,
+    /// Slow, panicking, never-returning (timed out) and blocking (std::thread::sleep) handlers.
+    Handlers,
+}
+
+/// Where Redis runs. Only `standalone` is implemented.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One redis-server process.
+    Standalone,
+    /// Redis Cluster (not yet: Rediq's cluster connection comes in a later release).
+    Cluster,
+    /// Redis Sentinel (not yet: Rediq's sentinel connection comes in a later release).
+    Sentinel,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Worker(args)) => worker::main(args),
+        None => driver::main(cli.run),
+    }
+}
