@@ -272,3 +272,52 @@ async fn a_tick_whose_task_cannot_be_written_stays_due() {
     );
     srv.shutdown().await;
 }
+
+/// Found in review: the scheduler stopped a queue's round at the first entry whose firing
+/// failed, and that entry (its tick staying due) sorted first every time: no other entry of the
+/// queue fired again.
+#[tokio::test]
+async fn an_entry_that_cannot_fire_does_not_stop_the_others() {
+    let env = Env::new().await;
+    let _: () = redis::cmd("HSET")
+        .arg("rediq:{cq}:stat:enqueued")
+        .arg("bad")
+        .arg("99999999999999999999")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    let (mux, runs) = counting_mux("good");
+    let srv = start(
+        env.server()
+            .queues(&["cq"])
+            .scheduler_interval(Duration::from_millis(100)),
+        mux,
+    )
+    .await;
+    for t in ["bad", "good"] {
+        env.client
+            .enqueue(
+                Task::builder(t)
+                    .queue("cq")
+                    .cron("@every 1s")
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            *runs.lock().unwrap() >= 2
+        })
+        .await,
+        "the healthy entry stopped firing"
+    );
+    let bad = env.inspector.cron_entries().await.unwrap();
+    let bad = bad.iter().find(|e| e.id.starts_with("bad")).unwrap();
+    assert_eq!(
+        bad.last_run_ms, None,
+        "the broken entry fired without its task"
+    );
+    srv.shutdown().await;
+}

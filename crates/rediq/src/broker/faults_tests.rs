@@ -593,3 +593,54 @@ async fn resume_replaces_a_wake_marker_of_the_wrong_type() {
     let got = f.b.fetch(Q, S, 10, LEASE).await.unwrap().unwrap();
     assert_eq!(got.records.len(), 3, "resumed");
 }
+
+/// Found in review: a count of 20 digits passed cron_fire's check, then HINCRBY refused it after
+/// the tick had moved on: the tick was used up without its task. A receipt key of the wrong type
+/// refused every acknowledgement of its server. A wait of 0 s became BZPOPMIN 0: forever.
+#[tokio::test]
+async fn review_findings_overflowing_count_broken_receipt_zero_wait() {
+    let f = Fx::new().await;
+    let t = Task::builder("c").queue(Q).build().unwrap();
+    let rec = record::encode(&t).unwrap();
+    f.b.cron_put(Q, "e", "@every 1s", &rec, Some(1_000))
+        .await
+        .unwrap();
+    let mut c = f.b.conn.clone();
+    let _: () = c
+        .hset(&f.k.enqueued, "c", "99999999999999999999")
+        .await
+        .unwrap();
+    let r =
+        f.b.cron_fire(Q, "e", 1_000, Some(2_000), &rec, None, true, "c")
+            .await;
+    corrupt(r, &f.k.enqueued, "non-integer");
+    let next: Option<u64> = c.zscore(&f.k.cron_next, "e").await.unwrap();
+    assert_eq!(next, Some(1_000), "the tick moved on without its task");
+    assert_eq!(f.where_().await.0, 0);
+
+    f.b.enqueue(Q, &tasks(1, 0), EnqueueMode::Each)
+        .await
+        .unwrap();
+    let batch = f.b.fetch(Q, S, 1, LEASE).await.unwrap().unwrap();
+    let _: () = c.hset(f.k.ack_receipt(S), "x", "y").await.unwrap();
+    let ack = Ack {
+        id: record::raw_id(&batch.records[0]).to_vec(),
+        token: batch.token,
+        unique_key: None,
+    };
+    assert!(f
+        .b
+        .complete(Q, S, &[ack], None, 7)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(f.active().await, 0);
+
+    let mut blocking = f.b.blocking_connection().await.unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(3),
+        Broker::wait_for_work(&mut blocking, &[Q.to_string()], Duration::ZERO),
+    )
+    .await;
+    assert!(waited.is_ok(), "a 0 s wait blocked");
+}

@@ -816,7 +816,8 @@ impl Broker {
         queues: &[String],
         timeout: Duration,
     ) -> Result<bool> {
-        let timeout = timeout.min(MAX_BLOCK);
+        // Never 0: BZPOPMIN 0 waits forever.
+        let timeout = timeout.clamp(Duration::from_millis(1), MAX_BLOCK);
         let mut cmd = redis::cmd("BZPOPMIN");
         for q in queues {
             cmd.arg(QueueKeys::new(q).wake);

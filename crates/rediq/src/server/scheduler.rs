@@ -85,7 +85,10 @@ fn note(failing: &Mutex<HashMap<String, String>>, queue: &str, error: Option<&cr
     }
 }
 
+/// Fires the due ticks of one queue's entries. An entry whose firing fails (a corrupt key) does
+/// not hold up the others: the first error is returned after all were tried.
 async fn fire_due(ctx: &Ctx, queue: &str, now: u64) -> crate::Result<()> {
+    let mut first_error = None;
     for (id, tick, entry) in ctx.broker.cron_due(queue, now, BATCH).await? {
         let Some(entry) = entry else { continue };
         let schedule = match Schedule::parse(&entry.expr) {
@@ -113,25 +116,30 @@ async fn fire_due(ctx: &Ctx, queue: &str, now: u64) -> crate::Result<()> {
         match ctx
             .broker
             .cron_fire(queue, &id, tick, next, &rec, unique, fire, &task.task_type)
-            .await?
+            .await
         {
-            Fired::Now => {
-                tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
-                if let Some(m) = &ctx.metrics {
-                    m.cron_fired(queue, &id);
-                }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
-            Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
-            Fired::Duplicate => {
-                tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
-                if let Some(m) = &ctx.metrics {
-                    m.cron_fired(queue, &id);
+            Ok(fired) => match fired {
+                Fired::Now => {
+                    tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
+                    if let Some(m) = &ctx.metrics {
+                        m.cron_fired(queue, &id);
+                    }
                 }
-            }
-            Fired::Claimed => {}
+                Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
+                Fired::Duplicate => {
+                    tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
+                    if let Some(m) = &ctx.metrics {
+                        m.cron_fired(queue, &id);
+                    }
+                }
+                Fired::Claimed => {}
+            },
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Whether tick `tick` fires and which tick comes after it, seen at `now` (Unix ms); a tick

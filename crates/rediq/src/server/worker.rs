@@ -379,13 +379,16 @@ where
     Fut: std::future::Future<Output = crate::Result<bool>>,
 {
     let mut settled = Settled::GaveUp;
+    // Whether an earlier attempt failed in a way after which its script may still have run (a
+    // refusal naming a corrupt key ran nothing).
+    let mut ambiguous = false;
     for attempt in 0..3u64 {
         match op().await {
             Ok(true) => {
                 settled = Settled::Done;
                 break;
             }
-            Ok(false) if attempt == 0 => {
+            Ok(false) if !ambiguous => {
                 tracing::warn!(queue = ctx.queue_name(queue), task = %record::id_text(id), token, "refused stale transition: the lease was taken over");
                 settled = Settled::Stale;
                 break;
@@ -398,6 +401,7 @@ where
                 break;
             }
             Err(e) => {
+                ambiguous |= !matches!(e, Error::Corrupt { .. });
                 tracing::warn!(error = %e, attempt, "transition failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
             }
@@ -435,5 +439,23 @@ mod tests {
         })
         .await;
         assert_eq!(after_error, Settled::Unknown);
+        // A refusal naming a corrupt key ran nothing: what follows is known.
+        let mut calls = 0;
+        let after_corrupt = settle(&ctx, 0, b"id", 1, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    Err(Error::Corrupt {
+                        key: "k".into(),
+                        reason: "holds a string".into(),
+                    })
+                } else {
+                    Ok(false)
+                }
+            }
+        })
+        .await;
+        assert_eq!(after_corrupt, Settled::Stale);
     }
 }

@@ -41,7 +41,10 @@ local b = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local nonce = ARGV[4 + n * 4]
 local receipt = KEYS[#KEYS]
-local prev = rcall('GET', receipt)
+-- The receipt carries nothing but the last reply: one of the wrong type is no receipt (the SET
+-- at the end replaces it), never a reason to refuse the acknowledgements.
+local prev = redis.pcall('GET', receipt)
+if type(prev) ~= 'string' then prev = nil end
 if prev and string.sub(prev, 1, #nonce + 1) == nonce .. '|' then
   local reply = {}
   for x in string.gmatch(string.sub(prev, #nonce + 2), '%d+') do reply[#reply + 1] = tonumber(x) end

@@ -31,7 +31,10 @@ if ARGV[6] ~= '0' then
   want(KEYS[3], 'zset')
   counter(KEYS[4])
   local n = rcall('HGET', KEYS[6], ARGV[7])
-  if n and not string.find(n, '^%d+$') then corrupt(KEYS[6], 'holds a non-integer count for ' .. ARGV[7]) end
+  -- At most 18 digits: HINCRBY would also refuse a count that overflows.
+  if n and not (#n <= 18 and string.find(n, '^%-?%d+$')) then
+    corrupt(KEYS[6], 'holds a non-integer count for ' .. ARGV[7])
+  end
 end
 -- Nothing below can fail.
 if tonumber(ARGV[3]) > 0 then
