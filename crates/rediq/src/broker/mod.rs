@@ -145,6 +145,9 @@ pub(crate) struct Fetched {
     /// Pending members that were no record of ours and that this call moved to the dead-letter
     /// queue (`bury.lua`): the caller counts them as dead-lettered `rediq:undecodable` tasks.
     pub buried: usize,
+    /// Why setting the rest of them aside failed, if it did: they stay in pending, and the
+    /// caller backs off this queue as after a failed fetch (fetch.lua wakes it again at once).
+    pub bury_error: Option<Error>,
 }
 
 /// A successful task to acknowledge.
@@ -525,7 +528,7 @@ impl Broker {
         if parts.is_empty() {
             return Ok(None);
         }
-        let mut buried = 0;
+        let (mut buried, mut bury_error) = (0, None);
         if parts.len() == 3 {
             // Members that are no record of ours: set aside one by one, never leased. The
             // tasks leased meanwhile are handed out whatever happens to them; what could not
@@ -533,9 +536,7 @@ impl Broker {
             let foreign = parts.pop().unwrap_or(Value::Nil);
             let (n, done) = self.bury_foreign(queue, foreign).await;
             buried = n;
-            if let Err(e) = done {
-                tracing::error!(queue, error = %e, "cannot set aside undecodable pending members");
-            }
+            bury_error = done.err();
         }
         if parts.len() != 2 {
             return Err(Error::Serialization(format!(
@@ -551,6 +552,7 @@ impl Broker {
             token,
             records,
             buried,
+            bury_error,
         }))
     }
 

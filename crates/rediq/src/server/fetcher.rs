@@ -83,8 +83,13 @@ async fn run(
                 )
                 .await
             {
-                Ok(batch) => {
-                    health.succeeded(q, ctx.queue_name(q));
+                Ok(mut batch) => {
+                    // Garbage at the head of pending that cannot be set aside would otherwise
+                    // be fetched again at once (fetch.lua re-sets the wake marker), in a loop.
+                    match batch.as_mut().and_then(|b| b.bury_error.take()) {
+                        Some(e) => health.failed(q, ctx.queue_name(q), &e),
+                        None => health.succeeded(q, ctx.queue_name(q)),
+                    }
                     // Garbage the fetch moved to the dead-letter queue is dead-lettered like
                     // an undecodable record a worker kills, and counted the same way.
                     if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {
