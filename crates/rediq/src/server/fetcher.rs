@@ -73,6 +73,8 @@ async fn run(
                 continue;
             }
             tried += 1;
+            // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
+            let ticket = ctx.inflight.begin_fetch();
             match ctx
                 .broker
                 .fetch(
@@ -126,6 +128,7 @@ async fn run(
                     health.failed(q, ctx.queue_name(q), &e);
                 }
             }
+            drop(ticket);
         }
         drop(permits);
 

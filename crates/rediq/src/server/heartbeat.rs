@@ -14,7 +14,7 @@
 //! recoverer would never take those back; an orphan seen on two beats in a row (with the same
 //! token, so not a fetch still on its way) is put back to pending by the heartbeat itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::service::{every, Service};
@@ -23,8 +23,9 @@ use crate::broker::record::id_text;
 use crate::broker::Broker;
 use crate::Result;
 
-/// Orphans seen on the previous beat: (queue, id, token).
-type Seen = HashSet<(usize, Vec<u8>, u64)>;
+/// Orphan candidates seen on the previous beat: (queue, id, token) → the fetch mark when first
+/// seen.
+type Seen = HashMap<(usize, Vec<u8>, u64), u64>;
 
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.heartbeat_interval;
@@ -70,7 +71,11 @@ async fn extend_leases(ctx: &Ctx, broker: &Broker) {
         {
             Ok(lost) => {
                 for i in lost {
-                    tracing::warn!(queue = qname, task = %id_text(&held[i].0), "lease lost: the task was taken over; this run's result will be refused");
+                    let (id, token) = &held[i];
+                    // Settled meanwhile (an ack that landed after the snapshot): nothing lost.
+                    if ctx.inflight.holds(q, id, *token) {
+                        tracing::warn!(queue = qname, task = %id_text(id), token, "lease lost: the task is no longer held under this delivery (its lease had lapsed, or it was delivered again); a late result of this run will be refused");
+                    }
                 }
             }
             Err(e) => tracing::warn!(queue = qname, error = %e, "lease extension failed"),
@@ -78,8 +83,9 @@ async fn extend_leases(ctx: &Ctx, broker: &Broker) {
     }
 }
 
-/// Puts back to pending the tasks of this server's active hashes that it no longer tracks and
-/// that were already orphans on the previous beat.
+/// Puts back to pending the tasks of this server's active hashes that it no longer tracks, that
+/// were already orphans on the previous beat, and whose fetch cannot still be on its way (every
+/// fetch call started before they were first seen has been handled).
 async fn sweep_orphans(ctx: &Ctx, broker: &Broker, seen: &Mutex<Seen>) -> Result<()> {
     let tracked: HashSet<(usize, Vec<u8>, u64)> = ctx
         .inflight
@@ -89,18 +95,30 @@ async fn sweep_orphans(ctx: &Ctx, broker: &Broker, seen: &Mutex<Seen>) -> Result
         .collect();
     let mut now = Seen::new();
     for (q, (name, _)) in ctx.cfg.queues.iter().enumerate() {
-        for e in broker.held(name, &ctx.server_id).await? {
+        let held = broker.held(name, &ctx.server_id).await?;
+        // Taken after the read: a fetch whose script wrote an entry read above started before.
+        let mark = ctx.inflight.fetch_mark();
+        for e in held {
             let key = (q, e.id, e.token);
             if !tracked.contains(&key) {
-                now.insert(key);
+                now.insert(key, mark);
             }
         }
     }
-    let previous = std::mem::replace(
-        &mut *seen.lock().unwrap_or_else(|p| p.into_inner()),
-        now.clone(),
-    );
-    for (q, id, token) in now.intersection(&previous) {
+    let mut orphans = Vec::new();
+    {
+        let mut previous = seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, mark) in now.iter_mut() {
+            if let Some(&first) = previous.get(key) {
+                *mark = first;
+                if ctx.inflight.fetches_done_before(first) {
+                    orphans.push(key.clone());
+                }
+            }
+        }
+        *previous = now;
+    }
+    for (q, id, token) in &orphans {
         let qname = ctx.queue_name(*q);
         let n = broker
             .requeue(qname, &ctx.server_id, &[(id.clone(), *token, None)], false)
@@ -239,5 +257,58 @@ mod tests {
             broker.extend("x", "s1", &held, lease).await.unwrap(),
             vec![0, 1]
         );
+    }
+
+    /// Found in review: with the heartbeat on its own thread, a fetch whose script had run but
+    /// whose reply the fetcher had not handled yet (its runtime blocked by a handler) looked
+    /// like an orphan on two beats and was put back while this server was about to run it:
+    /// the task ran twice. The sweep now waits until every fetch started before the first
+    /// sighting was handled.
+    #[tokio::test]
+    async fn a_fetch_still_on_its_way_is_no_orphan() {
+        let redis = RedisServer::start();
+        let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
+        let t = crate::Task::builder("t").queue("o").build().unwrap();
+        let nt = NewTask {
+            record: record::encode(&t).unwrap(),
+            task_type: t.task_type.clone(),
+            delay_ms: 0,
+            unique: None,
+        };
+        ctx.broker
+            .enqueue("o", &[nt], EnqueueMode::Each)
+            .await
+            .unwrap();
+        let ticket = ctx.inflight.begin_fetch();
+        let got = ctx
+            .broker
+            .fetch("o", &ctx.server_id, 1, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = Mutex::new(Seen::new());
+        for _ in 0..3 {
+            sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
+        }
+        assert_eq!(
+            ctx.broker.stats("o").await.unwrap().active,
+            1,
+            "taken while on its way"
+        );
+        // The fetcher handles the reply: the task is tracked, and stays.
+        ctx.inflight
+            .insert(0, record::raw_id(&got.records[0]).to_vec(), got.token);
+        drop(ticket);
+        for _ in 0..3 {
+            sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
+        }
+        assert_eq!(ctx.broker.stats("o").await.unwrap().active, 1);
+        // Had the reply been lost instead, the task goes back once no fetch is on its way.
+        ctx.inflight
+            .remove(0, record::raw_id(&got.records[0]), got.token);
+        sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
+        sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
+        let st = ctx.broker.stats("o").await.unwrap();
+        assert_eq!((st.pending, st.active), (1, 0), "a real orphan stays");
     }
 }

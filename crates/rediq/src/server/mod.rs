@@ -479,16 +479,71 @@ impl ServerBuilder {
 }
 
 /// Tasks this server holds a lease on, with their fencing tokens: the heartbeat extends exactly
-/// these leases.
+/// these leases. It also tracks the fetch calls on their way, so that the heartbeat (on its own
+/// thread) does not take a task the fetch script leased, but whose reply the fetcher has not
+/// handled yet, for an orphan.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     map: Mutex<HashMap<(usize, Vec<u8>), u64>>,
+    fetches: Mutex<FetchTickets>,
+}
+
+/// Fetch calls on their way: each gets the next ticket number when it starts.
+#[derive(Debug, Default)]
+struct FetchTickets {
+    next: u64,
+    open: std::collections::BTreeSet<u64>,
+}
+
+/// A fetch call on its way; dropping it (reply handled, or the call abandoned) ends it.
+pub(crate) struct FetchTicket<'a> {
+    owner: &'a InFlight,
+    number: u64,
+}
+
+impl Drop for FetchTicket<'_> {
+    fn drop(&mut self) {
+        self.owner.tickets().open.remove(&self.number);
+    }
 }
 
 impl InFlight {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Vec<u8>), u64>> {
         // A poisoned lock only means a panic elsewhere while holding it; the map stays valid.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tickets(&self) -> std::sync::MutexGuard<'_, FetchTickets> {
+        // As above: a poisoned lock leaves the tickets valid.
+        self.fetches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a fetch call as on its way until the ticket is dropped, which must happen only
+    /// after the tasks of its reply were inserted.
+    pub fn begin_fetch(&self) -> FetchTicket<'_> {
+        let mut t = self.tickets();
+        let number = t.next;
+        t.next += 1;
+        t.open.insert(number);
+        FetchTicket {
+            owner: self,
+            number,
+        }
+    }
+
+    /// A mark in time: every fetch call started before now has a smaller ticket.
+    pub fn fetch_mark(&self) -> u64 {
+        self.tickets().next
+    }
+
+    /// Whether every fetch call started before `mark` has been handled.
+    pub fn fetches_done_before(&self, mark: u64) -> bool {
+        self.tickets().open.first().is_none_or(|&n| n >= mark)
+    }
+
+    /// Whether this delivery (queue, id, token) is still tracked.
+    pub fn holds(&self, queue: usize, id: &[u8], token: u64) -> bool {
+        self.lock().get(&(queue, id.to_vec())) == Some(&token)
     }
 
     pub fn insert(&self, queue: usize, id: Vec<u8>, token: u64) {
