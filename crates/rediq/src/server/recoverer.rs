@@ -48,7 +48,7 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
 #[derive(Debug)]
 struct ClockWatch {
     lease: Duration,
-    /// The previous sample: Redis time (Unix ms) and when it was taken here.
+    /// The previous sample: Redis time (Unix ms) and when the call that read it was sent.
     last: Option<(u64, Instant)>,
     /// No recovery before this instant (after a jump).
     hold_until: Option<Instant>,
@@ -63,11 +63,15 @@ impl ClockWatch {
         }
     }
 
-    /// Takes a sample of the Redis clock; returns whether recovery may act on it.
-    fn may_recover(&mut self, redis_ms: u64, at: Instant) -> bool {
-        if let Some((prev_ms, prev_at)) = self.last.replace((redis_ms, at)) {
+    /// Takes a sample of the Redis clock, read by a call sent at `sent` whose reply was handled
+    /// at `at`; returns whether recovery may act on it. Redis read its clock somewhere in
+    /// between, so the most time that can have passed since the previous sample is from the
+    /// previous call's sending to this reply: a reply handled late (the runtime busy, a handler
+    /// blocking a thread) only widens that bound and is never taken for a jump.
+    fn may_recover(&mut self, redis_ms: u64, sent: Instant, at: Instant) -> bool {
+        if let Some((prev_ms, prev_sent)) = self.last.replace((redis_ms, sent)) {
             let redis = redis_ms.saturating_sub(prev_ms);
-            let here = at.saturating_duration_since(prev_at).as_millis() as u64;
+            let here = at.saturating_duration_since(prev_sent).as_millis() as u64;
             let ahead = redis.saturating_sub(here);
             if ahead > (self.lease / 4).as_millis() as u64 {
                 tracing::warn!(jump_ms = ahead, hold = ?self.lease, "the Redis clock jumped forward: every lease looks lapsed; recovery waits one lease for live servers to renew theirs");
@@ -93,11 +97,13 @@ async fn recover_queue(
             }
         }
     };
+    let sent = Instant::now();
     let (redis_now, lapsed) = ctx.broker.expired_servers_at(queue, BATCH).await?;
-    let may = clock
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .may_recover(redis_now, Instant::now());
+    let may = clock.lock().unwrap_or_else(|p| p.into_inner()).may_recover(
+        redis_now,
+        sent,
+        Instant::now(),
+    );
     if !may {
         return Ok(());
     }
@@ -194,16 +200,33 @@ mod tests {
         let lease = Duration::from_secs(30);
         let mut w = ClockWatch::new(lease);
         let t0 = Instant::now();
-        assert!(w.may_recover(1_000_000, t0));
+        let ms = Duration::from_millis;
+        assert!(w.may_recover(1_000_000, t0, t0 + ms(1)));
         // 5 s later on both clocks, give or take a few ms: fine.
-        assert!(w.may_recover(1_005_020, t0 + Duration::from_secs(5)));
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(w.may_recover(1_005_020, t1, t1 + ms(1)));
         // Redis jumped an hour ahead while 5 s passed here: hold.
         let t2 = t0 + Duration::from_secs(10);
-        assert!(!w.may_recover(1_005_020 + 3_605_000, t2));
-        assert!(!w.may_recover(1_005_020 + 3_610_000, t2 + Duration::from_secs(5)));
+        assert!(!w.may_recover(1_005_020 + 3_605_000, t2, t2 + ms(1)));
+        assert!(!w.may_recover(1_005_020 + 3_610_000, t2 + ms(5_000), t2 + ms(5_001)));
         // One lease after the jump recovery resumes.
-        assert!(w.may_recover(1_005_020 + 3_635_000, t2 + lease));
+        assert!(w.may_recover(1_005_020 + 3_635_000, t2 + lease, t2 + lease + ms(1)));
         // A jump backwards only makes leases last longer: nothing to hold.
-        assert!(w.may_recover(900_000, t2 + lease + Duration::from_secs(5)));
+        let t3 = t2 + lease + ms(5_000);
+        assert!(w.may_recover(900_000, t3, t3 + ms(1)));
+    }
+
+    /// Seen in the fault suite: a reply handled 3 s late (handlers blocking the runtime) made
+    /// the next, prompt sample look 3 s ahead: "the Redis clock jumped forward", untrue.
+    #[test]
+    fn a_reply_handled_late_is_no_jump() {
+        let lease = Duration::from_secs(2);
+        let mut w = ClockWatch::new(lease);
+        let t0 = Instant::now();
+        // Sent at t0, Redis answered at once (its clock: 1,000,000), handled 3 s later.
+        assert!(w.may_recover(1_000_000, t0, t0 + Duration::from_secs(3)));
+        // The next call is sent and handled promptly, 3.5 s after t0.
+        let t1 = t0 + Duration::from_millis(3_500);
+        assert!(w.may_recover(1_003_500, t1, t1 + Duration::from_millis(1)));
     }
 }
