@@ -154,23 +154,28 @@ mod tests {
     use crate::testing::RedisServer;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn orphans_go_back_on_the_second_beat_tracked_tasks_stay() {
-        let redis = RedisServer::start();
-        let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
-        for _ in 0..2 {
-            let t = crate::Task::builder("t").queue("o").build().unwrap();
+    /// Enqueues `n` plain tasks into `queue`.
+    async fn put(broker: &Broker, queue: &str, n: usize) {
+        for _ in 0..n {
+            let t = crate::Task::builder("t").queue(queue).build().unwrap();
             let nt = NewTask {
                 record: record::encode(&t).unwrap(),
                 task_type: t.task_type.clone(),
                 delay_ms: 0,
                 unique: None,
             };
-            ctx.broker
-                .enqueue("o", &[nt], EnqueueMode::Each)
+            broker
+                .enqueue(queue, &[nt], EnqueueMode::Each)
                 .await
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn orphans_go_back_on_the_second_beat_tracked_tasks_stay() {
+        let redis = RedisServer::start();
+        let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
+        put(&ctx.broker, "o", 2).await;
         let lease = Duration::from_secs(60);
         // One fetch whose reply "was lost" (nobody tracks it), one that is tracked.
         let lost = ctx
@@ -216,16 +221,7 @@ mod tests {
         let redis = RedisServer::start();
         let broker = crate::broker::Broker::connect(&redis.url()).await.unwrap();
         let mut held = Vec::new();
-        for _ in 0..3 {
-            let t = crate::Task::builder("t").queue("x").build().unwrap();
-            let nt = NewTask {
-                record: record::encode(&t).unwrap(),
-                task_type: t.task_type.clone(),
-                delay_ms: 0,
-                unique: None,
-            };
-            broker.enqueue("x", &[nt], EnqueueMode::Each).await.unwrap();
-        }
+        put(&broker, "x", 3).await;
         let lease = Duration::from_millis(300);
         let batch = broker.fetch("x", "s1", 3, lease).await.unwrap().unwrap();
         for r in &batch.records {
@@ -268,17 +264,7 @@ mod tests {
     async fn a_fetch_still_on_its_way_is_no_orphan() {
         let redis = RedisServer::start();
         let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
-        let t = crate::Task::builder("t").queue("o").build().unwrap();
-        let nt = NewTask {
-            record: record::encode(&t).unwrap(),
-            task_type: t.task_type.clone(),
-            delay_ms: 0,
-            unique: None,
-        };
-        ctx.broker
-            .enqueue("o", &[nt], EnqueueMode::Each)
-            .await
-            .unwrap();
+        put(&ctx.broker, "o", 1).await;
         let ticket = ctx.inflight.begin_fetch();
         let got = ctx
             .broker
