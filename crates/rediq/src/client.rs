@@ -161,7 +161,7 @@ impl Client {
     /// "waiting") until every listed task has completed successfully, then becomes pending
     /// exactly once; the dependencies may live in any queue. If one of them is dead-lettered or
     /// cancelled — also before this call — the task goes to the dead-letter queue with the
-    /// error "dependency <id> failed". A dependency id that names no live task and no kept
+    /// error `dependency <id> failed`. A dependency id that names no live task and no kept
     /// completion record fails with [`Error::UnknownDependency`]; a task that depends on itself
     /// is a validation error.
     ///

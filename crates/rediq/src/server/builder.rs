@@ -67,7 +67,7 @@ impl RetryPolicy {
     }
 }
 
-/// Everything a built server needs; turn it into a [`Server`] with `Server::from`.
+/// Everything a built server needs; turn it into a [`Server`](super::Server) with `Server::from`.
 #[derive(Debug)]
 pub struct ServerState {
     pub(super) broker: Broker,
@@ -330,7 +330,7 @@ impl ServerBuilder {
 
     /// Whether the server records metrics into its registry (default `true`; the cost is a
     /// few atomic increments per task). `false` records nothing, unless
-    /// [`Server::enable_metrics`] is called, which turns recording on.
+    /// [`Server::enable_metrics`](super::Server::enable_metrics) is called, which turns recording on.
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
         self

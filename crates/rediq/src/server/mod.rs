@@ -1,21 +1,21 @@
 //! The consumer side: a [`Server`] fetches tasks from its queues and runs them through a
-//! [`Mux`](crate::processor::Mux).
+//! [`Mux`].
 //!
-//! A server is a handful of background services sharing one lifecycle ([`service`]):
+//! A server is a handful of background services sharing one lifecycle (`service.rs`):
 //!
 //! | module        | job                                                                    |
 //! |---------------|------------------------------------------------------------------------|
-//! | [`fetcher`]   | picks queues (weighted or strict), leases batches, blocks when idle      |
-//! | [`worker`]    | runs one task: timeout, panic capture, retry / dead-letter decision      |
-//! | [`acker`]     | acknowledges successes in batches                                        |
-//! | [`heartbeat`] | extends the leases of held tasks, refreshes the worker registry          |
-//! | [`forwarder`] | moves due delayed and retry tasks to pending                             |
-//! | [`recoverer`] | re-delivers tasks whose lease expired (their server died)                |
-//! | [`janitor`]   | trims completed and dead tasks, prunes dead registry entries             |
-//! | [`scheduler`] | fires the ticks of periodic (cron) entries, once across all servers      |
-//! | [`canceller`] | listens for cancellations of running tasks and drops their handlers      |
-//! | [`resolver`]  | tells dependents that their dependencies completed or failed             |
-//! | [`endpoint`]  | serves `/metrics` and `/healthz` over HTTP (when enabled)                |
+//! | `fetcher`     | picks queues (weighted or strict), leases batches, blocks when idle      |
+//! | `worker`      | runs one task: timeout, panic capture, retry / dead-letter decision      |
+//! | `acker`       | acknowledges successes in batches                                        |
+//! | `heartbeat`   | extends the leases of held tasks, refreshes the worker registry          |
+//! | `forwarder`   | moves due delayed and retry tasks to pending                             |
+//! | `recoverer`   | re-delivers tasks whose lease expired (their server died)                |
+//! | `janitor`     | trims completed and dead tasks, prunes dead registry entries             |
+//! | `scheduler`   | fires the ticks of periodic (cron) entries, once across all servers      |
+//! | `canceller`   | listens for cancellations of running tasks and drops their handlers      |
+//! | `resolver`    | tells dependents that their dependencies completed or failed             |
+//! | `endpoint`    | serves `/metrics` and `/healthz` over HTTP (when enabled)                |
 //!
 //! Shutdown walks them in order: stop fetching, wait for running handlers (up to the shutdown
 //! timeout), cancel and requeue the rest, flush acknowledgements, then stop the others.
