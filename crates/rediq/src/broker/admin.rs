@@ -1,0 +1,417 @@
+//! Reading and steering a queue as a whole: per-state counts and listings, pause and resume,
+//! the dead-letter queue (listing, re-running), flush, and the registry of queues and servers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value};
+
+use super::keys::{self, QueueKeys};
+use super::{record, Broker, MAX_SCRIPT_BATCH, SCRIPTS};
+use crate::{Error, Result};
+
+/// Task counts of one queue, per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Ready to run.
+    pub pending: u64,
+    /// Leased to a server and running (or about to be acknowledged).
+    pub active: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Waiting for their next attempt.
+    pub retry: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+    /// Kept after success (only with a completed-task retention).
+    pub completed: u64,
+    /// Waiting for their dependencies to complete.
+    pub waiting: u64,
+    /// Tasks completed successfully, ever.
+    pub processed_total: u64,
+    /// Failed attempts, ever.
+    pub failed_total: u64,
+    /// Dead tasks dropped by the dead-letter limits, ever.
+    pub dead_trimmed_total: u64,
+    /// Tasks cancelled, ever.
+    pub cancelled_total: u64,
+    /// Whether the queue is paused (hands out nothing).
+    pub paused: bool,
+}
+
+/// How many tasks of each state a flush removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushCounts {
+    /// Ready to run.
+    pub pending: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Waiting for their next attempt.
+    pub retry: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Kept after success.
+    pub completed: u64,
+    /// Leased to servers (their results will be refused).
+    pub active: u64,
+    /// Waiting for their dependencies.
+    pub waiting: u64,
+}
+
+/// A task state that can be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Ready to run.
+    Pending,
+    /// Leased to a server.
+    Active,
+    /// Waiting for its delay.
+    Delayed,
+    /// Waiting for its next attempt.
+    Retry,
+    /// Dead-lettered.
+    Dead,
+    /// Kept after success.
+    Completed,
+    /// Waiting for its dependencies to complete.
+    Waiting,
+}
+
+impl Broker {
+    /// Records a queue name in the set of known queues.
+    pub async fn register_queues(&self, queues: &[String]) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.sadd(keys::queues(), queues).await?;
+        Ok(())
+    }
+
+    /// Known queue names, sorted.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        let mut q: Vec<String> = c.smembers(keys::queues()).await?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// Registers or refreshes a server in the worker registry.
+    pub async fn heartbeat_worker(
+        &self,
+        id: &str,
+        info: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = keys::worker(id);
+        let now = crate::task::now_ms();
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .hset_multiple(&key, info)
+            .ignore()
+            .hset(&key, "last_heartbeat_ms", now)
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore()
+            .zadd(keys::workers(), id, now)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a server from the registry (clean shutdown).
+    pub async fn unregister_worker(&self, id: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .del(keys::worker(id))
+            .ignore()
+            .zrem(keys::workers(), id)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops registry entries whose heartbeat is older than `max_age`; returns how many.
+    pub async fn prune_workers(&self, max_age: Duration) -> Result<u64> {
+        let cutoff = crate::task::now_ms().saturating_sub(max_age.as_millis() as u64);
+        let mut c = self.conn.clone();
+        Ok(c.zrembyscore(keys::workers(), "-inf", format!("({cutoff}"))
+            .await?)
+    }
+
+    /// Registered servers: (id, fields of their registration).
+    pub async fn workers(&self) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.zrange(keys::workers(), 0, -1).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let info: HashMap<String, String> = c.hgetall(keys::worker(&id)).await?;
+            if !info.is_empty() {
+                out.push((id, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts per state of one queue.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        #[allow(clippy::type_complexity)]
+        let (pending, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            bool,
+        ) = redis::pipe()
+            .zcard(&k.pending)
+            .zcard(&k.delayed)
+            .zcard(&k.retry)
+            .zcard(&k.dead)
+            .zcard(&k.completed)
+            .hlen(&k.waiting)
+            .get(&k.processed)
+            .get(&k.failed)
+            .get(&k.dead_trimmed)
+            .get(&k.cancelled)
+            .exists(&k.paused)
+            .query_async(&mut c)
+            .await?;
+        let mut active = 0;
+        for server in self.lease_holders(queue).await? {
+            let n: u64 = c.hlen(k.active(&server)).await?;
+            active += n;
+        }
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            pending,
+            active,
+            delayed,
+            retry,
+            dead,
+            completed,
+            waiting,
+            processed_total: p.unwrap_or(0),
+            failed_total: f.unwrap_or(0),
+            dead_trimmed_total: t.unwrap_or(0),
+            cancelled_total: cancelled.unwrap_or(0),
+            paused,
+        })
+    }
+
+    /// Tasks enqueued into `queue`, ever, per task type (by every producer and scheduler).
+    pub async fn enqueued_counts(&self, queue: &str) -> Result<Vec<(String, u64)>> {
+        let mut c = self.conn.clone();
+        Ok(c.hgetall(QueueKeys::new(queue).enqueued).await?)
+    }
+
+    /// The head of every priority band of `queue`'s pending set (what has waited longest in
+    /// each), with the Redis time in Unix ms (read only).
+    pub async fn pending_heads(&self, queue: &str) -> Result<(Vec<Vec<u8>>, u64)> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let v: Value = SCRIPTS.oldest.key(&k.pending).invoke_async(&mut c).await?;
+        let Value::Array(mut parts) = v else {
+            return Err(Error::Serialization(format!("oldest.lua returned {v:?}")));
+        };
+        if parts.is_empty() {
+            return Err(Error::Serialization("oldest.lua returned nothing".into()));
+        }
+        let bad = |e: redis::ParsingError| Error::Serialization(format!("oldest.lua reply: {e}"));
+        let now: u64 = redis::from_redis_value(parts.remove(0)).map_err(bad)?;
+        let heads: Vec<Vec<u8>> = redis::from_redis_value(Value::Array(parts)).map_err(bad)?;
+        Ok((heads, now))
+    }
+
+    /// Raw records of one state, oldest first (at most `limit`).
+    pub async fn records(
+        &self,
+        queue: &str,
+        state: TaskState,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // ZRANGE's stop is inclusive; -1 (the end) for limits beyond isize.
+        let stop = isize::try_from(limit).map_or(-1, |l| l - 1);
+        Ok(match state {
+            TaskState::Pending => c.zrange(&k.pending, 0, stop).await?,
+            TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,
+            TaskState::Retry => c.zrange(&k.retry, 0, stop).await?,
+            TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
+            TaskState::Completed => c.zrange(&k.completed, 0, stop).await?,
+            TaskState::Waiting => {
+                let mut all: Vec<Vec<u8>> = c.hvals(&k.waiting).await?;
+                // Hash order is arbitrary; ids are time-ordered, so sort by them (oldest first).
+                all.sort_by(|a, b| record::raw_id(a).cmp(record::raw_id(b)));
+                all.truncate(limit);
+                all
+            }
+            TaskState::Active => {
+                let mut out = Vec::new();
+                for server in self.lease_holders(queue).await? {
+                    out.extend(
+                        self.held(queue, &server)
+                            .await?
+                            .into_iter()
+                            .map(|e| e.record),
+                    );
+                }
+                out.truncate(limit);
+                out
+            }
+        })
+    }
+    /// Pauses a queue: fetches hand out nothing until it is resumed. Enqueueing still works,
+    /// and the flag lives in Redis, so it holds across server restarts.
+    pub async fn pause(&self, queue: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.set(QueueKeys::new(queue).paused, 1).await?;
+        Ok(())
+    }
+
+    /// Resumes a paused queue and wakes blocked fetchers.
+    pub async fn resume(&self, queue: &str) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        // A script, not MULTI: a wake marker of the wrong type fails ZADD inside a MULTI after
+        // the DEL already landed (the queue resumed, yet an error reported); resume.lua replaces
+        // the marker instead.
+        let _: i64 = SCRIPTS
+            .resume
+            .key(&k.paused)
+            .key(&k.wake)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Dead records of a queue whose id is one of `ids` (all dead records when `ids` is
+    /// `None`), at most `limit`. Reads the dead set in pages; ids are compared on the raw head
+    /// bytes, without decoding.
+    pub async fn dead_records(
+        &self,
+        queue: &str,
+        ids: Option<&[Vec<u8>]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        const PAGE: isize = 1000;
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        loop {
+            let page: Vec<Vec<u8>> = c.zrange(&k.dead, start, start + PAGE - 1).await?;
+            let done = (page.len() as isize) < PAGE;
+            for r in page {
+                if ids.is_none_or(|ids| ids.iter().any(|id| id.as_slice() == record::raw_id(&r))) {
+                    out.push(r);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+            start += PAGE;
+        }
+    }
+
+    /// Moves dead records back to pending: `(stored record, record to run)` pairs. Returns how
+    /// many moved.
+    pub async fn rerun(&self, queue: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let mut moved = 0;
+        for chunk in pairs.chunks(MAX_SCRIPT_BATCH) {
+            let mut inv = SCRIPTS.rerun.prepare_invoke();
+            inv.key(&k.dead)
+                .key(&k.pending)
+                .key(&k.seq)
+                .key(&k.wake)
+                .key(&k.failed_ids)
+                .arg(chunk.len());
+            for (old, new) in chunk {
+                inv.arg(&old[..]).arg(&new[..]);
+            }
+            let mut c = self.conn.clone();
+            let n: u64 = inv.invoke_async(&mut c).await?;
+            moved += n;
+        }
+        Ok(moved)
+    }
+
+    /// Removes every task of a queue. `locks` are the unique keys of the tasks being removed,
+    /// with the id of the task each belongs to.
+    ///
+    /// The queue's set-aside dependency news (`deps:aside`) stays, like its outbox: it tells
+    /// dependents in other queues that a task of this queue completed or failed before the
+    /// flush, and their references left the dependents hash when the entry was written, so
+    /// nothing else would ever tell them.
+    pub async fn flush(&self, queue: &str, locks: &[(String, Vec<u8>)]) -> Result<FlushCounts> {
+        let k = QueueKeys::new(queue);
+        let holders = self.lease_holders(queue).await?;
+        let mut inv = SCRIPTS.flush.prepare_invoke();
+        inv.key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.retry)
+            .key(&k.dead)
+            .key(&k.completed)
+            .key(&k.leases)
+            .key(&k.waiting)
+            .key(&k.needs)
+            .key(&k.dependents)
+            .key(&k.outbox)
+            .key(&k.flushes);
+        for h in &holders {
+            inv.key(k.active(h));
+        }
+        for (key, _) in locks {
+            inv.key(k.unique(key));
+        }
+        inv.arg(holders.len());
+        for (_, id) in locks {
+            inv.arg(&id[..]);
+        }
+        let mut c = self.conn.clone();
+        let n: Vec<u64> = inv.invoke_async(&mut c).await?;
+        self.note_outbox();
+        let at = |i: usize| n.get(i).copied().unwrap_or(0);
+        Ok(FlushCounts {
+            pending: at(0),
+            delayed: at(1),
+            retry: at(2),
+            dead: at(3),
+            completed: at(4),
+            active: at(5),
+            waiting: at(6),
+        })
+    }
+
+    /// Writes a raw member into the pending set, bypassing every check. Tests use it to plant
+    /// corrupt records; nothing else may.
+    #[doc(hidden)]
+    pub async fn plant_raw_pending(&self, queue: &str, raw: &[u8]) -> Result<()> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .zadd(&k.pending, raw, 0)
+            .ignore()
+            .zadd(&k.wake, "w", 0)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+}

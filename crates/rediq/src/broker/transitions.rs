@@ -1,0 +1,600 @@
+//! The transitions of a task, one script each: enqueue, fetch, complete, retry, kill, requeue,
+//! forward, and the lease work around them (extend, expired leases, held tasks). The types they
+//! take and return live here too.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Value};
+
+use super::keys::QueueKeys;
+use super::{Broker, DeadLimits, EARLY_FACTS_FLOOR, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
+use crate::{Error, Result};
+
+/// A task ready to be written by [`Broker::enqueue`].
+#[derive(Debug, Clone)]
+pub(crate) struct NewTask {
+    pub record: Vec<u8>,
+    /// Counted per type in the queue's enqueued counters.
+    pub task_type: String,
+    pub delay_ms: u64,
+    /// Unique key and its TTL in seconds.
+    pub unique: Option<(String, u64)>,
+}
+
+/// How a batch treats unique-key conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnqueueMode {
+    /// Each task stands alone.
+    Each,
+    /// All or nothing.
+    All,
+}
+
+/// Tasks leased by one fetch.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub token: u64,
+    pub records: Vec<Vec<u8>>,
+    /// Pending members that were no record of ours and that this call moved to the dead-letter
+    /// queue (`bury.lua`): the caller counts them as dead-lettered `rediq:undecodable` tasks.
+    pub buried: usize,
+    /// Why setting the rest of them aside failed, if it did: they stay in pending, and the
+    /// caller backs off this queue as after a failed fetch (fetch.lua wakes it again at once).
+    pub bury_error: Option<Error>,
+}
+
+/// A successful task to acknowledge.
+#[derive(Debug, Clone)]
+pub(crate) struct Ack {
+    pub id: Vec<u8>,
+    pub token: u64,
+    pub unique_key: Option<String>,
+}
+
+/// A leased task whose lease has expired.
+#[derive(Debug)]
+pub(crate) struct Expired {
+    pub id: Vec<u8>,
+    pub token: u64,
+    pub record: Vec<u8>,
+}
+
+/// A leased task to put back: id, fencing token, and the new record (`None` keeps the stored
+/// one).
+pub(crate) type Requeue = (Vec<u8>, u64, Option<Vec<u8>>);
+
+/// Where delayed work waits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Waiting {
+    Delayed,
+    Retry,
+}
+
+pub(super) fn token_text(token: u64) -> String {
+    format!("{token:016}")
+}
+
+/// Splits an active entry (`token .. "|" .. record`; entries written by 0.1.0 carry the pending
+/// score between the two) into token and record.
+pub(super) fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
+    let token = std::str::from_utf8(value.get(..16)?).ok()?.parse().ok()?;
+    let bar = value.get(16..)?.iter().position(|b| *b == b'|')? + 16;
+    Some((token, &value[bar + 1..]))
+}
+
+impl Broker {
+    /// Writes tasks into `queue` (at most [`MAX_SCRIPT_BATCH`]). Returns, per task, `None` when
+    /// enqueued or the id bytes of the task holding its unique key.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        tasks: &[NewTask],
+        mode: EnqueueMode,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.enqueue.prepare_invoke();
+        inv.key(&k.pending)
+            .key(&k.delayed)
+            .key(&k.seq)
+            .key(&k.wake)
+            .key(&k.enqueued);
+        let mut locks: HashMap<&str, usize> = HashMap::new();
+        for t in tasks {
+            if let Some((key, _)) = &t.unique {
+                let next = locks.len() + 1;
+                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
+                    e.insert(next);
+                    inv.key(k.unique(key));
+                }
+            }
+        }
+        inv.arg(match mode {
+            EnqueueMode::Each => "each",
+            EnqueueMode::All => "all",
+        })
+        .arg(tasks.len());
+        for t in tasks {
+            inv.arg(&t.record[..]);
+        }
+        let extra: Vec<(usize, &NewTask)> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.delay_ms > 0 || t.unique.is_some())
+            .collect();
+        // Task types of the call and how many of each (usually one type).
+        let mut types: Vec<(&str, usize)> = Vec::new();
+        let type_of: Vec<usize> = tasks
+            .iter()
+            .map(
+                |t| match types.iter().position(|(ty, _)| *ty == t.task_type) {
+                    Some(i) => {
+                        types[i].1 += 1;
+                        i + 1
+                    }
+                    None => {
+                        types.push((&t.task_type, 1));
+                        types.len()
+                    }
+                },
+            )
+            .collect();
+        inv.arg(extra.len());
+        for (i, t) in extra {
+            let (idx, ttl) = match &t.unique {
+                Some((key, ttl)) => (locks[key.as_str()], *ttl),
+                None => (0, 0),
+            };
+            inv.arg(i + 1)
+                .arg(t.delay_ms)
+                .arg(idx)
+                .arg(ttl)
+                .arg(type_of[i]);
+        }
+        inv.arg(types.len());
+        for (ty, n) in &types {
+            inv.arg(*ty).arg(*n);
+        }
+        let mut c = self.conn.clone();
+        let flat: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        let mut out = vec![None; tasks.len()];
+        let mut it = flat.into_iter();
+        while let (Some(pos), Some(holder)) = (it.next(), it.next()) {
+            let pos: usize = std::str::from_utf8(&pos)
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    Error::Serialization("enqueue.lua returned a bad position".into())
+                })?;
+            if let Some(slot) = out.get_mut(pos.wrapping_sub(1)) {
+                *slot = Some(holder);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Leases up to `n` pending tasks of `queue` to `server`.
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        server: &str,
+        n: usize,
+        lease: Duration,
+    ) -> Result<Option<Fetched>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let v: Value = SCRIPTS
+            .fetch
+            .key(&k.pending)
+            .key(&k.leases)
+            .key(k.active(server))
+            .key(&k.token)
+            .key(&k.wake)
+            .key(&k.paused)
+            .arg(n)
+            .arg(lease.as_millis() as u64)
+            .arg(server)
+            .invoke_async(&mut c)
+            .await?;
+        let Value::Array(mut parts) = v else {
+            return Err(Error::Serialization(format!("fetch.lua returned {v:?}")));
+        };
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let (mut buried, mut bury_error) = (0, None);
+        if parts.len() == 3 {
+            // Members that are no record of ours: set aside one by one, never leased. The
+            // tasks leased meanwhile are handed out whatever happens to them; what could not
+            // be moved stays in pending for the next fetch.
+            let foreign = parts.pop().unwrap_or(Value::Nil);
+            let (n, done) = self.bury_foreign(queue, foreign).await;
+            buried = n;
+            bury_error = done.err();
+        }
+        if parts.len() != 2 {
+            return Err(Error::Serialization(format!(
+                "fetch.lua returned {} parts",
+                parts.len()
+            )));
+        }
+        let bad = |e: redis::ParsingError| Error::Serialization(format!("fetch.lua reply: {e}"));
+        let records: Vec<Vec<u8>> =
+            redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+        let token: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+        Ok(Some(Fetched {
+            token,
+            records,
+            buried,
+            bury_error,
+        }))
+    }
+
+    /// Acknowledges successful tasks of `server`. Returns the positions of refused (stale) acks.
+    /// A retry of one batch passes the same `nonce`: if the first call landed (its reply lost),
+    /// the retry returns that call's answer instead of refusing the acks it already applied.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        server: &str,
+        acks: &[Ack],
+        retention: Option<Duration>,
+        nonce: u64,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.complete.prepare_invoke();
+        inv.key(k.active(server))
+            .key(&k.completed)
+            .key(&k.processed)
+            .key(&k.done)
+            .key(&k.done_count)
+            .key(&k.dependents)
+            .key(&k.outbox);
+        // Completion-record buckets, one per creation second among the acks (usually 1–2).
+        let mut buckets: Vec<String> = Vec::new();
+        let bucket_of: Vec<usize> = acks
+            .iter()
+            .map(|a| {
+                let key = k.done_bucket(&a.id);
+                match buckets.iter().position(|b| *b == key) {
+                    Some(i) => i + 1,
+                    None => {
+                        buckets.push(key);
+                        buckets.len()
+                    }
+                }
+            })
+            .collect();
+        for b in &buckets {
+            inv.key(b);
+        }
+        let mut locks: HashMap<&str, usize> = HashMap::new();
+        for a in acks {
+            if let Some(key) = &a.unique_key {
+                let next = locks.len() + 1;
+                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
+                    e.insert(next);
+                    inv.key(k.unique(key));
+                }
+            }
+        }
+        inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
+            .arg(buckets.len())
+            .arg(acks.len());
+        for (a, bucket) in acks.iter().zip(bucket_of) {
+            let idx = a.unique_key.as_deref().map_or(0, |key| locks[key]);
+            inv.arg(&a.id[..])
+                .arg(token_text(a.token))
+                .arg(idx)
+                .arg(bucket);
+        }
+        inv.key(k.ack_receipt(server)).arg(nonce);
+        let mut c = self.conn.clone();
+        let reply: Vec<usize> = inv.invoke_async(&mut c).await?;
+        let mut it = reply.into_iter();
+        if it.next().unwrap_or(0) > 0 {
+            self.note_outbox();
+        }
+        Ok(it.map(|i| i.saturating_sub(1)).collect())
+    }
+
+    /// A failed attempt with retries left goes to the retry set. `false` = stale token.
+    pub async fn retry(
+        &self,
+        queue: &str,
+        server: &str,
+        id: &[u8],
+        token: u64,
+        record: &[u8],
+        backoff: Duration,
+    ) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let r: i64 = SCRIPTS
+            .retry
+            .key(k.active(server))
+            .key(&k.retry)
+            .key(&k.failed)
+            .arg(id)
+            .arg(token_text(token))
+            .arg(record)
+            .arg(backoff.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(r == 1)
+    }
+
+    /// Moves a task of `server` to the dead-letter queue. `false` = stale token (or, with
+    /// `expired_only`, a lease renewed meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn kill(
+        &self,
+        queue: &str,
+        server: &str,
+        id: &[u8],
+        token: u64,
+        record: &[u8],
+        unique_key: Option<&str>,
+        limits: DeadLimits,
+        expired_only: bool,
+    ) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let mut inv = SCRIPTS.kill.prepare_invoke();
+        inv.key(k.active(server))
+            .key(&k.leases)
+            .key(&k.dead)
+            .key(&k.dead_trimmed)
+            .key(&k.failed)
+            .key(&k.failed_ids)
+            .key(&k.dependents)
+            .key(&k.outbox);
+        if let Some(key) = unique_key {
+            inv.key(k.unique(key));
+        }
+        inv.arg(id)
+            .arg(token_text(token))
+            .arg(record)
+            .arg(limits.max_count)
+            .arg(limits.max_age.as_millis() as u64)
+            .arg(if expired_only { "1" } else { "0" })
+            .arg(server);
+        let mut c = self.conn.clone();
+        let r: i64 = inv.invoke_async(&mut c).await?;
+        if r == 2 {
+            self.note_outbox();
+        }
+        Ok(r >= 1)
+    }
+
+    /// Puts tasks of `server` back to the front of pending (of their priority). `record: None` keeps the
+    /// stored record (shutdown); `expired_only` acts only while the server's lease has lapsed
+    /// (recoverer), and then also drops the lease of a server left holding nothing.
+    pub async fn requeue(
+        &self,
+        queue: &str,
+        server: &str,
+        items: &[Requeue],
+        expired_only: bool,
+    ) -> Result<u64> {
+        Ok(self
+            .requeue_which(queue, server, items, expired_only)
+            .await?
+            .len() as u64)
+    }
+
+    /// Like [`Broker::requeue`], returning the positions in `items` of the tasks that went back
+    /// (the others were refused: stale token, or the lease renewed meanwhile).
+    pub async fn requeue_which(
+        &self,
+        queue: &str,
+        server: &str,
+        items: &[Requeue],
+        expired_only: bool,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut moved = Vec::new();
+        let mut chunks: Vec<&[Requeue]> = items.chunks(MAX_SCRIPT_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let mut inv = SCRIPTS.requeue.prepare_invoke();
+            inv.key(k.active(server))
+                .key(&k.leases)
+                .key(&k.pending)
+                .key(&k.wake)
+                .key(&k.failed)
+                .arg(if expired_only { "1" } else { "0" })
+                .arg(server)
+                .arg(chunk.len());
+            for (id, token, record) in chunk {
+                inv.arg(&id[..])
+                    .arg(token_text(*token))
+                    .arg(record.as_deref().unwrap_or(&[]));
+            }
+            let mut c = self.conn.clone();
+            let which: Vec<usize> = inv.invoke_async(&mut c).await?;
+            moved.extend(
+                which
+                    .into_iter()
+                    .map(|i| n * MAX_SCRIPT_BATCH + i.saturating_sub(1)),
+            );
+        }
+        Ok(moved)
+    }
+
+    /// Moves due delayed or retry tasks to pending; returns how many.
+    pub async fn forward(&self, queue: &str, from: Waiting, limit: usize) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let src = match from {
+            Waiting::Delayed => &k.delayed,
+            Waiting::Retry => &k.retry,
+        };
+        let mut c = self.conn.clone();
+        Ok(SCRIPTS
+            .forward
+            .key(src)
+            .key(&k.pending)
+            .key(&k.seq)
+            .key(&k.wake)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Trims completed tasks past their retention, dead tasks beyond the limits, and
+    /// completion and failure records past the dependency retention (completion records also
+    /// beyond their cap). Returns how many completed tasks, dead tasks and completion records
+    /// went.
+    pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64, u64)> {
+        const ROUND: isize = 100;
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let (done, dead): (u64, u64) = SCRIPTS
+            .janitor
+            .key(&k.completed)
+            .key(&k.dead)
+            .key(&k.dead_trimmed)
+            .key(&k.failed_ids)
+            .key(&k.early)
+            .arg(limits.max_count)
+            .arg(limits.max_age.as_millis() as u64)
+            .arg(self.deps.retention.as_millis() as u64)
+            .arg(self.deps.retention.max(EARLY_FACTS_FLOOR).as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        let mut records = 0;
+        loop {
+            let oldest: Vec<String> = c.zrange(&k.done, 0, ROUND - 1).await?;
+            if oldest.is_empty() {
+                break;
+            }
+            let mut inv = SCRIPTS.records_trim.prepare_invoke();
+            inv.key(&k.done).key(&k.done_count);
+            for b in &oldest {
+                inv.key(b);
+            }
+            inv.arg(self.deps.retention.as_millis() as u64)
+                .arg(self.deps.max_records);
+            let (buckets, n): (usize, u64) = inv.invoke_async(&mut c).await?;
+            records += n;
+            if buckets < oldest.len() || oldest.len() < ROUND as usize {
+                break;
+            }
+        }
+        Ok((done, dead, records))
+    }
+
+    /// Blocks on a dedicated connection until one of the queues signals new work or `timeout`
+    /// passes. Returns whether a signal arrived.
+    pub async fn wait_for_work(
+        conn: &mut MultiplexedConnection,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<bool> {
+        // Never 0: BZPOPMIN 0 waits forever.
+        let timeout = timeout.clamp(Duration::from_millis(1), MAX_BLOCK);
+        let mut cmd = redis::cmd("BZPOPMIN");
+        for q in queues {
+            cmd.arg(QueueKeys::new(q).wake);
+        }
+        cmd.arg(timeout.as_secs_f64());
+        let v: Value = cmd.query_async(conn).await?;
+        Ok(!matches!(v, Value::Nil))
+    }
+
+    /// The queues among `queues` whose wake marker holds something else than a sorted set,
+    /// with the type it holds: the blocking wait leaves them out until they are repaired.
+    pub async fn broken_wake_markers(&self, queues: &[String]) -> Result<Vec<(String, String)>> {
+        let mut p = redis::pipe();
+        for q in queues {
+            p.cmd("TYPE").arg(QueueKeys::new(q).wake);
+        }
+        let mut c = self.conn.clone();
+        let kinds: Vec<String> = p.query_async(&mut c).await?;
+        Ok(queues
+            .iter()
+            .zip(kinds)
+            .filter(|(_, k)| k != "zset" && k != "none")
+            .map(|(q, k)| (q.clone(), k))
+            .collect())
+    }
+
+    /// Extends `server`'s lease on `queue`; returns the positions of the tasks in `held` it no
+    /// longer holds.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        server: &str,
+        held: &[(Vec<u8>, u64)],
+        lease: Duration,
+    ) -> Result<Vec<usize>> {
+        let k = QueueKeys::new(queue);
+        let mut lost = Vec::new();
+        let mut chunks: Vec<&[(Vec<u8>, u64)]> = held.chunks(MAX_SCRIPT_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let mut inv = SCRIPTS.extend.prepare_invoke();
+            inv.key(&k.leases)
+                .key(k.active(server))
+                .arg(lease.as_millis() as u64)
+                .arg(server)
+                .arg(chunk.len());
+            for (id, token) in chunk {
+                inv.arg(&id[..]).arg(token_text(*token));
+            }
+            let mut c = self.conn.clone();
+            let l: Vec<usize> = inv.invoke_async(&mut c).await?;
+            lost.extend(
+                l.into_iter()
+                    .map(|i| n * MAX_SCRIPT_BATCH + i.saturating_sub(1)),
+            );
+        }
+        Ok(lost)
+    }
+
+    /// Servers whose lease on `queue` has lapsed (read only).
+    #[cfg(test)]
+    pub async fn expired_servers(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
+        Ok(self.expired_servers_at(queue, limit).await?.1)
+    }
+
+    /// Servers whose lease on `queue` has lapsed, with the Redis time (Unix ms) they were
+    /// judged at (read only).
+    pub async fn expired_servers_at(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>)> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let mut out: Vec<String> = SCRIPTS
+            .expired
+            .key(&k.leases)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?;
+        // expired.lua always puts the time first.
+        let now = if out.is_empty() {
+            0
+        } else {
+            out.remove(0).parse().unwrap_or(0)
+        };
+        Ok((now, out))
+    }
+
+    /// The tasks `server` holds on `queue` (read only); entries that do not parse are left out
+    /// (see [`Broker::held_all`]).
+    pub async fn held(&self, queue: &str, server: &str) -> Result<Vec<Expired>> {
+        Ok(self.held_all(queue, server).await?.0)
+    }
+
+    /// Servers that hold (or held) a lease on `queue`.
+    pub(super) async fn lease_holders(&self, queue: &str) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.zrange(QueueKeys::new(queue).leases, 0, -1).await?)
+    }
+}
