@@ -457,7 +457,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Ack, DeadLimits, DepLimits, EnqueueMode, NewTask};
+    use crate::broker::{Ack, DeadLimits, DepLimits};
     use crate::testing::RedisServer;
     use crate::Task;
     use std::time::Duration;
@@ -468,18 +468,7 @@ mod tests {
         Broker::connect(&redis.url()).await.unwrap()
     }
 
-    /// Enqueues a plain task into `queue`; returns its id bytes.
-    async fn plain(b: &Broker, queue: &str) -> Vec<u8> {
-        let t = Task::builder("t").queue(queue).build().unwrap();
-        let new = NewTask {
-            record: record::encode(&t).unwrap(),
-            task_type: t.task_type.clone(),
-            delay_ms: 0,
-            unique: None,
-        };
-        b.enqueue(queue, &[new], EnqueueMode::Each).await.unwrap();
-        record::id_bytes(&t.id).unwrap().to_vec()
-    }
+    use crate::broker::test_util::plain;
 
     /// Leases everything pending in `queue` and acknowledges it.
     async fn run_all(b: &Broker, queue: &str) {

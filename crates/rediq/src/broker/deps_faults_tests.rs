@@ -15,18 +15,7 @@ use crate::Task;
 
 const S: &str = "host:1:deps";
 
-/// Enqueues a plain task into `queue`; returns its id bytes.
-async fn plain(b: &Broker, queue: &str) -> Vec<u8> {
-    let t = Task::builder("t").queue(queue).build().unwrap();
-    let new = NewTask {
-        record: record::encode(&t).unwrap(),
-        task_type: t.task_type.clone(),
-        delay_ms: 0,
-        unique: None,
-    };
-    b.enqueue(queue, &[new], EnqueueMode::Each).await.unwrap();
-    record::id_bytes(&t.id).unwrap().to_vec()
-}
+use super::test_util::plain;
 
 /// How the dependent under test is built.
 #[derive(Clone, Copy, Default)]

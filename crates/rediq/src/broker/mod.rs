@@ -286,4 +286,6 @@ mod deps_faults_tests;
 #[cfg(test)]
 mod faults_tests;
 #[cfg(test)]
+pub(crate) mod test_util;
+#[cfg(test)]
 mod tests;

@@ -150,24 +150,14 @@ pub(crate) async fn beat(ctx: &Ctx, broker: &Broker) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{record, EnqueueMode, NewTask};
+    use crate::broker::record;
     use crate::testing::RedisServer;
     use std::time::Duration;
 
     /// Enqueues `n` plain tasks into `queue`.
     async fn put(broker: &Broker, queue: &str, n: usize) {
         for _ in 0..n {
-            let t = crate::Task::builder("t").queue(queue).build().unwrap();
-            let nt = NewTask {
-                record: record::encode(&t).unwrap(),
-                task_type: t.task_type.clone(),
-                delay_ms: 0,
-                unique: None,
-            };
-            broker
-                .enqueue(queue, &[nt], EnqueueMode::Each)
-                .await
-                .unwrap();
+            crate::broker::test_util::plain(broker, queue).await;
         }
     }
 
