@@ -504,21 +504,28 @@ impl Broker {
         Ok(!matches!(v, Value::Nil))
     }
 
-    /// The queues among `queues` whose wake marker holds something else than a sorted set,
-    /// with the type it holds: the blocking wait leaves them out until they are repaired.
-    pub async fn broken_wake_markers(&self, queues: &[String]) -> Result<Vec<(String, String)>> {
+    /// Replaces the wake markers among those of `queues` that hold something else than a sorted
+    /// set (`rewake.lua`), and returns those queues with the type their marker held: the
+    /// fetcher's blocking wait over every marker fails while one has the wrong type.
+    pub async fn repair_wake_markers(&self, queues: &[String]) -> Result<Vec<(String, String)>> {
         let mut p = redis::pipe();
         for q in queues {
             p.cmd("TYPE").arg(QueueKeys::new(q).wake);
         }
         let mut c = self.conn.clone();
         let kinds: Vec<String> = p.query_async(&mut c).await?;
-        Ok(queues
-            .iter()
-            .zip(kinds)
-            .filter(|(_, k)| k != "zset" && k != "none")
-            .map(|(q, k)| (q.clone(), k))
-            .collect())
+        let mut broken = Vec::new();
+        for (q, kind) in queues.iter().zip(kinds) {
+            if kind != "zset" && kind != "none" {
+                let _: i64 = SCRIPTS
+                    .rewake
+                    .key(QueueKeys::new(q).wake)
+                    .invoke_async(&mut c)
+                    .await?;
+                broken.push((q.clone(), kind));
+            }
+        }
+        Ok(broken)
     }
 
     /// Extends `server`'s lease on `queue`; returns the positions of the tasks in `held` it no

@@ -7,8 +7,8 @@
 //! up within one round trip: there is no polling sleep.
 //!
 //! Faults stay inside the queue that has them: a queue whose fetch fails is retried on its own
-//! backoff while the others are served, and a queue whose wake marker is broken is polled
-//! instead of blocking the wait of every queue.
+//! backoff while the others are served, and a wake marker of the wrong type (which would fail
+//! the blocking wait of every queue) is replaced.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -207,36 +207,19 @@ impl Health {
 }
 
 /// The blocking wait of an idle fetcher, on its own connection. A wake marker of the wrong type
-/// would make the one BZPOPMIN over all markers fail every time, so such a queue is left out of
-/// the wait (it is polled at each round instead) until its marker is repaired.
+/// makes the one BZPOPMIN over all markers fail every time: such a marker is replaced, as every
+/// script that sets one does.
 struct Waiter {
     names: Vec<String>,
     conn: Option<BlockingConnection>,
-    /// Queues whose wake marker is broken, with when to look at them again.
-    excluded: Vec<String>,
-    recheck_at: Option<Instant>,
 }
-
-/// How often a broken wake marker is looked at again.
-const RECHECK: Duration = Duration::from_secs(5);
-/// The longest wait while a queue is polled instead of woken.
-const POLL: Duration = Duration::from_millis(100);
 
 impl Waiter {
     fn new(names: Vec<String>) -> Waiter {
-        Waiter {
-            names,
-            conn: None,
-            excluded: Vec::new(),
-            recheck_at: None,
-        }
+        Waiter { names, conn: None }
     }
 
-    async fn wait(&mut self, broker: &Broker, mut timeout: Duration) {
-        if self.recheck_at.is_some_and(|at| Instant::now() >= at) {
-            self.excluded.clear();
-            self.recheck_at = None;
-        }
+    async fn wait(&mut self, broker: &Broker, timeout: Duration) {
         if self.conn.is_none() {
             match broker.blocking_connection().await {
                 Ok(c) => self.conn = Some(c),
@@ -247,23 +230,10 @@ impl Waiter {
                 }
             }
         }
-        let watched: Vec<String> = self
-            .names
-            .iter()
-            .filter(|n| !self.excluded.contains(n))
-            .cloned()
-            .collect();
-        if !self.excluded.is_empty() {
-            timeout = timeout.min(POLL);
-        }
-        if watched.is_empty() {
-            tokio::time::sleep(timeout).await;
-            return;
-        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let Err(e) = Broker::wait_for_work(conn, &watched, timeout).await else {
+        let Err(e) = Broker::wait_for_work(conn, &self.names, timeout).await else {
             return;
         };
         if e.is_connection_problem() {
@@ -272,22 +242,17 @@ impl Waiter {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return;
         }
-        // Redis answered with an error: find the markers it refused and leave them out.
-        match broker.broken_wake_markers(&watched).await {
+        // Redis answered with an error: repair the markers it refused.
+        match broker.repair_wake_markers(&self.names).await {
             Ok(broken) if !broken.is_empty() => {
                 for (queue, kind) in broken {
-                    tracing::error!(%queue, holds = %kind, "the queue's wake marker is not a sorted set: its new tasks are found by polling (every {POLL:?}) until it is repaired; delete the key to repair it");
-                    self.excluded.push(queue);
+                    tracing::error!(%queue, held = %kind, "the queue's wake marker was not a sorted set: replaced");
                 }
-                self.recheck_at = Some(Instant::now() + RECHECK);
             }
-            Ok(_) => {
-                tracing::warn!(error = %e, "blocking wait failed");
-                tokio::time::sleep(POLL).await;
-            }
-            Err(e2) => {
-                tracing::warn!(error = %e, check = %e2, "blocking wait failed");
-                tokio::time::sleep(POLL).await;
+            other => {
+                let check = other.err().map(|e| e.to_string());
+                tracing::warn!(error = %e, ?check, "blocking wait failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
