@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::broker::deps::{Answer, Dependent, Written};
 use crate::broker::record::{self, id_text};
-use crate::broker::{Broker, EnqueueMode, NewTask, MAX_SCRIPT_BATCH};
+use crate::broker::{Broker, EnqueueMode, NewTask, NotWritten, MAX_SCRIPT_BATCH};
 use crate::task::{DEFAULT_MAX_PAYLOAD, DEFAULT_UNIQUE_TTL};
 use crate::{Error, Inspector, Result, Task};
 
@@ -133,7 +133,28 @@ struct Inner {
 }
 
 /// Answers one enqueue call: `None` when written, or the id of the task holding its unique key.
-type Reply = oneshot::Sender<Result<Option<Vec<u8>>>>;
+/// What [`Client::enqueue_outcome`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The task's id.
+    pub id: String,
+    /// `None` when the task was written; else what the queue knew of its id (nothing was
+    /// written).
+    pub existing: Option<Existing>,
+}
+
+/// What a queue knows of a task id it was asked to enqueue again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Pending, delayed, retrying, running or waiting for its dependencies.
+    Live,
+    /// Completed (remembered for the finished-task retention).
+    Completed,
+    /// Dead-lettered or cancelled.
+    Failed,
+}
+
+type Reply = oneshot::Sender<Result<Option<NotWritten>>>;
 
 #[derive(Debug)]
 struct Request {
@@ -175,13 +196,46 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn enqueue(&self, task: Task) -> Result<String> {
+        Ok(self.enqueue_outcome(task).await?.id)
+    }
+
+    /// Enqueues one task, as [`Client::enqueue`] does, and tells whether the queue knew its id
+    /// already.
+    ///
+    /// Enqueueing is idempotent: a task whose id the queue knows — live (pending, delayed,
+    /// retrying, running or waiting for dependencies), completed within the finished-task
+    /// memory (see `ServerBuilder::dependency_retention`), or dead-lettered/cancelled and
+    /// still in the dead-letter records — is not written again, and
+    /// [`Enqueued::existing`] says which. So a producer may safely enqueue the same
+    /// [`Task`] again after a timeout: it runs once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rediq::Client) -> rediq::Result<()> {
+    /// use rediq::{Existing, Task};
+    /// let task = Task::builder("email:send").build()?;
+    /// let first = client.enqueue_outcome(task.clone()).await?;
+    /// assert_eq!(first.existing, None);
+    /// let again = client.enqueue_outcome(task).await?;
+    /// assert!(again.existing.is_some()); // written once
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_outcome(&self, task: Task) -> Result<Enqueued> {
         if task.options.cron.is_some() {
-            return self.register_cron(&task).await;
+            let id = self.register_cron(&task).await?;
+            return Ok(Enqueued { id, existing: None });
         }
         let new = self.prepare(&task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
         if has_dependencies(&task) {
-            return self.enqueue_dependent(&task, &new).await;
+            let raw = record::id_bytes(&task.id)?;
+            if let Some(state) = self.inner.broker.known(&task.queue, &raw).await? {
+                return Ok(Enqueued {
+                    id: task.id,
+                    existing: Some(state),
+                });
+            }
+            let id = self.enqueue_dependent(&task, &new).await?;
+            return Ok(Enqueued { id, existing: None });
         }
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -193,12 +247,19 @@ impl Client {
             })
             .await
             .map_err(|_| Error::NotSupported("the client's enqueue loop has stopped".into()))?;
-        let holder = answer
+        let answer = answer
             .await
             .map_err(|_| Error::NotSupported("the client's enqueue loop has stopped".into()))??;
-        match holder {
-            None => Ok(task.id),
-            Some(h) => Err(duplicate(&task, &h)),
+        match answer {
+            None => Ok(Enqueued {
+                id: task.id,
+                existing: None,
+            }),
+            Some(NotWritten::Known(state)) => Ok(Enqueued {
+                id: task.id,
+                existing: Some(state),
+            }),
+            Some(NotWritten::Held(h)) => Err(duplicate(&task, &h)),
         }
     }
 
@@ -215,8 +276,8 @@ impl Client {
     /// error there (say [`Error::UnknownDependency`]) leaves the tasks written before it
     /// written.
     ///
-    /// Enqueueing the very same task (same id) again while it is pending writes nothing new: the
-    /// id names one task.
+    /// Enqueueing is idempotent (see [`Client::enqueue_outcome`]): a task whose id the queue
+    /// knows already is not written again, also within one batch.
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {
         let mut by_queue: HashMap<&str, Vec<(&Task, NewTask)>> = HashMap::new();
         let mut seen = HashSet::new();
@@ -261,13 +322,20 @@ impl Client {
                     .broker
                     .enqueue(queue, &news, EnqueueMode::All)
                     .await?;
-                if let Some((i, Some(h))) = res.iter().enumerate().find(|(_, h)| h.is_some()) {
+                let held = res.iter().enumerate().find_map(|(i, r)| match r {
+                    Some(NotWritten::Held(h)) => Some((i, h)),
+                    _ => None,
+                });
+                if let Some((i, h)) = held {
                     return Err(duplicate(chunk[i].0, h));
                 }
             }
         }
         for (t, new) in dependents {
-            self.enqueue_dependent(t, &new).await?;
+            let raw = record::id_bytes(&t.id)?;
+            if self.inner.broker.known(&t.queue, &raw).await?.is_none() {
+                self.enqueue_dependent(t, &new).await?;
+            }
         }
         Ok(tasks.into_iter().map(|t| t.id).collect())
     }
@@ -425,7 +493,7 @@ impl Client {
                     failed = Some(raw.to_vec());
                     break;
                 }
-                Answer::Unknown | Answer::Again | Answer::Stale => {
+                Answer::Unknown => {
                     // Best effort: a mark left behind only keeps news for a task that never
                     // comes, until the janitor drops it with the early facts.
                     if let Err(e) = broker.dep_abandon(&task.queue, &me).await {

@@ -69,7 +69,7 @@ pub mod testing;
 
 pub use async_trait::async_trait;
 pub use broker::{FlushCounts, QueueStats, TaskState};
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
 pub use inspector::{CancelOutcome, CronEntry, Inspector, WorkerInfo};
 pub use task::{Task, TaskBuilder, TaskOptions};

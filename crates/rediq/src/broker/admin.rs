@@ -335,18 +335,20 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut moved = 0;
         for chunk in pairs.chunks(MAX_SCRIPT_BATCH) {
-            let mut inv = SCRIPTS.rerun.prepare_invoke();
-            inv.key(&k.dead)
-                .key(&k.pending)
-                .key(&k.seq)
-                .key(&k.wake)
-                .key(&k.failed_ids)
-                .arg(chunk.len());
-            for (old, new) in chunk {
-                inv.arg(&old[..]).arg(&new[..]);
-            }
-            let mut c = self.conn.clone();
-            let n: u64 = inv.invoke_async(&mut c).await?;
+            let ids: Vec<&[u8]> = chunk.iter().map(|(_, new)| record::raw_id(new)).collect();
+            let n: u64 = self
+                .with_index(queue, &SCRIPTS.rerun, &ids, ids.len(), |inv| {
+                    inv.key(&k.dead)
+                        .key(&k.pending)
+                        .key(&k.seq)
+                        .key(&k.wake)
+                        .key(&k.failed_ids)
+                        .arg(chunk.len());
+                    for (old, new) in chunk {
+                        inv.arg(&old[..]).arg(&new[..]);
+                    }
+                })
+                .await?;
             moved += n;
         }
         Ok(moved)
@@ -373,7 +375,7 @@ impl Broker {
             .key(&k.needs)
             .key(&k.dependents)
             .key(&k.outbox)
-            .key(&k.flushes);
+            .key(&k.ix_meta);
         for h in &holders {
             inv.key(k.active(h));
         }
@@ -387,6 +389,12 @@ impl Broker {
         let mut c = self.conn.clone();
         let n: Vec<u64> = inv.invoke_async(&mut c).await?;
         self.note_outbox();
+        if let Some(old) = n.get(7) {
+            // Unreachable now: deleting them can wait, and a failure only leaves memory behind.
+            if let Err(e) = self.drop_index_generation(queue, *old).await {
+                tracing::warn!(queue, error = %e, "could not delete the flushed queue's old id index");
+            }
+        }
         let at = |i: usize| n.get(i).copied().unwrap_or(0);
         Ok(FlushCounts {
             pending: at(0),

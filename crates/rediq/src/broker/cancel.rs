@@ -81,7 +81,8 @@ impl Broker {
             .key(&k.failed_ids)
             .key(&k.dependents)
             .key(&k.outbox)
-            .key(&k.needs);
+            .key(&k.needs)
+            .key(&k.finished);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
         }

@@ -180,25 +180,32 @@ impl Broker {
         task_type: &str,
     ) -> Result<Fired> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.cron_fire.prepare_invoke();
-        inv.key(&k.cron_next)
-            .key(&k.cron_last)
-            .key(&k.pending)
-            .key(&k.seq)
-            .key(&k.wake)
-            .key(&k.enqueued);
-        if let Some((key, _)) = unique {
-            inv.key(k.unique(key));
-        }
-        inv.arg(id)
-            .arg(tick)
-            .arg(next.unwrap_or(0))
-            .arg(record)
-            .arg(unique.map_or(0, |(_, ttl)| ttl))
-            .arg(if fire { "1" } else { "0" })
-            .arg(task_type);
-        let mut c = self.conn.clone();
-        let r: i64 = inv.invoke_async(&mut c).await?;
+        let r: i64 = self
+            .with_index(
+                queue,
+                &SCRIPTS.cron_fire,
+                &[super::record::raw_id(record)],
+                1,
+                |inv| {
+                    inv.key(&k.cron_next)
+                        .key(&k.cron_last)
+                        .key(&k.pending)
+                        .key(&k.seq)
+                        .key(&k.wake)
+                        .key(&k.enqueued);
+                    if let Some((key, _)) = unique {
+                        inv.key(k.unique(key));
+                    }
+                    inv.arg(id)
+                        .arg(tick)
+                        .arg(next.unwrap_or(0))
+                        .arg(record)
+                        .arg(unique.map_or(0, |(_, ttl)| ttl))
+                        .arg(if fire { "1" } else { "0" })
+                        .arg(task_type);
+                },
+            )
+            .await?;
         Ok(match r {
             1 => Fired::Now,
             2 => Fired::Skipped,

@@ -46,11 +46,6 @@ pub(crate) enum Answer {
     Registered,
     /// No trace of it in this queue.
     Unknown,
-    /// The queue was flushed while the caller looked: look again.
-    Again,
-    /// The lease holders changed since the caller read them: read them and ask again (only
-    /// between [`Broker::dep_register`] and its script).
-    Stale,
 }
 
 /// Where a dependent landed.
@@ -115,13 +110,6 @@ fn head_pattern(id: &[u8]) -> Vec<u8> {
 }
 
 impl Broker {
-    /// A queue's flush counter (see `dep_register.lua`).
-    pub async fn flush_count(&self, queue: &str) -> Result<u64> {
-        let mut c = self.conn.clone();
-        let n: Option<u64> = c.get(QueueKeys::new(queue).flushes).await?;
-        Ok(n.unwrap_or(0))
-    }
-
     /// The record of the task with this id in a pending, delayed, retry or dead set, looked up
     /// with ZSCAN and a pattern on the record head: linear in the set, but in pages, so Redis
     /// keeps serving others meanwhile.
@@ -190,75 +178,32 @@ impl Broker {
     }
 
     /// Registers `dependent` (of `dependent_queue`) with dependency `id` of `queue`.
-    /// `seen_queued` is the flush counter read before the caller found the dependency queued
-    /// (pending, delayed or retry); `None` asks the script to look in the places it can check
-    /// in O(1): completion and failure records, the waiting hash, the servers' active hashes.
     pub async fn dep_register(
         &self,
         queue: &str,
         id: &[u8],
         dependent: &[u8],
         dependent_queue: &str,
-        seen_queued: Option<u64>,
-    ) -> Result<Answer> {
-        // The holders change only when a server takes its first lease on the queue or a lapsed
-        // one is removed: a few reads settle it.
-        for _ in 0..5 {
-            let holders = self.lease_holders(queue).await?;
-            match self
-                .dep_register_seeing(queue, id, dependent, dependent_queue, seen_queued, &holders)
-                .await?
-            {
-                Answer::Stale => continue,
-                answer => return Ok(answer),
-            }
-        }
-        Ok(Answer::Again)
-    }
-
-    /// [`Broker::dep_register`] with the lease holders the caller read.
-    async fn dep_register_seeing(
-        &self,
-        queue: &str,
-        id: &[u8],
-        dependent: &[u8],
-        dependent_queue: &str,
-        seen_queued: Option<u64>,
-        holders: &[String],
     ) -> Result<Answer> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.dep_register.prepare_invoke();
-        inv.key(k.done_bucket(id))
-            .key(&k.failed_ids)
-            .key(&k.dependents)
-            .key(&k.waiting)
-            .key(&k.flushes)
-            .key(&k.leases);
-        for h in holders {
-            inv.key(k.active(h));
-        }
-        inv.arg(id)
-            .arg(reference(dependent, dependent_queue))
-            .arg(if seen_queued.is_some() { "1" } else { "0" })
-            .arg(seen_queued.unwrap_or(0));
-        for h in holders {
-            inv.arg(h);
-        }
-        let mut c = self.conn.clone();
-        let answer: String = inv.invoke_async(&mut c).await?;
+        let answer: String = self
+            .with_index(queue, &SCRIPTS.dep_register, &[id], 0, |inv| {
+                inv.key(&k.failed_ids)
+                    .key(&k.dependents)
+                    .arg(id)
+                    .arg(reference(dependent, dependent_queue));
+            })
+            .await?;
         Ok(match answer.as_str() {
             "done" => Answer::Done,
             "failed" => Answer::Failed,
             "registered" => Answer::Registered,
-            "again" => Answer::Again,
-            "holders" => Answer::Stale,
             _ => Answer::Unknown,
         })
     }
 
     /// Finds dependency `id` in one of `queues` (the likeliest first) and registers `dependent`
-    /// with it. A dependency that moves between states while it is looked for is looked for
-    /// again, up to three rounds.
+    /// with it: one O(1) lookup per queue (the id index).
     pub async fn register_dependency(
         &self,
         queues: &[String],
@@ -266,31 +211,10 @@ impl Broker {
         dependent: &[u8],
         dependent_queue: &str,
     ) -> Result<Answer> {
-        for _round in 0..3 {
-            for q in queues {
-                match self
-                    .dep_register(q, id, dependent, dependent_queue, None)
-                    .await?
-                {
-                    Answer::Unknown | Answer::Again | Answer::Stale => {}
-                    found => return Ok(found),
-                }
-                let flushes = self.flush_count(q).await?;
-                // Pending first: a dependency enqueued a moment ago is most likely there.
-                for state in [TaskState::Pending, TaskState::Retry, TaskState::Delayed] {
-                    if self.find_queued(q, state, id).await?.is_some() {
-                        match self
-                            .dep_register(q, id, dependent, dependent_queue, Some(flushes))
-                            .await?
-                        {
-                            Answer::Unknown | Answer::Again | Answer::Stale => break,
-                            found => return Ok(found),
-                        }
-                    }
-                }
-                if self.find_queued(q, TaskState::Dead, id).await?.is_some() {
-                    return Ok(Answer::Failed);
-                }
+        for q in queues {
+            match self.dep_register(q, id, dependent, dependent_queue).await? {
+                Answer::Unknown => {}
+                found => return Ok(found),
             }
         }
         Ok(Answer::Unknown)
@@ -305,29 +229,31 @@ impl Broker {
         dead: Option<&[u8]>,
     ) -> Result<Written> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.dep_enqueue.prepare_invoke();
-        inv.key(&k.waiting)
-            .key(&k.needs)
-            .key(&k.early)
-            .key(&k.pending)
-            .key(&k.delayed)
-            .key(&k.seq)
-            .key(&k.wake)
-            .key(&k.dead)
-            .key(&k.failed_ids)
-            .key(&k.enqueued);
-        if let Some((key, _)) = task.unique {
-            inv.key(k.unique(key));
-        }
-        inv.arg(task.id)
-            .arg(task.record)
-            .arg(task.delay_ms)
-            .arg(task.unique.map_or(0, |(_, ttl)| ttl))
-            .arg(dead.unwrap_or(&[]))
-            .arg(task.open.concat())
-            .arg(task.task_type);
-        let mut c = self.conn.clone();
-        let reply: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        let open = task.open.concat();
+        let reply: Vec<Vec<u8>> = self
+            .with_index(queue, &SCRIPTS.dep_enqueue, &[task.id], 1, |inv| {
+                inv.key(&k.waiting)
+                    .key(&k.needs)
+                    .key(&k.early)
+                    .key(&k.pending)
+                    .key(&k.delayed)
+                    .key(&k.seq)
+                    .key(&k.wake)
+                    .key(&k.dead)
+                    .key(&k.failed_ids)
+                    .key(&k.enqueued);
+                if let Some((key, _)) = task.unique {
+                    inv.key(k.unique(key));
+                }
+                inv.arg(task.id)
+                    .arg(task.record)
+                    .arg(task.delay_ms)
+                    .arg(task.unique.map_or(0, |(_, ttl)| ttl))
+                    .arg(dead.unwrap_or(&[]))
+                    .arg(&open[..])
+                    .arg(task.task_type);
+            })
+            .await?;
         let mut it = reply.into_iter();
         let kind = it.next().unwrap_or_default();
         Ok(match kind.as_slice() {
@@ -433,7 +359,8 @@ impl Broker {
                 .key(&k.dead)
                 .key(&k.failed_ids)
                 .key(&k.dependents)
-                .key(&k.outbox);
+                .key(&k.outbox)
+                .key(&k.finished);
             if let Some(key) = &unique {
                 inv.key(k.unique(key));
             }
@@ -641,8 +568,6 @@ mod tests {
         let qa = ["qa".to_string()];
         let first = plain(&b, "qa").await;
         run_all(&b, "qa").await;
-        // Another creation second: its record lands in another bucket.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         let second = plain(&b, "qa").await;
         run_all(&b, "qa").await;
         for id in [&first, &second] {
@@ -651,26 +576,11 @@ mod tests {
                 Answer::Done
             );
         }
-        // A cap of one record: buckets written in the last minute stay (a dependent may be
-        // registering right now)...
+        // A cap of one id: the oldest goes.
         b.set_dep_limits(DepLimits {
             retention: Duration::from_secs(3600),
             max_records: 1,
         });
-        let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
-        assert_eq!(records, 0);
-        // ...older ones go, oldest first, until the queue is under the cap.
-        let k = QueueKeys::new("qa");
-        let mut conn = b.conn.clone();
-        let two_minutes_ago = crate::task::now_ms() - 120_000;
-        let _: () = conn
-            .zadd(&k.done, k.done_bucket(&first), two_minutes_ago)
-            .await
-            .unwrap();
-        let _: () = conn
-            .zadd(&k.done, k.done_bucket(&second), two_minutes_ago + 1)
-            .await
-            .unwrap();
         let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
         assert_eq!(records, 1);
         assert_eq!(
@@ -683,7 +593,7 @@ mod tests {
                 .unwrap(),
             Answer::Done
         );
-        // Past the retention everything goes.
+        // Past the retention everything goes: the finished list and the index are empty.
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.set_dep_limits(DepLimits {
             retention: Duration::from_millis(10),
@@ -691,13 +601,15 @@ mod tests {
         });
         let (_, _, records) = b.trim("qa", DeadLimits::default()).await.unwrap();
         assert_eq!(records, 1);
+        let k = QueueKeys::new("qa");
+        let mut conn = b.conn.clone();
         let left: (u64, Option<u64>) = redis::pipe()
-            .zcard(&k.done)
-            .get(&k.done_count)
+            .llen(&k.finished)
+            .hget(&k.ix_meta, "n")
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(left, (0, None));
+        assert_eq!(left, (0, Some(0)));
     }
 
     #[tokio::test]
@@ -837,27 +749,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lease_taken_while_registering_does_not_hide_a_live_dependency() {
+    async fn a_running_dependency_is_found_in_one_lookup() {
         let redis = RedisServer::start();
         let b = broker(&redis).await;
         let x = plain(&b, "qa").await;
         let me = [5u8; 16];
-        // The caller read the lease holders (none yet)...
-        let holders: Vec<String> = Vec::new();
-        // ...then a server took its first lease on the queue, and x with it.
         let f = b
             .fetch("qa", S, 1, Duration::from_secs(30))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(record::raw_id(&f.records[0]), &x[..]);
-        let answer = b
-            .dep_register_seeing("qa", &x, &me, "qb", None, &holders)
-            .await
-            .unwrap();
-        assert_eq!(answer, Answer::Stale, "x is active, not unknown");
         assert_eq!(
-            b.dep_register("qa", &x, &me, "qb", None).await.unwrap(),
+            b.dep_register("qa", &x, &me, "qb").await.unwrap(),
             Answer::Registered
         );
     }

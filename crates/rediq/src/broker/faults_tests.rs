@@ -263,12 +263,14 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         })
         .collect();
     let keep = Some(Duration::from_secs(60));
-    let bucket = f.k.done_bucket(&acks[0].id);
+    // A small index is one bucket: number 0 of generation 0.
+    let bucket = f.k.ix_bucket(0, 0);
     for (key, holds) in [
         (&f.k.processed, "non-integer"),
-        (&f.k.done_count, "non-integer"),
-        (&f.k.done, "a string"),
+        (&f.k.finished, "a string"),
+        (&f.k.ix_meta, "a string"),
         (&f.k.completed, "a string"),
+        (&bucket, "a string"),
     ] {
         f.set(key, "x").await;
         corrupt(
@@ -278,16 +280,6 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         );
         f.del(key).await;
     }
-    {
-        let mut c = f.b.conn.clone();
-        let _: () = c.hset(&bucket, "a", "b").await.unwrap();
-    }
-    corrupt(
-        f.b.complete(Q, S, &acks, keep, rand::random()).await,
-        &bucket,
-        "a hash",
-    );
-    f.del(&bucket).await;
     assert_eq!(f.active().await, 50);
     assert_eq!(f.card(&f.k.completed).await, 0);
 
@@ -497,10 +489,10 @@ async fn cancel_rerun_and_flush_move_nothing_when_a_key_is_corrupt() {
     f.b.enqueue(Q, &tasks(4, 0), EnqueueMode::Each)
         .await
         .unwrap();
-    f.set(&f.k.flushes, "x").await;
-    corrupt(f.b.flush(Q, &[]).await, &f.k.flushes, "non-integer");
+    f.set(&f.k.ix_meta, "x").await;
+    corrupt(f.b.flush(Q, &[]).await, &f.k.ix_meta, "a string");
     assert_eq!(f.card(&f.k.pending).await, 6);
-    f.del(&f.k.flushes).await;
+    f.del(&f.k.ix_meta).await;
     assert_eq!(f.b.flush(Q, &[]).await.unwrap().pending, 6);
 }
 

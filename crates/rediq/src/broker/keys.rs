@@ -32,10 +32,6 @@ pub(crate) struct QueueKeys {
     pub waiting: String,
     /// Of each waiting task: `delay_ms|` then the 16-byte ids of the dependencies not yet met.
     pub needs: String,
-    /// Index of the completion-record buckets: bucket key → time of its last write (Unix ms).
-    pub done: String,
-    /// How many completion records the buckets hold.
-    pub done_count: String,
     /// Ids of dead-lettered or cancelled tasks → time, kept for the dependency retention.
     pub failed_ids: String,
     /// Dependents of this queue's tasks: id → references (dependent id, queue name length,
@@ -46,14 +42,17 @@ pub(crate) struct QueueKeys {
     /// Facts that arrived before their dependent was written: `S`/`F` + dependent id +
     /// dependency id → time.
     pub early: String,
-    /// Counts flushes, so a dependency seen before a flush is looked for again.
-    pub flushes: String,
     /// Outbox entries that could not be delivered: entry → when to try again (Unix ms).
     pub set_aside: String,
     /// Of each set-aside entry: failed attempts `|` first failure (Unix ms) `|` reason.
     pub set_aside_why: String,
     /// The token of the resolver delivering the outbox right now (with a TTL).
     pub outbox_claim: String,
+    /// Meta hash of the id index (level, split pointer, entries, generation; see index.lua).
+    pub ix_meta: String,
+    /// Ids of finished tasks, oldest first (16 id bytes + 6 bytes of finish time, Unix ms):
+    /// how long the index remembers them (see ix_evict.lua).
+    pub finished: String,
 }
 
 impl QueueKeys {
@@ -81,16 +80,15 @@ impl QueueKeys {
             cron_last: k("cron:last"),
             waiting: k("waiting"),
             needs: k("deps:needs"),
-            done: k("deps:done"),
-            done_count: k("deps:done:count"),
             failed_ids: k("deps:failed"),
             dependents: k("deps:of"),
             outbox: k("deps:outbox"),
             early: k("deps:early"),
-            flushes: k("deps:flushes"),
             set_aside: k("deps:aside"),
             set_aside_why: k("deps:aside:why"),
             outbox_claim: k("deps:claim"),
+            ix_meta: k("ix"),
+            finished: k("finished"),
             base,
         }
     }
@@ -105,25 +103,15 @@ impl QueueKeys {
         format!("{}:ack:{server}", self.base)
     }
 
-    /// The completion records of the tasks created in one second (the id's UUIDv7 time): their
-    /// 16-byte ids, concatenated.
-    pub fn done_bucket(&self, id: &[u8]) -> String {
-        format!("{}:deps:done:{}", self.base, created_second(id))
+    /// One bucket of the id index.
+    pub fn ix_bucket(&self, gen: u64, bucket: u64) -> String {
+        format!("{}:ix:{gen}:{bucket}", self.base)
     }
 
     /// The lock of a unique key.
     pub fn unique(&self, key: &str) -> String {
         format!("{}:unique:{key}", self.base)
     }
-}
-
-/// The creation second of a task id: the first 48 bits of a UUIDv7 are its Unix ms. Any other
-/// 16 bytes give some number, always the same for the same id, which is all a bucket needs.
-pub(crate) fn created_second(id: &[u8]) -> u64 {
-    let mut ms = [0u8; 8];
-    let head = &id[..id.len().min(6)];
-    ms[8 - head.len()..].copy_from_slice(head);
-    u64::from_be_bytes(ms) / 1000
 }
 
 /// The set of known queue names.
@@ -181,27 +169,18 @@ mod tests {
             &k.unique("x"),
             &k.waiting,
             &k.needs,
-            &k.done,
             &k.failed_ids,
             &k.dependents,
             &k.outbox,
             &k.early,
-            &k.flushes,
-            &k.done_count,
             &k.set_aside,
             &k.set_aside_why,
             &k.outbox_claim,
-            &k.done_bucket(&[7u8; 16]),
+            &k.ix_meta,
+            &k.finished,
+            &k.ix_bucket(2, 77),
         ] {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");
         }
-    }
-
-    #[test]
-    fn completion_buckets_follow_the_creation_second_of_the_id() {
-        let id = *uuid::Uuid::now_v7().as_bytes();
-        let now = crate::task::now_ms() / 1000;
-        assert!(created_second(&id).abs_diff(now) <= 1);
-        assert_eq!(created_second(&[0, 0, 0, 0, 0x03, 0xe8]), 1);
     }
 }

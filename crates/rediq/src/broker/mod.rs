@@ -29,13 +29,14 @@ pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod deps;
 mod garbage;
+mod index;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
 pub(crate) mod outbox;
 pub(crate) mod record;
 mod transitions;
 pub use admin::{FlushCounts, QueueStats, TaskState};
-pub(crate) use transitions::{Ack, EnqueueMode, Expired, NewTask, Waiting};
+pub(crate) use transitions::{Ack, EnqueueMode, Expired, NewTask, NotWritten, Waiting};
 // What the broker's own test modules (`use super::*`) reach for.
 use transitions::{parse_active, token_text};
 #[cfg(test)]
@@ -80,10 +81,22 @@ struct Scripts {
     dep_aside: Script,
     dep_begin: Script,
     dep_claim: Script,
-    records_trim: Script,
     oldest: Script,
     bury: Script,
     resume: Script,
+    ix_lookup: Script,
+    ix_evict: Script,
+}
+
+/// A guarded script that also uses the id index (scripts/index.lua).
+macro_rules! indexed {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/prelude.lua"),
+            include_str!("scripts/index.lua"),
+            include_str!(concat!("scripts/", $file))
+        ))
+    };
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -98,9 +111,9 @@ macro_rules! guarded {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: guarded!("enqueue.lua"),
+    enqueue: indexed!("enqueue.lua"),
     fetch: guarded!("fetch.lua"),
-    complete: guarded!("complete.lua"),
+    complete: indexed!("complete.lua"),
     retry: guarded!("retry.lua"),
     kill: guarded!("kill.lua"),
     requeue: guarded!("requeue.lua"),
@@ -108,23 +121,24 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     extend: Script::new(include_str!("scripts/extend.lua")),
     expired: Script::new(include_str!("scripts/expired.lua")),
     janitor: guarded!("janitor.lua"),
-    rerun: guarded!("rerun.lua"),
+    rerun: indexed!("rerun.lua"),
     flush: guarded!("flush.lua"),
-    cron_fire: guarded!("cron_fire.lua"),
+    cron_fire: indexed!("cron_fire.lua"),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
     rewake: guarded!("rewake.lua"),
     cancel: guarded!("cancel.lua"),
-    dep_register: guarded!("dep_register.lua"),
-    dep_enqueue: guarded!("dep_enqueue.lua"),
+    dep_register: indexed!("dep_register.lua"),
+    dep_enqueue: indexed!("dep_enqueue.lua"),
     dep_satisfy: guarded!("dep_satisfy.lua"),
     dep_fail: guarded!("dep_fail.lua"),
     dep_aside: guarded!("dep_aside.lua"),
     dep_begin: guarded!("dep_begin.lua"),
     dep_claim: guarded!("dep_claim.lua"),
-    records_trim: guarded!("records_trim.lua"),
     oldest: Script::new(include_str!("scripts/oldest.lua")),
     bury: guarded!("bury.lua"),
     resume: guarded!("resume.lua"),
+    ix_lookup: indexed!("ix_lookup.lua"),
+    ix_evict: indexed!("ix_evict.lua"),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).
@@ -157,6 +171,10 @@ pub(crate) struct Broker {
     deps: DepLimits,
     /// Notified when a transition wrote an outbox entry (the resolver then delivers it).
     outbox: std::sync::Arc<tokio::sync::Notify>,
+    /// The last-read shape of each queue's id index.
+    ix: index::IxCache,
+    /// Notified when a completion found more finished ids than the cap (the janitor evicts).
+    finished: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How long completion records are kept, so a task may depend on one that already completed.
@@ -167,6 +185,10 @@ pub(crate) struct DepLimits {
     /// Most completion records kept per queue (the oldest go first); `u64::MAX` = no cap.
     pub max_records: u64,
 }
+
+/// How many finished task ids the index of a queue remembers by default: ~45 bytes each
+/// (index entry and finished-list entry), so at most ~4.5 MB per queue whatever the throughput.
+pub(crate) const DEFAULT_FINISHED_MAX: u64 = 100_000;
 
 /// The shortest dependency retention: a dependent that found its dependency queued a moment
 /// ago must find its completion record if it completed meanwhile.
@@ -179,7 +201,7 @@ impl Default for DepLimits {
     fn default() -> Self {
         DepLimits {
             retention: Duration::from_secs(24 * 3600),
-            max_records: u64::MAX,
+            max_records: DEFAULT_FINISHED_MAX,
         }
     }
 }
@@ -219,6 +241,8 @@ impl Broker {
             url: masked,
             deps: DepLimits::default(),
             outbox: Default::default(),
+            ix: Default::default(),
+            finished: Default::default(),
         })
     }
 
@@ -240,6 +264,8 @@ impl Broker {
             url: self.url.clone(),
             deps: self.deps,
             outbox: self.outbox.clone(),
+            ix: self.ix.clone(),
+            finished: self.finished.clone(),
         })
     }
 
@@ -255,6 +281,15 @@ impl Broker {
 
     fn note_outbox(&self) {
         self.outbox.notify_one();
+    }
+
+    /// Waits until a completion found a finished list longer than the cap.
+    pub async fn finished_over_cap(&self) {
+        self.finished.notified().await;
+    }
+
+    fn note_finished(&self) {
+        self.finished.notify_one();
     }
 
     /// A dedicated connection for blocking commands: a blocking command on the shared

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 
 use super::keys::QueueKeys;
+use super::record;
 use super::{Broker, DeadLimits, EARLY_FACTS_FLOOR, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
 use crate::{Error, Result};
 
@@ -21,6 +22,26 @@ pub(crate) struct NewTask {
     pub delay_ms: u64,
     /// Unique key and its TTL in seconds.
     pub unique: Option<(String, u64)>,
+}
+
+/// Why [`Broker::enqueue`] did not write a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotWritten {
+    /// Another live task of the queue holds its unique key: that task's id bytes (empty when
+    /// the lock vanished meanwhile).
+    Held(Vec<u8>),
+    /// The queue knows the id already (the enqueue is idempotent).
+    Known(crate::Existing),
+}
+
+impl NotWritten {
+    /// Reads enqueue.lua's answer: one state byte for a known id, else the holder's id.
+    fn from_reply(answer: Vec<u8>) -> Self {
+        match super::index::existing(&answer) {
+            Some(state) => NotWritten::Known(state),
+            None => NotWritten::Held(answer),
+        }
+    }
 }
 
 /// How a batch treats unique-key conflicts.
@@ -86,38 +107,23 @@ pub(super) fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
 
 impl Broker {
     /// Writes tasks into `queue` (at most [`MAX_SCRIPT_BATCH`]). Returns, per task, `None` when
-    /// enqueued or the id bytes of the task holding its unique key.
+    /// written, or why it was not: its unique key is held, or the queue knows its id already.
     pub async fn enqueue(
         &self,
         queue: &str,
         tasks: &[NewTask],
         mode: EnqueueMode,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<NotWritten>>> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.enqueue.prepare_invoke();
-        inv.key(&k.pending)
-            .key(&k.delayed)
-            .key(&k.seq)
-            .key(&k.wake)
-            .key(&k.enqueued);
         let mut locks: HashMap<&str, usize> = HashMap::new();
         for t in tasks {
             if let Some((key, _)) = &t.unique {
                 let next = locks.len() + 1;
-                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
-                    e.insert(next);
-                    inv.key(k.unique(key));
-                }
+                locks.entry(key.as_str()).or_insert(next);
             }
         }
-        inv.arg(match mode {
-            EnqueueMode::Each => "each",
-            EnqueueMode::All => "all",
-        })
-        .arg(tasks.len());
-        for t in tasks {
-            inv.arg(&t.record[..]);
-        }
+        let mut lock_keys: Vec<(&str, usize)> = locks.iter().map(|(k, i)| (*k, *i)).collect();
+        lock_keys.sort_by_key(|(_, i)| *i);
         let extra: Vec<(usize, &NewTask)> = tasks
             .iter()
             .enumerate()
@@ -140,27 +146,56 @@ impl Broker {
                 },
             )
             .collect();
-        inv.arg(extra.len());
-        for (i, t) in extra {
-            let (idx, ttl) = match &t.unique {
-                Some((key, ttl)) => (locks[key.as_str()], *ttl),
-                None => (0, 0),
-            };
-            inv.arg(i + 1)
-                .arg(t.delay_ms)
-                .arg(idx)
-                .arg(ttl)
-                .arg(type_of[i]);
-        }
-        inv.arg(types.len());
-        for (ty, n) in &types {
-            inv.arg(*ty).arg(*n);
-        }
-        let mut c = self.conn.clone();
-        let flat: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+        let type_map: Vec<u8> = if types.len() > 1 {
+            type_of
+                .iter()
+                .flat_map(|i| (*i as u16).to_be_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ids: Vec<&[u8]> = tasks.iter().map(|t| record::raw_id(&t.record)).collect();
+        let flat: Vec<Vec<u8>> = self
+            .with_index(queue, &SCRIPTS.enqueue, &ids, ids.len(), |inv| {
+                inv.key(&k.pending)
+                    .key(&k.delayed)
+                    .key(&k.seq)
+                    .key(&k.wake)
+                    .key(&k.enqueued)
+                    .key(&k.failed_ids);
+                for (key, _) in &lock_keys {
+                    inv.key(k.unique(key));
+                }
+                inv.arg(match mode {
+                    EnqueueMode::Each => "each",
+                    EnqueueMode::All => "all",
+                })
+                .arg(tasks.len());
+                for t in tasks {
+                    inv.arg(&t.record[..]);
+                }
+                inv.arg(extra.len());
+                for (i, t) in &extra {
+                    let (idx, ttl) = match &t.unique {
+                        Some((key, ttl)) => (locks[key.as_str()], *ttl),
+                        None => (0, 0),
+                    };
+                    inv.arg(i + 1)
+                        .arg(t.delay_ms)
+                        .arg(idx)
+                        .arg(ttl)
+                        .arg(type_of[*i]);
+                }
+                inv.arg(types.len());
+                for (ty, n) in &types {
+                    inv.arg(*ty).arg(*n);
+                }
+                inv.arg(&type_map[..]);
+            })
+            .await?;
         let mut out = vec![None; tasks.len()];
         let mut it = flat.into_iter();
-        while let (Some(pos), Some(holder)) = (it.next(), it.next()) {
+        while let (Some(pos), Some(answer)) = (it.next(), it.next()) {
             let pos: usize = std::str::from_utf8(&pos)
                 .ok()
                 .and_then(|p| p.parse().ok())
@@ -168,7 +203,7 @@ impl Broker {
                     Error::Serialization("enqueue.lua returned a bad position".into())
                 })?;
             if let Some(slot) = out.get_mut(pos.wrapping_sub(1)) {
-                *slot = Some(holder);
+                *slot = Some(NotWritten::from_reply(answer));
             }
         }
         Ok(out)
@@ -243,60 +278,49 @@ impl Broker {
         nonce: u64,
     ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.complete.prepare_invoke();
-        inv.key(k.active(server))
-            .key(&k.completed)
-            .key(&k.processed)
-            .key(&k.done)
-            .key(&k.done_count)
-            .key(&k.dependents)
-            .key(&k.outbox);
-        // Completion-record buckets, one per creation second among the acks (usually 1–2).
-        let mut buckets: Vec<String> = Vec::new();
-        let bucket_of: Vec<usize> = acks
+        let mut locks: Vec<&str> = Vec::new();
+        let lock_of: Vec<usize> = acks
             .iter()
-            .map(|a| {
-                let key = k.done_bucket(&a.id);
-                match buckets.iter().position(|b| *b == key) {
+            .map(|a| match &a.unique_key {
+                None => 0,
+                Some(key) => match locks.iter().position(|l| *l == key.as_str()) {
                     Some(i) => i + 1,
                     None => {
-                        buckets.push(key);
-                        buckets.len()
+                        locks.push(key);
+                        locks.len()
                     }
-                }
+                },
             })
             .collect();
-        for b in &buckets {
-            inv.key(b);
-        }
-        let mut locks: HashMap<&str, usize> = HashMap::new();
-        for a in acks {
-            if let Some(key) = &a.unique_key {
-                let next = locks.len() + 1;
-                if let std::collections::hash_map::Entry::Vacant(e) = locks.entry(key.as_str()) {
-                    e.insert(next);
-                    inv.key(k.unique(key));
+        let ids: Vec<&[u8]> = acks.iter().map(|a| &a.id[..]).collect();
+        let reply: Vec<u64> = self
+            .with_index(queue, &SCRIPTS.complete, &ids, 0, |inv| {
+                inv.key(k.active(server))
+                    .key(&k.completed)
+                    .key(&k.processed)
+                    .key(&k.finished)
+                    .key(&k.dependents)
+                    .key(&k.outbox)
+                    .key(k.ack_receipt(server));
+                for l in &locks {
+                    inv.key(k.unique(l));
                 }
-            }
-        }
-        inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
-            .arg(buckets.len())
-            .arg(acks.len());
-        for (a, bucket) in acks.iter().zip(bucket_of) {
-            let idx = a.unique_key.as_deref().map_or(0, |key| locks[key]);
-            inv.arg(&a.id[..])
-                .arg(token_text(a.token))
-                .arg(idx)
-                .arg(bucket);
-        }
-        inv.key(k.ack_receipt(server)).arg(nonce);
-        let mut c = self.conn.clone();
-        let reply: Vec<usize> = inv.invoke_async(&mut c).await?;
+                inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
+                    .arg(acks.len());
+                for (a, lock) in acks.iter().zip(&lock_of) {
+                    inv.arg(&a.id[..]).arg(token_text(a.token)).arg(*lock);
+                }
+                inv.arg(nonce);
+            })
+            .await?;
         let mut it = reply.into_iter();
         if it.next().unwrap_or(0) > 0 {
             self.note_outbox();
         }
-        Ok(it.map(|i| i.saturating_sub(1)).collect())
+        if it.next().unwrap_or(0) > self.deps.max_records {
+            self.note_finished();
+        }
+        Ok(it.map(|i| (i as usize).saturating_sub(1)).collect())
     }
 
     /// A failed attempt with retries left goes to the retry set. `false` = stale token.
@@ -348,7 +372,8 @@ impl Broker {
             .key(&k.failed)
             .key(&k.failed_ids)
             .key(&k.dependents)
-            .key(&k.outbox);
+            .key(&k.outbox)
+            .key(&k.finished);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
         }
@@ -448,7 +473,6 @@ impl Broker {
     /// beyond their cap). Returns how many completed tasks, dead tasks and completion records
     /// went.
     pub async fn trim(&self, queue: &str, limits: DeadLimits) -> Result<(u64, u64, u64)> {
-        const ROUND: isize = 100;
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         let (done, dead): (u64, u64) = SCRIPTS
@@ -460,29 +484,13 @@ impl Broker {
             .key(&k.early)
             .arg(limits.max_count)
             .arg(limits.max_age.as_millis() as u64)
-            .arg(self.deps.retention.as_millis() as u64)
+            // An hour past the retention: the finished list (ix_evict.lua) forgets a dead id's
+            // index entry only while its failure record is there to tell it is dead.
+            .arg((self.deps.retention + EARLY_FACTS_FLOOR).as_millis() as u64)
             .arg(self.deps.retention.max(EARLY_FACTS_FLOOR).as_millis() as u64)
             .invoke_async(&mut c)
             .await?;
-        let mut records = 0;
-        loop {
-            let oldest: Vec<String> = c.zrange(&k.done, 0, ROUND - 1).await?;
-            if oldest.is_empty() {
-                break;
-            }
-            let mut inv = SCRIPTS.records_trim.prepare_invoke();
-            inv.key(&k.done).key(&k.done_count);
-            for b in &oldest {
-                inv.key(b);
-            }
-            inv.arg(self.deps.retention.as_millis() as u64)
-                .arg(self.deps.max_records);
-            let (buckets, n): (usize, u64) = inv.invoke_async(&mut c).await?;
-            records += n;
-            if buckets < oldest.len() || oldest.len() < ROUND as usize {
-                break;
-            }
-        }
+        let records = self.evict_finished(queue).await?;
         Ok((done, dead, records))
     }
 

@@ -295,16 +295,20 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a record of each completed task is kept (default 24 h, at least 1 minute), so
-    /// that a task enqueued later may depend on it. A record costs 16 bytes of Redis memory.
+    /// How long a queue remembers the id of each finished task (default 24 h, at least 1
+    /// minute, and at most [`dependency_max_records`](Self::dependency_max_records) ids): within
+    /// it a task enqueued later may depend on a completed one, and enqueueing a finished task's
+    /// id again writes nothing ([`Client::enqueue_outcome`](crate::Client::enqueue_outcome)).
+    /// A remembered id costs ~45 bytes of Redis memory.
     pub fn dependency_retention(mut self, keep: Duration) -> Self {
         self.deps.retention = keep;
         self
     }
 
-    /// Caps the completion records kept per queue (default: no cap); past it the oldest go
-    /// first, even within the retention (never those of the last minute). For busy queues: at
-    /// 1,000 tasks/s a day of records is 86 million, about 1.4 GB.
+    /// Caps the finished task ids remembered per queue (default 100,000: at most ~4.5 MB per
+    /// queue whatever the throughput); past it the oldest are forgotten first, even within
+    /// the retention. A queue whose tasks must find dependencies that completed long ago (or
+    /// whose producers retry enqueues long after a timeout) raises it.
     pub fn dependency_max_records(mut self, n: u64) -> Self {
         self.deps.max_records = n;
         self

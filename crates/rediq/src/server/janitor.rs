@@ -1,22 +1,38 @@
 //! The janitor: trims completed tasks past their retention, dead tasks beyond the count and
-//! age limits (the trimmed ones are counted in Redis, never dropped silently), completion
-//! records past the dependency retention, and prunes
-//! registry entries of servers that stopped heartbeating.
+//! age limits (the trimmed ones are counted in Redis, never dropped silently), the id index's
+//! memory of finished tasks past the dependency retention or beyond its cap (also at once when
+//! a completion finds the cap exceeded), and prunes registry entries of servers that stopped
+//! heartbeating.
 
 use std::sync::Arc;
 
-use super::service::{every, Service};
+use super::service::Service;
 use super::Ctx;
 
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.janitor_interval;
-    Service::start("janitor", move |stop| async move {
-        every(stop, interval, || {
-            let ctx = ctx.clone();
-            async move { sweep(&ctx).await }
-        })
-        .await
+    Service::start("janitor", move |mut stop| async move {
+        let mut next = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = tokio::time::sleep_until(next) => {
+                    sweep(&ctx).await;
+                    next = tokio::time::Instant::now() + interval;
+                }
+                // A busy queue fills the finished list faster than the sweep comes round.
+                _ = ctx.broker.finished_over_cap() => evict(&ctx).await,
+            }
+        }
     })
+}
+
+async fn evict(ctx: &Ctx) {
+    for (q, _) in &ctx.cfg.queues {
+        if let Err(e) = ctx.broker.evict_finished(q).await {
+            tracing::warn!(queue = %q, error = %e, "forgetting finished task ids failed");
+        }
+    }
 }
 
 async fn sweep(ctx: &Ctx) {

@@ -10,7 +10,8 @@
 -- KEYS[4] dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[5] outbox list
 -- KEYS[6] needs hash (the dependencies a waiting task still waits for)
--- KEYS[7] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[7] finished list (id + finish time: the id index forgets the task after it)
+-- KEYS[8] (optional) the task's unique-key lock, released when it still names this task
 --
 -- ARGV[1] "queued", "blocked" or "active"
 -- ARGV[2] queued: the record exactly as stored; blocked, active: the task id (16 bytes)
@@ -34,13 +35,15 @@ else
   if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
   id = ARGV[2]
 end
-local release = KEYS[7] and rcall('GET', KEYS[7]) == id
+local release = KEYS[8] and rcall('GET', KEYS[8]) == id
 local refs = rcall('HGET', KEYS[4], id)
 if ARGV[1] == 'blocked' then want(KEYS[6], 'hash') end
 if refs then want(KEYS[5], 'list') end
+want(KEYS[7], 'list')
 counter(KEYS[2])
 local t = redis.call('TIME')
-rcall('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+rcall('ZADD', KEYS[3], now, id)
 -- Nothing below can fail.
 if ARGV[1] == 'queued' then
   redis.call('ZREM', KEYS[1], ARGV[2])
@@ -48,7 +51,8 @@ else
   redis.call('HDEL', KEYS[1], ARGV[2])
   if ARGV[1] == 'blocked' then redis.call('HDEL', KEYS[6], ARGV[2]) end
 end
-if release then redis.call('DEL', KEYS[7]) end
+if release then redis.call('DEL', KEYS[8]) end
+redis.call('RPUSH', KEYS[7], id .. stamp6(now))
 redis.call('INCR', KEYS[2])
 if refs then
   redis.call('HDEL', KEYS[4], id)

@@ -7,6 +7,7 @@
 -- KEYS[5] wake marker zset
 -- KEYS[6] enqueued counters hash (task type -> tasks enqueued, ever)
 -- KEYS[7] (optional) the unique-key lock of the fired task
+-- then    the index block of the fired task's id (index.lua)
 --
 -- ARGV[1] entry id
 -- ARGV[2] the tick being fired (must still be the entry's next tick: that is the claim)
@@ -15,6 +16,7 @@
 -- ARGV[5] unique-key TTL in seconds
 -- ARGV[6] "1" = fire, "0" = only move on (a missed tick under the skip policy)
 -- ARGV[7] task type of the fired task
+-- then    the index block's descriptor
 --
 -- Every scheduler that sees the tick due calls this; the first one moves the entry's next tick
 -- on and enqueues, every later one finds a different next tick and does nothing.
@@ -24,9 +26,14 @@
 -- Faults (prelude.lua): the keys written are checked before the tick moves on, so a key of the
 -- wrong type or a non-integer sequence raises CORRUPT naming the key and the tick stays due
 -- (it fires once the key is repaired) instead of being used up without its task.
+local ix = ix_open()
+-- The optional lock comes before the index block.
+local lock = ix.base >= 7 and KEYS[7] or nil
 local cur = rcall('ZSCORE', KEYS[1], ARGV[1])
 if not cur or tonumber(cur) ~= tonumber(ARGV[2]) then return 0 end
+local was
 if ARGV[6] ~= '0' then
+  was = ix_get(ix, 1, string.sub(ARGV[4], 3, 18))
   want(KEYS[2], 'hash')
   want(KEYS[3], 'zset')
   counter(KEYS[4])
@@ -45,11 +52,13 @@ end
 if ARGV[6] == '0' then return 2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local record = ARGV[4]
-if KEYS[7] and not redis.call('SET', KEYS[7], string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
+if lock and not redis.call('SET', lock, string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
   return 3
 end
 redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
+ix_put(ix, 1, string.sub(record, 3, 18), 'L', not was)
+ix_close(ix)
 wake(KEYS[5])
 return 1

@@ -9,6 +9,7 @@
 -- KEYS[7]  wake marker zset  KEYS[8] dead zset        KEYS[9] failed ids zset
 -- KEYS[10] enqueued counters hash (task type -> tasks enqueued, ever)
 -- KEYS[11] (optional) the task's unique-key lock
+-- then     the index block of the task's id (index.lua)
 --
 -- ARGV[1]  task id (16 bytes)
 -- ARGV[2]  record
@@ -19,6 +20,7 @@
 --          record carries the reason)
 -- ARGV[6]  the 16-byte ids of the dependencies registered but not yet met, concatenated
 -- ARGV[7]  task type
+-- then     the index block's descriptor
 --
 -- A completion or failure that reached this queue before the task was written waits in KEYS[3]
 -- ("early facts", kept only while dep_begin.lua's mark says the task is being written) and is
@@ -36,7 +38,11 @@
 -- waited in the waiting hash without its needs entry would never be released, a lock taken
 -- without a TTL would be held forever). The wake marker carries no data: a wrong-type one is
 -- replaced.
+local ix = ix_open()
 local id, record = ARGV[1], ARGV[2]
+local was = ix_get(ix, 1, id)
+-- The optional lock comes before the index block.
+local lock = ix.base >= 11 and KEYS[11] or nil
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -90,7 +96,7 @@ for i = 1, #deps, 16 do
 end
 if failed then return {'failed', failed} end
 
-local holder = KEYS[11] and rcall('GET', KEYS[11])
+local holder = lock and rcall('GET', lock)
 if holder then
   forget_early()
   return {'dup', holder}
@@ -109,11 +115,11 @@ end
 
 -- Nothing below can fail (the lock was seen free: SET overwrites whatever type; the wake
 -- marker is replaced).
-if KEYS[11] then
+if lock then
   if #rest > 0 then
-    redis.call('SET', KEYS[11], id)
+    redis.call('SET', lock, id)
   else
-    redis.call('SET', KEYS[11], id, 'EX', ARGV[4])
+    redis.call('SET', lock, id, 'EX', ARGV[4])
   end
 end
 redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
@@ -121,15 +127,21 @@ if #rest > 0 then
   redis.call('HSET', KEYS[1], id, record)
   redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
   forget_early()
+  ix_put(ix, 1, id, 'L', not was)
+  ix_close(ix)
   return {'waiting'}
 end
 if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, record)
   forget_early()
+  ix_put(ix, 1, id, 'L', not was)
+  ix_close(ix)
   return {'delayed'}
 end
 local seq = redis.call('INCR', KEYS[6])
 redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
 wake(KEYS[7])
 forget_early()
+ix_put(ix, 1, id, 'L', not was)
+ix_close(ix)
 return {'pending'}

@@ -5,7 +5,8 @@
 -- KEYS[1] waiting hash      KEYS[2] needs hash         KEYS[3] early facts zset
 -- KEYS[4] dead zset         KEYS[5] failed ids zset    KEYS[6] dependents hash
 -- KEYS[7] outbox list
--- KEYS[8] (optional) the dependent's unique-key lock, released when it still names it
+-- KEYS[8] finished list (id + finish time: the id index forgets the dependent after it)
+-- KEYS[9] (optional) the dependent's unique-key lock, released when it still names it
 --
 -- ARGV[1] dependent id (16 bytes)
 -- ARGV[2] dependency id (16 bytes)
@@ -33,20 +34,22 @@ if not record then
   return 0
 end
 if record ~= ARGV[3] then return -1 end
-local lock = KEYS[8] and rcall('GET', KEYS[8]) == id
+local lock = KEYS[9] and rcall('GET', KEYS[9]) == id
 local refs = rcall('HGET', KEYS[6], id)
 want(KEYS[2], 'hash')
 want(KEYS[4], 'zset')
 want(KEYS[5], 'zset')
+want(KEYS[8], 'list')
 if refs then want(KEYS[7], 'list') end
 -- Nothing below can fail.
 redis.call('ZADD', KEYS[4], now, ARGV[4])
 redis.call('ZADD', KEYS[5], now, id)
+redis.call('RPUSH', KEYS[8], id .. stamp6(now))
 if refs then
   redis.call('HDEL', KEYS[6], id)
   redis.call('RPUSH', KEYS[7], 'F' .. id .. refs)
 end
-if lock then redis.call('DEL', KEYS[8]) end
+if lock then redis.call('DEL', KEYS[9]) end
 redis.call('HDEL', KEYS[1], id)
 redis.call('HDEL', KEYS[2], id)
 return 1

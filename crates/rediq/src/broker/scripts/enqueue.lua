@@ -6,7 +6,9 @@
 -- KEYS[3]   sequence counter of the queue
 -- KEYS[4]   wake marker zset (a blocked fetcher pops it)
 -- KEYS[5]   enqueued counters hash (task type -> tasks enqueued, ever)
--- KEYS[6..] unique-key locks, referenced by index from ARGV
+-- KEYS[6]   failed ids zset (dead-lettered or cancelled ids -> time)
+-- KEYS[7..] unique-key locks, referenced by index from ARGV
+-- then      the index block of the tasks' ids, in call order (index.lua)
 --
 -- ARGV[1]   mode: "each" = every task stands alone (a conflict rejects only that task);
 --                 "all"  = all or nothing (one conflict rejects the whole call, nothing changes)
@@ -14,12 +16,19 @@
 -- ARGV[3 .. 2+n]   the records
 -- ARGV[3+n] m, the number of tasks with a delay or a unique key; then 5 values for each:
 --           task position (1-based), delay in ms (0 = none), unique-lock index into KEYS
---           counted from KEYS[6] as 1 (0 = none), unique-lock TTL in seconds, task type index
+--           counted from KEYS[7] as 1 (0 = none), unique-lock TTL in seconds, task type index
 -- then      t, the number of task types in the call; then t pairs: task type, how many tasks
 --           of that type the call carries (a task whose unique key is held is not counted)
+-- then      the task type index of every task, 2 bytes each (big-endian), when t > 1 ('' when
+--           t = 1)
+-- then      the index block's descriptor (index.lua)
 --
--- Returns {position, holder id, ...} for the tasks rejected because their unique key is held
--- ({} when every task was written). A record starts with a format byte, the priority byte and
+-- Returns {position, answer, ...} for the tasks not written ({} when every task was written):
+-- the answer is the 16-byte id of the task holding its unique key ('' if it vanished), or one
+-- byte when the queue already knows the task's id — 'L' live (pending, delayed, retry, active
+-- or waiting), 'C' completed, 'F' dead-lettered or cancelled: the enqueue is idempotent, and a
+-- task that was already written (say, by a call whose reply was lost) is not written twice.
+-- A task whose id appears twice in one call is written once. A record starts with a format byte, the priority byte and
 -- the 16 id bytes (see record.rs), so the priority and id are read from it directly. The common
 -- task (no delay, no unique key) costs one argument and no work beyond its share of one ZADD.
 --
@@ -29,6 +38,7 @@
 -- (the locks this call took are released again; the sequence may have advanced). A wrong-type
 -- wake marker is replaced: it carries no data, and an error after the tasks were written would
 -- invite the caller to write them twice.
+local ix = ix_open()
 local n = tonumber(ARGV[2])
 local m = tonumber(ARGV[3 + n])
 local extra = {}
@@ -41,12 +51,32 @@ local counts = {}
 for j = 1, tonumber(ARGV[types]) do
   counts[j] = tonumber(ARGV[types + j * 2])
 end
+local type_map = ARGV[types + #counts * 2 + 1]
+local function type_of(i)
+  if #counts == 1 then return 1 end
+  local hi, lo = string.byte(type_map, 2 * i - 1, 2 * i)
+  return hi * 256 + lo
+end
+
+-- Which ids the queue knows already: they are not written, and hold no unique key.
+local known, seen = {}, {}
+for i = 1, n do
+  local id = string.sub(ARGV[2 + i], 3, 18)
+  if seen[id] then
+    known[i] = 'L'
+  else
+    seen[id] = true
+    known[i] = ix_get(ix, i, id)
+    -- A dead-lettered or cancelled task may still be 'L' in the index until ix_evict.lua.
+    if known[i] ~= 'C' and rcall('ZSCORE', KEYS[6], id) then known[i] = 'F' end
+  end
+end
 
 local rejected = {}
 if ARGV[1] == 'all' then
   for i, x in pairs(extra) do
-    if x[2] > 0 then
-      local holder = rcall('GET', KEYS[5 + x[2]])
+    if x[2] > 0 and not known[i] then
+      local holder = rcall('GET', KEYS[6 + x[2]])
       if holder then
         rejected[#rejected + 1] = tostring(i)
         rejected[#rejected + 1] = holder
@@ -57,7 +87,7 @@ if ARGV[1] == 'all' then
 end
 
 local first = rcall('INCRBY', KEYS[3], n) - n
-local pend, delayed, taken = {}, {}, {}
+local pend, delayed, taken, wrote = {}, {}, {}, {}
 local now
 -- Raises after releasing the locks this call took (they were absent before: SET NX succeeded).
 local function undo(key, cmd, ...)
@@ -73,20 +103,26 @@ for i = 1, n do
   local x = extra[i]
   local ok = true
   local delay = 0
-  if x then
+  if known[i] then
+    rejected[#rejected + 1] = tostring(i)
+    rejected[#rejected + 1] = known[i]
+    counts[type_of(i)] = counts[type_of(i)] - 1
+    ok = false
+  elseif x then
     delay = x[1]
     if x[2] > 0 then
-      if redis.call('SET', KEYS[5 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
-        taken[#taken + 1] = KEYS[5 + x[2]]
+      if redis.call('SET', KEYS[6 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
+        taken[#taken + 1] = KEYS[6 + x[2]]
       else
         rejected[#rejected + 1] = tostring(i)
-        rejected[#rejected + 1] = undo(KEYS[5 + x[2]], 'GET') or ''
+        rejected[#rejected + 1] = undo(KEYS[6 + x[2]], 'GET') or ''
         counts[x[4]] = counts[x[4]] - 1
         ok = false
       end
     end
   end
   if ok then
+    wrote[#wrote + 1] = i
     if delay > 0 then
       if not now then
         local t = redis.call('TIME')
@@ -128,7 +164,8 @@ end
 for j = 1, #counts do
   if counts[j] > 0 then undo(KEYS[5], 'HINCRBY', ARGV[types + j * 2 - 1], counts[j]) end
 end
--- Nothing below can fail.
+-- Nothing below can fail (the index buckets were read above).
+for _, i in ipairs(wrote) do ix_put(ix, i, string.sub(ARGV[2 + i], 3, 18), 'L', true) end
 if #pend > 0 then
   redis.call('ZADD', KEYS[1], unpack(pend))
   wake(KEYS[4])
@@ -136,4 +173,5 @@ end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[2], unpack(delayed))
 end
+ix_close(ix)
 return rejected

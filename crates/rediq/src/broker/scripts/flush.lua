@@ -3,7 +3,7 @@
 -- KEYS[1] pending zset     KEYS[2] delayed zset     KEYS[3] retry zset
 -- KEYS[4] dead zset        KEYS[5] completed zset   KEYS[6] leases zset
 -- KEYS[7] waiting hash     KEYS[8] needs hash       KEYS[9] dependents hash
--- KEYS[10] outbox list     KEYS[11] flush counter
+-- KEYS[10] outbox list     KEYS[11] id index meta hash (index.lua)
 -- KEYS[12 .. 11+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
 -- KEYS[12+m ..]            unique-key locks of the removed tasks
 --
@@ -12,10 +12,11 @@
 --
 -- Servers running a flushed task find its entry gone: their acknowledgements are refused like
 -- any stale one. Tasks of other queues that depend on a removed task fail through the outbox
--- ("dependency <id> failed"); completion records and early facts (news for dependents still
--- being written, which may live in other queues' registrations) stay. The flush counter tells a dependent that
--- was looking for its dependency meanwhile to look again. The queue's counters and pause flag
--- stay. Returns {pending, delayed, retry, dead, completed, active, waiting}.
+-- ("dependency <id> failed"); early facts (news for dependents still being written, which
+-- may live in other queues' registrations) stay. The id index starts a new generation: the
+-- queue forgets every id it knew (the caller deletes the old generation's buckets, which no
+-- script reads any more). The queue's counters and pause flag stay.
+-- Returns {pending, delayed, retry, dead, completed, active, waiting, old index generation}.
 --
 -- Faults (prelude.lua): every key is read (counts, locks, dependents) and the outbox and flush
 -- counter checked before anything is deleted; a wrong-type key or a non-integer counter raises
@@ -40,7 +41,8 @@ end
 -- HGETALL alternates id and references.
 local dependents = rcall('HGETALL', KEYS[9])
 if #dependents > 0 then want(KEYS[10], 'list') end
-counter(KEYS[11])
+local gen = rcall('HGET', KEYS[11], 'g')
+if gen and not string.find(gen, '^%d+$') then corrupt(KEYS[11], 'holds a non-integer index field') end
 -- Nothing below can fail.
 for i = 1, #release do redis.call('DEL', release[i]) end
 for i = 1, #dependents, 2000 do
@@ -50,11 +52,12 @@ for i = 1, #dependents, 2000 do
   end
   redis.call('RPUSH', KEYS[10], unpack(news))
 end
-redis.call('INCR', KEYS[11])
+redis.call('HSET', KEYS[11], 'g', (tonumber(gen) or 0) + 1, 'l', 0, 's', 0, 'n', 0)
 -- The leases set stays: a server that fetched after the caller listed the lease holders keeps
 -- its lease entry, so its tasks stay recoverable. Lapsed leases of empty hashes are dropped by
 -- the recoverer.
 redis.call('DEL', unpack(KEYS, 1, 5))
 redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
 if m > 0 then redis.call('DEL', unpack(KEYS, 12, 11 + m)) end
+counts[#counts + 1] = tonumber(gen) or 0
 return counts

@@ -8,7 +8,8 @@
 -- KEYS[6] failed ids zset  (id -> time: tasks depending on this one fail too)
 -- KEYS[7] dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[8] outbox list      (the resolver tells the dependents)
--- KEYS[9] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[9] finished list     (id + finish time: the id index forgets the task after it)
+-- KEYS[10] (optional) the task's unique-key lock, released when it still names this task
 --
 -- ARGV[1] task id
 -- ARGV[2] 16-digit fencing token
@@ -34,18 +35,20 @@ if ARGV[6] == '1' then
   local deadline = rcall('ZSCORE', KEYS[2], ARGV[7])
   if deadline and tonumber(deadline) > now then return 0 end
 end
-local release = KEYS[9] and rcall('GET', KEYS[9]) == ARGV[1]
+local release = KEYS[10] and rcall('GET', KEYS[10]) == ARGV[1]
 local refs = rcall('HGET', KEYS[7], ARGV[1])
 counter(KEYS[4])
 counter(KEYS[5])
 want(KEYS[6], 'zset')
+want(KEYS[9], 'list')
 if refs then want(KEYS[8], 'list') end
 rcall('ZADD', KEYS[3], now, ARGV[3])
 -- Nothing below can fail.
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[5])
-if release then redis.call('DEL', KEYS[9]) end
+if release then redis.call('DEL', KEYS[10]) end
 redis.call('ZADD', KEYS[6], now, ARGV[1])
+redis.call('RPUSH', KEYS[9], ARGV[1] .. stamp6(now))
 local result = 1
 if refs then
   redis.call('HDEL', KEYS[7], ARGV[1])

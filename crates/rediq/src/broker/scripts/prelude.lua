@@ -44,6 +44,16 @@ local function counter(key)
   end
 end
 
+-- A time (Unix ms) as the 6 bytes that follow an id in the finished list (see ix_evict.lua).
+local function stamp6(ms)
+  local b = {}
+  for j = 6, 1, -1 do
+    b[j] = ms % 256
+    ms = math.floor(ms / 256)
+  end
+  return string.char(unpack(b))
+end
+
 -- Sets the wake marker. It carries no data, so a key of the wrong type is replaced.
 local function wake(key)
   local r = redis.pcall('ZADD', key, 0, 'w')

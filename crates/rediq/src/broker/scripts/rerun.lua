@@ -5,9 +5,11 @@
 -- KEYS[3] sequence counter
 -- KEYS[4] wake marker zset
 -- KEYS[5] failed ids zset (a task run again is no longer failed for tasks that depend on it)
+-- then    the index block of the new records' ids, in ARGV order (index.lua)
 --
 -- ARGV[1] n; then 2 values per task: the dead record exactly as stored, and the record to run
 --         (attempt count and error cleared; same id and priority)
+-- then    the index block's descriptor
 --
 -- A record that is no longer in the dead set (re-run or trimmed meanwhile) is skipped, so a
 -- task is never re-run twice by concurrent calls. The task goes behind the pending tasks of its
@@ -17,13 +19,14 @@
 -- to pending before they leave the dead set; a wrong-type key or a non-integer counter raises
 -- CORRUPT naming the key and nothing moves (the sequence may have advanced). A wrong-type wake
 -- marker is replaced.
+local ix = ix_open()
 local n = tonumber(ARGV[1])
 if n == 0 then return 0 end
 local olds = {}
 for i = 1, n do olds[i] = ARGV[2 * i] end
 local there = rcall('ZMSCORE', KEYS[1], unpack(olds))
 local first = rcall('INCRBY', KEYS[3], n) - n
-local back, gone, ids, seen = {}, {}, {}, {}
+local back, gone, ids, seen, at, was = {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local new = ARGV[2 * i + 1]
   -- Two pairs naming the same dead record: only the first one runs.
@@ -33,6 +36,8 @@ for i = 1, n do
     back[#back + 1] = string.format('%d', (string.byte(new, 2) or 50) * 4398046511104 + first + i)
     back[#back + 1] = new
     ids[#ids + 1] = string.sub(new, 3, 18)
+    at[#ids] = i
+    was[#ids] = ix_get(ix, i, ids[#ids])
   end
 end
 if #back == 0 then return 0 end
@@ -41,5 +46,7 @@ rcall('ZADD', KEYS[2], unpack(back))
 -- Nothing below can fail.
 redis.call('ZREM', KEYS[5], unpack(ids))
 redis.call('ZREM', KEYS[1], unpack(gone))
+for j = 1, #ids do ix_put(ix, at[j], ids[j], 'L', not was[j]) end
+ix_close(ix)
 wake(KEYS[4])
 return #back / 2

@@ -1,0 +1,128 @@
+-- index.lua — the id index of a queue, prepended (after prelude.lua) to every script that adds,
+-- finds or forgets a task by its id.
+--
+-- Why: a task lives in a sorted set or list scored by priority or due time, so "is task X
+-- known here?" would be a scan of the backlog (0.6 s of Redis time at 500,000 pending). The
+-- index answers it in O(1): hash buckets `rediq:{q}:ix:<gen>:<b>`, field = the 16 id bytes,
+-- value = one state byte:
+--   'L'  live: pending, delayed, retry, active or waiting for dependencies
+--   'C'  completed (kept while the id is in the finished list, see ix_evict.lua)
+-- Dead-lettered and cancelled ids are known from the failed-ids set instead.
+--
+-- Buckets grow by linear hashing: with level l and split pointer s, an id whose hash is h
+-- lives in bucket h mod 2^l, or h mod 2^(l+1) when that is below s. When the index holds more
+-- than LOAD entries per bucket on average, bucket s is split into s and s + 2^l and s moves
+-- on; at 2^l the level goes up. Buckets stay small enough (~40–100 entries) for Redis to keep
+-- them listpack-encoded: ~20 bytes per id.
+--
+-- Every key a script touches is passed in KEYS, so the caller computes the bucket keys from
+-- the level and generation it last read; the index block sits at the end of KEYS and ARGV:
+--   KEYS[..]  meta hash (l = level, s = split pointer, n = entries, g = generation), then for
+--             each id of the call (in the order the script asks for them) two keys: its bucket
+--             at level l and at level l + 1; then W pairs of split keys: buckets s0 + j and
+--             s0 + j + 2^l (j = 0 .. W-1), the caller's guess of the next splits
+--   ARGV[#ARGV] "l|g|m|W|s0": the caller's level and generation, m ids, W split pairs
+-- A caller whose level or generation is out of date gets the error IXSTALE before anything
+-- is read or written and calls again with fresh ones (levels change log2(n) times in the
+-- life of a queue; the generation changes when the queue is flushed). So does a caller that
+-- passes split keys (W > 0) when the index is over its load and they miss the split pointer:
+-- callers keep the pointer they last saw, and splits would otherwise stop.
+--
+-- Faults: ix_open reads the meta hash (a wrong type or non-integer field raises CORRUPT before
+-- the script writes anything); ix_get reads a bucket with rcall, so a script that looks an id
+-- up before writing has checked its bucket. Splits only move entries between buckets and use
+-- pcall: a bucket that cannot be split is left as it is, never an error after a task moved.
+
+local IX_LOAD = 40
+
+local function ix_open()
+  local d = ARGV[#ARGV]
+  local L, G, m, W, s0 = string.match(d, '^(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  if not L then error({ err = 'ERR index block "' .. tostring(d) .. '" is malformed' }) end
+  L, G, m, W, s0 = tonumber(L), tonumber(G), tonumber(m), tonumber(W), tonumber(s0)
+  local base = #KEYS - (1 + 2 * m + 2 * W)
+  local meta = KEYS[base + 1]
+  local have = rcall('HMGET', meta, 'l', 's', 'n', 'g')
+  for j = 1, 4 do
+    if have[j] and not string.find(have[j], '^%d+$') then
+      corrupt(meta, 'holds a non-integer index field')
+    end
+  end
+  local ix = {
+    l = tonumber(have[1] or '0'), s = tonumber(have[2] or '0'),
+    n = tonumber(have[3] or '0'), g = tonumber(have[4] or '0'),
+    meta = meta, base = base, m = m, W = W, s0 = s0, dn = 0,
+  }
+  -- Out of date: the level or generation, or (for a caller that may split) the split pointer
+  -- when the index is already over its load and the caller's split keys do not reach it.
+  if ix.l ~= L or ix.g ~= G or (W > 0 and ix.n > IX_LOAD * (2 ^ ix.l + ix.s)
+      and (ix.s < s0 or ix.s >= s0 + W)) then
+    error({ err = 'IXSTALE ' .. ix.l .. ' ' .. ix.g .. ' ' .. ix.s })
+  end
+  return ix
+end
+
+-- The hash of an id: its bytes 11..14 (random bits of a UUIDv7; the last two bytes are the
+-- queue hint, the same for every id of a queue), the last of them lowest.
+local function ix_hash(id)
+  local a, b, c, d = string.byte(id, 11, 14)
+  return ((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0)
+end
+
+-- The bucket key of the i-th id of the call.
+local function ix_key(ix, i, id)
+  local lo = ix_hash(id) % (2 ^ ix.l)
+  if lo < ix.s then return KEYS[ix.base + 2 * i + 1] end
+  return KEYS[ix.base + 2 * i]
+end
+
+-- The state byte of the i-th id, or nil when the index does not know it.
+local function ix_get(ix, i, id)
+  local v = rcall('HGET', ix_key(ix, i, id), id)
+  if v then return v end
+  return nil
+end
+
+-- Sets the state of the i-th id (new tells whether it was unknown before).
+local function ix_put(ix, i, id, state, new)
+  redis.call('HSET', ix_key(ix, i, id), id, state)
+  if new then ix.dn = ix.dn + 1 end
+end
+
+-- Forgets the i-th id.
+local function ix_del(ix, i, id)
+  ix.dn = ix.dn - redis.call('HDEL', ix_key(ix, i, id), id)
+end
+
+-- Writes the entry count and splits buckets while the index is over its load, as far as the
+-- caller's split keys reach. Never raises.
+local function ix_close(ix)
+  if ix.dn == 0 then return end
+  ix.n = math.max(0, ix.n + ix.dn)
+  local l, s = ix.l, ix.s
+  while ix.n > IX_LOAD * (2 ^ l + s) do
+    local j = s - ix.s0
+    if l ~= ix.l or j < 0 or j >= ix.W then break end
+    local old = KEYS[ix.base + 2 * ix.m + 2 * j + 2]
+    local new = KEYS[ix.base + 2 * ix.m + 2 * j + 3]
+    local all = redis.pcall('HGETALL', old)
+    if type(all) ~= 'table' or all.err then break end
+    local moved, fields = {}, {}
+    local twin = s + 2 ^ l
+    for f = 1, #all, 2 do
+      if ix_hash(all[f]) % (2 ^ (l + 1)) == twin then
+        moved[#moved + 1] = all[f]
+        moved[#moved + 1] = all[f + 1]
+        fields[#fields + 1] = all[f]
+      end
+    end
+    if #moved > 0 then
+      local r = redis.pcall('HSET', new, unpack(moved))
+      if type(r) == 'table' and r.err then break end
+      redis.call('HDEL', old, unpack(fields))
+    end
+    s = s + 1
+    if s == 2 ^ l then l, s = l + 1, 0 end
+  end
+  redis.call('HSET', ix.meta, 'n', ix.n, 'l', l, 's', s)
+end

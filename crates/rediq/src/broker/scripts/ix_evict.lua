@@ -1,0 +1,48 @@
+-- ix_evict.lua — forget the oldest finished ids: the bound on what the index remembers of
+-- completed tasks (the finished list holds them in completion order).
+--
+-- KEYS[1]   finished list (16 id bytes + 6 bytes of finish time, Unix ms, oldest first)
+-- KEYS[2]   failed ids zset (dead-lettered or cancelled ids -> time)
+-- then      the index block of the k ids of ARGV (index.lua)
+--
+-- ARGV[1]   k, the number of entries the caller read from the head of the list
+-- ARGV[2 .. 1+k]  those entries
+-- ARGV[2+k] retention in ms: entries finished longer ago go
+-- ARGV[3+k] keep: the most entries the list may hold (the oldest beyond it go)
+-- then      the index block's descriptor
+--
+-- Returns how many entries went (from the head), or -1 when the head is no longer what the
+-- caller read (read again). Completed ids ('C') and dead-lettered or cancelled ones (still 'L',
+-- and in the failed ids, which remember them on their own) leave the index; an id that is live
+-- again (re-run from the dead-letter queue) keeps its entry, only the list entry goes.
+--
+-- Faults (prelude.lua): the list and every bucket are read before the first removal.
+local ix = ix_open()
+local k = tonumber(ARGV[1])
+local head = rcall('LRANGE', KEYS[1], 0, k - 1)
+if #head < k then return -1 end
+for i = 1, k do
+  if head[i] ~= ARGV[1 + i] then return -1 end
+end
+local len = redis.call('LLEN', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - tonumber(ARGV[2 + k])
+local keep = tonumber(ARGV[3 + k])
+local e = 0
+for i = 1, k do
+  local at = 0
+  for j = 17, 22 do at = at * 256 + (string.byte(head[i], j) or 0) end
+  if at < cutoff or len - (i - 1) > keep then e = i else break end
+end
+local drop = {}
+for i = 1, e do
+  local id = string.sub(head[i], 1, 16)
+  local v = ix_get(ix, i, id)
+  if v == 'C' or (v == 'L' and rcall('ZSCORE', KEYS[2], id)) then drop[#drop + 1] = i end
+end
+-- Nothing below can fail.
+for _, i in ipairs(drop) do ix_del(ix, i, string.sub(head[i], 1, 16)) end
+if e > 0 then redis.call('LTRIM', KEYS[1], e, -1) end
+ix_close(ix)
+return e
