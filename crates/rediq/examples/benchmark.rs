@@ -132,6 +132,8 @@ enum Phase {
     Batch,
     Process,
     Latency,
+    /// Dependent enqueues behind a backlog of `--tasks` pending tasks (not in the default run).
+    Deps,
 }
 
 impl Phase {
@@ -195,6 +197,7 @@ async fn main() -> Result<()> {
             Phase::Batch => batch_enqueue(&args, &url, &mut admin).await?,
             Phase::Process => processing(&args, &url).await?,
             Phase::Latency => latency(&args, &url).await?,
+            Phase::Deps => dependents(&args, &url, &mut admin).await?,
         }
     }
     Ok(())
@@ -270,6 +273,59 @@ async fn memory(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
         format!(
             "{per_task:>10.1} bytes   (used_memory {before} -> {after} for {} tasks)",
             args.tasks
+        ),
+    );
+    Ok(())
+}
+
+/// Dependent enqueues behind a backlog: `--tasks` pending tasks, then 200 tasks each depending
+/// on a random one of them, enqueued one after the other. Prints the wall time per dependent
+/// enqueue (median, p99) and the Redis CPU it costs (main thread, `INFO cpu`, over the 200
+/// calls), which must not grow with the backlog (issue 13, defect 10).
+async fn dependents(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
+    const QUEUE: &str = "bench_deps";
+    const DEPENDENTS: usize = 200;
+    let client = connect_client(url).await?;
+    let mut ids = Vec::with_capacity(args.tasks as usize);
+    let mut next = 0;
+    while next < args.tasks {
+        let n = args.batch_size.min(args.tasks - next);
+        let batch: Vec<Task> = (next..next + n)
+            .map(|i| bench_task(QUEUE, i))
+            .collect::<Result<_>>()?;
+        ids.extend(batch.iter().map(|t| t.id.clone()));
+        client.enqueue_batch(batch).await?;
+        next += n;
+    }
+    // One dependent first, so that every script is loaded before the statistics start.
+    let warm = Task::builder("bench_dep")
+        .queue(QUEUE)
+        .depends_on(&[ids[0].as_str()])
+        .build()?;
+    client.enqueue(warm).await?;
+    let cpu_before = admin.main_thread_cpu_usec().await?;
+    let mut took = Vec::with_capacity(DEPENDENTS);
+    for i in 0..DEPENDENTS {
+        let dep = &ids[(i * 7919 + 13) % ids.len()];
+        let t = Task::builder("bench_dep")
+            .queue(QUEUE)
+            .depends_on(&[dep.as_str()])
+            .build()?;
+        let start = Instant::now();
+        client.enqueue(t).await?;
+        took.push(start.elapsed());
+    }
+    let redis_usec = admin.main_thread_cpu_usec().await? - cpu_before;
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    report(
+        "deps:    dependent enqueue, backlog",
+        format!(
+            "{:>10} pending; wall p50 {:.3} ms, p99 {:.3} ms; redis {:.1} us per dependent",
+            args.tasks,
+            at(0.5).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3,
+            redis_usec as f64 / DEPENDENTS as f64
         ),
     );
     Ok(())
@@ -824,6 +880,18 @@ impl Admin {
             .find(|(name, _)| *name == field)
             .map(|(_, value)| value.trim().to_string());
         value.with_context(|| format!("INFO {section} has no {field} field"))
+    }
+
+    /// CPU time of Redis's main thread so far, in microseconds (`INFO cpu`).
+    async fn main_thread_cpu_usec(&mut self) -> Result<u64> {
+        let mut total = 0.0;
+        for field in ["used_cpu_sys_main_thread", "used_cpu_user_main_thread"] {
+            let v = self.info_field("cpu", field).await?;
+            total += v
+                .parse::<f64>()
+                .with_context(|| format!("{field} {v:?} is not a number"))?;
+        }
+        Ok((total * 1e6) as u64)
     }
 
     async fn info(&mut self, section: &str) -> Result<String> {

@@ -234,8 +234,7 @@ impl Client {
                     existing: Some(state),
                 });
             }
-            let id = self.enqueue_dependent(&task, &new).await?;
-            return Ok(Enqueued { id, existing: None });
+            return self.enqueue_dependent(&task, &new).await;
         }
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -466,7 +465,7 @@ impl Client {
 
     /// Registers a task with each of its dependencies, then writes it (see
     /// `broker::deps` for the protocol).
-    async fn enqueue_dependent(&self, task: &Task, new: &NewTask) -> Result<String> {
+    async fn enqueue_dependent(&self, task: &Task, new: &NewTask) -> Result<Enqueued> {
         let broker = &self.inner.broker;
         let me = record::id_bytes(&task.id)?;
         let known = broker.queues().await?;
@@ -529,7 +528,18 @@ impl Client {
                 .dep_enqueue(&task.queue, &dependent, dead.as_deref())
                 .await?
             {
-                Written::Ok => return Ok(task.id.clone()),
+                Written::Ok => {
+                    return Ok(Enqueued {
+                        id: task.id.clone(),
+                        existing: None,
+                    })
+                }
+                Written::Known(state) => {
+                    return Ok(Enqueued {
+                        id: task.id.clone(),
+                        existing: Some(state),
+                    })
+                }
                 Written::Duplicate(holder) => return Err(duplicate(task, &holder)),
                 Written::DependencyFailed(dep) => failed = Some(dep),
             }

@@ -150,6 +150,38 @@ async fn a_waiting_dependent_enqueued_again_is_written_once() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
+    let env = Env::new().await;
+    let a = task("q");
+    env.client.enqueue(a.clone()).await.unwrap();
+    let b = Task::builder("t")
+        .queue("q")
+        .depends_on(&[a.id.as_str()])
+        .build()
+        .unwrap();
+    let mut joins = Vec::new();
+    for _ in 0..8 {
+        let c = Client::builder().redis_url(env.url()).build().await.unwrap();
+        let b = b.clone();
+        joins.push(tokio::spawn(async move { c.enqueue_outcome(b).await }));
+    }
+    let mut written = 0;
+    for j in joins {
+        if j.await.unwrap().unwrap().existing.is_none() {
+            written += 1;
+        }
+    }
+    assert_eq!(written, 1, "one producer wrote it, the others found it");
+    assert_eq!(stats(&env, "q").await.waiting, 1);
+    let (mux, runs) = counting_mux("t");
+    let server = start(env.server().queues(&["q"]), mux).await;
+    assert!(wait_for(LONG, || async { stats(&env, "q").await.processed_total == 2 }).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*runs.lock().unwrap(), 2, "a and b ran once each");
+    server.shutdown().await;
+}
+
 /// Thousands of ids make the index split its buckets many times; producers with separate views
 /// of it (two clients) keep finding every id, and every id is written exactly once.
 #[tokio::test]

@@ -57,6 +57,8 @@ pub(crate) enum Written {
     Duplicate(Vec<u8>),
     /// This dependency failed before the dependent was written.
     DependencyFailed(Vec<u8>),
+    /// The queue knows the dependent's id already: nothing was written.
+    Known(crate::Existing),
 }
 
 /// A dependent task to write with [`Broker::dep_enqueue`].
@@ -259,6 +261,10 @@ impl Broker {
         Ok(match kind.as_slice() {
             b"dup" => Written::Duplicate(it.next().unwrap_or_default()),
             b"failed" => Written::DependencyFailed(it.next().unwrap_or_default()),
+            b"known" => match super::index::existing(&it.next().unwrap_or_default()) {
+                Some(state) => Written::Known(state),
+                None => Written::Ok,
+            },
             _ => Written::Ok,
         })
     }

@@ -27,7 +27,9 @@
 -- consumed here, so the order in which registration, completion and this script run does not
 -- matter. Once the task is written (or refused: dead, duplicate) the mark and the facts go.
 --
--- Returns {"dup", holder id} when the unique key is held (nothing written), {"failed",
+-- Returns {"known", state byte} when the queue knows the id already (index.lua's 'L' or 'C',
+-- or 'F' for a dead-lettered or cancelled id: nothing written), {"dup", holder id} when the
+-- unique key is held (nothing written), {"failed",
 -- dependency id} when an early fact says a dependency failed (nothing written: call again with
 -- ARGV[5]), or {"dead"}, {"pending"}, {"delayed"}, {"waiting"}.
 --
@@ -71,6 +73,13 @@ local function check_enqueued()
 end
 
 want(KEYS[3], 'zset')
+-- Enqueueing is idempotent: an id the queue knows (another producer wrote this very task since
+-- the caller looked) is not written again.
+if was ~= 'C' and rcall('ZSCORE', KEYS[9], id) then was = 'F' end
+if was then
+  forget_early()
+  return {'known', was}
+end
 if ARGV[5] ~= '' then
   check_enqueued()
   want(KEYS[8], 'zset')
