@@ -162,7 +162,11 @@ async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
         .unwrap();
     let mut joins = Vec::new();
     for _ in 0..8 {
-        let c = Client::builder().redis_url(env.url()).build().await.unwrap();
+        let c = Client::builder()
+            .redis_url(env.url())
+            .build()
+            .await
+            .unwrap();
         let b = b.clone();
         joins.push(tokio::spawn(async move { c.enqueue_outcome(b).await }));
     }
@@ -176,7 +180,12 @@ async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
     assert_eq!(stats(&env, "q").await.waiting, 1);
     let (mux, runs) = counting_mux("t");
     let server = start(env.server().queues(&["q"]), mux).await;
-    assert!(wait_for(LONG, || async { stats(&env, "q").await.processed_total == 2 }).await);
+    assert!(
+        wait_for(LONG, || async {
+            stats(&env, "q").await.processed_total == 2
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*runs.lock().unwrap(), 2, "a and b ran once each");
     server.shutdown().await;

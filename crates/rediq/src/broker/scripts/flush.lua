@@ -18,8 +18,8 @@
 -- script reads any more). The queue's counters and pause flag stay.
 -- Returns {pending, delayed, retry, dead, completed, active, waiting, old index generation}.
 --
--- Faults (prelude.lua): every key is read (counts, locks, dependents) and the outbox and flush
--- counter checked before anything is deleted; a wrong-type key or a non-integer counter raises
+-- Faults (prelude.lua): every key is read (counts, locks, dependents) and the outbox and index
+-- meta hash checked before anything is deleted; a wrong-type key or a non-integer field raises
 -- CORRUPT naming the key and nothing is removed.
 local m = tonumber(ARGV[1])
 local counts = {}

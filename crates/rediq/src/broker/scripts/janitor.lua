@@ -5,12 +5,13 @@
 -- KEYS[2] dead zset      (score = time of death)
 -- KEYS[3] dead-trimmed counter
 -- KEYS[4] failed ids zset   KEYS[5] early facts zset
---         (both scored by time; kept for the dependency retention; completion records are
---         trimmed by records_trim.lua)
+--         (both scored by time; failure records are kept an hour past the dependency
+--         retention, so the finished list forgets a dead id's index entry first, see
+--         ix_evict.lua)
 --
 -- ARGV[1] most dead tasks to keep
 -- ARGV[2] oldest dead task to keep, in ms
--- ARGV[3] dependency retention in ms (failure records)
+-- ARGV[3] how long failure records are kept, in ms
 -- ARGV[4] how long early facts are kept, in ms (at least an hour: news for a dependent that a
 --         slow client is still writing)
 --
