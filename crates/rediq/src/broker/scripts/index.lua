@@ -13,7 +13,7 @@
 -- lives in bucket h mod 2^l, or h mod 2^(l+1) when that is below s. When the index holds more
 -- than LOAD entries per bucket on average, bucket s is split into s and s + 2^l and s moves
 -- on; at 2^l the level goes up. Buckets stay small enough (~40–100 entries) for Redis to keep
--- them listpack-encoded: ~20 bytes per id.
+-- them listpack-encoded: ~27 bytes per id.
 --
 -- Every key a script touches is passed in KEYS, so the caller computes the bucket keys from
 -- the level and generation it last read; the index block sits at the end of KEYS and ARGV:
