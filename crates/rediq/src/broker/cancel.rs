@@ -61,12 +61,13 @@ impl Broker {
             TaskState::Retry => (&k.retry, "queued", stored, id),
             _ => (&k.pending, "queued", stored, id),
         };
-        let mut inv = SCRIPTS.cancel.prepare_invoke();
-        inv.key(place);
-        self.cancel_keys(&mut inv, &k, unique_key);
-        inv.arg(mode).arg(a2).arg(a3);
-        let mut c = self.conn.clone();
-        let r: i64 = inv.invoke_async(&mut c).await?;
+        let r: i64 = self
+            .with_index(queue, &SCRIPTS.cancel, &[id], 0, |inv| {
+                inv.key(place);
+                self.cancel_keys(inv, &k, unique_key);
+                inv.arg(mode).arg(a2).arg(a3);
+            })
+            .await?;
         self.note_outbox();
         Ok(r == 1)
     }
@@ -98,12 +99,13 @@ impl Broker {
         unique_key: Option<&str>,
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.cancel.prepare_invoke();
-        inv.key(k.active(server));
-        self.cancel_keys(&mut inv, &k, unique_key);
-        inv.arg("active").arg(id).arg(super::token_text(token));
-        let mut c = self.conn.clone();
-        let r: i64 = inv.invoke_async(&mut c).await?;
+        let r: i64 = self
+            .with_index(queue, &SCRIPTS.cancel, &[id], 0, |inv| {
+                inv.key(k.active(server));
+                self.cancel_keys(inv, &k, unique_key);
+                inv.arg("active").arg(id).arg(super::token_text(token));
+            })
+            .await?;
         self.note_outbox();
         Ok(r == 1)
     }

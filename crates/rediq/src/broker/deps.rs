@@ -358,24 +358,25 @@ impl Broker {
                 },
                 None => (Vec::new(), None),
             };
-            let mut inv = SCRIPTS.dep_fail.prepare_invoke();
-            inv.key(&k.waiting)
-                .key(&k.needs)
-                .key(&k.early)
-                .key(&k.dead)
-                .key(&k.failed_ids)
-                .key(&k.dependents)
-                .key(&k.outbox)
-                .key(&k.finished);
-            if let Some(key) = &unique {
-                inv.key(k.unique(key));
-            }
-            inv.arg(dependent)
-                .arg(dep)
-                .arg(stored.as_deref().unwrap_or(&[]))
-                .arg(&dead[..]);
-            let mut c = self.conn.clone();
-            let r: i64 = inv.invoke_async(&mut c).await?;
+            let r: i64 = self
+                .with_index(queue, &SCRIPTS.dep_fail, &[dependent], 0, |inv| {
+                    inv.key(&k.waiting)
+                        .key(&k.needs)
+                        .key(&k.early)
+                        .key(&k.dead)
+                        .key(&k.failed_ids)
+                        .key(&k.dependents)
+                        .key(&k.outbox)
+                        .key(&k.finished);
+                    if let Some(key) = &unique {
+                        inv.key(k.unique(key));
+                    }
+                    inv.arg(dependent)
+                        .arg(dep)
+                        .arg(stored.as_deref().unwrap_or(&[]))
+                        .arg(&dead[..]);
+                })
+                .await?;
             if r >= 0 {
                 return Ok(());
             }

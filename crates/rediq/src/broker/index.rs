@@ -101,6 +101,15 @@ fn stale_meta(code: Option<&str>, detail: Option<&str>) -> Option<IxMeta> {
 }
 
 impl Broker {
+    /// Keeps the shape a script reported after it ran ("<level> <generation> <split>"), so the
+    /// next call's split keys start where the splits are.
+    pub(super) fn note_index_shape(&self, queue: &str, shape: &[u8]) {
+        let text = String::from_utf8_lossy(shape);
+        if let Some(m) = stale_meta(Some("IXSTALE"), Some(&text)) {
+            self.ix.set(queue, m);
+        }
+    }
+
     /// Runs a script that ends with an index block for `ids` (`build` adds the script's own
     /// keys and arguments first), calling it again while the index it was built for is out of
     /// date. `adds`: how many of the ids the call may add (it then passes split keys).

@@ -161,8 +161,7 @@ impl Broker {
                     .key(&k.delayed)
                     .key(&k.seq)
                     .key(&k.wake)
-                    .key(&k.enqueued)
-                    .key(&k.failed_ids);
+                    .key(&k.enqueued);
                 for (key, _) in &lock_keys {
                     inv.key(k.unique(key));
                 }
@@ -202,7 +201,9 @@ impl Broker {
                 .ok_or_else(|| {
                     Error::Serialization("enqueue.lua returned a bad position".into())
                 })?;
-            if let Some(slot) = out.get_mut(pos.wrapping_sub(1)) {
+            if pos == 0 {
+                self.note_index_shape(queue, &answer);
+            } else if let Some(slot) = out.get_mut(pos - 1) {
                 *slot = Some(NotWritten::from_reply(answer));
             }
         }
@@ -364,28 +365,29 @@ impl Broker {
         expired_only: bool,
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
-        let mut inv = SCRIPTS.kill.prepare_invoke();
-        inv.key(k.active(server))
-            .key(&k.leases)
-            .key(&k.dead)
-            .key(&k.dead_trimmed)
-            .key(&k.failed)
-            .key(&k.failed_ids)
-            .key(&k.dependents)
-            .key(&k.outbox)
-            .key(&k.finished);
-        if let Some(key) = unique_key {
-            inv.key(k.unique(key));
-        }
-        inv.arg(id)
-            .arg(token_text(token))
-            .arg(record)
-            .arg(limits.max_count)
-            .arg(limits.max_age.as_millis() as u64)
-            .arg(if expired_only { "1" } else { "0" })
-            .arg(server);
-        let mut c = self.conn.clone();
-        let r: i64 = inv.invoke_async(&mut c).await?;
+        let r: i64 = self
+            .with_index(queue, &SCRIPTS.kill, &[id], 0, |inv| {
+                inv.key(k.active(server))
+                    .key(&k.leases)
+                    .key(&k.dead)
+                    .key(&k.dead_trimmed)
+                    .key(&k.failed)
+                    .key(&k.failed_ids)
+                    .key(&k.dependents)
+                    .key(&k.outbox)
+                    .key(&k.finished);
+                if let Some(key) = unique_key {
+                    inv.key(k.unique(key));
+                }
+                inv.arg(id)
+                    .arg(token_text(token))
+                    .arg(record)
+                    .arg(limits.max_count)
+                    .arg(limits.max_age.as_millis() as u64)
+                    .arg(if expired_only { "1" } else { "0" })
+                    .arg(server);
+            })
+            .await?;
         if r == 2 {
             self.note_outbox();
         }

@@ -12,17 +12,21 @@
 -- KEYS[6] needs hash (the dependencies a waiting task still waits for)
 -- KEYS[7] finished list (id + finish time: the id index forgets the task after it)
 -- KEYS[8] (optional) the task's unique-key lock, released when it still names this task
+-- then    the index block of the task's id (index.lua): the id is marked 'F'
 --
 -- ARGV[1] "queued", "blocked" or "active"
 -- ARGV[2] queued: the record exactly as stored; blocked, active: the task id (16 bytes)
 -- ARGV[3] the task id (queued), the record as read (blocked), or the 16-digit fencing token
 --         (active)
+-- then    the index block's descriptor
 --
 -- Returns 1, or 0 when the task is no longer there (it moved on meanwhile, or the token is stale).
 --
 -- Faults (prelude.lua): the task is found, the lock, dependents and counters read and checked,
 -- and the failure record written before the task leaves its place; a wrong-type key or a
 -- non-integer counter raises CORRUPT naming the key and nothing moves.
+local ix = ix_open()
+local lock = ix.base >= 8 and KEYS[8] or nil
 local id
 if ARGV[1] == 'queued' then
   if not rcall('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
@@ -35,7 +39,7 @@ else
   if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
   id = ARGV[2]
 end
-local release = KEYS[8] and rcall('GET', KEYS[8]) == id
+local release = lock and rcall('GET', lock) == id
 local refs = rcall('HGET', KEYS[4], id)
 if ARGV[1] == 'blocked' then want(KEYS[6], 'hash') end
 if refs then want(KEYS[5], 'list') end
@@ -43,19 +47,22 @@ want(KEYS[7], 'list')
 counter(KEYS[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-rcall('ZADD', KEYS[3], now, id)
--- Nothing below can fail.
+want(KEYS[3], 'zset')
+-- First write (it undoes itself when its bucket refuses); nothing below can fail.
+ix_set_all(ix, {1}, {id}, 'F')
+redis.call('ZADD', KEYS[3], now, id)
 if ARGV[1] == 'queued' then
   redis.call('ZREM', KEYS[1], ARGV[2])
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
   if ARGV[1] == 'blocked' then redis.call('HDEL', KEYS[6], ARGV[2]) end
 end
-if release then redis.call('DEL', KEYS[8]) end
+if release then redis.call('DEL', lock) end
 redis.call('RPUSH', KEYS[7], id .. stamp6(now))
 redis.call('INCR', KEYS[2])
 if refs then
   redis.call('HDEL', KEYS[4], id)
   redis.call('RPUSH', KEYS[5], 'F' .. id .. refs)
 end
+ix_close(ix)
 return 1

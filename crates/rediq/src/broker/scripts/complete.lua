@@ -60,14 +60,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stamp = stamp6(now)
 
-local ok, pos, stale, done, release, was = {}, {}, {}, {}, {}, {}
+local ok, pos, stale, done, release = {}, {}, {}, {}, {}
 for i = 1, n do
   local a = 3 + (i - 1) * 3
   local v = vals[i]
   if v and string.sub(v, 1, 16) == ARGV[a + 1] then
     ok[#ok + 1] = ids[i]
     pos[#pos + 1] = i
-    was[#was + 1] = ix_get(ix, i, ids[i])
     local u = tonumber(ARGV[a + 2])
     if u > 0 and rcall('GET', KEYS[7 + u]) == ids[i] then
       release[#release + 1] = KEYS[7 + u]
@@ -95,16 +94,16 @@ if #ok > 0 then
   end
   want(KEYS[4], 'list')
   if #done > 0 then want(KEYS[2], 'zset') end
-  rcall('INCRBY', KEYS[3], #ok)
-  -- Nothing below can fail.
+  counter(KEYS[3])
+  -- First write: the ids are marked completed in the index (ix_set_all undoes its own writes
+  -- when a bucket refuses). Nothing after it can fail.
+  ix_set_all(ix, pos, ok, 'C')
+  redis.call('INCRBY', KEYS[3], #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
   for i = 1, #release do redis.call('DEL', release[i]) end
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
   local marks = {}
-  for j = 1, #ok do
-    ix_put(ix, pos[j], ok[j], 'C', not was[j])
-    marks[j] = ok[j] .. stamp
-  end
+  for j = 1, #ok do marks[j] = ok[j] .. stamp end
   finished = redis.call('RPUSH', KEYS[4], unpack(marks))
   if #news > 0 then
     redis.call('HDEL', KEYS[5], unpack(which))

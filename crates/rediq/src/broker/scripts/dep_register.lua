@@ -25,7 +25,7 @@ local ix = ix_open()
 local id = ARGV[1]
 local state = ix_get(ix, 1, id)
 if state == 'C' then return 'done' end
-if rcall('ZSCORE', KEYS[1], id) then return 'failed' end
+if state == 'F' or rcall('ZSCORE', KEYS[1], id) then return 'failed' end
 if state ~= 'L' then return 'unknown' end
 -- The settling script moves the references into its outbox entry and marks the id in the
 -- index in the same step, so a registration after that finds 'C' or the failure record above.

@@ -6,8 +6,7 @@
 -- KEYS[3]   sequence counter of the queue
 -- KEYS[4]   wake marker zset (a blocked fetcher pops it)
 -- KEYS[5]   enqueued counters hash (task type -> tasks enqueued, ever)
--- KEYS[6]   failed ids zset (dead-lettered or cancelled ids -> time)
--- KEYS[7..] unique-key locks, referenced by index from ARGV
+-- KEYS[6..] unique-key locks, referenced by index from ARGV
 -- then      the index block of the tasks' ids, in call order (index.lua)
 --
 -- ARGV[1]   mode: "each" = every task stands alone (a conflict rejects only that task);
@@ -16,7 +15,7 @@
 -- ARGV[3 .. 2+n]   the records
 -- ARGV[3+n] m, the number of tasks with a delay or a unique key; then 5 values for each:
 --           task position (1-based), delay in ms (0 = none), unique-lock index into KEYS
---           counted from KEYS[7] as 1 (0 = none), unique-lock TTL in seconds, task type index
+--           counted from KEYS[6] as 1 (0 = none), unique-lock TTL in seconds, task type index
 -- then      t, the number of task types in the call; then t pairs: task type, how many tasks
 --           of that type the call carries (a task whose unique key is held is not counted)
 -- then      the task type index of every task, 2 bytes each (big-endian), when t > 1 ('' when
@@ -28,14 +27,16 @@
 -- byte when the queue already knows the task's id — 'L' live (pending, delayed, retry, active
 -- or waiting), 'C' completed, 'F' dead-lettered or cancelled: the enqueue is idempotent, and a
 -- task that was already written (say, by a call whose reply was lost) is not written twice.
--- A task whose id appears twice in one call is written once. A record starts with a format byte, the priority byte and
--- the 16 id bytes (see record.rs), so the priority and id are read from it directly. The common
--- task (no delay, no unique key) costs one argument and no work beyond its share of one ZADD.
+-- A task whose id appears twice in one call is written once. The last pair is {"0", the index's
+-- shape "<level> <generation> <split>"} (see ix_close). A record starts with a format byte, the
+-- priority byte and the 16 id bytes (see record.rs), so the priority and id are read from it
+-- directly. The common task (no delay, no unique key) costs one argument, two bucket keys, one
+-- HSETNX into the id index and its share of one ZADD.
 --
--- Faults (prelude.lua): the sequence counter, the unique locks, the types of the pending and
--- delayed sets and the enqueued counters are all dealt with before the first task is written, so
--- a wrong-type key or a non-integer counter raises CORRUPT naming the key and no task is written
--- (the locks this call took are released again; the sequence may have advanced). A wrong-type
+-- Faults (prelude.lua): the sequence counter, the types of the pending and delayed sets and the
+-- enqueued counters are checked before the first write; the first write is the ids into the
+-- index (ix_add_all undoes its own entries when a bucket refuses), then the unique locks, so a
+-- wrong-type key or a non-integer counter raises CORRUPT naming the key and nothing is written. A wrong-type
 -- wake marker is replaced: it carries no data, and an error after the tasks were written would
 -- invite the caller to write them twice.
 local ix = ix_open()
@@ -58,71 +59,89 @@ local function type_of(i)
   return hi * 256 + lo
 end
 
--- Which ids the queue knows already: they are not written, and hold no unique key.
-local known, seen = {}, {}
+-- The first position of each id in the call: a later copy is the same task.
+local ids, first_at, at, uniq = {}, {}, {}, {}
 for i = 1, n do
   local id = string.sub(ARGV[2 + i], 3, 18)
-  if seen[id] then
-    known[i] = 'L'
-  else
-    seen[id] = true
-    known[i] = ix_get(ix, i, id)
-    -- A dead-lettered or cancelled task may still be 'L' in the index until ix_evict.lua.
-    if known[i] ~= 'C' and rcall('ZSCORE', KEYS[6], id) then known[i] = 'F' end
+  ids[i] = id
+  if not first_at[id] then
+    first_at[id] = i
+    at[#at + 1] = i
+    uniq[#uniq + 1] = id
   end
 end
 
+-- The unique locks are read first (a lock of the wrong type raises CORRUPT before any write);
+-- "all": a lock held for a task the queue does not know yet rejects the whole call.
 local rejected = {}
-if ARGV[1] == 'all' then
-  for i, x in pairs(extra) do
-    if x[2] > 0 and not known[i] then
-      local holder = rcall('GET', KEYS[6 + x[2]])
-      if holder then
-        rejected[#rejected + 1] = tostring(i)
-        rejected[#rejected + 1] = holder
-      end
+for i, x in pairs(extra) do
+  if x[2] > 0 then
+    local holder = rcall('GET', KEYS[5 + x[2]])
+    if holder and ARGV[1] == 'all' and first_at[ids[i]] == i and not ix_get(ix, i, ids[i]) then
+      rejected[#rejected + 1] = tostring(i)
+      rejected[#rejected + 1] = holder
     end
   end
-  if #rejected > 0 then return rejected end
+end
+if #rejected > 0 then return rejected end
+
+-- Every key written after the index is checked first.
+local any_pending, any_delayed = false, false
+for i = 1, n do
+  if extra[i] and extra[i][1] > 0 then any_delayed = true else any_pending = true end
+end
+if any_pending then want(KEYS[1], 'zset') end
+if any_delayed then want(KEYS[2], 'zset') end
+counter(KEYS[3])
+do
+  local fields = {}
+  for j = 1, #counts do fields[j] = ARGV[types + j * 2 - 1] end
+  local have = rcall('HMGET', KEYS[5], unpack(fields))
+  for j = 1, #counts do
+    if have[j] and not (#have[j] <= 18 and string.find(have[j], '^%-?%d+$')) then
+      corrupt(KEYS[5], 'holds a non-integer count for ' .. fields[j])
+    end
+  end
 end
 
-local first = rcall('INCRBY', KEYS[3], n) - n
-local pend, delayed, taken, wrote = {}, {}, {}, {}
-local now
--- Raises after releasing the locks this call took (they were absent before: SET NX succeeded).
-local function undo(key, cmd, ...)
-  local r = redis.pcall(cmd, key, ...)
-  if type(r) == 'table' and r.err then
-    for i = 1, #taken do redis.call('DEL', taken[i]) end
-    rcall(cmd, key, ...)
+-- First write: the ids into the index. An id it knows already is not written again.
+local added = ix_add_all(ix, at, uniq, 'L')
+local known = {}
+for j = 1, #uniq do
+  if not added[j] then
+    known[at[j]] = redis.call('HGET', ix_key(ix, at[j], uniq[j]), uniq[j]) or 'L'
   end
-  return r
 end
+
+local first = redis.call('INCRBY', KEYS[3], n) - n
+local pend, delayed = {}, {}
+local now
 for i = 1, n do
   local record = ARGV[2 + i]
   local x = extra[i]
   local ok = true
   local delay = 0
-  if known[i] then
+  local j = first_at[ids[i]]
+  if j ~= i or known[i] then
+    -- Known to the queue, or a second copy in this call.
     rejected[#rejected + 1] = tostring(i)
-    rejected[#rejected + 1] = known[i]
+    rejected[#rejected + 1] = known[j] or 'L'
     counts[type_of(i)] = counts[type_of(i)] - 1
     ok = false
   elseif x then
     delay = x[1]
     if x[2] > 0 then
-      if redis.call('SET', KEYS[6 + x[2]], string.sub(record, 3, 18), 'NX', 'EX', x[3]) then
-        taken[#taken + 1] = KEYS[6 + x[2]]
-      else
+      if not redis.call('SET', KEYS[5 + x[2]], ids[i], 'NX', 'EX', x[3]) then
         rejected[#rejected + 1] = tostring(i)
-        rejected[#rejected + 1] = undo(KEYS[6 + x[2]], 'GET') or ''
+        rejected[#rejected + 1] = redis.call('GET', KEYS[5 + x[2]]) or ''
         counts[x[4]] = counts[x[4]] - 1
         ok = false
+        -- Not written after all: the index forgets it again.
+        ix.dn = ix.dn - redis.call('HDEL', ix_key(ix, i, ids[i]), ids[i])
       end
     end
   end
   if ok then
-    wrote[#wrote + 1] = i
     if delay > 0 then
       if not now then
         local t = redis.call('TIME')
@@ -138,34 +157,10 @@ for i = 1, n do
   end
 end
 
--- The tasks are written last; before them, every key written after the first of them is
--- checked, and the counters (which may refuse a non-integer field) are raised.
-local function check(key, t)
-  local got = redis.call('TYPE', key)['ok']
-  if got ~= 'none' and got ~= t then
-    for i = 1, #taken do redis.call('DEL', taken[i]) end
-    want(key, t)
-  end
-end
-if #pend > 0 then check(KEYS[1], 'zset') end
-if #delayed > 0 then check(KEYS[2], 'zset') end
-if #counts > 1 then
-  -- Several counters: check them all first, so that none is raised when a later one refuses.
-  local fields = {}
-  for j = 1, #counts do fields[j] = ARGV[types + j * 2 - 1] end
-  local have = undo(KEYS[5], 'HMGET', unpack(fields))
-  for j = 1, #counts do
-    if have[j] and not string.find(have[j], '^%-?%d+$') then
-      for i = 1, #taken do redis.call('DEL', taken[i]) end
-      corrupt(KEYS[5], 'holds a non-integer count for ' .. fields[j])
-    end
-  end
-end
+-- Nothing below can fail (every key was checked above).
 for j = 1, #counts do
-  if counts[j] > 0 then undo(KEYS[5], 'HINCRBY', ARGV[types + j * 2 - 1], counts[j]) end
+  if counts[j] > 0 then redis.call('HINCRBY', KEYS[5], ARGV[types + j * 2 - 1], counts[j]) end
 end
--- Nothing below can fail (the index buckets were read above).
-for _, i in ipairs(wrote) do ix_put(ix, i, string.sub(ARGV[2 + i], 3, 18), 'L', true) end
 if #pend > 0 then
   redis.call('ZADD', KEYS[1], unpack(pend))
   wake(KEYS[4])
@@ -173,5 +168,6 @@ end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[2], unpack(delayed))
 end
-ix_close(ix)
+rejected[#rejected + 1] = '0'
+rejected[#rejected + 1] = ix_close(ix)
 return rejected

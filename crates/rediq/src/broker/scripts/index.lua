@@ -6,8 +6,9 @@
 -- index answers it in O(1): hash buckets `rediq:{q}:ix:<gen>:<b>`, field = the 16 id bytes,
 -- value = one state byte:
 --   'L'  live: pending, delayed, retry, active or waiting for dependencies
---   'C'  completed (kept while the id is in the finished list, see ix_evict.lua)
--- Dead-lettered and cancelled ids are known from the failed-ids set instead.
+--   'C'  completed           } kept while the id is in the finished list (see ix_evict.lua);
+--   'F'  dead-lettered or     } a dependency looks in the failed ids too, which are kept
+--        cancelled            } an hour longer
 --
 -- Buckets grow by linear hashing: with level l and split pointer s, an id whose hash is h
 -- lives in bucket h mod 2^l, or h mod 2^(l+1) when that is below s. When the index holds more
@@ -30,8 +31,10 @@
 --
 -- Faults: ix_open reads the meta hash (a wrong type or non-integer field raises CORRUPT before
 -- the script writes anything); ix_get reads a bucket with rcall, so a script that looks an id
--- up before writing has checked its bucket. Splits only move entries between buckets and use
--- pcall: a bucket that cannot be split is left as it is, never an error after a task moved.
+-- up before writing has checked its bucket; ix_add_all and ix_set_all undo their own writes
+-- when a bucket refuses, so a script may make them its first writes. Splits only move entries
+-- between buckets and use pcall: a bucket that cannot be split is left as it is, never an
+-- error after a task moved.
 
 local IX_LOAD = 40
 
@@ -53,6 +56,7 @@ local function ix_open()
     n = tonumber(have[3] or '0'), g = tonumber(have[4] or '0'),
     meta = meta, base = base, m = m, W = W, s0 = s0, dn = 0,
   }
+  ix.mod = 2 ^ ix.l
   -- Out of date: the level or generation, or (for a caller that may split) the split pointer
   -- when the index is already over its load and the caller's split keys do not reach it.
   if ix.l ~= L or ix.g ~= G or (W > 0 and ix.n > IX_LOAD * (2 ^ ix.l + ix.s)
@@ -71,9 +75,69 @@ end
 
 -- The bucket key of the i-th id of the call.
 local function ix_key(ix, i, id)
-  local lo = ix_hash(id) % (2 ^ ix.l)
-  if lo < ix.s then return KEYS[ix.base + 2 * i + 1] end
+  if ix_hash(id) % ix.mod < ix.s then return KEYS[ix.base + 2 * i + 1] end
   return KEYS[ix.base + 2 * i]
+end
+
+-- Raises CORRUPT naming the first of the buckets of ids[j] (call positions at[j]) that is not a
+-- hash: the slow path after a batch of writes to the index failed.
+local function ix_blame(ix, at, ids)
+  for j = 1, #ids do
+    want(ix_key(ix, at[j], ids[j]), 'hash')
+  end
+  error({ err = 'ERR the id index refused a write: ' .. tostring(ix.last_err) })
+end
+
+-- Adds ids[j] (the at[j]-th id of the call) with the state, unless the index knows it: returns
+-- a table, true where it was added. Runs as one protected loop (one pcall, not one per id, which
+-- cost as much as the write): when a bucket refuses (wrong type), the entries this call added
+-- are removed again and CORRUPT names the bucket, so a caller may use it as its first write.
+local function ix_add_all(ix, at, ids, state)
+  local added, keys = {}, {}
+  local ok, err = pcall(function()
+    for j = 1, #ids do
+      keys[j] = ix_key(ix, at[j], ids[j])
+      added[j] = redis.call('HSETNX', keys[j], ids[j], state) == 1
+    end
+  end)
+  if not ok then
+    for j = 1, #keys do
+      if added[j] then redis.call('HDEL', keys[j], ids[j]) end
+    end
+    ix.last_err = type(err) == 'table' and err.err or err
+    ix_blame(ix, at, ids)
+  end
+  for j = 1, #ids do
+    if added[j] then ix.dn = ix.dn + 1 end
+  end
+  return added
+end
+
+-- Sets the state of ids[j] (the at[j]-th id of the call), known or not, as one protected loop
+-- like ix_add_all; when a bucket refuses, the entries are put back as they were ('L' for the
+-- ones that existed: the callers only move ids on from live) and CORRUPT names the bucket.
+local function ix_set_all(ix, at, ids, state)
+  local fresh, keys = {}, {}
+  local ok, err = pcall(function()
+    for j = 1, #ids do
+      keys[j] = ix_key(ix, at[j], ids[j])
+      fresh[j] = redis.call('HSET', keys[j], ids[j], state) == 1
+    end
+  end)
+  if not ok then
+    for j = 1, #keys do
+      if fresh[j] then
+        redis.call('HDEL', keys[j], ids[j])
+      elseif fresh[j] == false then
+        redis.call('HSET', keys[j], ids[j], 'L')
+      end
+    end
+    ix.last_err = type(err) == 'table' and err.err or err
+    ix_blame(ix, at, ids)
+  end
+  for j = 1, #ids do
+    if fresh[j] then ix.dn = ix.dn + 1 end
+  end
 end
 
 -- The state byte of the i-th id, or nil when the index does not know it.
@@ -95,9 +159,11 @@ local function ix_del(ix, i, id)
 end
 
 -- Writes the entry count and splits buckets while the index is over its load, as far as the
--- caller's split keys reach. Never raises.
+-- caller's split keys reach. Never raises. Returns the index's shape afterwards as
+-- "<level> <generation> <split>", for a caller that passes it back (enqueue.lua does, so that
+-- a busy producer's split keys keep up with the splits it causes).
 local function ix_close(ix)
-  if ix.dn == 0 then return end
+  if ix.dn == 0 then return ix.l .. ' ' .. ix.g .. ' ' .. ix.s end
   ix.n = math.max(0, ix.n + ix.dn)
   local l, s = ix.l, ix.s
   while ix.n > IX_LOAD * (2 ^ l + s) do
@@ -125,4 +191,5 @@ local function ix_close(ix)
     if s == 2 ^ l then l, s = l + 1, 0 end
   end
   redis.call('HSET', ix.meta, 'n', ix.n, 'l', l, 's', s)
+  return l .. ' ' .. ix.g .. ' ' .. s
 end

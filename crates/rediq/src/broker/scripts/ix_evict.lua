@@ -39,7 +39,9 @@ local drop = {}
 for i = 1, e do
   local id = string.sub(head[i], 1, 16)
   local v = ix_get(ix, i, id)
-  if v == 'C' or (v == 'L' and rcall('ZSCORE', KEYS[2], id)) then drop[#drop + 1] = i end
+  if v == 'C' or v == 'F' or (v == 'L' and rcall('ZSCORE', KEYS[2], id)) then
+    drop[#drop + 1] = i
+  end
 end
 -- Nothing below can fail.
 for _, i in ipairs(drop) do ix_del(ix, i, string.sub(head[i], 1, 16)) end

@@ -10,6 +10,7 @@
 -- KEYS[8] outbox list      (the resolver tells the dependents)
 -- KEYS[9] finished list     (id + finish time: the id index forgets the task after it)
 -- KEYS[10] (optional) the task's unique-key lock, released when it still names this task
+-- then    the index block of the task's id (index.lua): the id is marked 'F'
 --
 -- ARGV[1] task id
 -- ARGV[2] 16-digit fencing token
@@ -18,6 +19,7 @@
 -- ARGV[5] oldest dead task to keep, in ms
 -- ARGV[6] "1" = only if the server's lease has lapsed (the recoverer's call), else "0"
 -- ARGV[7] server id (owner of KEYS[1])
+-- then    the index block's descriptor
 --
 -- Returns 1 (2 when the task has dependents, now told through the outbox), or 0 when the token
 -- is stale or (ARGV[6]) the lease was renewed meanwhile.
@@ -27,6 +29,8 @@
 -- leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT naming the
 -- key and the task stays active, never a stale refusal.
 
+local ix = ix_open()
+local lock = ix.base >= 10 and KEYS[10] or nil
 local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
@@ -35,18 +39,20 @@ if ARGV[6] == '1' then
   local deadline = rcall('ZSCORE', KEYS[2], ARGV[7])
   if deadline and tonumber(deadline) > now then return 0 end
 end
-local release = KEYS[10] and rcall('GET', KEYS[10]) == ARGV[1]
+local release = lock and rcall('GET', lock) == ARGV[1]
 local refs = rcall('HGET', KEYS[7], ARGV[1])
 counter(KEYS[4])
 counter(KEYS[5])
 want(KEYS[6], 'zset')
 want(KEYS[9], 'list')
 if refs then want(KEYS[8], 'list') end
-rcall('ZADD', KEYS[3], now, ARGV[3])
--- Nothing below can fail.
+want(KEYS[3], 'zset')
+-- First write (it undoes itself when its bucket refuses); nothing below can fail.
+ix_set_all(ix, {1}, {ARGV[1]}, 'F')
+redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[5])
-if release then redis.call('DEL', KEYS[10]) end
+if release then redis.call('DEL', lock) end
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 redis.call('RPUSH', KEYS[9], ARGV[1] .. stamp6(now))
 local result = 1
@@ -61,4 +67,5 @@ if over > 0 then
   trimmed = trimmed + redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)
 end
 if trimmed > 0 then redis.call('INCRBY', KEYS[4], trimmed) end
+ix_close(ix)
 return result
