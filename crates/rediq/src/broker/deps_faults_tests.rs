@@ -415,14 +415,19 @@ async fn forgetting_finished_ids_drops_nothing_when_an_index_bucket_is_corrupt()
     let mut b = Broker::connect(&redis.url()).await.unwrap();
     let mut c = b.conn.clone();
     let k = QueueKeys::new("tr");
+    let mut ids = Vec::new();
     for _ in 0..2 {
         let x = plain(&b, "tr").await;
         settle(&b, "tr", &x, true).await;
+        ids.push(x);
     }
     let listed: u64 = c.llen(&k.finished).await.unwrap();
     assert_eq!(listed, 2);
-    // A small index is one bucket; it is garbage, and both ids are past the retention.
-    let bad = k.ix_bucket(0, 0);
+    // The bucket of the older id is garbage, and both ids are past the retention.
+    let bad = k.ix_bucket(
+        0,
+        super::index::ix_hash(&ids[0]) % (1 << super::index::MIN_LEVEL),
+    );
     let _: () = c.del(&bad).await.unwrap();
     let _: () = c.set(&bad, "garbage").await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -263,8 +263,11 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         })
         .collect();
     let keep = Some(Duration::from_secs(60));
-    // A small index is one bucket: number 0 of generation 0.
-    let bucket = f.k.ix_bucket(0, 0);
+    // The bucket of the first task in a small index (generation 0, first level).
+    let bucket = f.k.ix_bucket(
+        0,
+        super::index::ix_hash(&acks[0].id) % (1 << super::index::MIN_LEVEL),
+    );
     for (key, holds) in [
         (&f.k.processed, "non-integer"),
         (&f.k.finished, "a string"),

@@ -18,11 +18,24 @@ use super::{Broker, SCRIPTS};
 use crate::{Error, Existing, Result};
 
 /// What a queue's index looked like when last read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IxMeta {
     pub level: u32,
     pub split: u64,
     pub gen: u64,
+}
+
+/// The level of a new index (index.lua's `IX_MIN_LEVEL`).
+pub(crate) const MIN_LEVEL: u32 = 6;
+
+impl Default for IxMeta {
+    fn default() -> Self {
+        IxMeta {
+            level: MIN_LEVEL,
+            split: 0,
+            gen: 0,
+        }
+    }
 }
 
 /// The last [`IxMeta`] seen per queue.

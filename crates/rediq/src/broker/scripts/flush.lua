@@ -52,7 +52,9 @@ for i = 1, #dependents, 2000 do
   end
   redis.call('RPUSH', KEYS[10], unpack(news))
 end
-redis.call('HSET', KEYS[11], 'g', (tonumber(gen) or 0) + 1, 'l', 0, 's', 0, 'n', 0)
+redis.call('HSET', KEYS[11], 'g', (tonumber(gen) or 0) + 1)
+-- The new generation starts at the first level again (index.lua's default).
+redis.call('HDEL', KEYS[11], 'l', 's', 'n')
 -- The leases set stays: a server that fetched after the caller listed the lease holders keeps
 -- its lease entry, so its tasks stay recoverable. Lapsed leases of empty hashes are dropped by
 -- the recoverer.

@@ -37,6 +37,9 @@
 -- error after a task moved.
 
 local IX_LOAD = 40
+-- The level of a new (or flushed) index: 64 buckets. Starting lower would change the level on
+-- every early call of a busy producer, and every change sends the calls in flight back once.
+local IX_MIN_LEVEL = 6
 
 local function ix_open()
   local d = ARGV[#ARGV]
@@ -52,16 +55,25 @@ local function ix_open()
     end
   end
   local ix = {
-    l = tonumber(have[1] or '0'), s = tonumber(have[2] or '0'),
+    l = tonumber(have[1] or IX_MIN_LEVEL), s = tonumber(have[2] or '0'),
     n = tonumber(have[3] or '0'), g = tonumber(have[4] or '0'),
     meta = meta, base = base, m = m, W = W, s0 = s0, dn = 0,
   }
   ix.mod = 2 ^ ix.l
-  -- Out of date: the level or generation, or (for a caller that may split) the split pointer
-  -- when the index is already over its load and the caller's split keys do not reach it.
-  if ix.l ~= L or ix.g ~= G or (W > 0 and ix.n > IX_LOAD * (2 ^ ix.l + ix.s)
-      and (ix.s < s0 or ix.s >= s0 + W)) then
-    error({ err = 'IXSTALE ' .. ix.l .. ' ' .. ix.g .. ' ' .. ix.s })
+  ix.stale = 'IXSTALE ' .. ix.l .. ' ' .. ix.g .. ' ' .. ix.s
+  -- A caller one level behind (the level went up while its call was on the way) passed, as
+  -- each id's second key, the id's bucket at this level: usable for every id whose bucket was
+  -- not split yet at this level (ix_key checks), so calls in flight survive a level change.
+  -- Its split keys belong to the old level: no splits.
+  if ix.g == G and ix.l == L + 1 then
+    ix.behind, ix.W = true, 0
+  elseif ix.l ~= L or ix.g ~= G then
+    error({ err = ix.stale })
+  end
+  -- A caller that may split gets the fresh split pointer when the index is far over its load
+  -- and the caller's split keys do not reach the pointer (splits would otherwise stop).
+  if ix.W > 0 and ix.n > 2 * IX_LOAD * (2 ^ ix.l + ix.s) and (ix.s < s0 or ix.s >= s0 + ix.W) then
+    error({ err = ix.stale })
   end
   return ix
 end
@@ -73,9 +85,15 @@ local function ix_hash(id)
   return ((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0)
 end
 
--- The bucket key of the i-th id of the call.
+-- The bucket key of the i-th id of the call. Raises IXSTALE for a caller one level behind
+-- whose id lives in a bucket it could not name (see ix_open); every script asks for an id's key
+-- before its first write that concerns it, or inside ix_add_all/ix_set_all, which undo.
 local function ix_key(ix, i, id)
-  if ix_hash(id) % ix.mod < ix.s then return KEYS[ix.base + 2 * i + 1] end
+  if ix_hash(id) % ix.mod < ix.s then
+    if ix.behind then error({ err = ix.stale }) end
+    return KEYS[ix.base + 2 * i + 1]
+  end
+  if ix.behind then return KEYS[ix.base + 2 * i + 1] end
   return KEYS[ix.base + 2 * i]
 end
 
@@ -86,6 +104,15 @@ local function ix_blame(ix, at, ids)
     want(ix_key(ix, at[j], ids[j]), 'hash')
   end
   error({ err = 'ERR the id index refused a write: ' .. tostring(ix.last_err) })
+end
+
+-- After a protected loop failed: re-raises an IXSTALE as it is, else names the bucket.
+local function ix_refused(ix, err, at, ids)
+  if type(err) == 'table' and type(err.err) == 'string' and string.sub(err.err, 1, 8) == 'IXSTALE ' then
+    error(err)
+  end
+  ix.last_err = type(err) == 'table' and err.err or err
+  ix_blame(ix, at, ids)
 end
 
 -- Adds ids[j] (the at[j]-th id of the call) with the state, unless the index knows it: returns
@@ -104,8 +131,7 @@ local function ix_add_all(ix, at, ids, state)
     for j = 1, #keys do
       if added[j] then redis.call('HDEL', keys[j], ids[j]) end
     end
-    ix.last_err = type(err) == 'table' and err.err or err
-    ix_blame(ix, at, ids)
+    ix_refused(ix, err, at, ids)
   end
   for j = 1, #ids do
     if added[j] then ix.dn = ix.dn + 1 end
@@ -132,8 +158,7 @@ local function ix_set_all(ix, at, ids, state)
         redis.call('HSET', keys[j], ids[j], 'L')
       end
     end
-    ix.last_err = type(err) == 'table' and err.err or err
-    ix_blame(ix, at, ids)
+    ix_refused(ix, err, at, ids)
   end
   for j = 1, #ids do
     if fresh[j] then ix.dn = ix.dn + 1 end
