@@ -17,6 +17,17 @@ fn task(queue: &str) -> Task {
     Task::builder("t").queue(queue).build().unwrap()
 }
 
+/// Enqueues a task of queue "q" and returns (not enqueued) a task of "q" that depends on it.
+async fn enqueue_with_dependent(env: &Env) -> Task {
+    let a = task("q");
+    env.client.enqueue(a.clone()).await.unwrap();
+    Task::builder("t")
+        .queue("q")
+        .depends_on(&[a.id.as_str()])
+        .build()
+        .unwrap()
+}
+
 async fn stats(env: &Env, queue: &str) -> rediq::QueueStats {
     env.inspector.queue_stats(queue).await.unwrap()
 }
@@ -111,13 +122,7 @@ async fn a_dead_task_enqueued_again_stays_dead() {
 #[tokio::test]
 async fn a_waiting_dependent_enqueued_again_is_written_once() {
     let env = Env::new().await;
-    let a = task("q");
-    env.client.enqueue(a.clone()).await.unwrap();
-    let b = Task::builder("t")
-        .queue("q")
-        .depends_on(&[a.id.as_str()])
-        .build()
-        .unwrap();
+    let b = enqueue_with_dependent(&env).await;
     assert_eq!(
         env.client
             .enqueue_outcome(b.clone())
@@ -153,13 +158,7 @@ async fn a_waiting_dependent_enqueued_again_is_written_once() {
 #[tokio::test]
 async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
     let env = Env::new().await;
-    let a = task("q");
-    env.client.enqueue(a.clone()).await.unwrap();
-    let b = Task::builder("t")
-        .queue("q")
-        .depends_on(&[a.id.as_str()])
-        .build()
-        .unwrap();
+    let b = enqueue_with_dependent(&env).await;
     let mut joins = Vec::new();
     for _ in 0..8 {
         let c = Client::builder()
