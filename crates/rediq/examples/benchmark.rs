@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Without `--redis-url` the benchmark starts its own private `redis-server` on a free port
-//! (never 6379) and stops it at the end. With `--redis-url` it runs against that server and
+//! (never 6379) and stops it at the end; `--redis-server <path>` picks its binary (say, a Redis
+//! 8.6 build, to measure beside chasquimq on the same server). With `--redis-url` it runs against that server and
 //! **empties it with `FLUSHALL`** before every phase, so it refuses a server that already holds
 //! keys unless `--allow-flush` is given. Every phase starts on an empty database with fresh
 //! clients and servers. Every task has type `bench` and a JSON payload of about 30 bytes, such
@@ -32,7 +33,9 @@
 //!    with a handler that only counts. The clock runs from just before the server is spawned
 //!    (the server is built, and connected, before) until the last handler returns, so it
 //!    includes the server's start-up, every fetch and every acknowledgement the server sends
-//!    while running. After a graceful shutdown the benchmark checks with `Inspector` that
+//!    while running. It prints the benchmark process's CPU per task (client and server side)
+//!    and Redis's main-thread CPU per task (`INFO cpu`: fetch and acknowledgement). After a
+//!    graceful shutdown the benchmark checks with `Inspector` that
 //!    `processed_total` equals the task count and that nothing is left pending or active, and
 //!    prints a WARNING line otherwise. `--metrics` sets what the server records: `off`
 //!    (`ServerBuilder::metrics(false)`: nothing), `counters` (the default server: lifecycle
@@ -46,6 +49,9 @@
 //!    records how long ago that was. The latency therefore spans the enqueue round trip, the
 //!    server noticing and leasing the task, and the dispatch to the handler. p50, p99 and max
 //!    are printed in milliseconds.
+//! 6. **deps** (only with `--only deps`): `--tasks` pending tasks, then 200 enqueues of a task
+//!    depending on a random one of them; prints the wall time per dependent enqueue (p50, p99)
+//!    and Redis's main-thread CPU per dependent enqueue, which must not grow with the backlog.
 //!
 //! Figures depend on the machine, the Redis version and what else runs; compare runs on the
 //! same machine, and use a `--release` build (a debug build says so in its header).
@@ -104,6 +110,10 @@ struct Args {
     /// Redis to benchmark against (it is FLUSHALLed!). Default: a private redis-server.
     #[arg(long)]
     redis_url: Option<String>,
+    /// The redis-server binary of the private server (default: `redis-server` on PATH), to
+    /// measure on another Redis build, e.g. Redis 8.6 beside chasquimq.
+    #[arg(long, conflicts_with = "redis_url")]
+    redis_server: Option<std::path::PathBuf>,
     /// Let the benchmark FLUSHALL a `--redis-url` server that already holds keys.
     #[arg(long)]
     allow_flush: bool,
@@ -169,8 +179,11 @@ async fn main() -> Result<()> {
     let (_private, url) = match &args.redis_url {
         Some(url) => (None, url.clone()),
         None => {
-            let server = RedisServer::try_start()
-                .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
+            let server = match &args.redis_server {
+                Some(binary) => RedisServer::try_start_binary(binary),
+                None => RedisServer::try_start(),
+            }
+            .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
             let url = server.url();
             (Some(server), url)
         }
@@ -195,7 +208,7 @@ async fn main() -> Result<()> {
             Phase::Memory => memory(&args, &url, &mut admin).await?,
             Phase::Single => single_enqueue(&args, &url).await?,
             Phase::Batch => batch_enqueue(&args, &url, &mut admin).await?,
-            Phase::Process => processing(&args, &url).await?,
+            Phase::Process => processing(&args, &url, &mut admin).await?,
             Phase::Latency => latency(&args, &url).await?,
             Phase::Deps => dependents(&args, &url, &mut admin).await?,
         }
@@ -424,7 +437,7 @@ async fn batch_enqueue(args: &Args, url: &str, admin: &mut Admin) -> Result<()> 
 }
 
 /// Figure 4: how fast a server drains a full queue with a no-op handler.
-async fn processing(args: &Args, url: &str) -> Result<()> {
+async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     const QUEUE: &str = "bench_proc";
     let client = connect_client(url).await?;
     let inspector = Inspector::from_client(&client);
@@ -462,10 +475,12 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
     }
 
     let cpu_start = process_cpu();
+    let redis_start = admin.main_thread_cpu_usec().await?;
     let start = Instant::now();
     let server = BenchServer::spawn(server, mux);
     let finished = handler.completion.wait(done, "processing").await;
     let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end - start);
+    let redis_cpu = admin.main_thread_cpu_usec().await? - redis_start;
     if let Some(s) = scraper {
         s.abort();
     }
@@ -489,6 +504,14 @@ async fn processing(args: &Args, url: &str) -> Result<()> {
             ),
         );
     }
+    report(
+        "process: Redis CPU per task (main thread)",
+        format!(
+            "{:.2} µs  ({:.2} s user+sys, fetch and complete)",
+            redis_cpu as f64 / args.tasks as f64,
+            redis_cpu as f64 / 1e6
+        ),
+    );
 
     // Acknowledgements are flushed on shutdown; give them a moment to show in the stats.
     let settled =

@@ -37,6 +37,19 @@ impl RedisServer {
         if !redis_server_available() {
             return Err(INSTALL_HINT.to_string());
         }
+        Self::try_start_binary(std::path::Path::new("redis-server"))
+    }
+
+    /// Starts a private server from the given `redis-server` binary (say, a newer build than
+    /// the one on `PATH`, to measure on it).
+    ///
+    /// ```no_run
+    /// use rediq::testing::RedisServer;
+    /// let redis = RedisServer::try_start_binary("/opt/redis-8.6/bin/redis-server".as_ref())?;
+    /// println!("{}", redis.url());
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn try_start_binary(binary: &std::path::Path) -> Result<RedisServer, String> {
         let mut last = String::new();
         // A port found free can be taken by someone else before redis binds it: try again.
         for _ in 0..5 {
@@ -47,7 +60,7 @@ impl RedisServer {
                 crate::task::now_ms()
             ));
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
-            let mut cmd = Command::new("redis-server");
+            let mut cmd = Command::new(binary);
             // Its own process group: a Ctrl-C typed at the terminal must reach the demo (which
             // then shuts down gracefully), not kill its Redis in the middle of that.
             #[cfg(unix)]
@@ -62,7 +75,7 @@ impl RedisServer {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| format!("cannot run redis-server: {e}"))?;
+                .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
             let mut server = RedisServer {
                 child: Some(child),
                 port,
