@@ -55,10 +55,18 @@ impl IxCache {
     }
 }
 
-/// The hash of an id, as index.lua computes it: bytes 11..14 (1-based), the last lowest.
+/// The hash of an id, as index.lua computes it: bytes 1..4 XOR bytes 11..14 (1-based), each
+/// read big-endian (random bytes of a UUIDv7 or v4; the fast-moving time of a UUIDv1, whose
+/// last six bytes are the host's MAC address).
 pub(crate) fn ix_hash(id: &[u8]) -> u64 {
-    let byte = |i: usize| u64::from(id.get(i).copied().unwrap_or(0));
-    (byte(10) << 24) | (byte(11) << 16) | (byte(12) << 8) | byte(13)
+    let word = |at: usize| {
+        let mut b = [0u8; 4];
+        for (j, slot) in b.iter_mut().enumerate() {
+            *slot = id.get(at + j).copied().unwrap_or(0);
+        }
+        u32::from_be_bytes(b)
+    };
+    u64::from(word(0) ^ word(10))
 }
 
 /// How many split pairs a call that adds `adds` ids passes: enough for the splits its own
@@ -187,7 +195,7 @@ impl Broker {
             let ids: Vec<&[u8]> = head.iter().map(|e| &e[..e.len().min(16)]).collect();
             let gone: i64 = self
                 .with_index(queue, &SCRIPTS.ix_evict, &ids, 0, |inv| {
-                    inv.key(&k.finished).key(&k.failed_ids).arg(head.len());
+                    inv.key(&k.finished).arg(head.len());
                     for e in &head {
                         inv.arg(&e[..]);
                     }
@@ -212,6 +220,44 @@ impl Broker {
 }
 
 impl Broker {
+    /// Deletes what versions before the id index kept of completed tasks (a string of ids per
+    /// creation second, listed in `deps:done`, kept 24 h with no cap by default) and the flush
+    /// counter: nothing reads them any more. Returns how many keys went.
+    pub async fn drop_legacy_records(&self, queue: &str) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let present: u64 = redis::cmd("EXISTS")
+            .arg(&k.legacy)
+            .query_async(&mut c)
+            .await?;
+        if present == 0 {
+            return Ok(0);
+        }
+        let mut gone = 0;
+        loop {
+            let buckets: Vec<String> = c.zrange(&k.legacy[0], 0, 499).await?;
+            if buckets.is_empty() {
+                break;
+            }
+            // The members are key names this queue's old scripts wrote (`rediq:{q}:deps:done:<s>`);
+            // anything else is left alone.
+            let prefix = format!("{}:", k.legacy[0]);
+            let own: Vec<&String> = buckets.iter().filter(|b| b.starts_with(&prefix)).collect();
+            if !own.is_empty() {
+                gone += redis::cmd("UNLINK")
+                    .arg(&own)
+                    .query_async::<u64>(&mut c)
+                    .await?;
+            }
+            let _: u64 = c.zrem(&k.legacy[0], &buckets).await?;
+        }
+        gone += redis::cmd("UNLINK")
+            .arg(&k.legacy)
+            .query_async::<u64>(&mut c)
+            .await?;
+        Ok(gone)
+    }
+
     /// Deletes the buckets of an index generation that a flush left behind.
     pub(super) async fn drop_index_generation(&self, queue: &str, gen: u64) -> Result<()> {
         let k = QueueKeys::new(queue);
@@ -263,11 +309,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hash_skips_the_queue_hint_and_reads_the_random_bytes() {
+    fn the_hash_skips_the_queue_hint_and_mixes_time_and_random_bytes() {
         let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&[0xf0, 0, 0, 0x0f]);
         id[10..14].copy_from_slice(&[1, 2, 3, 4]);
         id[14..16].copy_from_slice(&[0xff, 0xff]);
-        assert_eq!(ix_hash(&id), 0x0102_0304);
+        assert_eq!(ix_hash(&id), 0xf102_030b);
     }
 
     #[test]

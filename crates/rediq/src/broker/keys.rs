@@ -50,6 +50,9 @@ pub(crate) struct QueueKeys {
     pub outbox_claim: String,
     /// Meta hash of the id index (level, split pointer, entries, generation; see index.lua).
     pub ix_meta: String,
+    /// Completion records of versions before the id index: the index of their buckets, their
+    /// count and the flush counter (the janitor deletes them, see `Broker::drop_legacy_records`).
+    pub legacy: [String; 3],
     /// Ids of finished tasks, oldest first (16 id bytes + 6 bytes of finish time, Unix ms):
     /// how long the index remembers them (see ix_evict.lua).
     pub finished: String,
@@ -89,6 +92,7 @@ impl QueueKeys {
             outbox_claim: k("deps:claim"),
             ix_meta: k("ix"),
             finished: k("finished"),
+            legacy: [k("deps:done"), k("deps:done:count"), k("deps:flushes")],
             base,
         }
     }

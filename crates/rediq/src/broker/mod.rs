@@ -323,6 +323,8 @@ mod deps_faults_tests;
 #[cfg(test)]
 mod faults_tests;
 #[cfg(test)]
+mod index_tests;
+#[cfg(test)]
 pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;

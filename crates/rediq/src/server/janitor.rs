@@ -37,6 +37,15 @@ async fn evict(ctx: &Ctx) {
 
 async fn sweep(ctx: &Ctx) {
     for (q, _) in &ctx.cfg.queues {
+        match ctx.broker.drop_legacy_records(q).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(queue = %q, keys = n, "deleted the completion records of an earlier version")
+            }
+            Err(e) => {
+                tracing::warn!(queue = %q, error = %e, "deleting an earlier version's completion records failed")
+            }
+        }
         match ctx.broker.trim(q, ctx.cfg.dead).await {
             Ok((done, dead, records)) if done + dead + records > 0 => {
                 tracing::debug!(queue = %q, completed = done, dead, records, "trimmed old tasks and completion records");

@@ -49,7 +49,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 want(KEYS[3], 'zset')
 -- First write (it undoes itself when its bucket refuses); nothing below can fail.
-ix_set_all(ix, {1}, {id}, 'F')
+ix_set_all(ix, {1}, {id}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, id)
 if ARGV[1] == 'queued' then
   redis.call('ZREM', KEYS[1], ARGV[2])

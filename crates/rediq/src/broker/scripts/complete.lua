@@ -97,7 +97,7 @@ if #ok > 0 then
   counter(KEYS[3])
   -- First write: the ids are marked completed in the index (ix_set_all undoes its own writes
   -- when a bucket refuses). Nothing after it can fail.
-  ix_set_all(ix, pos, ok, 'C')
+  ix_set_all(ix, pos, ok, 'C' .. stamp)
   redis.call('INCRBY', KEYS[3], #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
   for i = 1, #release do redis.call('DEL', release[i]) end

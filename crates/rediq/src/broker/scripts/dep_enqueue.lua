@@ -75,7 +75,7 @@ end
 want(KEYS[3], 'zset')
 -- Enqueueing is idempotent: an id the queue knows (another producer wrote this very task since
 -- the caller looked) is not written again.
-if was ~= 'C' and rcall('ZSCORE', KEYS[9], id) then was = 'F' end
+if not was and rcall('ZSCORE', KEYS[9], id) then was = 'F' end
 if was then
   forget_early()
   return {'known', was}

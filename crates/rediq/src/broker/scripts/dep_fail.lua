@@ -46,7 +46,7 @@ want(KEYS[5], 'zset')
 want(KEYS[8], 'list')
 if refs then want(KEYS[7], 'list') end
 -- First write (it undoes itself when its bucket refuses); nothing below can fail.
-ix_set_all(ix, {1}, {id}, 'F')
+ix_set_all(ix, {1}, {id}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[4], now, ARGV[4])
 redis.call('ZADD', KEYS[5], now, id)
 redis.call('RPUSH', KEYS[8], id .. stamp6(now))

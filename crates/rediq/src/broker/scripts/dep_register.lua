@@ -24,9 +24,15 @@
 local ix = ix_open()
 local id = ARGV[1]
 local state = ix_get(ix, 1, id)
+-- The index decides while it knows the id (an id enqueued again after it was forgotten is live
+-- whatever an older failure record says); the failure records, kept an hour longer, answer
+-- for a failed id it forgot.
 if state == 'C' then return 'done' end
-if state == 'F' or rcall('ZSCORE', KEYS[1], id) then return 'failed' end
-if state ~= 'L' then return 'unknown' end
+if state == 'F' then return 'failed' end
+if not state then
+  if rcall('ZSCORE', KEYS[1], id) then return 'failed' end
+  return 'unknown'
+end
 -- The settling script moves the references into its outbox entry and marks the id in the
 -- index in the same step, so a registration after that finds 'C' or the failure record above.
 rcall('HSET', KEYS[2], id, (rcall('HGET', KEYS[2], id) or '') .. ARGV[2])

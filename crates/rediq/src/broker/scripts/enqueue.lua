@@ -109,7 +109,8 @@ local added = ix_add_all(ix, at, uniq, 'L')
 local known = {}
 for j = 1, #uniq do
   if not added[j] then
-    known[at[j]] = redis.call('HGET', ix_key(ix, at[j], uniq[j]), uniq[j]) or 'L'
+    local v = redis.call('HGET', ix_key(ix, at[j], uniq[j]), uniq[j])
+    known[at[j]] = v and string.sub(v, 1, 1) or 'L'
   end
 end
 

@@ -25,9 +25,7 @@
 --   ARGV[#ARGV] "l|g|m|W|s0": the caller's level and generation, m ids, W split pairs
 -- A caller whose level or generation is out of date gets the error IXSTALE before anything
 -- is read or written and calls again with fresh ones (levels change log2(n) times in the
--- life of a queue; the generation changes when the queue is flushed). So does a caller that
--- passes split keys (W > 0) when the index is over its load and they miss the split pointer:
--- callers keep the pointer they last saw, and splits would otherwise stop.
+-- life of a queue; the generation changes when the queue is flushed).
 --
 -- Faults: ix_open reads the meta hash (a wrong type or non-integer field raises CORRUPT before
 -- the script writes anything); ix_get reads a bucket with rcall, so a script that looks an id
@@ -70,19 +68,23 @@ local function ix_open()
   elseif ix.l ~= L or ix.g ~= G then
     error({ err = ix.stale })
   end
-  -- A caller that may split gets the fresh split pointer when the index is far over its load
-  -- and the caller's split keys do not reach the pointer (splits would otherwise stop).
-  if ix.W > 0 and ix.n > 2 * IX_LOAD * (2 ^ ix.l + ix.s) and (ix.s < s0 or ix.s >= s0 + ix.W) then
-    error({ err = ix.stale })
-  end
+  -- A caller whose split keys miss the pointer is not sent back (racing producers could then
+  -- send each other back forever): it just splits nothing, and enqueue.lua's reply brings its
+  -- view up to date for the next call.
   return ix
 end
 
--- The hash of an id: its bytes 11..14 (random bits of a UUIDv7; the last two bytes are the
--- queue hint, the same for every id of a queue), the last of them lowest.
+-- The hash of an id: its bytes 1..4 XOR its bytes 11..14, as an unsigned 32-bit number. Bytes
+-- 11..14 are random in a UUIDv7 (or v4); bytes 1..4 are the fast-moving time of a UUIDv1 or v6
+-- (whose bytes 11..16 are the host's MAC address, the same for every id of a producer). The
+-- last two bytes are left out: Rediq writes the queue hint there.
 local function ix_hash(id)
-  local a, b, c, d = string.byte(id, 11, 14)
-  return ((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0)
+  local a, b, c, d = string.byte(id, 1, 4)
+  local e, f, g, h = string.byte(id, 11, 14)
+  local x = bit.bxor(((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0),
+    ((e or 0) * 16777216) + ((f or 0) * 65536) + ((g or 0) * 256) + (h or 0))
+  if x < 0 then x = x + 4294967296 end
+  return x
 end
 
 -- The bucket key of the i-th id of the call. Raises IXSTALE for a caller one level behind
@@ -165,10 +167,12 @@ local function ix_set_all(ix, at, ids, state)
   end
 end
 
--- The state byte of the i-th id, or nil when the index does not know it.
+-- The state byte of the i-th id, or nil when the index does not know it. (A finished id's
+-- value is its state byte followed by the 6-byte finish time of its finished-list entry, see
+-- ix_evict.lua.)
 local function ix_get(ix, i, id)
   local v = rcall('HGET', ix_key(ix, i, id), id)
-  if v then return v end
+  if v then return string.sub(v, 1, 1) end
   return nil
 end
 
@@ -196,22 +200,30 @@ local function ix_close(ix)
     if l ~= ix.l or j < 0 or j >= ix.W then break end
     local old = KEYS[ix.base + 2 * ix.m + 2 * j + 2]
     local new = KEYS[ix.base + 2 * ix.m + 2 * j + 3]
-    local all = redis.pcall('HGETALL', old)
-    if type(all) ~= 'table' or all.err then break end
-    local moved, fields = {}, {}
-    local twin = s + 2 ^ l
-    for f = 1, #all, 2 do
-      if ix_hash(all[f]) % (2 ^ (l + 1)) == twin then
-        moved[#moved + 1] = all[f]
-        moved[#moved + 1] = all[f + 1]
-        fields[#fields + 1] = all[f]
+    -- One protected step: a bucket of the wrong type, or one too big for a single command
+    -- (moved in slices of 500 fields: unpack stops at 8,000 values), stops the splitting and
+    -- leaves the pointer where it was; the entries stay findable in the old bucket (copies
+    -- already made in the new one are overwritten by the next split of it).
+    local ok = pcall(function()
+      local all = redis.call('HGETALL', old)
+      local twin = s + 2 ^ l
+      local moved, fields = {}, {}
+      for f = 1, #all, 2 do
+        if ix_hash(all[f]) % (2 ^ (l + 1)) == twin then
+          moved[#moved + 1] = all[f]
+          moved[#moved + 1] = all[f + 1]
+          fields[#fields + 1] = all[f]
+        end
       end
-    end
-    if #moved > 0 then
-      local r = redis.pcall('HSET', new, unpack(moved))
-      if type(r) == 'table' and r.err then break end
-      redis.call('HDEL', old, unpack(fields))
-    end
+      for from = 1, #fields, 500 do
+        local to = math.min(from + 499, #fields)
+        redis.call('HSET', new, unpack(moved, 2 * from - 1, 2 * to))
+      end
+      for from = 1, #fields, 500 do
+        redis.call('HDEL', old, unpack(fields, from, math.min(from + 499, #fields)))
+      end
+    end)
+    if not ok then break end
     s = s + 1
     if s == 2 ^ l then l, s = l + 1, 0 end
   end

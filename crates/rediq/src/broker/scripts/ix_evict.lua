@@ -2,7 +2,6 @@
 -- completed tasks (the finished list holds them in completion order).
 --
 -- KEYS[1]   finished list (16 id bytes + 6 bytes of finish time, Unix ms, oldest first)
--- KEYS[2]   failed ids zset (dead-lettered or cancelled ids -> time)
 -- then      the index block of the k ids of ARGV (index.lua)
 --
 -- ARGV[1]   k, the number of entries the caller read from the head of the list
@@ -12,9 +11,10 @@
 -- then      the index block's descriptor
 --
 -- Returns how many entries went (from the head), or -1 when the head is no longer what the
--- caller read (read again). Completed ids ('C') and dead-lettered or cancelled ones (still 'L',
--- and in the failed ids, which remember them on their own) leave the index; an id that is live
--- again (re-run from the dead-letter queue) keeps its entry, only the list entry goes.
+-- caller read (read again). An id leaves the index only when its entry there is this finish:
+-- its state ('C' completed, 'F' dead-lettered or cancelled) followed by the same 6-byte time.
+-- An id that is live again (re-run, or enqueued again after it was forgotten) or that finished
+-- again since keeps its entry; only the list entry goes.
 --
 -- Faults (prelude.lua): the list and every bucket are read before the first removal.
 local ix = ix_open()
@@ -37,11 +37,9 @@ for i = 1, k do
 end
 local drop = {}
 for i = 1, e do
-  local id = string.sub(head[i], 1, 16)
-  local v = ix_get(ix, i, id)
-  if v == 'C' or v == 'F' or (v == 'L' and rcall('ZSCORE', KEYS[2], id)) then
-    drop[#drop + 1] = i
-  end
+  local id, at = string.sub(head[i], 1, 16), string.sub(head[i], 17, 22)
+  local v = rcall('HGET', ix_key(ix, i, id), id)
+  if v == 'C' .. at or v == 'F' .. at then drop[#drop + 1] = i end
 end
 -- Nothing below can fail.
 for _, i in ipairs(drop) do ix_del(ix, i, string.sub(head[i], 1, 16)) end

@@ -13,8 +13,9 @@ local out = {}
 for i = 1, ix.m do
   local id = ARGV[i]
   local v = ix_get(ix, i, id)
-  -- A dead-lettered or cancelled task may still be 'L' in the index until ix_evict.lua.
-  if v ~= 'C' and rcall('ZSCORE', KEYS[1], id) then v = 'F' end
+  -- The index decides while it knows the id; the failure records answer for a failed id it
+  -- forgot (they are kept an hour longer).
+  if not v and rcall('ZSCORE', KEYS[1], id) then v = 'F' end
   out[i] = v or ''
 end
 return out

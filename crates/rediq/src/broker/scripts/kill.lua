@@ -48,7 +48,7 @@ want(KEYS[9], 'list')
 if refs then want(KEYS[8], 'list') end
 want(KEYS[3], 'zset')
 -- First write (it undoes itself when its bucket refuses); nothing below can fail.
-ix_set_all(ix, {1}, {ARGV[1]}, 'F')
+ix_set_all(ix, {1}, {ARGV[1]}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[5])

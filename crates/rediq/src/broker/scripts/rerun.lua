@@ -11,6 +11,8 @@
 --         (attempt count and error cleared; same id and priority)
 -- then    the index block's descriptor
 --
+-- A dead record whose id the index knows as live or completed is skipped (the task runs, or
+-- ran, under that id again since it died: running the record would run it twice).
 -- A record that is no longer in the dead set (re-run or trimmed meanwhile) is skipped, so a
 -- task is never re-run twice by concurrent calls. The task goes behind the pending tasks of its
 -- priority. Returns how many tasks went back.
@@ -29,15 +31,19 @@ local first = rcall('INCRBY', KEYS[3], n) - n
 local back, gone, ids, seen, at, was = {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local new = ARGV[2 * i + 1]
-  -- Two pairs naming the same dead record: only the first one runs.
-  if there[i] and not seen[olds[i]] then
+  local id = string.sub(ARGV[2 * i + 1], 3, 18)
+  -- Two pairs naming the same dead record: only the first one runs. A dead record whose id is
+  -- live again (enqueued again after the index forgot it) or completed since stays dead: running
+  -- it would run, or complete, the task twice.
+  local state = there[i] and not seen[olds[i]] and ix_get(ix, i, id)
+  if there[i] and not seen[olds[i]] and state ~= 'L' and state ~= 'C' then
     seen[olds[i]] = true
     gone[#gone + 1] = olds[i]
     back[#back + 1] = string.format('%d', (string.byte(new, 2) or 50) * 4398046511104 + first + i)
     back[#back + 1] = new
-    ids[#ids + 1] = string.sub(new, 3, 18)
+    ids[#ids + 1] = id
     at[#ids] = i
-    was[#ids] = ix_get(ix, i, ids[#ids])
+    was[#ids] = state
   end
 end
 if #back == 0 then return 0 end
