@@ -3,8 +3,9 @@
 //! It runs on a thread of its own with its own Redis connection, so leases stay alive while
 //! handlers block the threads of the shared runtime.
 //!
-//! Every third of the lease it extends the lease of every task it holds (one script call per
-//! queue, fenced by token: a lease that was taken over is not revived) and refreshes the worker
+//! Every third of the lease it extends its lease on every queue it serves (one script call per
+//! queue, fenced by token: a lease that was taken over is not revived; a fetch whose reply is
+//! not handled yet is covered too) and refreshes the worker
 //! registry entry (id, host, pid, queues, concurrency, start time) with a TTL, so a server that
 //! dies drops out of the registry by itself.
 //!
@@ -63,7 +64,13 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
 }
 
 async fn extend_leases(ctx: &Ctx, broker: &Broker) {
-    for (q, held) in ctx.inflight.snapshot() {
+    // Every served queue, not only those with tracked tasks: a fetch whose reply the fetcher
+    // has not handled yet (the shared runtime busy with blocking handlers) holds tasks under
+    // this server's lease that nothing tracks yet (extend.lua only extends such a lease, it
+    // creates none).
+    let mut snapshot = ctx.inflight.snapshot();
+    for q in 0..ctx.cfg.queues.len() {
+        let held = snapshot.remove(&q).unwrap_or_default();
         let qname = ctx.queue_name(q);
         match broker
             .extend(qname, &ctx.server_id, &held, ctx.cfg.lease)
@@ -286,5 +293,52 @@ mod tests {
         sweep_orphans(&ctx, &ctx.broker, &seen).await.unwrap();
         let st = ctx.broker.stats("o").await.unwrap();
         assert_eq!((st.pending, st.active), (1, 0), "a real orphan stays");
+    }
+
+    /// Seen in the fault suite (`handlers`, a full run): the fetch script leased a task, but
+    /// the fetcher, a task on the shared runtime whose threads were all held by blocking
+    /// handlers, handled the reply only 2.5 s later. Meanwhile the heartbeat extended the
+    /// leases of tracked tasks only, so the queue's lease lapsed, another server took the task
+    /// back and ran it, and the first run's acknowledgement was refused: it ran twice with no
+    /// fault. The heartbeat now keeps the server's lease alive on every queue it serves.
+    #[tokio::test]
+    async fn a_lease_of_a_fetch_not_yet_tracked_stays_alive() {
+        let redis = RedisServer::start();
+        let ctx = Ctx::for_test(&redis.url(), &["o"]).await;
+        put(&ctx.broker, "o", 1).await;
+        let lease = Duration::from_millis(600);
+        // Leased in Redis, not yet tracked: the fetcher has not handled the reply.
+        ctx.broker
+            .fetch("o", &ctx.server_id, 1, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..6 {
+            tokio::time::sleep(lease / 3).await;
+            extend_leases(&ctx, &ctx.broker).await;
+        }
+        // Twice the lease has passed: without the heartbeat the recoverer would take it now.
+        let expired = ctx.broker.expired_servers("o", 10).await.unwrap();
+        assert!(expired.is_empty(), "the lease lapsed: {expired:?}");
+        // An idle queue gets no lease from the heartbeat (nothing for the recoverer to do).
+        let ctx2 = Ctx::for_test(&redis.url(), &["idle"]).await;
+        extend_leases(&ctx2, &ctx2.broker).await;
+        assert!(ctx2
+            .broker
+            .expired_servers("idle", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let mut c = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let leases: u64 = redis::cmd("ZCARD")
+            .arg("rediq:{idle}:leases")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(leases, 0);
     }
 }

@@ -12,7 +12,9 @@
 -- (the recoverer may have taken it back). An entry that is gone while the lease held was
 -- settled by this server itself (an acknowledgement landing between the server's snapshot and
 -- this call) or removed by an operator (cancel, flush): no recoverer touches a live lease, so
--- that is not reported. The reads come first: an error (a key of the wrong type) changes
+-- that is not reported. With n = 0 (the server tracks nothing in this queue) an existing lease
+-- is still extended, never created: a fetch whose reply the server has not handled yet (its
+-- runtime busy) must not see its lease lapse, and an idle queue gets no lease. The reads come first: an error (a key of the wrong type) changes
 -- nothing.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -31,5 +33,9 @@ if n > 0 then
     end
   end
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if n == 0 then
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+end
 return lost
