@@ -47,6 +47,39 @@ async fn fetch_one(b: &Broker) -> (u64, Vec<u8>) {
     (f.token, f.records[0].clone())
 }
 
+/// Fetches the one pending task and dead-letters it.
+async fn kill_one(b: &Broker, id: &[u8]) {
+    let (tok, rec) = fetch_one(b).await;
+    assert!(b
+        .kill(Q, S, id, tok, &rec, None, LIMITS, false)
+        .await
+        .unwrap());
+}
+
+/// Re-runs the dead record of `id`; returns how many records went back.
+async fn rerun_dead(b: &Broker, id: &[u8]) -> u64 {
+    let dead = b.dead_records(Q, Some(&[id.to_vec()]), 1).await.unwrap();
+    b.rerun(Q, &[(dead[0].clone(), dead[0].clone())])
+        .await
+        .unwrap()
+}
+
+/// Fetches and completes everything pending.
+async fn complete_all(b: &Broker) {
+    while let Some(f) = b.fetch(Q, S, 1000, LEASE).await.unwrap() {
+        let acks: Vec<Ack> = f
+            .records
+            .iter()
+            .map(|r| Ack {
+                id: record::raw_id(r).to_vec(),
+                token: f.token,
+                unique_key: None,
+            })
+            .collect();
+        b.complete(Q, S, &acks, None, f.token).await.unwrap();
+    }
+}
+
 async fn pending(b: &Broker) -> u64 {
     let mut c = b.conn.clone();
     c.zcard(QueueKeys::new(Q).pending).await.unwrap()
@@ -66,11 +99,7 @@ async fn a_task_enqueued_again_after_a_flush_reads_as_live() {
             .unwrap(),
         vec![None]
     );
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
+    kill_one(&b, &id).await;
     b.flush(Q, &[]).await.unwrap();
     // The flushed queue forgot the id: it is written again and is live.
     assert_eq!(
@@ -98,11 +127,7 @@ async fn evicting_an_old_finish_keeps_the_entry_of_a_live_task() {
     b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
         .await
         .unwrap();
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
+    kill_one(&b, &id).await;
     b.flush(Q, &[]).await.unwrap();
     assert_eq!(
         b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
@@ -138,11 +163,7 @@ async fn a_dead_record_whose_id_is_live_is_not_rerun() {
     b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
         .await
         .unwrap();
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
+    kill_one(&b, &id).await;
     b.evict_finished(Q).await.unwrap(); // cap reached: the dead id is forgotten, its record stays
     assert_eq!(
         b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
@@ -151,15 +172,7 @@ async fn a_dead_record_whose_id_is_live_is_not_rerun() {
         vec![None]
     );
     let _ = fetch_one(&b).await; // running
-    let dead = b
-        .dead_records(Q, Some(std::slice::from_ref(&id)), 1)
-        .await
-        .unwrap();
-    assert_eq!(dead.len(), 1);
-    let moved = b
-        .rerun(Q, &[(dead[0].clone(), dead[0].clone())])
-        .await
-        .unwrap();
+    let moved = rerun_dead(&b, &id).await;
     assert_eq!(
         moved, 0,
         "rerun wrote a task whose id is live (running): it runs twice"
@@ -178,21 +191,8 @@ async fn an_older_finish_does_not_forget_a_newer_completion() {
     b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
         .await
         .unwrap();
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
-    let dead = b
-        .dead_records(Q, Some(std::slice::from_ref(&id)), 1)
-        .await
-        .unwrap();
-    assert_eq!(
-        b.rerun(Q, &[(dead[0].clone(), dead[0].clone())])
-            .await
-            .unwrap(),
-        1
-    );
+    kill_one(&b, &id).await;
+    assert_eq!(rerun_dead(&b, &id).await, 1);
     let (tok, _) = fetch_one(&b).await;
     let ack = Ack {
         id: id.clone(),
@@ -245,18 +245,7 @@ async fn an_overfull_bucket_splits_without_an_error() {
         }
         let _: () = pipe.query_async(&mut c).await.unwrap();
     }
-    while let Some(f) = b.fetch(Q, S, 1000, LEASE).await.unwrap() {
-        let acks: Vec<Ack> = f
-            .records
-            .iter()
-            .map(|r| Ack {
-                id: record::raw_id(r).to_vec(),
-                token: f.token,
-                unique_key: None,
-            })
-            .collect();
-        b.complete(Q, S, &acks, None, f.token).await.unwrap();
-    }
+    complete_all(&b).await;
     let n: Option<u64> = c.hget(&k.ix_meta, "n").await.unwrap();
     eprintln!("index entries after completions: {n:?} (level 6, no split)");
     // A plain enqueue: its task is written, then the split raises.
@@ -296,18 +285,7 @@ async fn racing_producers_on_an_overloaded_index_all_get_through() {
         }
         let _: () = pipe.query_async(&mut c).await.unwrap();
     }
-    while let Some(f) = b.fetch(Q, S, 1000, LEASE).await.unwrap() {
-        let acks: Vec<Ack> = f
-            .records
-            .iter()
-            .map(|r| Ack {
-                id: record::raw_id(r).to_vec(),
-                token: f.token,
-                unique_key: None,
-            })
-            .collect();
-        b.complete(Q, S, &acks, None, f.token).await.unwrap();
-    }
+    complete_all(&b).await;
     let mut producers = Vec::new();
     for _ in 0..64 {
         let url = redis.url();
@@ -484,26 +462,9 @@ async fn kill_rerun_kill_and_evictions_never_write_a_live_task_twice() {
     b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
         .await
         .unwrap();
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
-    let dead = b
-        .dead_records(Q, Some(std::slice::from_ref(&id)), 1)
-        .await
-        .unwrap();
-    assert_eq!(
-        b.rerun(Q, &[(dead[0].clone(), dead[0].clone())])
-            .await
-            .unwrap(),
-        1
-    );
-    let (tok, rec) = fetch_one(&b).await;
-    assert!(b
-        .kill(Q, S, &id, tok, &rec, None, LIMITS, false)
-        .await
-        .unwrap());
+    kill_one(&b, &id).await;
+    assert_eq!(rerun_dead(&b, &id).await, 1);
+    kill_one(&b, &id).await;
     // The first (older) entry goes from the list, but the index keeps 'F': its entry is the
     // second kill's.
     b.evict_finished(Q).await.unwrap();
@@ -543,16 +504,7 @@ async fn kill_rerun_kill_and_evictions_never_write_a_live_task_twice() {
         .await
         .unwrap();
     assert_eq!(w, vec![None]);
-    let dead = b
-        .dead_records(Q, Some(std::slice::from_ref(&id)), 1)
-        .await
-        .unwrap();
-    assert_eq!(
-        b.rerun(Q, &[(dead[0].clone(), dead[0].clone())])
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(rerun_dead(&b, &id).await, 0);
     let again = b
         .enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
         .await
