@@ -28,6 +28,26 @@ async fn enqueue_with_dependent(env: &Env) -> Task {
         .unwrap()
 }
 
+/// Serves queue "q" until the task and its dependent (enqueue_with_dependent) have run, and
+/// checks that each ran exactly once.
+async fn both_run_once(env: &Env) {
+    let (mux, runs) = counting_mux("t");
+    let server = start(env.server().queues(&["q"]), mux).await;
+    assert!(
+        wait_for(LONG, || async {
+            stats(env, "q").await.processed_total == 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *runs.lock().unwrap(),
+        2,
+        "the task and its dependent ran once each"
+    );
+    server.shutdown().await;
+}
+
 async fn stats(env: &Env, queue: &str) -> rediq::QueueStats {
     env.inspector.queue_stats(queue).await.unwrap()
 }
@@ -142,17 +162,7 @@ async fn a_waiting_dependent_enqueued_again_is_written_once() {
     let s = stats(&env, "q").await;
     assert_eq!((s.pending, s.waiting), (1, 1), "{s:?}");
     // Once a completes, b runs exactly once.
-    let (mux, runs) = counting_mux("t");
-    let server = start(env.server().queues(&["q"]), mux).await;
-    assert!(
-        wait_for(LONG, || async {
-            stats(&env, "q").await.processed_total == 2
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(*runs.lock().unwrap(), 2);
-    server.shutdown().await;
+    both_run_once(&env).await;
 }
 
 #[tokio::test]
@@ -177,17 +187,7 @@ async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
     }
     assert_eq!(written, 1, "one producer wrote it, the others found it");
     assert_eq!(stats(&env, "q").await.waiting, 1);
-    let (mux, runs) = counting_mux("t");
-    let server = start(env.server().queues(&["q"]), mux).await;
-    assert!(
-        wait_for(LONG, || async {
-            stats(&env, "q").await.processed_total == 2
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(*runs.lock().unwrap(), 2, "a and b ran once each");
-    server.shutdown().await;
+    both_run_once(&env).await;
 }
 
 /// Thousands of ids make the index split its buckets many times; producers with separate views
