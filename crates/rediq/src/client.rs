@@ -203,9 +203,9 @@ impl Client {
     /// already.
     ///
     /// Enqueueing is idempotent: a task whose id the queue knows — live (pending, delayed,
-    /// retrying, running or waiting for dependencies), completed within the finished-task
-    /// memory (see `ServerBuilder::dependency_retention`), or dead-lettered/cancelled and
-    /// still in the dead-letter records — is not written again, and
+    /// retrying, running or waiting for dependencies), or completed, dead-lettered or
+    /// cancelled within the finished-task memory (`ServerBuilder::dependency_retention`, at
+    /// most `dependency_max_records` ids per queue) — is not written again, and
     /// [`Enqueued::existing`] says which. So a producer may safely enqueue the same
     /// [`Task`] again after a timeout: it runs once.
     ///
