@@ -337,7 +337,7 @@ impl Broker {
         for chunk in pairs.chunks(MAX_SCRIPT_BATCH) {
             let ids: Vec<&[u8]> = chunk.iter().map(|(_, new)| record::raw_id(new)).collect();
             let n: u64 = self
-                .with_index(queue, &SCRIPTS.rerun, &ids, ids.len(), |inv| {
+                .with_index(queue, &k, &SCRIPTS.rerun, &ids, ids.len(), |inv| {
                     inv.key(&k.dead)
                         .key(&k.pending)
                         .key(&k.seq)

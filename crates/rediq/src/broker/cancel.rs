@@ -62,7 +62,7 @@ impl Broker {
             _ => (&k.pending, "queued", stored, id),
         };
         let r: i64 = self
-            .with_index(queue, &SCRIPTS.cancel, &[id], 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.cancel, &[id], 0, |inv| {
                 inv.key(place);
                 self.cancel_keys(inv, &k, unique_key);
                 inv.arg(mode).arg(a2).arg(a3);
@@ -100,7 +100,7 @@ impl Broker {
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let r: i64 = self
-            .with_index(queue, &SCRIPTS.cancel, &[id], 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.cancel, &[id], 0, |inv| {
                 inv.key(k.active(server));
                 self.cancel_keys(inv, &k, unique_key);
                 inv.arg("active").arg(id).arg(super::token_text(token));

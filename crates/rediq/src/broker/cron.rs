@@ -183,6 +183,7 @@ impl Broker {
         let r: i64 = self
             .with_index(
                 queue,
+                &k,
                 &SCRIPTS.cron_fire,
                 &[super::record::raw_id(record)],
                 1,

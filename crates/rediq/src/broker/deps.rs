@@ -189,7 +189,7 @@ impl Broker {
     ) -> Result<Answer> {
         let k = QueueKeys::new(queue);
         let answer: String = self
-            .with_index(queue, &SCRIPTS.dep_register, &[id], 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.dep_register, &[id], 0, |inv| {
                 inv.key(&k.failed_ids)
                     .key(&k.dependents)
                     .arg(id)
@@ -233,7 +233,7 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let open = task.open.concat();
         let reply: Vec<Vec<u8>> = self
-            .with_index(queue, &SCRIPTS.dep_enqueue, &[task.id], 1, |inv| {
+            .with_index(queue, &k, &SCRIPTS.dep_enqueue, &[task.id], 1, |inv| {
                 inv.key(&k.waiting)
                     .key(&k.needs)
                     .key(&k.early)
@@ -359,7 +359,7 @@ impl Broker {
                 None => (Vec::new(), None),
             };
             let r: i64 = self
-                .with_index(queue, &SCRIPTS.dep_fail, &[dependent], 0, |inv| {
+                .with_index(queue, &k, &SCRIPTS.dep_fail, &[dependent], 0, |inv| {
                     inv.key(&k.waiting)
                         .key(&k.needs)
                         .key(&k.early)
@@ -391,7 +391,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Ack, DeadLimits, DepLimits};
+    use crate::broker::{DeadLimits, DepLimits};
     use crate::testing::RedisServer;
     use crate::Task;
     use std::time::Duration;
@@ -406,25 +406,7 @@ mod tests {
 
     /// Leases everything pending in `queue` and acknowledges it.
     async fn run_all(b: &Broker, queue: &str) {
-        let f = b
-            .fetch(queue, S, 100, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .unwrap();
-        let acks: Vec<Ack> = f
-            .records
-            .iter()
-            .map(|r| Ack {
-                id: record::raw_id(r).to_vec(),
-                token: f.token,
-                unique_key: None,
-            })
-            .collect();
-        assert!(b
-            .complete(queue, S, &acks, None, rand::random())
-            .await
-            .unwrap()
-            .is_empty());
+        crate::broker::test_util::complete_all(b, queue, S).await;
     }
 
     /// Leases the next pending task of `queue` (which must be `id`) and dead-letters it.

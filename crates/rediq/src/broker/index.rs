@@ -139,12 +139,12 @@ impl Broker {
     pub(super) async fn with_index<T: FromRedisValue>(
         &self,
         queue: &str,
+        k: &QueueKeys,
         script: &Script,
         ids: &[&[u8]],
         adds: usize,
         build: impl Fn(&mut ScriptInvocation),
     ) -> Result<T> {
-        let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         // A level changes log2(n) times in a queue's life, so a few rounds always suffice; the
         // bound only keeps a broken meta hash from looping forever.
@@ -152,7 +152,7 @@ impl Broker {
             let m = self.ix.get(queue);
             let mut inv = script.prepare_invoke();
             build(&mut inv);
-            block(&mut inv, &k, m, ids, split_window(adds));
+            block(&mut inv, k, m, ids, split_window(adds));
             match inv.invoke_async::<T>(&mut c).await {
                 Err(e) => match parse_stale(&e) {
                     Some(fresh) => self.ix.set(queue, fresh),
@@ -162,7 +162,7 @@ impl Broker {
             }
         }
         Err(Error::Corrupt {
-            key: k.ix_meta,
+            key: k.ix_meta.clone(),
             reason: "the index kept changing under 16 calls in a row".into(),
         })
     }
@@ -173,7 +173,7 @@ impl Broker {
     pub async fn known(&self, queue: &str, id: &[u8]) -> Result<Option<Existing>> {
         let k = QueueKeys::new(queue);
         let states: Vec<Vec<u8>> = self
-            .with_index(queue, &SCRIPTS.ix_lookup, &[id], 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.ix_lookup, &[id], 0, |inv| {
                 inv.key(&k.failed_ids).arg(id);
             })
             .await?;
@@ -196,7 +196,7 @@ impl Broker {
             }
             let ids: Vec<&[u8]> = head.iter().map(|e| &e[..e.len().min(16)]).collect();
             let gone: i64 = self
-                .with_index(queue, &SCRIPTS.ix_evict, &ids, 0, |inv| {
+                .with_index(queue, &k, &SCRIPTS.ix_evict, &ids, 0, |inv| {
                     inv.key(&k.finished).arg(head.len());
                     for e in &head {
                         inv.arg(&e[..]);

@@ -66,18 +66,24 @@ async fn rerun_dead(b: &Broker, id: &[u8]) -> u64 {
 
 /// Fetches and completes everything pending.
 async fn complete_all(b: &Broker) {
-    while let Some(f) = b.fetch(Q, S, 1000, LEASE).await.unwrap() {
-        let acks: Vec<Ack> = f
-            .records
-            .iter()
-            .map(|r| Ack {
-                id: record::raw_id(r).to_vec(),
-                token: f.token,
-                unique_key: None,
-            })
-            .collect();
-        b.complete(Q, S, &acks, None, f.token).await.unwrap();
+    super::test_util::complete_all(b, Q, S).await;
+}
+
+/// Writes tasks into pending the way a version without the index did (no index entry), then
+/// completes them all: the index learns their ids only at completion, from calls that may not
+/// split.
+async fn complete_unindexed(b: &Broker, tasks: &[Task]) {
+    let k = QueueKeys::new(Q);
+    let mut c = b.conn.clone();
+    for chunk in tasks.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for t in chunk {
+            pipe.zadd(&k.pending, record::encode(t).unwrap(), 0)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await.unwrap();
     }
+    complete_all(b).await;
 }
 
 async fn pending(b: &Broker) -> u64 {
@@ -228,24 +234,19 @@ async fn an_overfull_bucket_splits_without_an_error() {
     let mut c = b.conn.clone();
     // Tasks written without the index (as an older version did): all in bucket 0 at level 6,
     // all moving to bucket 64 on its split (hash byte 14 = 0x40).
-    let mut ids = Vec::new();
-    for chunk in 0..5 {
-        let mut pipe = redis::pipe();
-        for i in 0..900u32 {
+    let tasks: Vec<Task> = (0..4500u32)
+        .map(|i| {
             let mut t = Task::builder("t").queue(Q).build().unwrap();
             let mut raw = record::id_bytes(&t.id).unwrap();
-            raw[10] = ((chunk * 900 + i) >> 8) as u8;
-            raw[11] = (chunk * 900 + i) as u8;
+            raw[10] = (i >> 8) as u8;
+            raw[11] = i as u8;
             raw[12] = 0;
             raw[13] = 0x40;
             t.id = uuid::Uuid::from_bytes(raw).to_string();
-            ids.push(raw.to_vec());
-            pipe.zadd(&k.pending, record::encode(&t).unwrap(), 0)
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut c).await.unwrap();
-    }
-    complete_all(&b).await;
+            t
+        })
+        .collect();
+    complete_unindexed(&b, &tasks).await;
     let n: Option<u64> = c.hget(&k.ix_meta, "n").await.unwrap();
     eprintln!("index entries after completions: {n:?} (level 6, no split)");
     // A plain enqueue: its task is written, then the split raises.
@@ -274,18 +275,10 @@ async fn an_overfull_bucket_splits_without_an_error() {
 async fn racing_producers_on_an_overloaded_index_all_get_through() {
     let redis = RedisServer::start();
     let b = broker(&redis, 1_000_000).await;
-    let k = QueueKeys::new(Q);
-    let mut c = b.conn.clone();
-    for _ in 0..30 {
-        let mut pipe = redis::pipe();
-        for _ in 0..1000 {
-            let t = Task::builder("t").queue(Q).build().unwrap();
-            pipe.zadd(&k.pending, record::encode(&t).unwrap(), 0)
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut c).await.unwrap();
-    }
-    complete_all(&b).await;
+    let tasks: Vec<Task> = (0..30_000)
+        .map(|_| Task::builder("t").queue(Q).build().unwrap())
+        .collect();
+    complete_unindexed(&b, &tasks).await;
     let mut producers = Vec::new();
     for _ in 0..64 {
         let url = redis.url();

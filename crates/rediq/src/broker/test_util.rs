@@ -1,6 +1,8 @@
 //! Helpers shared by the test modules of the crate (compiled for tests only).
 
-use super::{record, Broker, EnqueueMode, NewTask};
+use std::time::Duration;
+
+use super::{record, Ack, Broker, EnqueueMode, NewTask};
 use crate::Task;
 
 /// Enqueues a plain task of type `t` into `queue`; returns its id bytes.
@@ -14,4 +16,28 @@ pub(crate) async fn plain(b: &Broker, queue: &str) -> Vec<u8> {
     };
     b.enqueue(queue, &[new], EnqueueMode::Each).await.unwrap();
     record::id_bytes(&t.id).unwrap().to_vec()
+}
+
+/// Leases everything pending in `queue` for `server` and acknowledges it; no ack may be refused.
+pub(crate) async fn complete_all(b: &Broker, queue: &str, server: &str) {
+    while let Some(f) = b
+        .fetch(queue, server, 1000, Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        let acks: Vec<Ack> = f
+            .records
+            .iter()
+            .map(|r| Ack {
+                id: record::raw_id(r).to_vec(),
+                token: f.token,
+                unique_key: None,
+            })
+            .collect();
+        assert!(b
+            .complete(queue, server, &acks, None, rand::random())
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -156,7 +156,7 @@ impl Broker {
         };
         let ids: Vec<&[u8]> = tasks.iter().map(|t| record::raw_id(&t.record)).collect();
         let flat: Vec<Vec<u8>> = self
-            .with_index(queue, &SCRIPTS.enqueue, &ids, ids.len(), |inv| {
+            .with_index(queue, &k, &SCRIPTS.enqueue, &ids, ids.len(), |inv| {
                 inv.key(&k.pending)
                     .key(&k.delayed)
                     .key(&k.seq)
@@ -295,7 +295,7 @@ impl Broker {
             .collect();
         let ids: Vec<&[u8]> = acks.iter().map(|a| &a.id[..]).collect();
         let reply: Vec<u64> = self
-            .with_index(queue, &SCRIPTS.complete, &ids, 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.complete, &ids, 0, |inv| {
                 inv.key(k.active(server))
                     .key(&k.completed)
                     .key(&k.processed)
@@ -366,7 +366,7 @@ impl Broker {
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let r: i64 = self
-            .with_index(queue, &SCRIPTS.kill, &[id], 0, |inv| {
+            .with_index(queue, &k, &SCRIPTS.kill, &[id], 0, |inv| {
                 inv.key(k.active(server))
                     .key(&k.leases)
                     .key(&k.dead)
