@@ -224,13 +224,13 @@ async fn paused_entry_fires_nothing() {
     srv.shutdown().await;
 }
 
-/// A tick whose task cannot be written (the queue's pending key holds garbage) used to be used
+/// A tick whose task cannot be written (the list of its priority band holds garbage) used to be used
 /// up all the same: the script moved the next tick on and recorded the firing before the write
 /// that failed. Now the tick stays due and fires once the key is repaired.
 #[tokio::test]
 async fn a_tick_whose_task_cannot_be_written_stays_due() {
     let env = Env::new().await;
-    env.set_raw("rediq:{cf}:pending", "garbage").await;
+    env.set_raw("rediq:{cf}:pending:50", "garbage").await;
     let (mux, runs) = counting_mux("t");
     let srv = start(
         env.server()
@@ -259,7 +259,7 @@ async fn a_tick_whose_task_cannot_be_written_stays_due() {
     assert_eq!(e.next_run_ms, first, "the tick moved on without its task");
     assert_eq!(*runs.lock().unwrap(), 0);
     let _: () = redis::cmd("DEL")
-        .arg("rediq:{cf}:pending")
+        .arg("rediq:{cf}:pending:50")
         .query_async(&mut env.raw().await)
         .await
         .unwrap();

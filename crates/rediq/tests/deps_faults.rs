@@ -226,7 +226,7 @@ async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair()
     let ran = put(&env, node("cp").depends_on(&[&x])).await;
     let died = put(&env, node("cd").depends_on(&[&y])).await;
     let mut c = env.raw().await;
-    for key in ["rediq:{cp}:pending", "rediq:{cd}:dead"] {
+    for key in ["rediq:{cp}:pending:50", "rediq:{cd}:dead"] {
         let _: () = redis::cmd("SET")
             .arg(key)
             .arg("garbage")
@@ -253,7 +253,7 @@ async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair()
         .await
         .unwrap();
     let _: () = redis::cmd("DEL")
-        .arg("rediq:{cp}:pending")
+        .arg("rediq:{cp}:pending:50")
         .arg("rediq:{cd}:dead")
         .query_async(&mut c)
         .await
@@ -277,7 +277,7 @@ async fn news_for_a_queue_with_a_corrupt_key_waits_and_lands_once_after_repair()
     assert_eq!(dead[0].id, died);
     let warned = lines("WARN", &["queue=cx", "set aside"]);
     assert!(
-        warned.iter().any(|l| l.contains("rediq:{cp}:pending"))
+        warned.iter().any(|l| l.contains("rediq:{cp}:pending:50"))
             && warned.iter().any(|l| l.contains("rediq:{cd}:dead")),
         "each reason names its key: {warned:#?}"
     );

@@ -58,8 +58,8 @@ async fn everywhere(env: &Env, queue: &str) -> u64 {
 /// key too).
 async fn pending_or_active(env: &Env, queue: &str) -> u64 {
     let mut c = env.raw().await;
-    let mut n: u64 = redis::cmd("ZCARD")
-        .arg(key(queue, "pending"))
+    let mut n: u64 = redis::cmd("LLEN")
+        .arg(key(queue, "pending:50"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -122,7 +122,7 @@ async fn a_wrong_type_pending_set_loses_no_delayed_task_coming_due() {
     let env = Env::new().await;
     let q = "due";
     enqueue(&env, q, 100, Duration::from_millis(300)).await;
-    set(&env, &key(q, "pending"), "x").await;
+    set(&env, &key(q, "pending:50"), "x").await;
     let runs = Arc::new(AtomicU32::new(0));
     let srv = start(
         env.server().queues(&[q]).concurrency(20),
@@ -138,7 +138,7 @@ async fn a_wrong_type_pending_set_loses_no_delayed_task_coming_due() {
         .unwrap();
     assert_eq!(delayed, 100, "every delayed task still delayed");
 
-    del(&env, &key(q, "pending")).await;
+    del(&env, &key(q, "pending:50")).await;
     assert!(wait_for(LONG, || async { processed(&env, q).await == 100 }).await);
     srv.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 100);
@@ -254,7 +254,7 @@ async fn a_non_integer_processed_counter_loses_no_completed_task() {
 async fn enqueue_reports_a_corrupt_key_and_writes_nothing_but_shrugs_off_a_broken_wake_marker() {
     let env = Env::new().await;
     let q = "enq";
-    set(&env, &key(q, "seq"), "x").await;
+    set(&env, &key(q, "bands"), "x").await;
     let err = env
         .client
         .enqueue(Task::builder("t").queue(q).build().unwrap())
@@ -262,13 +262,13 @@ async fn enqueue_reports_a_corrupt_key_and_writes_nothing_but_shrugs_off_a_broke
         .unwrap_err();
     match &err {
         Error::Corrupt { key: k, reason } => {
-            assert_eq!(k, &key(q, "seq"));
-            assert!(reason.contains("non-integer"), "{reason}");
+            assert_eq!(k, &key(q, "bands"));
+            assert!(reason.contains("a string"), "{reason}");
         }
         other => panic!("expected Error::Corrupt, got {other:?}"),
     }
-    assert!(err.to_string().contains("rediq:{enq}:seq"), "{err}");
-    del(&env, &key(q, "seq")).await;
+    assert!(err.to_string().contains("rediq:{enq}:bands"), "{err}");
+    del(&env, &key(q, "bands")).await;
     assert_eq!(everywhere(&env, q).await, 0);
 
     set(&env, &key(q, "wake"), "x").await;

@@ -63,11 +63,11 @@ async fn pickup_beside_broken(key: &str, settle: Duration) -> Duration {
     worst
 }
 
-/// A queue whose fetch fails on every round (its pending key holds garbage) used to
+/// A queue whose fetch fails on every round (its bands zset holds garbage) used to
 /// make the fetcher back off for the whole round: pickups on a healthy queue took 12–309 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_whose_fetch_fails_does_not_slow_the_others() {
-    let worst = pickup_beside_broken("rediq:{broken}:pending", Duration::from_millis(1_500)).await;
+    let worst = pickup_beside_broken("rediq:{broken}:bands", Duration::from_millis(1_500)).await;
     assert!(
         worst < Duration::from_millis(50),
         "a healthy queue waited {worst:?} for a broken one"

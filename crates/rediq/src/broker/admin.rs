@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::{AsyncCommands, Value};
 
+use super::bands::{band_of, bands_of, Bands};
 use super::keys::{self, QueueKeys};
 use super::{record, Broker, MAX_SCRIPT_BATCH, SCRIPTS};
 use crate::{Error, Result};
@@ -159,7 +160,7 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (pending, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
+        let (legacy, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
             u64,
             u64,
             u64,
@@ -172,7 +173,7 @@ impl Broker {
             Option<u64>,
             bool,
         ) = redis::pipe()
-            .zcard(&k.pending)
+            .zcard(&k.legacy_pending)
             .zcard(&k.delayed)
             .zcard(&k.retry)
             .zcard(&k.dead)
@@ -185,6 +186,7 @@ impl Broker {
             .exists(&k.paused)
             .query_async(&mut c)
             .await?;
+        let pending = legacy + self.pending_len(&k).await?;
         let mut active = 0;
         for server in self.lease_holders(queue).await? {
             let n: u64 = c.hlen(k.active(&server)).await?;
@@ -217,8 +219,9 @@ impl Broker {
     /// each), with the Redis time in Unix ms (read only).
     pub async fn pending_heads(&self, queue: &str) -> Result<(Vec<Vec<u8>>, u64)> {
         let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let v: Value = SCRIPTS.oldest.key(&k.pending).invoke_async(&mut c).await?;
+        let v: Value = self
+            .with_bands(queue, &k, &SCRIPTS.oldest, Bands::Seen(0), |_| {})
+            .await?;
         let Value::Array(mut parts) = v else {
             return Err(Error::Serialization(format!("oldest.lua returned {v:?}")));
         };
@@ -246,7 +249,24 @@ impl Broker {
         // ZRANGE's stop is inclusive; -1 (the end) for limits beyond isize.
         let stop = isize::try_from(limit).map_or(-1, |l| l - 1);
         Ok(match state {
-            TaskState::Pending => c.zrange(&k.pending, 0, stop).await?,
+            TaskState::Pending => {
+                // Band after band, lowest first: the order fetch.lua hands them out.
+                let mut out: Vec<Vec<u8>> = Vec::new();
+                for p in self.live_bands(&k).await? {
+                    let left = isize::try_from(limit - out.len()).map_or(-1, |l| l - 1);
+                    let page: Vec<Vec<u8>> = c.lrange(k.band(p), 0, left).await?;
+                    out.extend(page);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                if out.len() < limit {
+                    let left = isize::try_from(limit - out.len()).map_or(-1, |l| l - 1);
+                    let old: Vec<Vec<u8>> = c.zrange(&k.legacy_pending, 0, left).await?;
+                    out.extend(old);
+                }
+                out
+            }
             TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,
             TaskState::Retry => c.zrange(&k.retry, 0, stop).await?,
             TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
@@ -336,18 +356,25 @@ impl Broker {
         let mut moved = 0;
         for chunk in pairs.chunks(MAX_SCRIPT_BATCH) {
             let ids: Vec<&[u8]> = chunk.iter().map(|(_, new)| record::raw_id(new)).collect();
+            let set = bands_of(chunk.iter().map(|(_, new)| &new[..]));
             let n: u64 = self
-                .with_index(queue, &k, &SCRIPTS.rerun, &ids, ids.len(), |inv| {
-                    inv.key(&k.dead)
-                        .key(&k.pending)
-                        .key(&k.seq)
-                        .key(&k.wake)
-                        .key(&k.failed_ids)
-                        .arg(chunk.len());
-                    for (old, new) in chunk {
-                        inv.arg(&old[..]).arg(&new[..]);
-                    }
-                })
+                .with_index_and_bands(
+                    queue,
+                    &k,
+                    &SCRIPTS.rerun,
+                    &ids,
+                    ids.len(),
+                    Some(Bands::Exact(set)),
+                    |inv| {
+                        inv.key(&k.dead)
+                            .key(&k.wake)
+                            .key(&k.failed_ids)
+                            .arg(chunk.len());
+                        for (old, new) in chunk {
+                            inv.arg(&old[..]).arg(&new[..]);
+                        }
+                    },
+                )
                 .await?;
             moved += n;
         }
@@ -364,30 +391,31 @@ impl Broker {
     pub async fn flush(&self, queue: &str, locks: &[(String, Vec<u8>)]) -> Result<FlushCounts> {
         let k = QueueKeys::new(queue);
         let holders = self.lease_holders(queue).await?;
-        let mut inv = SCRIPTS.flush.prepare_invoke();
-        inv.key(&k.pending)
-            .key(&k.delayed)
-            .key(&k.retry)
-            .key(&k.dead)
-            .key(&k.completed)
-            .key(&k.leases)
-            .key(&k.waiting)
-            .key(&k.needs)
-            .key(&k.dependents)
-            .key(&k.outbox)
-            .key(&k.ix_meta);
-        for h in &holders {
-            inv.key(k.active(h));
-        }
-        for (key, _) in locks {
-            inv.key(k.unique(key));
-        }
-        inv.arg(holders.len());
-        for (_, id) in locks {
-            inv.arg(&id[..]);
-        }
-        let mut c = self.conn.clone();
-        let n: Vec<u64> = inv.invoke_async(&mut c).await?;
+        let n: Vec<u64> = self
+            .with_bands(queue, &k, &SCRIPTS.flush, Bands::Seen(0), |inv| {
+                inv.key(&k.legacy_pending)
+                    .key(&k.delayed)
+                    .key(&k.retry)
+                    .key(&k.dead)
+                    .key(&k.completed)
+                    .key(&k.leases)
+                    .key(&k.waiting)
+                    .key(&k.needs)
+                    .key(&k.dependents)
+                    .key(&k.outbox)
+                    .key(&k.ix_meta);
+                for h in &holders {
+                    inv.key(k.active(h));
+                }
+                for (key, _) in locks {
+                    inv.key(k.unique(key));
+                }
+                inv.arg(holders.len());
+                for (_, id) in locks {
+                    inv.arg(&id[..]);
+                }
+            })
+            .await?;
         self.note_outbox();
         if let Some(old) = n.get(7) {
             // Unreachable now: deleting them can wait, and a failure only leaves memory behind.
@@ -407,14 +435,17 @@ impl Broker {
         })
     }
 
-    /// Writes a raw member into the pending set, bypassing every check. Tests use it to plant
-    /// corrupt records; nothing else may.
+    /// Writes a raw member at the tail of its pending band, bypassing every check. Tests use it
+    /// to plant corrupt records; nothing else may.
     #[doc(hidden)]
     pub async fn plant_raw_pending(&self, queue: &str, raw: &[u8]) -> Result<()> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
+        let p = band_of(raw);
         let _: () = redis::pipe()
-            .zadd(&k.pending, raw, 0)
+            .rpush(k.band(p), raw)
+            .ignore()
+            .zadd(&k.bands, p, p)
             .ignore()
             .zadd(&k.wake, "w", 0)
             .ignore()

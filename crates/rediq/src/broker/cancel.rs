@@ -24,6 +24,21 @@ impl Broker {
     /// Finds a task by id among the queued, waiting and running tasks of a queue (scans the
     /// queued sets: an administrative call, not a hot path).
     pub async fn locate(&self, queue: &str, id: &[u8]) -> Result<Located> {
+        // A pending task can slip between the pages of a band scan while fetches pop the
+        // band's head (find_pending): while the id index says it is live, look again.
+        for _ in 0..3 {
+            match self.locate_once(queue, id).await? {
+                Located::NotFound => {}
+                found => return Ok(found),
+            }
+            if self.known(queue, id).await? != Some(crate::Existing::Live) {
+                break;
+            }
+        }
+        Ok(Located::NotFound)
+    }
+
+    async fn locate_once(&self, queue: &str, id: &[u8]) -> Result<Located> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         let blocked: Option<Vec<u8>> = c.hget(&k.waiting, id).await?;
@@ -55,21 +70,31 @@ impl Broker {
     ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let id = record::raw_id(stored);
-        let (place, mode, a2, a3) = match state {
-            TaskState::Waiting => (&k.waiting, "blocked", id, stored),
-            TaskState::Delayed => (&k.delayed, "queued", stored, id),
-            TaskState::Retry => (&k.retry, "queued", stored, id),
-            _ => (&k.pending, "queued", stored, id),
+        let band = k.band(super::bands::band_of(stored));
+        let places = match state {
+            TaskState::Waiting => vec![(&k.waiting, "blocked", id, stored)],
+            TaskState::Delayed => vec![(&k.delayed, "queued", stored, id)],
+            TaskState::Retry => vec![(&k.retry, "queued", stored, id)],
+            // In its band, or still in the pending set of an earlier version (migrate.lua).
+            _ => vec![
+                (&band, "pending", stored, id),
+                (&k.legacy_pending, "queued", stored, id),
+            ],
         };
-        let r: i64 = self
-            .with_index(queue, &k, &SCRIPTS.cancel, &[id], 0, |inv| {
-                inv.key(place);
-                self.cancel_keys(inv, &k, unique_key);
-                inv.arg(mode).arg(a2).arg(a3);
-            })
-            .await?;
-        self.note_outbox();
-        Ok(r == 1)
+        for (place, mode, a2, a3) in places {
+            let r: i64 = self
+                .with_index(queue, &k, &SCRIPTS.cancel, &[id], 0, |inv| {
+                    inv.key(place);
+                    self.cancel_keys(inv, &k, unique_key);
+                    inv.arg(mode).arg(a2).arg(a3);
+                })
+                .await?;
+            if r == 1 {
+                self.note_outbox();
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn cancel_keys(

@@ -180,18 +180,18 @@ impl Broker {
         task_type: &str,
     ) -> Result<Fired> {
         let k = QueueKeys::new(queue);
+        let set = super::bands::band(super::bands::band_of(record));
         let r: i64 = self
-            .with_index(
+            .with_index_and_bands(
                 queue,
                 &k,
                 &SCRIPTS.cron_fire,
                 &[super::record::raw_id(record)],
                 1,
+                Some(super::bands::Bands::Exact(set)),
                 |inv| {
                     inv.key(&k.cron_next)
                         .key(&k.cron_last)
-                        .key(&k.pending)
-                        .key(&k.seq)
                         .key(&k.wake)
                         .key(&k.enqueued);
                     if let Some((key, _)) = unique {

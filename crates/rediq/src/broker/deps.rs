@@ -31,6 +31,7 @@
 
 use redis::AsyncCommands;
 
+use super::bands::{band, band_of, Bands};
 use super::keys::QueueKeys;
 use super::{record, Broker, TaskState, SCRIPTS};
 use crate::{Error, Result};
@@ -112,9 +113,9 @@ fn head_pattern(id: &[u8]) -> Vec<u8> {
 }
 
 impl Broker {
-    /// The record of the task with this id in a pending, delayed, retry or dead set, looked up
-    /// with ZSCAN and a pattern on the record head: linear in the set, but in pages, so Redis
-    /// keeps serving others meanwhile.
+    /// The record of the task with this id in a pending band, or a delayed, retry or dead set,
+    /// looked up with LRANGE pages or ZSCAN and a pattern on the record head: linear in the
+    /// backlog, but in pages, so Redis keeps serving others meanwhile.
     pub async fn find_queued(
         &self,
         queue: &str,
@@ -122,8 +123,14 @@ impl Broker {
         id: &[u8],
     ) -> Result<Option<Vec<u8>>> {
         let k = QueueKeys::new(queue);
+        if state == TaskState::Pending {
+            if let Some(r) = self.find_pending(&k, id).await? {
+                return Ok(Some(r));
+            }
+        }
         let key = match state {
-            TaskState::Pending => &k.pending,
+            // Or still in the pending set of an earlier version (migrate.lua).
+            TaskState::Pending => &k.legacy_pending,
             TaskState::Delayed => &k.delayed,
             TaskState::Retry => &k.retry,
             TaskState::Dead => &k.dead,
@@ -232,29 +239,36 @@ impl Broker {
     ) -> Result<Written> {
         let k = QueueKeys::new(queue);
         let open = task.open.concat();
+        let set = band(band_of(task.record));
         let reply: Vec<Vec<u8>> = self
-            .with_index(queue, &k, &SCRIPTS.dep_enqueue, &[task.id], 1, |inv| {
-                inv.key(&k.waiting)
-                    .key(&k.needs)
-                    .key(&k.early)
-                    .key(&k.pending)
-                    .key(&k.delayed)
-                    .key(&k.seq)
-                    .key(&k.wake)
-                    .key(&k.dead)
-                    .key(&k.failed_ids)
-                    .key(&k.enqueued);
-                if let Some((key, _)) = task.unique {
-                    inv.key(k.unique(key));
-                }
-                inv.arg(task.id)
-                    .arg(task.record)
-                    .arg(task.delay_ms)
-                    .arg(task.unique.map_or(0, |(_, ttl)| ttl))
-                    .arg(dead.unwrap_or(&[]))
-                    .arg(&open[..])
-                    .arg(task.task_type);
-            })
+            .with_index_and_bands(
+                queue,
+                &k,
+                &SCRIPTS.dep_enqueue,
+                &[task.id],
+                1,
+                Some(Bands::Exact(set)),
+                |inv| {
+                    inv.key(&k.waiting)
+                        .key(&k.needs)
+                        .key(&k.early)
+                        .key(&k.delayed)
+                        .key(&k.wake)
+                        .key(&k.dead)
+                        .key(&k.failed_ids)
+                        .key(&k.enqueued);
+                    if let Some((key, _)) = task.unique {
+                        inv.key(k.unique(key));
+                    }
+                    inv.arg(task.id)
+                        .arg(task.record)
+                        .arg(task.delay_ms)
+                        .arg(task.unique.map_or(0, |(_, ttl)| ttl))
+                        .arg(dead.unwrap_or(&[]))
+                        .arg(&open[..])
+                        .arg(task.task_type);
+                },
+            )
             .await?;
         let mut it = reply.into_iter();
         let kind = it.next().unwrap_or_default();
@@ -287,20 +301,16 @@ impl Broker {
     }
 
     /// The unique key of a waiting task and its lock TTL in seconds, read from its record.
-    async fn waiting_unique_key(&self, queue: &str, id: &[u8]) -> Result<Option<(String, u64)>> {
-        let stored = self.waiting_record(queue, id).await?;
-        Ok(stored
-            .as_deref()
-            .and_then(|r| record::decode(queue, r).ok())
-            .and_then(|t| {
-                let key = t.options.unique_key?;
-                let ttl = t
-                    .options
-                    .unique_ttl
-                    .unwrap_or(crate::task::DEFAULT_UNIQUE_TTL)
-                    + t.options.delay.unwrap_or_default();
-                Some((key, ttl.as_secs().max(1)))
-            }))
+    fn waiting_unique_key(queue: &str, stored: &[u8]) -> Option<(String, u64)> {
+        record::decode(queue, stored).ok().and_then(|t| {
+            let key = t.options.unique_key?;
+            let ttl = t
+                .options
+                .unique_ttl
+                .unwrap_or(crate::task::DEFAULT_UNIQUE_TTL)
+                + t.options.delay.unwrap_or_default();
+            Some((key, ttl.as_secs().max(1)))
+        })
     }
 
     /// Crosses dependency `dep` off `dependent`'s list (see `dep_satisfy.lua`).
@@ -314,23 +324,28 @@ impl Broker {
         // The lock of a waiting task has no TTL; the release gives it one. A task written
         // between this read and the script keeps its lock without one until it settles (which
         // releases it), so nothing is lost.
-        let unique = self.waiting_unique_key(queue, dependent).await?;
-        let mut inv = SCRIPTS.dep_satisfy.prepare_invoke();
-        inv.key(&k.waiting)
-            .key(&k.needs)
-            .key(&k.early)
-            .key(&k.pending)
-            .key(&k.delayed)
-            .key(&k.seq)
-            .key(&k.wake);
-        if let Some((key, _)) = &unique {
-            inv.key(k.unique(key));
-        }
-        inv.arg(dependent)
-            .arg(dep)
-            .arg(unique.as_ref().map_or(0, |(_, ttl)| *ttl));
-        let mut c = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut c).await?;
+        // The band it is released into is its record's (a record written after this read is
+        // in a band the script asks for).
+        let stored = self.waiting_record(queue, dependent).await?;
+        let unique = stored
+            .as_deref()
+            .and_then(|r| Self::waiting_unique_key(queue, r));
+        let set = stored.as_deref().map_or(0, |r| band(band_of(r)));
+        let _: i64 = self
+            .with_bands(queue, &k, &SCRIPTS.dep_satisfy, Bands::Exact(set), |inv| {
+                inv.key(&k.waiting)
+                    .key(&k.needs)
+                    .key(&k.early)
+                    .key(&k.delayed)
+                    .key(&k.wake);
+                if let Some((key, _)) = &unique {
+                    inv.key(k.unique(key));
+                }
+                inv.arg(dependent)
+                    .arg(dep)
+                    .arg(unique.as_ref().map_or(0, |(_, ttl)| *ttl));
+            })
+            .await?;
         Ok(())
     }
 

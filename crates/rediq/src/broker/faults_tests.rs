@@ -62,6 +62,11 @@ impl Fx {
         c.zcard(key).await.unwrap()
     }
 
+    /// Pending tasks, in every band.
+    async fn pending(&self) -> u64 {
+        self.b.pending_len(&self.k).await.unwrap()
+    }
+
     async fn active(&self) -> u64 {
         let mut c = self.b.conn.clone();
         c.hlen(self.k.active(S)).await.unwrap()
@@ -70,7 +75,7 @@ impl Fx {
     /// (pending, delayed, retry, dead, active)
     async fn where_(&self) -> (u64, u64, u64, u64, u64) {
         (
-            self.card(&self.k.pending).await,
+            self.pending().await,
             self.card(&self.k.delayed).await,
             self.card(&self.k.retry).await,
             self.card(&self.k.dead).await,
@@ -110,7 +115,7 @@ async fn fetch_moves_nothing_when_its_keys_are_corrupt() {
     let active = f.k.active(S);
     f.set(&active, "x").await;
     corrupt(f.b.fetch(Q, S, 100, LEASE).await, &active, "holds a string");
-    assert_eq!(f.card(&f.k.pending).await, 200);
+    assert_eq!(f.pending().await, 200);
     f.del(&active).await;
 
     f.set(&f.k.leases, "x").await;
@@ -128,7 +133,7 @@ async fn fetch_moves_nothing_when_its_keys_are_corrupt() {
 }
 
 #[tokio::test]
-async fn forward_moves_nothing_when_pending_or_the_sequence_is_corrupt() {
+async fn forward_moves_nothing_when_a_band_or_the_bands_zset_is_corrupt() {
     let f = Fx::new().await;
     f.b.enqueue(Q, &tasks(100, 1), EnqueueMode::Each)
         .await
@@ -147,20 +152,22 @@ async fn forward_moves_nothing_when_pending_or_the_sequence_is_corrupt() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    f.set(&f.k.pending, "x").await;
+    f.set(&f.k.band(50), "x").await;
     for from in [Waiting::Delayed, Waiting::Retry] {
-        corrupt(f.b.forward(Q, from, 1000).await, &f.k.pending, "a string");
+        corrupt(f.b.forward(Q, from, 1000).await, &f.k.band(50), "a string");
     }
     assert_eq!(f.card(&f.k.delayed).await, 100);
     assert_eq!(f.card(&f.k.retry).await, 50);
-    f.del(&f.k.pending).await;
+    f.del(&f.k.band(50)).await;
 
-    f.set(&f.k.seq, "1.5").await;
+    f.set(&f.k.bands, "1.5").await;
     for from in [Waiting::Delayed, Waiting::Retry] {
-        corrupt(f.b.forward(Q, from, 1000).await, &f.k.seq, "non-integer");
+        corrupt(f.b.forward(Q, from, 1000).await, &f.k.bands, "a string");
     }
+    f.del(&f.k.bands).await;
+    let band: u64 = f.b.conn.clone().llen(f.k.band(50)).await.unwrap();
+    assert_eq!(band, 0, "nothing reached the band");
     assert_eq!(f.where_().await, (0, 100, 50, 0, 0));
-    f.del(&f.k.seq).await;
 
     assert_eq!(f.b.forward(Q, Waiting::Delayed, 1000).await.unwrap(), 100);
     assert_eq!(f.b.forward(Q, Waiting::Retry, 1000).await.unwrap(), 50);
@@ -214,14 +221,14 @@ async fn retry_kill_and_requeue_leave_the_task_active_when_a_key_is_corrupt() {
     assert_eq!(f.where_().await, (0, 0, 0, 0, 3));
 
     // requeue (shutdown and recovery): wrong-type pending, non-integer failed counter.
-    f.set(&f.k.pending, "x").await;
+    f.set(&f.k.band(50), "x").await;
     let back = [(ids[2].clone(), t, None)];
     corrupt(
         f.b.requeue(Q, S, &back, false).await,
-        &f.k.pending,
+        &f.k.band(50),
         "a string",
     );
-    f.del(&f.k.pending).await;
+    f.del(&f.k.band(50)).await;
     f.set(&f.k.failed, "x").await;
     {
         let mut c = f.b.conn.clone();
@@ -306,8 +313,8 @@ async fn enqueue_writes_nothing_when_a_key_is_corrupt_and_ignores_a_broken_wake_
     batch.extend(tasks(5, 1000));
     batch[0].unique = Some(("u".into(), 60));
     for (key, holds) in [
-        (&f.k.seq, "non-integer"),
-        (&f.k.pending, "a string"),
+        (&f.k.bands, "a string"),
+        (&f.k.band(50), "a string"),
         (&f.k.delayed, "a string"),
         (&f.k.enqueued, "a string"),
     ] {
@@ -478,7 +485,7 @@ async fn cancel_rerun_and_flush_move_nothing_when_a_key_is_corrupt() {
     let dead = f.b.records(Q, TaskState::Dead, 10).await.unwrap();
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = dead.iter().map(|d| (d.clone(), d.clone())).collect();
     let failed_ids = f.card(&f.k.failed_ids).await;
-    for key in [&f.k.pending, &f.k.failed_ids] {
+    for key in [&f.k.band(50), &f.k.failed_ids] {
         f.set(key, "x").await;
         corrupt(f.b.rerun(Q, &pairs).await, key, "a string");
         f.del(key).await;
@@ -494,7 +501,7 @@ async fn cancel_rerun_and_flush_move_nothing_when_a_key_is_corrupt() {
         .unwrap();
     f.set(&f.k.ix_meta, "x").await;
     corrupt(f.b.flush(Q, &[]).await, &f.k.ix_meta, "a string");
-    assert_eq!(f.card(&f.k.pending).await, 6);
+    assert_eq!(f.pending().await, 6);
     f.del(&f.k.ix_meta).await;
     assert_eq!(f.b.flush(Q, &[]).await.unwrap().pending, 6);
 }

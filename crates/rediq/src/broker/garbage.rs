@@ -25,6 +25,20 @@ impl Broker {
         (moved, r)
     }
 
+    /// Sets aside what a fetch moved to the foreign list and a crash kept from reaching the
+    /// dead-letter queue (fetch.lua hands the pieces to [`Broker::bury_foreign`] at once).
+    pub async fn bury_leftover_foreign(&self, queue: &str) -> Result<usize> {
+        let mut c = self.conn.clone();
+        let left: Value = redis::cmd("LRANGE")
+            .arg(QueueKeys::new(queue).foreign)
+            .arg(0)
+            .arg(99)
+            .query_async(&mut c)
+            .await?;
+        let (n, done) = self.bury_foreign(queue, left).await;
+        done.map(|()| n)
+    }
+
     async fn bury_each(&self, queue: &str, members: Value, moved: &mut usize) -> Result<()> {
         let members: Vec<Vec<u8>> = redis::from_redis_value(members)
             .map_err(|e| Error::Serialization(format!("fetch.lua reply: {e}")))?;
@@ -39,7 +53,7 @@ impl Broker {
             let mut c = self.conn.clone();
             let n: i64 = SCRIPTS
                 .bury
-                .key(&k.pending)
+                .key(&k.foreign)
                 .key(&k.dead)
                 .key(&k.leases)
                 .arg("pending")

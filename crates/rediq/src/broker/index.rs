@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use redis::{AsyncCommands, FromRedisValue, Script, ScriptInvocation};
 
+use super::bands::{self, Bands};
 use super::keys::QueueKeys;
 use super::{Broker, SCRIPTS};
 use crate::{Error, Existing, Result};
@@ -145,19 +146,49 @@ impl Broker {
         adds: usize,
         build: impl Fn(&mut ScriptInvocation),
     ) -> Result<T> {
+        self.with_index_and_bands(queue, k, script, ids, adds, None, build)
+            .await
+    }
+
+    /// [`Broker::with_index`] for a script that also takes a band block (bands.rs), which goes
+    /// right before the index block; it is called again with the bands it reports missing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn with_index_and_bands<T: FromRedisValue>(
+        &self,
+        queue: &str,
+        k: &QueueKeys,
+        script: &Script,
+        ids: &[&[u8]],
+        adds: usize,
+        bands: Option<Bands>,
+        build: impl Fn(&mut ScriptInvocation),
+    ) -> Result<T> {
         let mut c = self.conn.clone();
+        let mut extra = 0;
         // A level changes log2(n) times in a queue's life, so a few rounds always suffice; the
         // bound only keeps a broken meta hash from looping forever.
         for _ in 0..16 {
             let m = self.ix.get(queue);
             let mut inv = script.prepare_invoke();
             build(&mut inv);
+            let set = bands.map(|b| self.band_set(queue, b) | extra);
+            if let Some(set) = set {
+                bands::block(&mut inv, k, set);
+            }
             block(&mut inv, k, m, ids, split_window(adds));
             match inv.invoke_async::<T>(&mut c).await {
-                Err(e) => match parse_stale(&e) {
-                    Some(fresh) => self.ix.set(queue, fresh),
-                    None => return Err(e.into()),
-                },
+                Err(e) => {
+                    if let Some(fresh) = parse_stale(&e) {
+                        self.ix.set(queue, fresh);
+                        continue;
+                    }
+                    match (set, bands::parse_missing(&e)) {
+                        (Some(set), Some(missing)) if self.learn_bands(queue, set, missing) => {
+                            extra |= missing
+                        }
+                        _ => return Err(e.into()),
+                    }
+                }
                 Ok(v) => return Ok(v),
             }
         }

@@ -69,7 +69,8 @@ async fn complete_all(b: &Broker) {
     super::test_util::complete_all(b, Q, S).await;
 }
 
-/// Writes tasks into pending the way a version without the index did (no index entry), then
+/// Writes tasks into pending the way a version without the index did (no index entry, in the
+/// pending set before the band lists, which the janitor moves into the bands), then
 /// completes them all: the index learns their ids only at completion, from calls that may not
 /// split.
 async fn complete_unindexed(b: &Broker, tasks: &[Task]) {
@@ -78,17 +79,17 @@ async fn complete_unindexed(b: &Broker, tasks: &[Task]) {
     for chunk in tasks.chunks(1000) {
         let mut pipe = redis::pipe();
         for t in chunk {
-            pipe.zadd(&k.pending, record::encode(t).unwrap(), 0)
+            pipe.zadd(&k.legacy_pending, record::encode(t).unwrap(), 0)
                 .ignore();
         }
         let _: () = pipe.query_async(&mut c).await.unwrap();
     }
+    assert_eq!(b.migrate_pending(Q).await.unwrap(), tasks.len() as u64);
     complete_all(b).await;
 }
 
 async fn pending(b: &Broker) -> u64 {
-    let mut c = b.conn.clone();
-    c.zcard(QueueKeys::new(Q).pending).await.unwrap()
+    b.pending_len(&QueueKeys::new(Q)).await.unwrap()
 }
 
 /// Found by review (defect A), fixed since: (ix_lookup.lua / dep_register.lua): after a flush, `deps:failed` still names a

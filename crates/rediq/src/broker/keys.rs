@@ -9,13 +9,20 @@ pub(crate) const PREFIX: &str = "rediq";
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
     base: String,
-    pub pending: String,
+    /// The priority bands whose list may hold pending tasks (zset, member = score = band; see
+    /// bands.lua). The lists themselves: [`QueueKeys::band`].
+    pub bands: String,
+    /// Pending members that are no record of ours, on their way to the dead-letter queue
+    /// (fetch.lua, bury.lua).
+    pub foreign: String,
+    /// The pending zset of versions before the band lists (the janitor moves what it holds
+    /// into the bands: migrate.lua).
+    pub legacy_pending: String,
     pub delayed: String,
     pub retry: String,
     pub dead: String,
     pub completed: String,
     pub leases: String,
-    pub seq: String,
     pub token: String,
     pub wake: String,
     pub processed: String,
@@ -63,13 +70,14 @@ impl QueueKeys {
         let base = format!("{PREFIX}:{{{queue}}}");
         let k = |s: &str| format!("{base}:{s}");
         QueueKeys {
-            pending: k("pending"),
+            bands: k("bands"),
+            foreign: k("pending:foreign"),
+            legacy_pending: k("pending"),
             delayed: k("delayed"),
             retry: k("retry"),
             dead: k("dead"),
             completed: k("completed"),
             leases: k("leases"),
-            seq: k("seq"),
             token: k("token"),
             wake: k("wake"),
             processed: k("stat:processed"),
@@ -95,6 +103,11 @@ impl QueueKeys {
             legacy: [k("deps:done"), k("deps:done:count"), k("deps:flushes")],
             base,
         }
+    }
+
+    /// The list of the pending tasks of one priority band (0..=100), oldest first.
+    pub fn band(&self, p: u8) -> String {
+        format!("{}:pending:{p}", self.base)
     }
 
     /// The active hash of one server: the tasks it holds under its lease.
@@ -151,14 +164,17 @@ mod tests {
     fn every_queue_key_shares_the_hash_tag() {
         let k = QueueKeys::new("emails");
         for key in [
-            &k.pending,
+            &k.bands,
+            &k.band(0),
+            &k.band(100),
+            &k.foreign,
+            &k.legacy_pending,
             &k.delayed,
             &k.retry,
             &k.dead,
             &k.completed,
             &k.leases,
             &k.active("host:1:ab"),
-            &k.seq,
             &k.token,
             &k.wake,
             &k.processed,

@@ -25,6 +25,7 @@
 //! `cron.rs`, cancellation in `cancel.rs`, and setting garbage aside in `garbage.rs`.
 
 mod admin;
+mod bands;
 pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod deps;
@@ -82,59 +83,58 @@ struct Scripts {
     dep_begin: Script,
     dep_claim: Script,
     oldest: Script,
+    migrate: Script,
     bury: Script,
     resume: Script,
     ix_lookup: Script,
     ix_evict: Script,
 }
 
-/// A guarded script that also uses the id index (scripts/index.lua).
-macro_rules! indexed {
-    ($file:literal) => {
+/// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
+/// helpers that make a refusal name its key) in front, and the helpers it uses after it:
+/// `bands.lua` (pending band lists) and `index.lua` (the id index).
+macro_rules! guarded {
+    ($($part:literal),*) => {
         Script::new(concat!(
             include_str!("scripts/prelude.lua"),
-            include_str!("scripts/index.lua"),
-            include_str!(concat!("scripts/", $file))
+            $(include_str!(concat!("scripts/", $part))),*
         ))
     };
 }
 
-/// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
-/// helpers that make a refusal name its key) in front.
-macro_rules! guarded {
+/// A guarded script that also uses the id index (scripts/index.lua).
+macro_rules! indexed {
     ($file:literal) => {
-        Script::new(concat!(
-            include_str!("scripts/prelude.lua"),
-            include_str!(concat!("scripts/", $file))
-        ))
+        guarded!("index.lua", $file)
     };
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: indexed!("enqueue.lua"),
-    fetch: guarded!("fetch.lua"),
+    enqueue: guarded!("bands.lua", "index.lua", "enqueue.lua"),
+    fetch: guarded!("bands.lua", "fetch.lua"),
     complete: indexed!("complete.lua"),
     retry: guarded!("retry.lua"),
     kill: indexed!("kill.lua"),
-    requeue: guarded!("requeue.lua"),
-    forward: guarded!("forward.lua"),
+    requeue: guarded!("bands.lua", "requeue.lua"),
+    forward: guarded!("bands.lua", "forward.lua"),
     extend: Script::new(include_str!("scripts/extend.lua")),
     expired: Script::new(include_str!("scripts/expired.lua")),
     janitor: guarded!("janitor.lua"),
-    rerun: indexed!("rerun.lua"),
-    flush: guarded!("flush.lua"),
-    cron_fire: indexed!("cron_fire.lua"),
+    rerun: guarded!("bands.lua", "index.lua", "rerun.lua"),
+    flush: guarded!("bands.lua", "flush.lua"),
+    cron_fire: guarded!("bands.lua", "index.lua", "cron_fire.lua"),
     cron_set: Script::new(include_str!("scripts/cron_set.lua")),
     rewake: guarded!("rewake.lua"),
     cancel: indexed!("cancel.lua"),
     dep_register: indexed!("dep_register.lua"),
-    dep_enqueue: indexed!("dep_enqueue.lua"),
-    dep_satisfy: guarded!("dep_satisfy.lua"),
+    dep_enqueue: guarded!("bands.lua", "index.lua", "dep_enqueue.lua"),
+    dep_satisfy: guarded!("bands.lua", "dep_satisfy.lua"),
     dep_fail: indexed!("dep_fail.lua"),
     dep_aside: guarded!("dep_aside.lua"),
     dep_begin: guarded!("dep_begin.lua"),
     dep_claim: guarded!("dep_claim.lua"),
-    oldest: Script::new(include_str!("scripts/oldest.lua")),
+    oldest: guarded!("bands.lua", "oldest.lua"),
+    migrate: guarded!("bands.lua", "migrate.lua"),
     bury: guarded!("bury.lua"),
     resume: guarded!("resume.lua"),
     ix_lookup: indexed!("ix_lookup.lua"),
@@ -173,6 +173,8 @@ pub(crate) struct Broker {
     outbox: std::sync::Arc<tokio::sync::Notify>,
     /// The last-read shape of each queue's id index.
     ix: index::IxCache,
+    /// The priority bands seen in use per queue.
+    bands: bands::BandCache,
     /// Notified when a completion found more finished ids than the cap (the janitor evicts).
     finished: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -242,6 +244,7 @@ impl Broker {
             deps: DepLimits::default(),
             outbox: Default::default(),
             ix: Default::default(),
+            bands: Default::default(),
             finished: Default::default(),
         })
     }
@@ -265,6 +268,7 @@ impl Broker {
             deps: self.deps,
             outbox: self.outbox.clone(),
             ix: self.ix.clone(),
+            bands: self.bands.clone(),
             finished: self.finished.clone(),
         })
     }
@@ -318,6 +322,8 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod bands_tests;
 #[cfg(test)]
 mod deps_faults_tests;
 #[cfg(test)]

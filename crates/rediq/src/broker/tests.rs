@@ -230,15 +230,17 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
+    /// `seq` orders a band: new tasks count up from 1, each call that gives tasks back counts
+    /// down from 0 (it puts them in front of everything, oldest id first).
     Pending {
         prio: i32,
-        seq: u64,
+        seq: i64,
     },
     Active {
         server: usize,
         token: u64,
         prio: i32,
-        seq: u64,
+        seq: i64,
     },
     Retry {
         prio: i32,
@@ -255,7 +257,9 @@ struct Model {
     held: Vec<(usize, Vec<u8>, u64, Vec<u8>)>,
     /// Per server: whether it has a lease entry, and whether that entry has lapsed.
     lease: [Option<bool>; 2],
-    seq: u64,
+    seq: i64,
+    /// The `seq` of the last call that gave tasks back (0, -1, -2, ...).
+    front: i64,
     fails: u64,
     processed: u64,
 }
@@ -289,7 +293,7 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Fetch(n, second) => {
                 let server = usize::from(second);
-                let mut pending: Vec<(i32, u64, Vec<u8>)> = m
+                let mut pending: Vec<(i32, i64, Vec<u8>)> = m
                     .tasks
                     .iter()
                     .filter_map(|(id, s)| match s {
@@ -422,6 +426,7 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         held.iter().map(|e| (e.id.clone(), e.token, None)).collect();
                     let moved = b.requeue(Q, name, &items, true).await.unwrap();
                     prop_assert_eq!(moved as usize, items.len());
+                    m.front -= 1;
                     for e in held {
                         match m.tasks.get(&e.id).copied() {
                             Some(State::Active {
@@ -432,9 +437,9 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             }) => {
                                 prop_assert_eq!((s, token), (server, e.token));
                                 let _ = seq;
-                                // Back to the front of its priority (sequence 0; ties
-                                // ordered by id).
-                                m.tasks.insert(e.id, State::Pending { prio, seq: 0 });
+                                // Back to the front of its band, before what earlier calls
+                                // gave back (ties ordered by id).
+                                m.tasks.insert(e.id, State::Pending { prio, seq: m.front });
                             }
                             other => prop_assert!(false, "held task in state {:?}", other),
                         }

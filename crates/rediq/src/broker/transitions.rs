@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 
+use super::bands::{bands_of, Bands};
 use super::keys::QueueKeys;
 use super::record;
 use super::{Broker, DeadLimits, EARLY_FACTS_FLOOR, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
@@ -61,8 +62,8 @@ pub(crate) struct Fetched {
     /// Pending members that were no record of ours and that this call moved to the dead-letter
     /// queue (`bury.lua`): the caller counts them as dead-lettered `rediq:undecodable` tasks.
     pub buried: usize,
-    /// Why setting the rest of them aside failed, if it did: they stay in pending, and the
-    /// caller backs off this queue as after a failed fetch (fetch.lua wakes it again at once).
+    /// Why setting the rest of them aside failed, if it did: they stay in the foreign list
+    /// (the janitor tries again), and the caller backs off this queue as after a failed fetch.
     pub bury_error: Option<Error>,
 }
 
@@ -155,42 +156,52 @@ impl Broker {
             Vec::new()
         };
         let ids: Vec<&[u8]> = tasks.iter().map(|t| record::raw_id(&t.record)).collect();
+        let due = bands_of(
+            tasks
+                .iter()
+                .filter(|t| t.delay_ms == 0)
+                .map(|t| &t.record[..]),
+        );
         let flat: Vec<Vec<u8>> = self
-            .with_index(queue, &k, &SCRIPTS.enqueue, &ids, ids.len(), |inv| {
-                inv.key(&k.pending)
-                    .key(&k.delayed)
-                    .key(&k.seq)
-                    .key(&k.wake)
-                    .key(&k.enqueued);
-                for (key, _) in &lock_keys {
-                    inv.key(k.unique(key));
-                }
-                inv.arg(match mode {
-                    EnqueueMode::Each => "each",
-                    EnqueueMode::All => "all",
-                })
-                .arg(tasks.len());
-                for t in tasks {
-                    inv.arg(&t.record[..]);
-                }
-                inv.arg(extra.len());
-                for (i, t) in &extra {
-                    let (idx, ttl) = match &t.unique {
-                        Some((key, ttl)) => (locks[key.as_str()], *ttl),
-                        None => (0, 0),
-                    };
-                    inv.arg(i + 1)
-                        .arg(t.delay_ms)
-                        .arg(idx)
-                        .arg(ttl)
-                        .arg(type_of[*i]);
-                }
-                inv.arg(types.len());
-                for (ty, n) in &types {
-                    inv.arg(*ty).arg(*n);
-                }
-                inv.arg(&type_map[..]);
-            })
+            .with_index_and_bands(
+                queue,
+                &k,
+                &SCRIPTS.enqueue,
+                &ids,
+                ids.len(),
+                Some(Bands::Exact(due)),
+                |inv| {
+                    inv.key(&k.delayed).key(&k.wake).key(&k.enqueued);
+                    for (key, _) in &lock_keys {
+                        inv.key(k.unique(key));
+                    }
+                    inv.arg(match mode {
+                        EnqueueMode::Each => "each",
+                        EnqueueMode::All => "all",
+                    })
+                    .arg(tasks.len());
+                    for t in tasks {
+                        inv.arg(&t.record[..]);
+                    }
+                    inv.arg(extra.len());
+                    for (i, t) in &extra {
+                        let (idx, ttl) = match &t.unique {
+                            Some((key, ttl)) => (locks[key.as_str()], *ttl),
+                            None => (0, 0),
+                        };
+                        inv.arg(i + 1)
+                            .arg(t.delay_ms)
+                            .arg(idx)
+                            .arg(ttl)
+                            .arg(type_of[*i]);
+                    }
+                    inv.arg(types.len());
+                    for (ty, n) in &types {
+                        inv.arg(*ty).arg(*n);
+                    }
+                    inv.arg(&type_map[..]);
+                },
+            )
             .await?;
         let mut out = vec![None; tasks.len()];
         let mut it = flat.into_iter();
@@ -219,19 +230,18 @@ impl Broker {
         lease: Duration,
     ) -> Result<Option<Fetched>> {
         let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        let v: Value = SCRIPTS
-            .fetch
-            .key(&k.pending)
-            .key(&k.leases)
-            .key(k.active(server))
-            .key(&k.token)
-            .key(&k.wake)
-            .key(&k.paused)
-            .arg(n)
-            .arg(lease.as_millis() as u64)
-            .arg(server)
-            .invoke_async(&mut c)
+        let v: Value = self
+            .with_bands(queue, &k, &SCRIPTS.fetch, Bands::Seen(0), |inv| {
+                inv.key(&k.foreign)
+                    .key(&k.leases)
+                    .key(k.active(server))
+                    .key(&k.token)
+                    .key(&k.wake)
+                    .key(&k.paused)
+                    .arg(n)
+                    .arg(lease.as_millis() as u64)
+                    .arg(server);
+            })
             .await?;
         let Value::Array(mut parts) = v else {
             return Err(Error::Serialization(format!("fetch.lua returned {v:?}")));
@@ -426,22 +436,25 @@ impl Broker {
             chunks.push(&[]);
         }
         for (n, chunk) in chunks.into_iter().enumerate() {
-            let mut inv = SCRIPTS.requeue.prepare_invoke();
-            inv.key(k.active(server))
-                .key(&k.leases)
-                .key(&k.pending)
-                .key(&k.wake)
-                .key(&k.failed)
-                .arg(if expired_only { "1" } else { "0" })
-                .arg(server)
-                .arg(chunk.len());
-            for (id, token, record) in chunk {
-                inv.arg(&id[..])
-                    .arg(token_text(*token))
-                    .arg(record.as_deref().unwrap_or(&[]));
-            }
-            let mut c = self.conn.clone();
-            let which: Vec<usize> = inv.invoke_async(&mut c).await?;
+            // A record given is in its own band; one kept (None) is in a band the script asks
+            // for when this broker has not seen it in use.
+            let given = bands_of(chunk.iter().filter_map(|(_, _, r)| r.as_deref()));
+            let which: Vec<usize> = self
+                .with_bands(queue, &k, &SCRIPTS.requeue, Bands::Seen(given), |inv| {
+                    inv.key(k.active(server))
+                        .key(&k.leases)
+                        .key(&k.wake)
+                        .key(&k.failed)
+                        .arg(if expired_only { "1" } else { "0" })
+                        .arg(server)
+                        .arg(chunk.len());
+                    for (id, token, record) in chunk {
+                        inv.arg(&id[..])
+                            .arg(token_text(*token))
+                            .arg(record.as_deref().unwrap_or(&[]));
+                    }
+                })
+                .await?;
             moved.extend(
                 which
                     .into_iter()
@@ -458,16 +471,10 @@ impl Broker {
             Waiting::Delayed => &k.delayed,
             Waiting::Retry => &k.retry,
         };
-        let mut c = self.conn.clone();
-        Ok(SCRIPTS
-            .forward
-            .key(src)
-            .key(&k.pending)
-            .key(&k.seq)
-            .key(&k.wake)
-            .arg(limit)
-            .invoke_async(&mut c)
-            .await?)
+        self.with_bands(queue, &k, &SCRIPTS.forward, Bands::Seen(0), |inv| {
+            inv.key(src).key(&k.wake).arg(limit);
+        })
+        .await
     }
 
     /// Trims completed tasks past their retention, dead tasks beyond the limits, and

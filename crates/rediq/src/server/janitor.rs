@@ -2,7 +2,9 @@
 //! age limits (the trimmed ones are counted in Redis, never dropped silently), the id index's
 //! memory of finished tasks past the dependency retention or beyond its cap (also at once when
 //! a completion finds the cap exceeded), and prunes registry entries of servers that stopped
-//! heartbeating.
+//! heartbeating. It also moves what an earlier version left in the old pending set into the
+//! band lists (at start and on every sweep), and sets aside garbage a crash left on its way to
+//! the dead-letter queue.
 
 use std::sync::Arc;
 
@@ -12,6 +14,8 @@ use super::Ctx;
 pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
     let interval = ctx.cfg.janitor_interval;
     Service::start("janitor", move |mut stop| async move {
+        // Tasks an earlier version left pending must not wait for the first sweep.
+        upgrade(&ctx).await;
         let mut next = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
@@ -35,7 +39,31 @@ async fn evict(ctx: &Ctx) {
     }
 }
 
+async fn upgrade(ctx: &Ctx) {
+    for (q, _) in &ctx.cfg.queues {
+        match ctx.broker.migrate_pending(q).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(queue = %q, tasks = n, "moved the pending tasks of an earlier version into the band lists")
+            }
+            Err(e) => {
+                tracing::warn!(queue = %q, error = %e, "moving an earlier version's pending tasks failed")
+            }
+        }
+        match ctx.broker.bury_leftover_foreign(q).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::error!(queue = %q, pieces = n, "undecodable pending members moved to the dead-letter queue")
+            }
+            Err(e) => {
+                tracing::warn!(queue = %q, error = %e, "setting undecodable pending members aside failed")
+            }
+        }
+    }
+}
+
 async fn sweep(ctx: &Ctx) {
+    upgrade(ctx).await;
     for (q, _) in &ctx.cfg.queues {
         match ctx.broker.drop_legacy_records(q).await {
             Ok(0) => {}

@@ -1,9 +1,9 @@
--- bury.lua — one piece of garbage goes to the dead-letter queue (pending -> dead, or an entry of
+-- bury.lua — one piece of garbage goes to the dead-letter queue (foreign -> dead, or an entry of
 -- a lapsed server's active hash -> dead), as the stand-in record the broker built for it: type
 -- rediq:undecodable, the raw bytes as payload, the reason as its error (record.rs).
 --
--- KEYS[1] where it is: the pending zset (ARGV[1] = "pending": a member fetch.lua did not lease
---         because it is no record of ours) or a server's active hash (ARGV[1] = "active": an
+-- KEYS[1] where it is: the foreign list (ARGV[1] = "pending": a pending member fetch.lua did
+--         not lease because it is no record of ours, and moved there) or a server's active hash (ARGV[1] = "active": an
 --         entry without the token|record shape, found by the recoverer)
 -- KEYS[2] dead zset
 -- KEYS[3] leases zset (read for "active" only)
@@ -23,7 +23,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[1] == 'pending' then
-  if not rcall('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+  if not rcall('LPOS', KEYS[1], ARGV[2]) then return 0 end
 else
   if rcall('HGET', KEYS[1], ARGV[2]) ~= ARGV[4] then return 0 end
   local deadline = rcall('ZSCORE', KEYS[3], ARGV[5])
@@ -32,7 +32,7 @@ end
 rcall('ZADD', KEYS[2], now, ARGV[3])
 -- Nothing below can fail.
 if ARGV[1] == 'pending' then
-  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('LREM', KEYS[1], 1, ARGV[2])
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
 end

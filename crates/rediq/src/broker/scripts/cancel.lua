@@ -2,8 +2,8 @@
 -- waiting for dependencies -> gone, or active -> gone once the server running it has dropped its
 -- handler). Tasks that depend on it fail ("dependency <id> failed") through the outbox.
 --
--- KEYS[1] where the task is: the pending, delayed or retry zset (ARGV[1] = "queued"), the
---         waiting hash (ARGV[1] = "blocked"), or the active hash of the server running it
+-- KEYS[1] where the task is: its band's list (ARGV[1] = "pending", bands.lua), the delayed or
+--         retry zset (ARGV[1] = "queued"), the waiting hash (ARGV[1] = "blocked"), or the active hash of the server running it
 --         (ARGV[1] = "active")
 -- KEYS[2] cancelled counter
 -- KEYS[3] failed ids zset (id -> time)
@@ -14,13 +14,16 @@
 -- KEYS[8] (optional) the task's unique-key lock, released when it still names this task
 -- then    the index block of the task's id (index.lua): the id is marked 'F'
 --
--- ARGV[1] "queued", "blocked" or "active"
--- ARGV[2] queued: the record exactly as stored; blocked, active: the task id (16 bytes)
--- ARGV[3] the task id (queued), the record as read (blocked), or the 16-digit fencing token
+-- ARGV[1] "pending", "queued", "blocked" or "active"
+-- ARGV[2] pending, queued: the record exactly as stored; blocked, active: the task id (16 bytes)
+-- ARGV[3] the task id (pending, queued), the record as read (blocked), or the 16-digit fencing token
 --         (active)
 -- then    the index block's descriptor
 --
 -- Returns 1, or 0 when the task is no longer there (it moved on meanwhile, or the token is stale).
+-- A pending task is found (LPOS) and removed (LREM) in its band's list: both walk the list from
+-- its head, so cancelling a pending task costs O(its position in the band). A band it leaves
+-- empty stays in the bands zset until fetch.lua finds it empty.
 --
 -- Faults (prelude.lua): the task is found, the lock, dependents and counters read and checked,
 -- and the failure record written before the task leaves its place; a wrong-type key or a
@@ -28,7 +31,10 @@
 local ix = ix_open()
 local lock = ix.base >= 8 and KEYS[8] or nil
 local id
-if ARGV[1] == 'queued' then
+if ARGV[1] == 'pending' then
+  if not rcall('LPOS', KEYS[1], ARGV[2]) then return 0 end
+  id = ARGV[3]
+elseif ARGV[1] == 'queued' then
   if not rcall('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
   id = ARGV[3]
 elseif ARGV[1] == 'blocked' then
@@ -51,7 +57,9 @@ want(KEYS[3], 'zset')
 -- First write (it undoes itself when its bucket refuses); nothing below can fail.
 ix_set_all(ix, {1}, {id}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, id)
-if ARGV[1] == 'queued' then
+if ARGV[1] == 'pending' then
+  redis.call('LREM', KEYS[1], 1, ARGV[2])
+elseif ARGV[1] == 'queued' then
   redis.call('ZREM', KEYS[1], ARGV[2])
 else
   redis.call('HDEL', KEYS[1], ARGV[2])

@@ -2,11 +2,10 @@
 --
 -- KEYS[1] cron next-run zset (member = entry id, score = its next tick, Unix ms)
 -- KEYS[2] cron last-run hash (entry id -> the last tick that fired, Unix ms)
--- KEYS[3] pending zset
--- KEYS[4] sequence counter
--- KEYS[5] wake marker zset
--- KEYS[6] enqueued counters hash (task type -> tasks enqueued, ever)
--- KEYS[7] (optional) the unique-key lock of the fired task
+-- KEYS[3] wake marker zset
+-- KEYS[4] enqueued counters hash (task type -> tasks enqueued, ever)
+-- KEYS[5] (optional) the unique-key lock of the fired task
+-- then    the band block of the fired task's band (bands.lua)
 -- then    the index block of the fired task's id (index.lua)
 --
 -- ARGV[1] entry id
@@ -16,7 +15,7 @@
 -- ARGV[5] unique-key TTL in seconds
 -- ARGV[6] "1" = fire, "0" = only move on (a missed tick under the skip policy)
 -- ARGV[7] task type of the fired task
--- then    the index block's descriptor
+-- then    the band block's descriptor, then the index block's descriptor
 --
 -- Every scheduler that sees the tick due calls this; the first one moves the entry's next tick
 -- on and enqueues, every later one finds a different next tick and does nothing.
@@ -24,23 +23,24 @@
 -- was dropped because its unique key is held.
 --
 -- Faults (prelude.lua): the keys written are checked before the tick moves on, so a key of the
--- wrong type or a non-integer sequence raises CORRUPT naming the key and the tick stays due
+-- wrong type or a non-integer count raises CORRUPT naming the key and the tick stays due
 -- (it fires once the key is repaired) instead of being used up without its task.
 local ix = ix_open()
--- The optional lock comes before the index block.
-local lock = ix.base >= 7 and KEYS[7] or nil
+local bands = bands_open(ix.base, #ARGV - 1)
+-- The optional lock comes before the band block.
+local lock = bands.first > 5 and KEYS[5] or nil
 local cur = rcall('ZSCORE', KEYS[1], ARGV[1])
 if not cur or tonumber(cur) ~= tonumber(ARGV[2]) then return 0 end
 local was
 if ARGV[6] ~= '0' then
   was = ix_get(ix, 1, string.sub(ARGV[4], 3, 18))
   want(KEYS[2], 'hash')
-  want(KEYS[3], 'zset')
-  counter(KEYS[4])
-  local n = rcall('HGET', KEYS[6], ARGV[7])
+  if band_key(bands, band_of(ARGV[4])) then bands_want(bands, band_of(ARGV[4])) end
+  bands_check(bands)
+  local n = rcall('HGET', KEYS[4], ARGV[7])
   -- At most 18 digits: HINCRBY would also refuse a count that overflows.
   if n and not (#n <= 18 and string.find(n, '^%-?%d+$')) then
-    corrupt(KEYS[6], 'holds a non-integer count for ' .. ARGV[7])
+    corrupt(KEYS[4], 'holds a non-integer count for ' .. ARGV[7])
   end
 end
 -- Nothing below can fail.
@@ -55,10 +55,9 @@ local record = ARGV[4]
 if lock and not redis.call('SET', lock, string.sub(record, 3, 18), 'NX', 'EX', ARGV[5]) then
   return 3
 end
-redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
-local seq = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[3], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
+redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
+bands_push(bands, band_of(record), 'RPUSH', { record })
 ix_put(ix, 1, string.sub(record, 3, 18), 'L', not was)
 ix_close(ix)
-wake(KEYS[5])
+wake(KEYS[3])
 return 1

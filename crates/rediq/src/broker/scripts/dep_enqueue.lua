@@ -5,22 +5,23 @@
 -- KEYS[1]  waiting hash      (id -> record)
 -- KEYS[2]  needs hash        (id -> delay_ms .. "|" .. 16-byte ids of the dependencies not met)
 -- KEYS[3]  early facts zset  ("S"/"F" .. dependent id .. dependency id -> time)
--- KEYS[4]  pending zset      KEYS[5] delayed zset     KEYS[6] sequence counter
--- KEYS[7]  wake marker zset  KEYS[8] dead zset        KEYS[9] failed ids zset
--- KEYS[10] enqueued counters hash (task type -> tasks enqueued, ever)
--- KEYS[11] (optional) the task's unique-key lock
+-- KEYS[4]  delayed zset      KEYS[5] wake marker zset KEYS[6] dead zset
+-- KEYS[7]  failed ids zset
+-- KEYS[8]  enqueued counters hash (task type -> tasks enqueued, ever)
+-- KEYS[9]  (optional) the task's unique-key lock
+-- then     the band block of the task's band (bands.lua)
 -- then     the index block of the task's id (index.lua)
 --
 -- ARGV[1]  task id (16 bytes)
 -- ARGV[2]  record
 -- ARGV[3]  delay in ms (0 = none; counted from the moment the last dependency completes)
--- ARGV[4]  unique-lock TTL in seconds (with KEYS[11]); a task that waits holds its lock without
+-- ARGV[4]  unique-lock TTL in seconds (with KEYS[9]); a task that waits holds its lock without
 --          a TTL (it is live however long it waits) until dep_satisfy.lua releases it
 -- ARGV[5]  dead record to write ("" unless the caller already knows a dependency failed; the
 --          record carries the reason)
 -- ARGV[6]  the 16-byte ids of the dependencies registered but not yet met, concatenated
 -- ARGV[7]  task type
--- then     the index block's descriptor
+-- then     the band block's descriptor, then the index block's descriptor
 --
 -- A completion or failure that reached this queue before the task was written waits in KEYS[3]
 -- ("early facts", kept only while dep_begin.lua's mark says the task is being written) and is
@@ -43,8 +44,9 @@
 local ix = ix_open()
 local id, record = ARGV[1], ARGV[2]
 local was = ix_get(ix, 1, id)
--- The optional lock comes before the index block.
-local lock = ix.base >= 11 and KEYS[11] or nil
+local bands = bands_open(ix.base, #ARGV - 1)
+-- The optional lock comes before the band block.
+local lock = bands.first > 9 and KEYS[9] or nil
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -66,28 +68,28 @@ end
 -- The enqueued counter of this type is an integer field of a hash (HINCRBY refuses anything
 -- else).
 local function check_enqueued()
-  local v = rcall('HGET', KEYS[10], ARGV[7])
+  local v = rcall('HGET', KEYS[8], ARGV[7])
   if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
-    corrupt(KEYS[10], 'holds a non-integer value for ' .. ARGV[7])
+    corrupt(KEYS[8], 'holds a non-integer value for ' .. ARGV[7])
   end
 end
 
 want(KEYS[3], 'zset')
 -- Enqueueing is idempotent: an id the queue knows (another producer wrote this very task since
 -- the caller looked) is not written again.
-if not was and rcall('ZSCORE', KEYS[9], id) then was = 'F' end
+if not was and rcall('ZSCORE', KEYS[7], id) then was = 'F' end
 if was then
   forget_early()
   return {'known', was}
 end
 if ARGV[5] ~= '' then
   check_enqueued()
-  want(KEYS[8], 'zset')
-  want(KEYS[9], 'zset')
+  want(KEYS[6], 'zset')
+  want(KEYS[7], 'zset')
   -- Nothing below can fail.
-  redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
-  redis.call('ZADD', KEYS[8], now, ARGV[5])
-  redis.call('ZADD', KEYS[9], now, id)
+  redis.call('HINCRBY', KEYS[8], ARGV[7], 1)
+  redis.call('ZADD', KEYS[6], now, ARGV[5])
+  redis.call('ZADD', KEYS[7], now, id)
   forget_early()
   return {'dead'}
 end
@@ -116,10 +118,10 @@ if #rest > 0 then
   want(KEYS[1], 'hash')
   want(KEYS[2], 'hash')
 elseif delay > 0 then
-  want(KEYS[5], 'zset')
-else
-  counter(KEYS[6])
   want(KEYS[4], 'zset')
+else
+  if band_key(bands, band_of(record)) then bands_want(bands, band_of(record)) end
+  bands_check(bands)
 end
 
 -- Nothing below can fail (the lock was seen free: SET overwrites whatever type; the wake
@@ -131,7 +133,7 @@ if lock then
     redis.call('SET', lock, id, 'EX', ARGV[4])
   end
 end
-redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
+redis.call('HINCRBY', KEYS[8], ARGV[7], 1)
 if #rest > 0 then
   redis.call('HSET', KEYS[1], id, record)
   redis.call('HSET', KEYS[2], id, delay .. '|' .. table.concat(rest))
@@ -141,15 +143,14 @@ if #rest > 0 then
   return {'waiting'}
 end
 if delay > 0 then
-  redis.call('ZADD', KEYS[5], now + delay, record)
+  redis.call('ZADD', KEYS[4], now + delay, record)
   forget_early()
   ix_put(ix, 1, id, 'L', not was)
   ix_close(ix)
   return {'delayed'}
 end
-local seq = redis.call('INCR', KEYS[6])
-redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
-wake(KEYS[7])
+bands_push(bands, band_of(record), 'RPUSH', { record })
+wake(KEYS[5])
 forget_early()
 ix_put(ix, 1, id, 'L', not was)
 ix_close(ix)

@@ -3,27 +3,31 @@
 -- this script, so exactly once however many resolvers deliver the same news.
 --
 -- KEYS[1] waiting hash   KEYS[2] needs hash      KEYS[3] early facts zset
--- KEYS[4] pending zset   KEYS[5] delayed zset    KEYS[6] sequence counter
--- KEYS[7] wake marker zset
--- KEYS[8] (optional) the dependent's unique-key lock: held without a TTL while it waited, given
+-- KEYS[4] delayed zset   KEYS[5] wake marker zset
+-- KEYS[6] (optional) the dependent's unique-key lock: held without a TTL while it waited, given
 --         its TTL when the task is released
+-- then    the band block (bands.lua): the caller's guess of the dependent's band
 --
 -- ARGV[1] dependent id (16 bytes)
 -- ARGV[2] dependency id (16 bytes)
--- ARGV[3] the unique-lock TTL in seconds (with KEYS[8])
+-- ARGV[3] the unique-lock TTL in seconds (with KEYS[6])
+-- ARGV[4] the band block's descriptor
 --
 -- Idempotent: a dependency already crossed off changes nothing. A dependent not yet written
 -- (dep_begin.lua marked it, dep_enqueue.lua has not run) gets an early fact that dep_enqueue.lua
 -- consumes; an absent dependent without the mark was released or settled already, and the
 -- news (a redundant delivery) leaves nothing behind. Returns 0 (nothing to do, or noted early),
--- 1 (crossed off, others remain) or 2 (released).
+-- 1 (crossed off, others remain) or 2 (released); fails with "BANDS p" (nothing changed) when
+-- the dependent is released into a band the block lacks.
 --
 -- Faults (prelude.lua): the waiting record, the needs entry and the lock are read, and the key
--- the task goes to (pending and the sequence counter, or delayed) checked, before the task
+-- the task goes to (its band, or delayed) checked, before the task
 -- leaves the waiting hash; a wrong-type key or a non-integer counter raises CORRUPT naming the
 -- key and the dependent stays waiting with its dependency not crossed off, so the resolver sets
 -- the news aside and delivers it again once the key is repaired. The wake marker carries no
 -- data: a wrong-type one is replaced.
+local bands = bands_open(#KEYS, #ARGV)
+local lock_key = bands.first > 6 and KEYS[6] or nil
 local id, dep = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -58,22 +62,22 @@ if not record then
   redis.call('HDEL', KEYS[2], id)
   return 0
 end
-local lock = KEYS[8] and rcall('GET', KEYS[8]) == id
+local lock = lock_key and rcall('GET', lock_key) == id
+local p = band_of(record)
 if delay > 0 then
-  want(KEYS[5], 'zset')
-else
-  counter(KEYS[6])
   want(KEYS[4], 'zset')
+else
+  if band_key(bands, p) then bands_want(bands, p) end
+  bands_check(bands)
 end
 -- Nothing below can fail (the wake marker is replaced when it is of the wrong type).
 if delay > 0 then
-  redis.call('ZADD', KEYS[5], now + delay, record)
+  redis.call('ZADD', KEYS[4], now + delay, record)
 else
-  local seq = redis.call('INCR', KEYS[6])
-  redis.call('ZADD', KEYS[4], string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + seq), record)
-  wake(KEYS[7])
+  bands_push(bands, p, 'RPUSH', { record })
+  wake(KEYS[5])
 end
-if lock then redis.call('EXPIRE', KEYS[8], ARGV[3]) end
+if lock then redis.call('EXPIRE', lock_key, ARGV[3]) end
 redis.call('HDEL', KEYS[1], id)
 redis.call('HDEL', KEYS[2], id)
 return 2

@@ -1,12 +1,11 @@
 -- enqueue.lua — new tasks enter a queue: due now (pending) or later (delayed).
 --
--- KEYS[1]   pending zset   (member = record, score = priority * 2^42 + sequence: lower runs first,
---                           FIFO among equal priorities)
--- KEYS[2]   delayed zset   (member = record, score = due time in Unix ms, Redis clock)
--- KEYS[3]   sequence counter of the queue
--- KEYS[4]   wake marker zset (a blocked fetcher pops it)
--- KEYS[5]   enqueued counters hash (task type -> tasks enqueued, ever)
--- KEYS[6..] unique-key locks, referenced by index from ARGV
+-- KEYS[1]   delayed zset   (member = record, score = due time in Unix ms, Redis clock)
+-- KEYS[2]   wake marker zset (a blocked fetcher pops it)
+-- KEYS[3]   enqueued counters hash (task type -> tasks enqueued, ever)
+-- KEYS[4..] unique-key locks, referenced by index from ARGV
+-- then      the band block of the bands of the tasks due now (bands.lua: pending tasks are
+--           pushed at the tail of their band's list, FIFO among equal priorities)
 -- then      the index block of the tasks' ids, in call order (index.lua)
 --
 -- ARGV[1]   mode: "each" = every task stands alone (a conflict rejects only that task);
@@ -15,12 +14,12 @@
 -- ARGV[3 .. 2+n]   the records
 -- ARGV[3+n] m, the number of tasks with a delay or a unique key; then 5 values for each:
 --           task position (1-based), delay in ms (0 = none), unique-lock index into KEYS
---           counted from KEYS[6] as 1 (0 = none), unique-lock TTL in seconds, task type index
+--           counted from KEYS[4] as 1 (0 = none), unique-lock TTL in seconds, task type index
 -- then      t, the number of task types in the call; then t pairs: task type, how many tasks
 --           of that type the call carries (a task whose unique key is held is not counted)
 -- then      the task type index of every task, 2 bytes each (big-endian), when t > 1 ('' when
 --           t = 1)
--- then      the index block's descriptor (index.lua)
+-- then      the band block's descriptor, then the index block's descriptor
 --
 -- Returns {position, answer, ...} for the tasks not written ({} when every task was written):
 -- the answer is the 16-byte id of the task holding its unique key ('' if it vanished), or one
@@ -31,15 +30,16 @@
 -- shape "<level> <generation> <split>"} (see ix_close). A record starts with a format byte, the
 -- priority byte and the 16 id bytes (see record.rs), so the priority and id are read from it
 -- directly. The common task (no delay, no unique key) costs one argument, two bucket keys, one
--- HSETNX into the id index and its share of one ZADD.
+-- HSETNX into the id index and its share of one RPUSH.
 --
--- Faults (prelude.lua): the sequence counter, the types of the pending and delayed sets and the
+-- Faults (prelude.lua): the types of the band lists, the bands zset and the delayed set and the
 -- enqueued counters are checked before the first write; the first write is the ids into the
 -- index (ix_add_all undoes its own entries when a bucket refuses), then the unique locks, so a
 -- wrong-type key or a non-integer counter raises CORRUPT naming the key and nothing is written. A wrong-type
 -- wake marker is replaced: it carries no data, and an error after the tasks were written would
 -- invite the caller to write them twice.
 local ix = ix_open()
+local bands = bands_open(ix.base, #ARGV - 1)
 local n = tonumber(ARGV[2])
 local m = tonumber(ARGV[3 + n])
 local extra = {}
@@ -76,7 +76,7 @@ end
 local rejected = {}
 for i, x in pairs(extra) do
   if x[2] > 0 then
-    local holder = rcall('GET', KEYS[5 + x[2]])
+    local holder = rcall('GET', KEYS[3 + x[2]])
     if holder and ARGV[1] == 'all' and first_at[ids[i]] == i and not ix_get(ix, i, ids[i]) then
       rejected[#rejected + 1] = tostring(i)
       rejected[#rejected + 1] = holder
@@ -86,20 +86,28 @@ end
 if #rejected > 0 then return rejected end
 
 -- Every key written after the index is checked first.
-local any_pending, any_delayed = false, false
+local any_delayed = false
+local pend = {}
 for i = 1, n do
-  if extra[i] and extra[i][1] > 0 then any_delayed = true else any_pending = true end
+  if extra[i] and extra[i][1] > 0 then
+    any_delayed = true
+  else
+    local p = band_of(ARGV[2 + i])
+    if not pend[p] and band_key(bands, p) then
+      pend[p] = {}
+      bands_want(bands, p)
+    end
+  end
 end
-if any_pending then want(KEYS[1], 'zset') end
-if any_delayed then want(KEYS[2], 'zset') end
-counter(KEYS[3])
+bands_check(bands)
+if any_delayed then want(KEYS[1], 'zset') end
 do
   local fields = {}
   for j = 1, #counts do fields[j] = ARGV[types + j * 2 - 1] end
-  local have = rcall('HMGET', KEYS[5], unpack(fields))
+  local have = rcall('HMGET', KEYS[3], unpack(fields))
   for j = 1, #counts do
     if have[j] and not (#have[j] <= 18 and string.find(have[j], '^%-?%d+$')) then
-      corrupt(KEYS[5], 'holds a non-integer count for ' .. fields[j])
+      corrupt(KEYS[3], 'holds a non-integer count for ' .. fields[j])
     end
   end
 end
@@ -114,8 +122,8 @@ for j = 1, #uniq do
   end
 end
 
-local first = redis.call('INCRBY', KEYS[3], n) - n
-local pend, delayed = {}, {}
+local delayed = {}
+local any_pending = false
 local now
 for i = 1, n do
   local record = ARGV[2 + i]
@@ -132,9 +140,9 @@ for i = 1, n do
   elseif x then
     delay = x[1]
     if x[2] > 0 then
-      if not redis.call('SET', KEYS[5 + x[2]], ids[i], 'NX', 'EX', x[3]) then
+      if not redis.call('SET', KEYS[3 + x[2]], ids[i], 'NX', 'EX', x[3]) then
         rejected[#rejected + 1] = tostring(i)
-        rejected[#rejected + 1] = redis.call('GET', KEYS[5 + x[2]]) or ''
+        rejected[#rejected + 1] = redis.call('GET', KEYS[3 + x[2]]) or ''
         counts[x[4]] = counts[x[4]] - 1
         ok = false
         -- Not written after all: the index forgets it again.
@@ -151,23 +159,23 @@ for i = 1, n do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = record
     else
-      -- Integer text: a Lua number reaches Redis 7.0 formatted with "%.17g", which is slow.
-      pend[#pend + 1] = string.format('%d', (string.byte(record, 2) or 50) * 4398046511104 + first + i)
-      pend[#pend + 1] = record
+      local band = pend[band_of(record)]
+      band[#band + 1] = record
+      any_pending = true
     end
   end
 end
 
 -- Nothing below can fail (every key was checked above).
 for j = 1, #counts do
-  if counts[j] > 0 then redis.call('HINCRBY', KEYS[5], ARGV[types + j * 2 - 1], counts[j]) end
+  if counts[j] > 0 then redis.call('HINCRBY', KEYS[3], ARGV[types + j * 2 - 1], counts[j]) end
 end
-if #pend > 0 then
-  redis.call('ZADD', KEYS[1], unpack(pend))
-  wake(KEYS[4])
+for p, records in pairs(pend) do
+  if #records > 0 then bands_push(bands, p, 'RPUSH', records) end
 end
+if any_pending then wake(KEYS[2]) end
 if #delayed > 0 then
-  redis.call('ZADD', KEYS[2], unpack(delayed))
+  redis.call('ZADD', KEYS[1], unpack(delayed))
 end
 rejected[#rejected + 1] = '0'
 rejected[#rejected + 1] = ix_close(ix)

@@ -1,37 +1,59 @@
 -- fetch.lua — lease up to N pending tasks to a server (pending -> active).
 --
--- KEYS[1] pending zset
+-- KEYS[1] foreign list    (pending members that are no record of ours, on their way to the
+--                          dead-letter queue: see below)
 -- KEYS[2] leases zset     (member = server id, score = lease deadline in Unix ms, Redis clock)
 -- KEYS[3] the server's active hash (field = task id,
 --                          value = 16-digit fencing token .. "|" .. record)
 -- KEYS[4] token counter   (one fencing token per fetch; every delivery of a task gets a new one)
 -- KEYS[5] wake marker zset
 -- KEYS[6] paused flag (while it exists the queue hands out nothing)
+-- then    the band block (bands.lua): every band of the bands zset must be in it
 --
 -- ARGV[1] N, the most tasks to take
 -- ARGV[2] lease duration in ms
 -- ARGV[3] server id
+-- ARGV[4] the band block's descriptor
 --
--- The lease belongs to the server, not to each task: one ZADD per fetch instead of one entry per
--- task. The server's heartbeat extends it; when it lapses, the recoverer takes back everything
--- in the server's active hash.
+-- Tasks are taken from the head of the lowest band first (priority 0 runs first), then the
+-- next band, until N. The lease belongs to the server, not to each task: one ZADD per fetch
+-- instead of one entry per task. The server's heartbeat extends it; when it lapses, the
+-- recoverer takes back everything in the server's active hash.
 -- Returns {token, {record, ...}}, or {} when the queue is empty or paused; a third element
--- {member, ...} lists pending members that are no record of ours (shorter than the head, or
--- another format byte): they are not leased, since two of them could share one active field
--- (their "id") and overwrite each other, and stay in pending for the broker to set aside one by
--- one (bury.lua). When tasks remain after the pop the wake marker is set again, so that a second
--- blocked server wakes up too.
+-- {member, ...} lists members that are no record of ours (shorter than the head, or another
+-- format byte): they are not leased, since two of them could share one active field (their
+-- "id") and overwrite each other, but moved to the foreign list, from which the broker sets
+-- them aside one by one (bury.lua; the janitor finishes what a crash interrupted). When tasks
+-- remain the wake marker is set again, so that a second blocked server wakes up too.
 --
--- Faults (prelude.lua): every step that can fail (reading pending, INCR of the token counter,
--- ZADD of the lease, HSET into the active hash) comes before the tasks leave pending, so a key
--- of the wrong type or a non-integer counter raises CORRUPT naming the key and nothing moves
--- (at most the token counter or the lease advanced). A wrong-type wake marker is replaced.
+-- Faults (prelude.lua): every step that can fail (reading the bands, INCR of the token counter,
+-- ZADD of the lease, HSET into the active hash, the foreign list's type) comes before the tasks
+-- leave their band (LRANGE first, LTRIM last), so a key of the wrong type or a non-integer
+-- counter raises CORRUPT naming the key and nothing moves (at most the token counter or the
+-- lease advanced). A wrong-type wake marker is replaced.
 if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
--- ZRANGE + ZREMRANGEBYRANK instead of ZPOPMIN: the scores are not needed (a task put back goes
--- to the front of its priority, see requeue.lua), and Redis 7.0 formats every score in a reply
--- with "%.17g", which cost more than the rest of the pop.
-local out = rcall('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #out == 0 then return {} end
+local b = bands_open(#KEYS, #ARGV)
+local live = bands_live(b)
+if #live == 0 then return {} end
+for i = 1, #live do band_key(b, live[i]) end
+bands_check(b)
+
+-- Read (LRANGE) band after band; nothing leaves a band before every check has passed.
+local need = tonumber(ARGV[1])
+local out, taken, last = {}, {}, 0
+for i = 1, #live do
+  local p = live[i]
+  local got = rcall('LRANGE', b.keys[p], 0, need - 1)
+  taken[#taken + 1] = { p, #got, #got < need }
+  for j = 1, #got do out[#out + 1] = got[j] end
+  need = need - #got
+  last = i
+  if need == 0 then break end
+end
+if #out == 0 then
+  for i = 1, #taken do redis.call('ZREM', b.zset, tostring(taken[i][1])) end
+  return {}
+end
 
 local token = rcall('INCR', KEYS[4])
 local t = redis.call('TIME')
@@ -54,13 +76,16 @@ for i = 1, #out do
   end
 end
 if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end
--- Nothing below can fail: pending was read as a sorted set above.
-if foreign then
-  if #leased > 0 then redis.call('ZREM', KEYS[1], unpack(leased)) end
-else
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #out - 1)
+if foreign then want(KEYS[1], 'list') end
+-- Nothing below can fail: the bands were read as lists above.
+for i = 1, #taken do
+  local p, n, emptied = taken[i][1], taken[i][2], taken[i][3]
+  if n > 0 then redis.call('LTRIM', b.keys[p], n, -1) end
+  if emptied then redis.call('ZREM', b.zset, tostring(p)) end
 end
-if redis.call('ZCARD', KEYS[1]) > 0 then
+if foreign then redis.call('RPUSH', KEYS[1], unpack(foreign)) end
+-- Tasks remain when the last band read was not emptied or a band after it is live.
+if not taken[#taken][3] or last < #live then
   wake(KEYS[5])
 end
 if foreign then return {token, leased, foreign} end

@@ -1,14 +1,17 @@
 -- flush.lua — removes every task of a queue, in every state, and reports how many of each.
 --
--- KEYS[1] pending zset     KEYS[2] delayed zset     KEYS[3] retry zset
+-- KEYS[1] pending zset of versions before the band lists (counted and deleted like a band)
+-- KEYS[2] delayed zset     KEYS[3] retry zset
 -- KEYS[4] dead zset        KEYS[5] completed zset   KEYS[6] leases zset
 -- KEYS[7] waiting hash     KEYS[8] needs hash       KEYS[9] dependents hash
 -- KEYS[10] outbox list     KEYS[11] id index meta hash (index.lua)
 -- KEYS[12 .. 11+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
 -- KEYS[12+m ..]            unique-key locks of the removed tasks
+-- then    the band block (bands.lua): every band of the bands zset must be in it
 --
 -- ARGV[1] m; then, per unique-key lock in KEYS order, the id of the task it belongs to (a lock
 --         is deleted only while it still names that task)
+-- then    the band block's descriptor
 --
 -- Servers running a flushed task find its entry gone: their acknowledgements are refused like
 -- any stale one. Tasks of other queues that depend on a removed task fail through the outbox
@@ -18,13 +21,24 @@
 -- script reads any more). The queue's counters and pause flag stay.
 -- Returns {pending, delayed, retry, dead, completed, active, waiting, old index generation}.
 --
+-- Fails with "BANDS p ..." (nothing removed) when a live band is not in the block.
+--
 -- Faults (prelude.lua): every key is read (counts, locks, dependents) and the outbox and index
 -- meta hash checked before anything is deleted; a wrong-type key or a non-integer field raises
 -- CORRUPT naming the key and nothing is removed.
 local m = tonumber(ARGV[1])
+local bands = bands_open(#KEYS, #ARGV)
+local live = bands_live(bands)
+for i = 1, #live do band_key(bands, live[i]) end
+bands_check(bands)
 local counts = {}
 for i = 1, 5 do
   counts[i] = rcall('ZCARD', KEYS[i])
+end
+local band_keys = {}
+for _, key in pairs(bands.keys) do
+  counts[1] = counts[1] + rcall('LLEN', key)
+  band_keys[#band_keys + 1] = key
 end
 local active = 0
 for i = 12, 11 + m do
@@ -33,7 +47,7 @@ end
 counts[6] = active
 counts[7] = rcall('HLEN', KEYS[7])
 local release = {}
-for i = 12 + m, #KEYS do
+for i = 12 + m, bands.first - 1 do
   if rcall('GET', KEYS[i]) == ARGV[i - m - 10] then
     release[#release + 1] = KEYS[i]
   end
@@ -59,6 +73,7 @@ redis.call('HDEL', KEYS[11], 'l', 's', 'n')
 -- its lease entry, so its tasks stay recoverable. Lapsed leases of empty hashes are dropped by
 -- the recoverer.
 redis.call('DEL', unpack(KEYS, 1, 5))
+redis.call('DEL', bands.zset, unpack(band_keys))
 redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
 if m > 0 then redis.call('DEL', unpack(KEYS, 12, 11 + m)) end
 counts[#counts + 1] = tonumber(gen) or 0

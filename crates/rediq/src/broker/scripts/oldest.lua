@@ -1,20 +1,20 @@
--- oldest.lua — read only: the head of every priority band of pending, and the Redis time.
+-- oldest.lua — read only: the head of every band of pending, and the Redis time.
 --
--- KEYS[1] pending zset (score = priority * 2^42 + sequence)
+-- KEYS    the band block (bands.lua): every band of the bands zset must be in it
+-- ARGV[1] the band block's descriptor
 --
--- Returns {now in Unix ms, record, record, ...}: the first record of each non-empty band (one
--- ZRANGEBYSCORE per band, at most 101). Within a band the head has waited longest (FIFO, and a
+-- Returns {now in Unix ms, record, record, ...}: the first record of each non-empty band
+-- (one LINDEX per band, at most 101). Within a band the head has waited longest (FIFO, and a
 -- task put back goes to the front because it was there); across bands the caller compares the
--- records' own times.
-local band = 4398046511104
+-- records' own times. Fails with "BANDS p ..." when a live band is not in the block.
+local b = bands_open(#KEYS, #ARGV)
+local live = bands_live(b)
+for i = 1, #live do band_key(b, live[i]) end
+bands_check(b)
 local t = redis.call('TIME')
 local out = { tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) }
-local from = '-inf'
-for _ = 0, 101 do
-  local r = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #r == 0 then break end
-  out[#out + 1] = r[1]
-  local prio = math.floor(tonumber(r[2]) / band)
-  from = string.format('%d', (prio + 1) * band)
+for i = 1, #live do
+  local head = rcall('LINDEX', b.keys[live[i]], 0)
+  if head then out[#out + 1] = head end
 end
 return out

@@ -4,25 +4,26 @@
 --
 -- KEYS[1] the server's active hash
 -- KEYS[2] leases zset
--- KEYS[3] pending zset
--- KEYS[4] wake marker zset
--- KEYS[5] failed counter (a lapsed lease counts a failed attempt per task given back)
+-- KEYS[3] wake marker zset
+-- KEYS[4] failed counter (a lapsed lease counts a failed attempt per task given back)
+-- then    the band block (bands.lua) of the bands the tasks go back to
 --
 -- ARGV[1] "1" = only if the server's lease has lapsed (recoverer), "0" = any (shutdown)
 -- ARGV[2] server id (owner of KEYS[1])
 -- ARGV[3] n; then 3 values per task: id, 16-digit fencing token, new record ("" = keep it)
+-- then    the band block's descriptor
 --
--- A task put back goes to the front of its priority: score priority * 2^42 (new tasks get
--- priority * 2^42 + sequence, sequence >= 1), and tasks put back with equal priority are ordered
--- by their record, whose head is the time-ordered id: oldest first.
+-- A task put back goes to the front of its band (LPUSH): it was taken from the front. The tasks
+-- of one call that go to one band are ordered by id, which is time-ordered: oldest first.
 -- Returns the 1-based positions of the tasks that went back; entries whose token is stale are
 -- left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
 -- hash is empty afterwards is removed (the server is gone and owns nothing).
 --
--- Faults (prelude.lua): the entries are read, the failed counter checked and the tasks written
--- to pending before they leave the active hash; a wrong-type key or a non-integer counter raises
+-- Faults (prelude.lua): the entries are read, the failed counter and band lists checked and the
+-- tasks written to their bands before they leave the active hash; a wrong-type key or a non-integer counter raises
 -- CORRUPT naming the key and every task stays active. A wrong-type wake marker is replaced.
+local bands = bands_open(#KEYS, #ARGV)
 local now
 if ARGV[1] == '1' then
   local t = redis.call('TIME')
@@ -42,17 +43,26 @@ for i = 1, n do
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
     which[#which + 1] = i
-    back[#back + 1] = string.format('%d', (string.byte(record, 2) or 50) * 4398046511104)
-    back[#back + 1] = record
+    local p = band_of(record)
+    if not back[p] then
+      back[p] = {}
+      if band_key(bands, p) then bands_want(bands, p) end
+    end
+    back[p][#back[p] + 1] = record
   end
 end
+bands_check(bands)
 if #moved > 0 then
-  if now then counter(KEYS[5]) end
-  rcall('ZADD', KEYS[3], unpack(back))
+  if now then counter(KEYS[4]) end
   -- Nothing below can fail.
+  for p, records in pairs(back) do
+    -- LPUSH puts the last one first: newest id first in, oldest ends at the head.
+    table.sort(records, function(x, y) return string.sub(x, 3, 18) > string.sub(y, 3, 18) end)
+    bands_push(bands, p, 'LPUSH', records)
+  end
   redis.call('HDEL', KEYS[1], unpack(moved))
-  wake(KEYS[4])
-  if now then redis.call('INCRBY', KEYS[5], #moved) end
+  wake(KEYS[3])
+  if now then redis.call('INCRBY', KEYS[4], #moved) end
 end
 if now and rcall('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])

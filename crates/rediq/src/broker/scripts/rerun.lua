@@ -1,33 +1,32 @@
 -- rerun.lua — dead tasks run again (dead -> pending), their attempt count reset.
 --
 -- KEYS[1] dead zset
--- KEYS[2] pending zset
--- KEYS[3] sequence counter
--- KEYS[4] wake marker zset
--- KEYS[5] failed ids zset (a task run again is no longer failed for tasks that depend on it)
+-- KEYS[2] wake marker zset
+-- KEYS[3] failed ids zset (a task run again is no longer failed for tasks that depend on it)
+-- then    the band block (bands.lua) of the bands of the records to run
 -- then    the index block of the new records' ids, in ARGV order (index.lua)
 --
 -- ARGV[1] n; then 2 values per task: the dead record exactly as stored, and the record to run
 --         (attempt count and error cleared; same id and priority)
--- then    the index block's descriptor
+-- then    the band block's descriptor, then the index block's descriptor
 --
 -- A dead record whose id the index knows as live or completed is skipped (the task runs, or
 -- ran, under that id again since it died: running the record would run it twice).
 -- A record that is no longer in the dead set (re-run or trimmed meanwhile) is skipped, so a
 -- task is never re-run twice by concurrent calls. The task goes behind the pending tasks of its
--- priority. Returns how many tasks went back.
+-- band. Returns how many tasks went back.
 --
--- Faults (prelude.lua): the dead set is read, the failure records checked and the tasks written
--- to pending before they leave the dead set; a wrong-type key or a non-integer counter raises
--- CORRUPT naming the key and nothing moves (the sequence may have advanced). A wrong-type wake
+-- Faults (prelude.lua): the dead set is read, the failure records and band lists checked and
+-- the tasks written to their bands before they leave the dead set; a wrong-type key raises
+-- CORRUPT naming the key and nothing moves. A wrong-type wake
 -- marker is replaced.
 local ix = ix_open()
+local bands = bands_open(ix.base, #ARGV - 1)
 local n = tonumber(ARGV[1])
 if n == 0 then return 0 end
 local olds = {}
 for i = 1, n do olds[i] = ARGV[2 * i] end
 local there = rcall('ZMSCORE', KEYS[1], unpack(olds))
-local first = rcall('INCRBY', KEYS[3], n) - n
 local back, gone, ids, seen, at, was = {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local new = ARGV[2 * i + 1]
@@ -39,20 +38,25 @@ for i = 1, n do
   if there[i] and not seen[olds[i]] and state ~= 'L' and state ~= 'C' then
     seen[olds[i]] = true
     gone[#gone + 1] = olds[i]
-    back[#back + 1] = string.format('%d', (string.byte(new, 2) or 50) * 4398046511104 + first + i)
-    back[#back + 1] = new
+    local p = band_of(new)
+    if not back[p] then
+      back[p] = {}
+      if band_key(bands, p) then bands_want(bands, p) end
+    end
+    back[p][#back[p] + 1] = new
     ids[#ids + 1] = id
     at[#ids] = i
     was[#ids] = state
   end
 end
-if #back == 0 then return 0 end
-want(KEYS[5], 'zset')
-rcall('ZADD', KEYS[2], unpack(back))
+if #ids == 0 then return 0 end
+bands_check(bands)
+want(KEYS[3], 'zset')
 -- Nothing below can fail.
-redis.call('ZREM', KEYS[5], unpack(ids))
+for p, records in pairs(back) do bands_push(bands, p, 'RPUSH', records) end
+redis.call('ZREM', KEYS[3], unpack(ids))
 redis.call('ZREM', KEYS[1], unpack(gone))
 for j = 1, #ids do ix_put(ix, at[j], ids[j], 'L', not was[j]) end
 ix_close(ix)
-wake(KEYS[4])
-return #back / 2
+wake(KEYS[2])
+return #ids

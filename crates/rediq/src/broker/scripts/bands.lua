@@ -1,0 +1,90 @@
+-- bands.lua — where pending tasks live, prepended (after prelude.lua) to every script that
+-- writes, pops or removes pending tasks.
+--
+-- Why lists: a pending task is one list element, its record, in the list of its priority band
+-- `rediq:{q}:pending:<p>` (p = the record's priority byte, 0..100). Redis keeps list elements in
+-- listpack nodes of a few kilobytes, so an element costs its record and a few bytes, where a
+-- sorted-set member costs ~50 B of skiplist overhead before any data. New tasks are pushed at
+-- the tail (RPUSH: FIFO among equal priorities), tasks given back at the head (LPUSH: they were
+-- at the front already), and fetch.lua takes from the head of the lowest non-empty band.
+--
+-- The bands zset `rediq:{q}:bands` (member = p as text, score = p) names the bands whose list
+-- may hold tasks. Invariant: every non-empty band list is in it. A writer adds its band when its
+-- push created the list; fetch.lua removes a band it emptied (or found empty).
+--
+-- Every key a script touches is in KEYS, so the caller passes the band keys it expects the
+-- script to touch in a band block, right before the index block (or at the end of KEYS and
+-- ARGV when the script has none):
+--   KEYS[..] the bands zset, then one key per band of the block
+--   ARGV[..] "p1,p2,...": the block's bands, in KEYS order ("" for none)
+-- A script that needs a band the block lacks fails with "BANDS p ..." before it writes
+-- anything; the caller adds those bands and calls again (broker/bands.rs).
+
+-- The priority band of a record: its second byte (see record.rs), at most 100; 50 for a
+-- member too short to carry one (garbage, which fetch.lua sets aside).
+local function band_of(record)
+  local p = string.byte(record, 2) or 50
+  if p > 100 then p = 100 end
+  return p
+end
+
+-- Opens the band block whose descriptor is ARGV[aend] and whose last key is KEYS[kend].
+local function bands_open(kend, aend)
+  local d = ARGV[aend]
+  if not d or not string.find(d, '^[%d,]*$') then
+    error({ err = 'ERR band block "' .. tostring(d) .. '" is malformed' })
+  end
+  local list = {}
+  for p in string.gmatch(d, '%d+') do list[#list + 1] = tonumber(p) end
+  local first = kend - #list
+  local b = { zset = KEYS[first], first = first, keys = {}, miss = {}, missing = false }
+  for i = 1, #list do b.keys[list[i]] = KEYS[first + i] end
+  return b
+end
+
+-- The key of band p, or nil (noted as missing) when the block lacks it.
+local function band_key(b, p)
+  local key = b.keys[p]
+  if not key then
+    b.miss[#b.miss + 1] = p
+    b.missing = true
+  end
+  return key
+end
+
+-- Fails with "BANDS p ..." when a band was missing: call before the first write.
+local function bands_check(b)
+  if b.missing then error({ err = 'BANDS ' .. table.concat(b.miss, ' ') }) end
+end
+
+-- The bands that may hold tasks, lowest first, as numbers (a read: a wrong-type zset or a
+-- member that is no band raises CORRUPT).
+local function bands_live(b)
+  local live = rcall('ZRANGE', b.zset, 0, -1)
+  for i = 1, #live do
+    local p = tonumber(live[i])
+    if not p or p < 0 or p > 100 or p % 1 ~= 0 then
+      corrupt(b.zset, 'holds a member that is no band: ' .. live[i])
+    end
+    live[i] = p
+  end
+  return live
+end
+
+-- Raises unless the list of band p and the bands zset can take a push: call before the first
+-- write, with every band the script will push to.
+local function bands_want(b, p)
+  want(b.keys[p], 'list')
+  want(b.zset, 'zset')
+end
+
+-- Pushes records onto band p (cmd 'RPUSH' = tail in this order; 'LPUSH' = head, where they
+-- end up in reverse order); checked by bands_want.
+local function bands_push(b, p, cmd, records)
+  local len = 0
+  for i = 1, #records, 4000 do
+    len = redis.call(cmd, b.keys[p], unpack(records, i, math.min(i + 3999, #records)))
+  end
+  -- The push created the list: the band joins the zset.
+  if len == #records then redis.call('ZADD', b.zset, p, tostring(p)) end
+end
