@@ -160,7 +160,8 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (legacy, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
+        let (legacy, foreign, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
+            u64,
             u64,
             u64,
             u64,
@@ -174,6 +175,7 @@ impl Broker {
             bool,
         ) = redis::pipe()
             .zcard(&k.legacy_pending)
+            .llen(&k.foreign)
             .zcard(&k.delayed)
             .zcard(&k.retry)
             .zcard(&k.dead)
@@ -186,7 +188,8 @@ impl Broker {
             .exists(&k.paused)
             .query_async(&mut c)
             .await?;
-        let pending = legacy + self.pending_len(&k).await?;
+        // Garbage on its way to the dead-letter queue counts as pending until it gets there.
+        let pending = legacy + foreign + self.pending_len(&k).await?;
         let mut active = 0;
         for server in self.lease_holders(queue).await? {
             let n: u64 = c.hlen(k.active(&server)).await?;
@@ -212,7 +215,7 @@ impl Broker {
     /// Tasks enqueued into `queue`, ever, per task type (by every producer and scheduler).
     pub async fn enqueued_counts(&self, queue: &str) -> Result<Vec<(String, u64)>> {
         let mut c = self.conn.clone();
-        Ok(c.hgetall(QueueKeys::new(queue).enqueued).await?)
+        Ok(c.hgetall(&QueueKeys::new(queue).enqueued).await?)
     }
 
     /// The head of every priority band of `queue`'s pending set (what has waited longest in
@@ -297,7 +300,7 @@ impl Broker {
     /// and the flag lives in Redis, so it holds across server restarts.
     pub async fn pause(&self, queue: &str) -> Result<()> {
         let mut c = self.conn.clone();
-        let _: () = c.set(QueueKeys::new(queue).paused, 1).await?;
+        let _: () = c.set(&QueueKeys::new(queue).paused, 1).await?;
         Ok(())
     }
 
@@ -403,7 +406,8 @@ impl Broker {
                     .key(&k.needs)
                     .key(&k.dependents)
                     .key(&k.outbox)
-                    .key(&k.ix_meta);
+                    .key(&k.ix_meta)
+                    .key(&k.foreign);
                 for h in &holders {
                     inv.key(k.active(h));
                 }

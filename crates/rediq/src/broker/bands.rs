@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::{AsyncCommands, FromRedisValue, Script, ScriptInvocation};
+use redis::{AsyncCommands, FromRedisValue};
+
+use super::call::{Call, Lua};
 
 use super::keys::QueueKeys;
 use super::{record, Broker, SCRIPTS};
@@ -79,7 +81,7 @@ impl BandCache {
 }
 
 /// Appends the band block (see bands.lua) to a script invocation.
-pub(super) fn block(inv: &mut ScriptInvocation, k: &QueueKeys, set: BandSet) {
+pub(super) fn block(inv: &mut Call, k: &QueueKeys, set: BandSet) {
     inv.key(&k.bands);
     let mut descriptor = String::new();
     for p in members(set) {
@@ -130,14 +132,16 @@ impl Broker {
         &self,
         queue: &str,
         k: &QueueKeys,
-        script: &Script,
+        script: &Lua,
         bands: Bands,
-        build: impl Fn(&mut ScriptInvocation),
+        build: impl Fn(&mut Call),
     ) -> Result<T> {
         let mut c = self.conn.clone();
         let mut extra = 0;
-        // One round per new band at most; the bound only stops a script that keeps asking.
-        for _ in 0..4 {
+        // One round per new band at most (a script names every band it misses at once, so more
+        // rounds only follow producers opening bands meanwhile); the bound stops a script that
+        // keeps asking.
+        for _ in 0..16 {
             let set = self.band_set(queue, bands) | extra;
             let mut inv = script.prepare_invoke();
             build(&mut inv);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::testing::RedisServer;
-use crate::Task;
+use crate::{Error, Task};
 use bands::{Bands, ALL_BANDS};
 use cancel::Located;
 
@@ -61,7 +61,7 @@ async fn a_broker_that_never_saw_a_band_fetches_in_priority_order() {
     );
     assert!(fetch_ids(&worker, 4).await.is_empty());
     let mut c = worker.conn.clone();
-    let live: Vec<u8> = c.zrange(QueueKeys::new(Q).bands, 0, -1).await.unwrap();
+    let live: Vec<u8> = c.zrange(&QueueKeys::new(Q).bands, 0, -1).await.unwrap();
     assert!(live.is_empty(), "emptied bands leave the zset: {live:?}");
 }
 
@@ -179,4 +179,83 @@ async fn cancelling_a_pending_task_removes_it_from_its_band_only() {
         b.known(Q, &gone_id).await.unwrap(),
         Some(crate::Existing::Failed)
     );
+}
+
+// Found in review of the band lists (each failed on the first version).
+
+/// fetch.lua checked the foreign list's type after writing the leased tasks into the active
+/// hash: the script failed after that write, and the task was active and pending at once.
+#[tokio::test]
+async fn a_fetch_refused_by_a_corrupt_foreign_list_leases_nothing() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    let mut c = b.conn.clone();
+    let (t, id) = task(50);
+    b.enqueue(Q, &[t], EnqueueMode::Each).await.unwrap();
+    b.plant_raw_pending(Q, &[9, 50, 1, 2]).await.unwrap();
+    let _: () = c.set(&k.foreign, "oops").await.unwrap();
+    assert!(matches!(
+        b.fetch(Q, S, 10, LEASE).await,
+        Err(Error::Corrupt { key, .. }) if key == k.foreign
+    ));
+    let active: u64 = c.hlen(k.active(S)).await.unwrap();
+    let band: u64 = c.llen(k.band(50)).await.unwrap();
+    assert_eq!((active, band), (0, 2), "nothing moved");
+    let _: () = c.del(&k.foreign).await.unwrap();
+    assert_eq!(fetch_ids(&b, 10).await, vec![id]);
+}
+
+/// Each call giving tasks back pushed them in front of the previous call's: a shutdown that
+/// gives back each worker's task on its own reversed them.
+#[tokio::test]
+async fn tasks_given_back_in_separate_calls_stay_in_order() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (t, id) = task(50);
+        b.enqueue(Q, &[t], EnqueueMode::Each).await.unwrap();
+        ids.push(id);
+    }
+    let f = b.fetch(Q, S, 2, LEASE).await.unwrap().unwrap();
+    for id in &ids[..2] {
+        let back = [(id.clone(), f.token, None)];
+        assert_eq!(b.requeue(Q, S, &back, false).await.unwrap(), 1);
+    }
+    assert_eq!(fetch_ids(&b, 3).await, ids);
+}
+
+/// A band list whose zset entry was lost (a corrupt zset deleted by hand) was never seen again:
+/// only a push that created the list added the band.
+#[tokio::test]
+async fn a_band_whose_zset_entry_was_lost_is_seen_at_its_next_push() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    let mut c = b.conn.clone();
+    let (t1, _) = task(50);
+    b.enqueue(Q, &[t1], EnqueueMode::Each).await.unwrap();
+    let _: () = c.del(&k.bands).await.unwrap();
+    let (t2, _) = task(50);
+    b.enqueue(Q, &[t2], EnqueueMode::Each).await.unwrap();
+    assert_eq!(b.stats(Q).await.unwrap().pending, 2);
+    assert_eq!(fetch_ids(&b, 10).await.len(), 2);
+}
+
+/// Garbage a fetch moved to the foreign list (a crash before it reached the dead-letter queue)
+/// survived a flush and was then dead-lettered into the flushed queue.
+#[tokio::test]
+async fn a_flush_removes_garbage_on_its_way_to_the_dead_letter_queue() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    let mut c = b.conn.clone();
+    let _: () = c.rpush(&k.foreign, &[7u8, 7][..]).await.unwrap();
+    assert_eq!(b.stats(Q).await.unwrap().pending, 1, "counted as pending");
+    assert_eq!(b.flush(Q, &[]).await.unwrap().pending, 1);
+    let left: u64 = c.llen(&k.foreign).await.unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(b.bury_leftover_foreign(Q).await.unwrap(), 0);
+    assert_eq!(b.stats(Q).await.unwrap().dead, 0);
 }

@@ -99,7 +99,7 @@ impl Broker {
 
     fn cancel_keys(
         &self,
-        inv: &mut redis::ScriptInvocation<'_>,
+        inv: &mut super::call::Call<'_>,
         k: &QueueKeys,
         unique_key: Option<&str>,
     ) {

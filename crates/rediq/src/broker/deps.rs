@@ -170,7 +170,7 @@ impl Broker {
     /// registration.
     pub async fn dep_begin(&self, queue: &str, dependent: &[u8]) -> Result<()> {
         let mut inv = SCRIPTS.dep_begin.prepare_invoke();
-        inv.key(QueueKeys::new(queue).early).arg(dependent);
+        inv.key(&QueueKeys::new(queue).early).arg(dependent);
         let mut c = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut c).await?;
         Ok(())
@@ -182,7 +182,7 @@ impl Broker {
         let mut mark = b"W".to_vec();
         mark.extend_from_slice(dependent);
         let mut c = self.conn.clone();
-        let _: i64 = c.zrem(QueueKeys::new(queue).early, mark).await?;
+        let _: i64 = c.zrem(&QueueKeys::new(queue).early, mark).await?;
         Ok(())
     }
 
@@ -286,12 +286,12 @@ impl Broker {
     /// The waiting record of `id`, if any. A waiting key of the wrong type is reported as
     /// [`Error::Corrupt`] naming it, like the scripts' refusals.
     async fn waiting_record(&self, queue: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
-        let key = QueueKeys::new(queue).waiting;
+        let key = &QueueKeys::new(queue).waiting;
         let mut c = self.conn.clone();
-        c.hget(&key, id).await.map_err(|e| {
+        c.hget(key, id).await.map_err(|e| {
             if e.code() == Some("WRONGTYPE") {
                 Error::Corrupt {
-                    key,
+                    key: key.clone(),
                     reason: "is not a hash (HGET refused it)".into(),
                 }
             } else {
@@ -556,11 +556,11 @@ mod tests {
             assert_eq!(counts(&b, "qb").await, (0, 0, round + 1), "round {round}");
         }
         let mut conn = b.conn.clone();
-        let left: u64 = conn.llen(QueueKeys::new("qa").outbox).await.unwrap();
+        let left: u64 = conn.llen(&QueueKeys::new("qa").outbox).await.unwrap();
         assert_eq!(left, 0, "every outbox entry was removed once delivered");
         // The repeats reached dependents already released or finished: nobody would read an
         // early fact for them, so none was written.
-        let early: u64 = conn.zcard(QueueKeys::new("qb").early).await.unwrap();
+        let early: u64 = conn.zcard(&QueueKeys::new("qb").early).await.unwrap();
         assert_eq!(early, 0, "no early facts from redundant deliveries");
     }
 
@@ -645,7 +645,7 @@ mod tests {
         let x = plain(&b, "qa").await;
         let outbox = |b: Broker| async move {
             let mut c = b.conn.clone();
-            let v: Vec<Vec<u8>> = c.lrange(QueueKeys::new("qa").outbox, 0, -1).await.unwrap();
+            let v: Vec<Vec<u8>> = c.lrange(&QueueKeys::new("qa").outbox, 0, -1).await.unwrap();
             v
         };
         let (y1, _) = dependent(&b, "qb", &[("qa", &x)]).await;
@@ -668,7 +668,7 @@ mod tests {
         let (y3, _) = dependent(&b, "qb", &[("qa", &x)]).await;
         let mut c = b.conn.clone();
         let removed: i64 = c
-            .lrem(QueueKeys::new("qa").outbox, 1, &stale[0])
+            .lrem(&QueueKeys::new("qa").outbox, 1, &stale[0])
             .await
             .unwrap();
         assert_eq!(removed, 0);

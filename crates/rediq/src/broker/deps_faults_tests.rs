@@ -137,7 +137,7 @@ async fn case(
     complete: bool,
     shape: Shape,
     key: impl Fn(&QueueKeys) -> String,
-) -> (QueueKeys, Vec<u8>) {
+) -> (std::sync::Arc<QueueKeys>, Vec<u8>) {
     let (qa, qb) = (format!("a{n}"), format!("b{n}"));
     let kb = QueueKeys::new(&qb);
     let bad = key(&kb);
@@ -349,8 +349,8 @@ async fn a_dependent_write_refused_by_a_corrupt_key_leaves_nothing_half_written(
     let b = Broker::connect(&redis.url()).await.unwrap();
     let mut c = b.conn.clone();
     for (n, bad) in [
-        (1, QueueKeys::new("n1").needs),
-        (2, QueueKeys::new("n2").enqueued),
+        (1, QueueKeys::new("n1").needs.clone()),
+        (2, QueueKeys::new("n2").enqueued.clone()),
     ] {
         let (qa, qb) = (format!("m{n}"), format!("n{n}"));
         let k = QueueKeys::new(&qb);

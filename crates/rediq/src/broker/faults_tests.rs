@@ -33,7 +33,7 @@ fn tasks(n: usize, delay_ms: u64) -> Vec<NewTask> {
 struct Fx {
     _redis: RedisServer,
     b: Broker,
-    k: QueueKeys,
+    k: std::sync::Arc<QueueKeys>,
 }
 
 impl Fx {

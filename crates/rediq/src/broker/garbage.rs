@@ -30,7 +30,7 @@ impl Broker {
     pub async fn bury_leftover_foreign(&self, queue: &str) -> Result<usize> {
         let mut c = self.conn.clone();
         let left: Value = redis::cmd("LRANGE")
-            .arg(QueueKeys::new(queue).foreign)
+            .arg(&QueueKeys::new(queue).foreign)
             .arg(0)
             .arg(99)
             .query_async(&mut c)

@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::{AsyncCommands, FromRedisValue, Script, ScriptInvocation};
+use redis::{AsyncCommands, FromRedisValue};
+
+use super::call::{Call, Lua};
 
 use super::bands::{self, Bands};
 use super::keys::QueueKeys;
@@ -83,19 +85,19 @@ pub(crate) fn split_window(adds: usize) -> usize {
 }
 
 /// Appends the index block (see index.lua) for `ids` to a script invocation.
-fn block(inv: &mut ScriptInvocation, k: &QueueKeys, m: IxMeta, ids: &[&[u8]], window: usize) {
+fn block(inv: &mut Call, k: &QueueKeys, m: IxMeta, ids: &[&[u8]], window: usize) {
     inv.key(&k.ix_meta);
     let lo = 1u64 << m.level;
     for id in ids {
         let h = ix_hash(id);
-        inv.key(k.ix_bucket(m.gen, h % lo));
-        inv.key(k.ix_bucket(m.gen, h % (lo * 2)));
+        inv.key(k.bucket(m.gen, h % lo));
+        inv.key(k.bucket(m.gen, h % (lo * 2)));
     }
     // Splits past 2^level belong to the next level, whose keys a caller cannot know yet.
     let window = (window as u64).min(lo.saturating_sub(m.split)) as usize;
     for j in 0..window as u64 {
-        inv.key(k.ix_bucket(m.gen, m.split + j));
-        inv.key(k.ix_bucket(m.gen, m.split + j + lo));
+        inv.key(k.bucket(m.gen, m.split + j));
+        inv.key(k.bucket(m.gen, m.split + j + lo));
     }
     inv.arg(format!(
         "{}|{}|{}|{}|{}",
@@ -141,10 +143,10 @@ impl Broker {
         &self,
         queue: &str,
         k: &QueueKeys,
-        script: &Script,
+        script: &Lua,
         ids: &[&[u8]],
         adds: usize,
-        build: impl Fn(&mut ScriptInvocation),
+        build: impl Fn(&mut Call),
     ) -> Result<T> {
         self.with_index_and_bands(queue, k, script, ids, adds, None, build)
             .await
@@ -157,11 +159,11 @@ impl Broker {
         &self,
         queue: &str,
         k: &QueueKeys,
-        script: &Script,
+        script: &Lua,
         ids: &[&[u8]],
         adds: usize,
         bands: Option<Bands>,
-        build: impl Fn(&mut ScriptInvocation),
+        build: impl Fn(&mut Call),
     ) -> Result<T> {
         let mut c = self.conn.clone();
         let mut extra = 0;

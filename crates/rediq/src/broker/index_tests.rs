@@ -339,7 +339,7 @@ async fn uuid_v1_ids_spread_over_the_buckets() {
     }
     let mut c = b.conn.clone();
     let meta: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(QueueKeys::new(Q).ix_meta)
+        .arg(&QueueKeys::new(Q).ix_meta)
         .arg(&["l", "s", "n"])
         .query_async(&mut c)
         .await

@@ -26,6 +26,7 @@
 
 mod admin;
 mod bands;
+mod call;
 pub(crate) mod cancel;
 pub(crate) mod cron;
 pub(crate) mod deps;
@@ -46,8 +47,8 @@ use {keys::QueueKeys, redis::AsyncCommands, transitions::Requeue};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use call::Lua;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::Script;
 
 use crate::error::mask_url;
 use crate::{Error, Result};
@@ -59,35 +60,35 @@ pub(crate) type BlockingConnection = MultiplexedConnection;
 pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 struct Scripts {
-    enqueue: Script,
-    fetch: Script,
-    complete: Script,
-    retry: Script,
-    kill: Script,
-    requeue: Script,
-    forward: Script,
-    extend: Script,
-    expired: Script,
-    janitor: Script,
-    rerun: Script,
-    flush: Script,
-    cron_fire: Script,
-    cron_set: Script,
-    rewake: Script,
-    cancel: Script,
-    dep_register: Script,
-    dep_enqueue: Script,
-    dep_satisfy: Script,
-    dep_fail: Script,
-    dep_aside: Script,
-    dep_begin: Script,
-    dep_claim: Script,
-    oldest: Script,
-    migrate: Script,
-    bury: Script,
-    resume: Script,
-    ix_lookup: Script,
-    ix_evict: Script,
+    enqueue: Lua,
+    fetch: Lua,
+    complete: Lua,
+    retry: Lua,
+    kill: Lua,
+    requeue: Lua,
+    forward: Lua,
+    extend: Lua,
+    expired: Lua,
+    janitor: Lua,
+    rerun: Lua,
+    flush: Lua,
+    cron_fire: Lua,
+    cron_set: Lua,
+    rewake: Lua,
+    cancel: Lua,
+    dep_register: Lua,
+    dep_enqueue: Lua,
+    dep_satisfy: Lua,
+    dep_fail: Lua,
+    dep_aside: Lua,
+    dep_begin: Lua,
+    dep_claim: Lua,
+    oldest: Lua,
+    migrate: Lua,
+    bury: Lua,
+    resume: Lua,
+    ix_lookup: Lua,
+    ix_evict: Lua,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -95,7 +96,7 @@ struct Scripts {
 /// `bands.lua` (pending band lists) and `index.lua` (the id index).
 macro_rules! guarded {
     ($($part:literal),*) => {
-        Script::new(concat!(
+        Lua::new(concat!(
             include_str!("scripts/prelude.lua"),
             $(include_str!(concat!("scripts/", $part))),*
         ))
@@ -117,13 +118,13 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     kill: indexed!("kill.lua"),
     requeue: guarded!("bands.lua", "requeue.lua"),
     forward: guarded!("bands.lua", "forward.lua"),
-    extend: Script::new(include_str!("scripts/extend.lua")),
-    expired: Script::new(include_str!("scripts/expired.lua")),
+    extend: Lua::new(include_str!("scripts/extend.lua")),
+    expired: Lua::new(include_str!("scripts/expired.lua")),
     janitor: guarded!("janitor.lua"),
     rerun: guarded!("bands.lua", "index.lua", "rerun.lua"),
     flush: guarded!("bands.lua", "flush.lua"),
     cron_fire: guarded!("bands.lua", "index.lua", "cron_fire.lua"),
-    cron_set: Script::new(include_str!("scripts/cron_set.lua")),
+    cron_set: Lua::new(include_str!("scripts/cron_set.lua")),
     rewake: guarded!("rewake.lua"),
     cancel: indexed!("cancel.lua"),
     dep_register: indexed!("dep_register.lua"),

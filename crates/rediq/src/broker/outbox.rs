@@ -236,7 +236,7 @@ impl Broker {
     #[cfg(test)]
     pub(crate) async fn set_aside_entries(&self, queue: &str) -> Result<Vec<(Vec<u8>, String)>> {
         let mut c = self.conn.clone();
-        let why: Vec<(Vec<u8>, String)> = c.hgetall(QueueKeys::new(queue).set_aside_why).await?;
+        let why: Vec<(Vec<u8>, String)> = c.hgetall(&QueueKeys::new(queue).set_aside_why).await?;
         Ok(why)
     }
 }

@@ -2,7 +2,7 @@
 //! random sequences of enqueue / fetch / complete / fail / kill / lease-expiry / recovery /
 //! forwarding against an in-memory model of the task states.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -41,7 +41,7 @@ impl Broker {
     async fn expire_lease(&self, queue: &str, server: &str) {
         let mut c = self.conn.clone();
         let _: () = c
-            .zadd(QueueKeys::new(queue).leases, server, 0)
+            .zadd(&QueueKeys::new(queue).leases, server, 0)
             .await
             .unwrap();
     }
@@ -230,17 +230,14 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    /// `seq` orders a band: new tasks count up from 1, each call that gives tasks back counts
-    /// down from 0 (it puts them in front of everything, oldest id first).
+    /// In `Model::bands[prio]`, which orders it.
     Pending {
         prio: i32,
-        seq: i64,
     },
     Active {
         server: usize,
         token: u64,
         prio: i32,
-        seq: i64,
     },
     Retry {
         prio: i32,
@@ -257,9 +254,8 @@ struct Model {
     held: Vec<(usize, Vec<u8>, u64, Vec<u8>)>,
     /// Per server: whether it has a lease entry, and whether that entry has lapsed.
     lease: [Option<bool>; 2],
-    seq: i64,
-    /// The `seq` of the last call that gave tasks back (0, -1, -2, ...).
-    front: i64,
+    /// The pending ids of each priority band, in the order they run.
+    bands: BTreeMap<i32, VecDeque<Vec<u8>>>,
     fails: u64,
     processed: u64,
 }
@@ -268,6 +264,18 @@ impl Model {
     fn count(&self, f: impl Fn(&State) -> bool) -> u64 {
         self.tasks.values().filter(|s| f(s)).count() as u64
     }
+    /// Tasks given back go to the front of their band in id order (bands.lua's
+    /// `bands_give_back`): each before the first of the band's head elements (the first 64,
+    /// plus those given back before it in this call) whose id is greater.
+    fn give_back(&mut self, prio: i32, mut ids: Vec<Vec<u8>>) {
+        let band = self.bands.entry(prio).or_default();
+        ids.sort();
+        for (window, id) in (band.len().min(64)..).zip(ids) {
+            let at = band.iter().take(window).position(|x| *x > id);
+            band.insert(at.unwrap_or(window), id);
+        }
+    }
+
     fn owns(&self, server: usize, id: &[u8], token: u64) -> bool {
         matches!(self.tasks.get(id), Some(State::Active { server: s, token: t, .. }) if *t == token && *s == server)
     }
@@ -282,27 +290,20 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Enqueue(p) => {
                 let (id, nt) = new_task(p);
                 b.enqueue(Q, &[nt], EnqueueMode::Each).await.unwrap();
-                m.seq += 1;
-                m.tasks.insert(
-                    record::id_bytes(&id).unwrap().to_vec(),
-                    State::Pending {
-                        prio: p,
-                        seq: m.seq,
-                    },
-                );
+                let id = record::id_bytes(&id).unwrap().to_vec();
+                m.bands.entry(p).or_default().push_back(id.clone());
+                m.tasks.insert(id, State::Pending { prio: p });
             }
             Op::Fetch(n, second) => {
                 let server = usize::from(second);
-                let mut pending: Vec<(i32, i64, Vec<u8>)> = m
-                    .tasks
-                    .iter()
-                    .filter_map(|(id, s)| match s {
-                        State::Pending { prio, seq } => Some((*prio, *seq, id.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                pending.sort();
-                let want: Vec<Vec<u8>> = pending.iter().take(n).map(|p| p.2.clone()).collect();
+                let mut taken: Vec<(i32, Vec<u8>)> = Vec::new();
+                for (prio, band) in m.bands.iter_mut() {
+                    while taken.len() < n {
+                        let Some(id) = band.pop_front() else { break };
+                        taken.push((*prio, id));
+                    }
+                }
+                let want: Vec<Vec<u8>> = taken.iter().map(|t| t.1.clone()).collect();
                 let got = b.fetch(Q, SERVERS[server], n, lease).await.unwrap();
                 let (token, records) = got.map_or((0, vec![]), |f| (f.token, f.records));
                 let ids: Vec<Vec<u8>> =
@@ -315,14 +316,13 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !records.is_empty() {
                     m.lease[server] = Some(false);
                 }
-                for (r, (prio, seq, id)) in records.into_iter().zip(pending) {
+                for (r, (prio, id)) in records.into_iter().zip(taken) {
                     m.tasks.insert(
                         id.clone(),
                         State::Active {
                             server,
                             token,
                             prio,
-                            seq,
                         },
                     );
                     m.held.push((server, id, token, r));
@@ -426,20 +426,17 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         held.iter().map(|e| (e.id.clone(), e.token, None)).collect();
                     let moved = b.requeue(Q, name, &items, true).await.unwrap();
                     prop_assert_eq!(moved as usize, items.len());
-                    m.front -= 1;
+                    let mut back: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
                     for e in held {
                         match m.tasks.get(&e.id).copied() {
                             Some(State::Active {
                                 server: s,
                                 token,
                                 prio,
-                                seq,
                             }) => {
                                 prop_assert_eq!((s, token), (server, e.token));
-                                let _ = seq;
-                                // Back to the front of its band, before what earlier calls
-                                // gave back (ties ordered by id).
-                                m.tasks.insert(e.id, State::Pending { prio, seq: m.front });
+                                back.entry(prio).or_default().push(e.id.clone());
+                                m.tasks.insert(e.id, State::Pending { prio });
                             }
                             other => prop_assert!(false, "held task in state {:?}", other),
                         }
@@ -451,6 +448,9 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         "every task of the lapsed server was given back"
                     );
                     m.lease[server] = None;
+                    for (prio, ids) in back {
+                        m.give_back(prio, ids);
+                    }
                 }
             }
             Op::Forward => {
@@ -476,8 +476,8 @@ async fn check(b: &Broker, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     })
                     .collect();
                 for (id, prio) in bytes {
-                    m.seq += 1;
-                    m.tasks.insert(id, State::Pending { prio, seq: m.seq });
+                    m.bands.entry(prio).or_default().push_back(id.clone());
+                    m.tasks.insert(id, State::Pending { prio });
                 }
             }
         }

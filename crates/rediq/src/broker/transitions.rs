@@ -94,8 +94,29 @@ pub(crate) enum Waiting {
     Retry,
 }
 
-pub(super) fn token_text(token: u64) -> String {
-    format!("{token:016}")
+/// A fencing token as the scripts compare it: 16 digits, written straight into a command.
+pub(super) fn token_text(token: u64) -> Token {
+    Token(token)
+}
+
+/// See [`token_text`].
+pub(super) struct Token(u64);
+
+#[test]
+fn a_token_is_sixteen_digits() {
+    use redis::ToRedisArgs;
+    assert_eq!(
+        token_text(42).to_redis_args(),
+        vec![b"0000000000000042".to_vec()]
+    );
+}
+
+impl redis::ToRedisArgs for Token {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        // Writing into the command's buffer cannot fail.
+        let _ = write!(out.writer_for_next_arg(), "{:016}", self.0);
+    }
 }
 
 /// Splits an active entry (`token .. "|" .. record`; entries written by 0.1.0 carry the pending
@@ -514,7 +535,7 @@ impl Broker {
         let timeout = timeout.clamp(Duration::from_millis(1), MAX_BLOCK);
         let mut cmd = redis::cmd("BZPOPMIN");
         for q in queues {
-            cmd.arg(QueueKeys::new(q).wake);
+            cmd.arg(&QueueKeys::new(q).wake);
         }
         cmd.arg(timeout.as_secs_f64());
         let v: Value = cmd.query_async(conn).await?;
@@ -527,7 +548,7 @@ impl Broker {
     pub async fn repair_wake_markers(&self, queues: &[String]) -> Result<Vec<(String, String)>> {
         let mut p = redis::pipe();
         for q in queues {
-            p.cmd("TYPE").arg(QueueKeys::new(q).wake);
+            p.cmd("TYPE").arg(&QueueKeys::new(q).wake);
         }
         let mut c = self.conn.clone();
         let kinds: Vec<String> = p.query_async(&mut c).await?;
@@ -536,7 +557,7 @@ impl Broker {
             if kind != "zset" && kind != "none" {
                 let _: i64 = SCRIPTS
                     .rewake
-                    .key(QueueKeys::new(q).wake)
+                    .key(&QueueKeys::new(q).wake)
                     .invoke_async(&mut c)
                     .await?;
                 broken.push((q.clone(), kind));
@@ -619,6 +640,6 @@ impl Broker {
     /// Servers that hold (or held) a lease on `queue`.
     pub(super) async fn lease_holders(&self, queue: &str) -> Result<Vec<String>> {
         let mut c = self.conn.clone();
-        Ok(c.zrange(QueueKeys::new(queue).leases, 0, -1).await?)
+        Ok(c.zrange(&QueueKeys::new(queue).leases, 0, -1).await?)
     }
 }

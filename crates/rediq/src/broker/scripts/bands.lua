@@ -9,8 +9,10 @@
 -- at the front already), and fetch.lua takes from the head of the lowest non-empty band.
 --
 -- The bands zset `rediq:{q}:bands` (member = p as text, score = p) names the bands whose list
--- may hold tasks. Invariant: every non-empty band list is in it. A writer adds its band when its
--- push created the list; fetch.lua removes a band it emptied (or found empty).
+-- may hold tasks. Invariant: every non-empty band list is in it. Every push adds its band (an
+-- idempotent ZADD, so a band whose zset entry was lost, say with a corrupt zset deleted by
+-- hand, is seen again at its next push); fetch.lua removes a band it emptied (or found
+-- empty).
 --
 -- Every key a script touches is in KEYS, so the caller passes the band keys it expects the
 -- script to touch in a band block, right before the index block (or at the end of KEYS and
@@ -81,10 +83,39 @@ end
 -- Pushes records onto band p (cmd 'RPUSH' = tail in this order; 'LPUSH' = head, where they
 -- end up in reverse order); checked by bands_want.
 local function bands_push(b, p, cmd, records)
-  local len = 0
   for i = 1, #records, 4000 do
-    len = redis.call(cmd, b.keys[p], unpack(records, i, math.min(i + 3999, #records)))
+    redis.call(cmd, b.keys[p], unpack(records, i, math.min(i + 3999, #records)))
   end
-  -- The push created the list: the band joins the zset.
-  if len == #records then redis.call('ZADD', b.zset, p, tostring(p)) end
+  redis.call('ZADD', b.zset, p, tostring(p))
+end
+
+-- Puts tasks given back (shutdown, a lapsed lease) at the front of band p, in order of id among
+-- themselves and among the tasks given back before them: each goes before the first of the
+-- band's head elements whose id is greater (LINSERT), looking at most `window` elements deep
+-- (past them the band is in FIFO order, so they belong first). Ids are time-ordered, so the
+-- head of the band stays oldest first however many calls gave tasks back. Checked by
+-- bands_want; rare, so it may cost O(window) per task.
+local function bands_give_back(b, p, records, window)
+  table.sort(records, function(x, y) return string.sub(x, 3, 18) < string.sub(y, 3, 18) end)
+  local key = b.keys[p]
+  local head = redis.call('LRANGE', key, 0, window - 1)
+  local deep = #head == window
+  for _, r in ipairs(records) do
+    local id = string.sub(r, 3, 18)
+    local at
+    for j = 1, #head do
+      if string.sub(head[j], 3, 18) > id then at = j break end
+    end
+    if at then
+      redis.call('LINSERT', key, 'BEFORE', head[at], r)
+      table.insert(head, at, r)
+    elseif deep then
+      redis.call('LINSERT', key, 'AFTER', head[#head], r)
+      head[#head + 1] = r
+    else
+      redis.call('RPUSH', key, r)
+      head[#head + 1] = r
+    end
+  end
+  redis.call('ZADD', b.zset, p, tostring(p))
 end

@@ -55,11 +55,7 @@ if #out == 0 then
   return {}
 end
 
-local token = rcall('INCR', KEYS[4])
-local t = redis.call('TIME')
-rcall('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]), ARGV[3])
-local prefix = string.format('%016d', token) .. '|'
-local active, leased, foreign = {}, out, nil
+local leased, foreign = out, nil
 for i = 1, #out do
   local record = out[i]
   -- A record is the format byte 1, the priority and 16 id bytes, then a body.
@@ -69,21 +65,33 @@ for i = 1, #out do
       for j = 1, i - 1 do leased[j] = out[j] end
     end
     foreign[#foreign + 1] = record
-  else
-    if foreign then leased[#leased + 1] = record end
-    active[#active + 1] = string.sub(record, 3, 18)
-    active[#active + 1] = prefix .. record
+  elseif foreign then
+    leased[#leased + 1] = record
   end
 end
-if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end
 if foreign then want(KEYS[1], 'list') end
+
+local token = rcall('INCR', KEYS[4])
+local t = redis.call('TIME')
+rcall('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]), ARGV[3])
+local prefix = string.format('%016d', token) .. '|'
+local active = {}
+for i = 1, #leased do
+  active[2 * i - 1] = string.sub(leased[i], 3, 18)
+  active[2 * i] = prefix .. leased[i]
+end
+if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end
 -- Nothing below can fail: the bands were read as lists above.
 for i = 1, #taken do
   local p, n, emptied = taken[i][1], taken[i][2], taken[i][3]
   if n > 0 then redis.call('LTRIM', b.keys[p], n, -1) end
   if emptied then redis.call('ZREM', b.zset, tostring(p)) end
 end
-if foreign then redis.call('RPUSH', KEYS[1], unpack(foreign)) end
+if foreign then
+  for i = 1, #foreign, 4000 do
+    redis.call('RPUSH', KEYS[1], unpack(foreign, i, math.min(i + 3999, #foreign)))
+  end
+end
 -- Tasks remain when the last band read was not emptied or a band after it is live.
 if not taken[#taken][3] or last < #live then
   wake(KEYS[5])

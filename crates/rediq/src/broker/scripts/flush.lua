@@ -5,8 +5,10 @@
 -- KEYS[4] dead zset        KEYS[5] completed zset   KEYS[6] leases zset
 -- KEYS[7] waiting hash     KEYS[8] needs hash       KEYS[9] dependents hash
 -- KEYS[10] outbox list     KEYS[11] id index meta hash (index.lua)
--- KEYS[12 .. 11+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
--- KEYS[12+m ..]            unique-key locks of the removed tasks
+-- KEYS[12] foreign list (garbage popped from pending on its way to the dead-letter queue:
+--          counted and removed with the pending tasks)
+-- KEYS[13 .. 12+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
+-- KEYS[13+m ..]            unique-key locks of the removed tasks
 -- then    the band block (bands.lua): every band of the bands zset must be in it
 --
 -- ARGV[1] m; then, per unique-key lock in KEYS order, the id of the task it belongs to (a lock
@@ -41,14 +43,15 @@ for _, key in pairs(bands.keys) do
   band_keys[#band_keys + 1] = key
 end
 local active = 0
-for i = 12, 11 + m do
+for i = 13, 12 + m do
   active = active + rcall('HLEN', KEYS[i])
 end
+counts[1] = counts[1] + rcall('LLEN', KEYS[12])
 counts[6] = active
 counts[7] = rcall('HLEN', KEYS[7])
 local release = {}
-for i = 12 + m, bands.first - 1 do
-  if rcall('GET', KEYS[i]) == ARGV[i - m - 10] then
+for i = 13 + m, bands.first - 1 do
+  if rcall('GET', KEYS[i]) == ARGV[i - m - 11] then
     release[#release + 1] = KEYS[i]
   end
 end
@@ -74,7 +77,7 @@ redis.call('HDEL', KEYS[11], 'l', 's', 'n')
 -- the recoverer.
 redis.call('DEL', unpack(KEYS, 1, 5))
 redis.call('DEL', bands.zset, unpack(band_keys))
-redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
-if m > 0 then redis.call('DEL', unpack(KEYS, 12, 11 + m)) end
+redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[12])
+if m > 0 then redis.call('DEL', unpack(KEYS, 13, 12 + m)) end
 counts[#counts + 1] = tonumber(gen) or 0
 return counts

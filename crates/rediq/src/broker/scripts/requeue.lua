@@ -13,8 +13,8 @@
 -- ARGV[3] n; then 3 values per task: id, 16-digit fencing token, new record ("" = keep it)
 -- then    the band block's descriptor
 --
--- A task put back goes to the front of its band (LPUSH): it was taken from the front. The tasks
--- of one call that go to one band are ordered by id, which is time-ordered: oldest first.
+-- A task put back goes to the front of its band: it was taken from the front. Tasks put back
+-- are ordered by id among themselves, also across calls (bands_give_back): oldest first.
 -- Returns the 1-based positions of the tasks that went back; entries whose token is stale are
 -- left alone. With
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
@@ -55,11 +55,7 @@ bands_check(bands)
 if #moved > 0 then
   if now then counter(KEYS[4]) end
   -- Nothing below can fail.
-  for p, records in pairs(back) do
-    -- LPUSH puts the last one first: newest id first in, oldest ends at the head.
-    table.sort(records, function(x, y) return string.sub(x, 3, 18) > string.sub(y, 3, 18) end)
-    bands_push(bands, p, 'LPUSH', records)
-  end
+  for p, records in pairs(back) do bands_give_back(bands, p, records, 64) end
   redis.call('HDEL', KEYS[1], unpack(moved))
   wake(KEYS[3])
   if now then redis.call('INCRBY', KEYS[4], #moved) end
