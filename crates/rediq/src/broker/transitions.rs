@@ -339,8 +339,24 @@ impl Broker {
                 }
                 inv.arg(retention.map_or(0, |r| r.as_millis().max(1) as u64))
                     .arg(acks.len());
-                for (a, lock) in acks.iter().zip(&lock_of) {
-                    inv.arg(&a.id[..]).arg(token_text(a.token)).arg(*lock);
+                for a in acks {
+                    inv.arg(&a.id[..]);
+                }
+                // Runs of equal tokens: a batch is mostly the tasks of a few fetches.
+                let runs = acks.chunk_by(|a, b| a.token == b.token);
+                inv.arg(runs.clone().count());
+                for run in runs {
+                    inv.arg(token_text(run[0].token)).arg(run.len());
+                }
+                let locked: Vec<(usize, usize)> = lock_of
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| **l > 0)
+                    .map(|(i, l)| (i + 1, *l))
+                    .collect();
+                inv.arg(locked.len());
+                for (at, lock) in locked {
+                    inv.arg(at).arg(lock);
                 }
                 inv.arg(nonce);
             })

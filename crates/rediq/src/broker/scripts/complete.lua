@@ -11,7 +11,11 @@
 -- then      the index block of the tasks' ids, in ARGV order (index.lua)
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
--- ARGV[2]   n; then 3 values per task: id, 16-digit fencing token, unique-lock index (0 = none)
+-- ARGV[2]   n; then the n task ids
+-- then      r; then r runs of 16-digit fencing token, number of tasks: the tokens of the
+--           tasks in order (a batch is mostly the tasks of a few fetches: one value per task)
+-- then      u; then u pairs: position of a task with a unique key (1-based), its lock's index
+--           into KEYS counted from KEYS[8] as 1
 -- then      the call's nonce (the same on every retry of one batch)
 -- then      the index block's descriptor
 --
@@ -39,20 +43,35 @@
 -- naming the key and every task stays active. The checks cost a few commands per call, not per
 -- task.
 local n = tonumber(ARGV[2])
-local nonce = ARGV[3 + n * 3]
+local runs_at = 3 + n
+local locks_at = runs_at + 1 + 2 * tonumber(ARGV[runs_at])
+local nonce = ARGV[locks_at + 1 + 2 * tonumber(ARGV[locks_at])]
 local receipt = KEYS[7]
 -- The receipt carries nothing but the last reply: one of the wrong type is no receipt (the SET
 -- at the end replaces it), never a reason to refuse the acknowledgements.
 local prev = redis.pcall('GET', receipt)
 if type(prev) ~= 'string' then prev = nil end
-if prev and string.sub(prev, 1, #nonce + 1) == nonce .. '|' then
+if prev and str_sub(prev, 1, #nonce + 1) == nonce .. '|' then
   local reply = {}
-  for x in string.gmatch(string.sub(prev, #nonce + 2), '%d+') do reply[#reply + 1] = tonumber(x) end
+  for x in string.gmatch(str_sub(prev, #nonce + 2), '%d+') do reply[#reply + 1] = tonumber(x) end
   return reply
 end
 local ix = ix_open()
-local ids = {}
-for i = 1, n do ids[i] = ARGV[3 + (i - 1) * 3] end
+local ids, tokens, lock_of = {}, {}, {}
+for i = 1, n do ids[i] = ARGV[2 + i] end
+do
+  local i = 1
+  for r = 1, tonumber(ARGV[runs_at]) do
+    local tok = ARGV[runs_at + 2 * r - 1]
+    for _ = 1, tonumber(ARGV[runs_at + 2 * r]) do
+      tokens[i] = tok
+      i = i + 1
+    end
+  end
+  for j = 1, tonumber(ARGV[locks_at]) do
+    lock_of[tonumber(ARGV[locks_at + 2 * j - 1])] = tonumber(ARGV[locks_at + 2 * j])
+  end
+end
 local vals = rcall('HMGET', KEYS[1], unpack(ids))
 
 local retention = tonumber(ARGV[1])
@@ -62,18 +81,17 @@ local stamp = stamp6(now)
 
 local ok, pos, stale, done, release = {}, {}, {}, {}, {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 3
   local v = vals[i]
-  if v and string.sub(v, 1, 16) == ARGV[a + 1] then
+  if v and str_sub(v, 1, 16) == tokens[i] then
     ok[#ok + 1] = ids[i]
     pos[#pos + 1] = i
-    local u = tonumber(ARGV[a + 2])
-    if u > 0 and rcall('GET', KEYS[7 + u]) == ids[i] then
+    local u = lock_of[i]
+    if u and rcall('GET', KEYS[7 + u]) == ids[i] then
       release[#release + 1] = KEYS[7 + u]
     end
     if retention > 0 then
       done[#done + 1] = now + retention
-      done[#done + 1] = string.sub(v, string.find(v, '|', 17, true) + 1)
+      done[#done + 1] = str_sub(v, string.find(v, '|', 17, true) + 1)
     end
   else
     stale[#stale + 1] = i

@@ -55,14 +55,14 @@ end
 local type_map = ARGV[types + #counts * 2 + 1]
 local function type_of(i)
   if #counts == 1 then return 1 end
-  local hi, lo = string.byte(type_map, 2 * i - 1, 2 * i)
+  local hi, lo = str_byte(type_map, 2 * i - 1, 2 * i)
   return hi * 256 + lo
 end
 
 -- The first position of each id in the call: a later copy is the same task.
 local ids, first_at, at, uniq = {}, {}, {}, {}
 for i = 1, n do
-  local id = string.sub(ARGV[2 + i], 3, 18)
+  local id = str_sub(ARGV[2 + i], 3, 18)
   ids[i] = id
   if not first_at[id] then
     first_at[id] = i
@@ -118,7 +118,7 @@ local known = {}
 for j = 1, #uniq do
   if not added[j] then
     local v = redis.call('HGET', ix_key(ix, at[j], uniq[j]), uniq[j])
-    known[at[j]] = v and string.sub(v, 1, 1) or 'L'
+    known[at[j]] = v and str_sub(v, 1, 1) or 'L'
   end
 end
 

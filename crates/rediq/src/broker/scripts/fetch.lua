@@ -59,7 +59,7 @@ local leased, foreign = out, nil
 for i = 1, #out do
   local record = out[i]
   -- A record is the format byte 1, the priority and 16 id bytes, then a body.
-  if string.byte(record, 1) ~= 1 or #record < 19 then
+  if str_byte(record, 1) ~= 1 or #record < 19 then
     if not foreign then
       foreign, leased = {}, {}
       for j = 1, i - 1 do leased[j] = out[j] end
@@ -77,7 +77,7 @@ rcall('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = string.format('%016d', token) .. '|'
 local active = {}
 for i = 1, #leased do
-  active[2 * i - 1] = string.sub(leased[i], 3, 18)
+  active[2 * i - 1] = str_sub(leased[i], 3, 18)
   active[2 * i] = prefix .. leased[i]
 end
 if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end

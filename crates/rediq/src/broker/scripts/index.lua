@@ -78,10 +78,12 @@ end
 -- 11..14 are random in a UUIDv7 (or v4); bytes 1..4 are the fast-moving time of a UUIDv1 or v6
 -- (whose bytes 11..16 are the host's MAC address, the same for every id of a producer). The
 -- last two bytes are left out: Rediq writes the queue hint there.
+local bxor = bit.bxor
+
 local function ix_hash(id)
-  local a, b, c, d = string.byte(id, 1, 4)
-  local e, f, g, h = string.byte(id, 11, 14)
-  local x = bit.bxor(((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0),
+  local a, b, c, d = str_byte(id, 1, 4)
+  local e, f, g, h = str_byte(id, 11, 14)
+  local x = bxor(((a or 0) * 16777216) + ((b or 0) * 65536) + ((c or 0) * 256) + (d or 0),
     ((e or 0) * 16777216) + ((f or 0) * 65536) + ((g or 0) * 256) + (h or 0))
   if x < 0 then x = x + 4294967296 end
   return x
@@ -126,12 +128,12 @@ local function ix_add_all(ix, at, ids, state)
   local ok, err = pcall(function()
     for j = 1, #ids do
       keys[j] = ix_key(ix, at[j], ids[j])
-      added[j] = redis.call('HSETNX', keys[j], ids[j], state) == 1
+      added[j] = redis_call('HSETNX', keys[j], ids[j], state) == 1
     end
   end)
   if not ok then
     for j = 1, #keys do
-      if added[j] then redis.call('HDEL', keys[j], ids[j]) end
+      if added[j] then redis_call('HDEL', keys[j], ids[j]) end
     end
     ix_refused(ix, err, at, ids)
   end
@@ -149,15 +151,15 @@ local function ix_set_all(ix, at, ids, state)
   local ok, err = pcall(function()
     for j = 1, #ids do
       keys[j] = ix_key(ix, at[j], ids[j])
-      fresh[j] = redis.call('HSET', keys[j], ids[j], state) == 1
+      fresh[j] = redis_call('HSET', keys[j], ids[j], state) == 1
     end
   end)
   if not ok then
     for j = 1, #keys do
       if fresh[j] then
-        redis.call('HDEL', keys[j], ids[j])
+        redis_call('HDEL', keys[j], ids[j])
       elseif fresh[j] == false then
-        redis.call('HSET', keys[j], ids[j], 'L')
+        redis_call('HSET', keys[j], ids[j], 'L')
       end
     end
     ix_refused(ix, err, at, ids)

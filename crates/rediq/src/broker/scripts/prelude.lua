@@ -5,6 +5,11 @@
 -- raise "CORRUPT <length of key> <key> <what it holds>", which the broker turns into
 -- Error::Corrupt. None of them costs more than the one command it wraps.
 
+-- The functions the per-task loops call, as locals: a global such as redis.call is two table
+-- look-ups on every call (the globals, then the field).
+local redis_call = redis.call
+local str_sub, str_byte = string.sub, string.byte
+
 local KINDS = { zset = 'a sorted set', hash = 'a hash', list = 'a list', string = 'a string',
   set = 'a set', stream = 'a stream' }
 
