@@ -3,9 +3,9 @@
 //! A record is one Redis string: `[format=1][priority][16 id bytes][MessagePack body]`. The fixed
 //! head lets Lua scripts read the priority and id with `string.byte`/`string.sub` without decoding
 //! anything; the body is a MessagePack map with one-letter names in which default values are left
-//! out, so a typical small task costs ~60 bytes. The record is the member of the pending sorted
-//! set itself (no separate hash per task): that is what keeps a pending task under 200 bytes of
-//! Redis memory. Unknown body fields are ignored, so newer writers stay readable.
+//! out, so a typical small task costs ~60 bytes. The record is itself the element of its band's
+//! pending list (no separate hash per task): that is what keeps a pending task under 100 bytes
+//! of Redis memory. Unknown body fields are ignored, so newer writers stay readable.
 
 use serde::{Deserialize, Serialize};
 
