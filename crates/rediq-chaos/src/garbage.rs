@@ -1,7 +1,18 @@
 //! Garbage in a served queue's keys, written straight into Redis while the servers run, then
-//! removed again: a non-integer fencing counter, a `pending`, `retry` or `wake` key of the
-//! wrong type, and undecodable members in `pending` (which must each be set aside in the
-//! dead-letter queue on their own, and are left there).
+//! removed again: a non-integer fencing counter, a wrong-type `pending`, `pending:50`, `bands`,
+//! `retry` or `wake` key, and undecodable members in the band list `pending:50` (which must
+//! each be set aside in the dead-letter queue on their own, and are left there).
+//!
+//! The keys of the pending tasks (`crates/rediq/src/broker/scripts/bands.lua`):
+//! - `pending:<p>`: one list per priority band p (0..=100), the tasks' records, oldest first;
+//! - `bands`: the zset naming the bands whose list may hold tasks (member = score = p). A fetch
+//!   reads only the bands it names, lowest first;
+//! - `pending`: the single zset of versions before the band lists. Nothing writes it any more;
+//!   the janitor moves what it holds into the bands (migrate.lua), which raises CORRUPT on a
+//!   wrong type there;
+//! - `pending:foreign`: where a fetch moves members that are no record of ours, on their way to
+//!   the dead-letter queue (bury.lua). The suite leaves it alone: the planted members pass
+//!   through it.
 //!
 //! The key names mirror `crates/rediq/src/broker/keys.rs` on purpose: this module corrupts
 //! Rediq's own keys, which no public API reaches. A key holding tasks is renamed aside (into
@@ -21,9 +32,21 @@ const HOLD: Duration = Duration::from_secs(2);
 /// Pause between two pieces.
 const GAP: Duration = Duration::from_secs(1);
 
-/// Raw members planted in `pending`: two short ones that share one (empty) id, a foreign
-/// format byte, a valid head with an undecodable body, plain text. All distinct, so each can be
-/// found again in the dead-letter queue by its payload.
+/// The priority band whose list takes the garbage. The producer draws each task's priority
+/// uniformly from 0..=100 (`workload::pick_unit`), so no band holds all of the chaos tasks:
+/// 50 is the default priority, and the band `bands.lua` gives a member too short to carry a
+/// priority byte. Its list is rarely long (a task in 101 lands there) and often absent, so the
+/// garbage also names the band in `bands`, which makes every fetch that gets past the lower
+/// bands read the list.
+const BAND: u8 = 50;
+/// `pending:50`: the band list, as `QueueKeys::band` names it.
+const BAND_LIST: &str = "pending:50";
+
+/// Raw members planted in the band list `pending:50`: two short ones that share one (empty) id,
+/// a foreign format byte, a valid head with an undecodable body, plain text. All distinct, so
+/// each can be found again in the dead-letter queue by its payload. A fetch leases only the one
+/// with a valid head (a worker then fails to decode it and kills it); it moves the others to
+/// `pending:foreign`, from which they are buried one by one.
 pub fn planted() -> Vec<Vec<u8>> {
     let mut bad_body = vec![1u8, 50];
     bad_body.extend_from_slice(&[0xab; 16]);
@@ -64,8 +87,14 @@ pub async fn inject(
         .await
         .map_err(|e| format!("garbage: cannot connect: {e}"))?;
     let pieces = [
+        // `token`: the fencing counter every fetch INCRs.
         Piece::Token,
+        // The pending zset of earlier versions, which only the janitor's migration reads.
         Piece::WrongType("pending"),
+        // A band list: enqueues and give-backs of priority 50 push onto it, fetches read it.
+        Piece::WrongType(BAND_LIST),
+        // The bands zset: every fetch reads it, every push to any band adds to it.
+        Piece::WrongType("bands"),
         Piece::WrongType("retry"),
         Piece::WrongType("wake"),
         Piece::Undecodable,
@@ -95,7 +124,9 @@ pub async fn inject(
             tokio::time::sleep(GAP).await;
         }
         round += 1;
-        if Instant::now() + (HOLD + GAP) * 4 > until {
+        // The pieces of one more round (the undecodable members are not planted again).
+        let next = (HOLD + GAP) * (pieces.len() as u32 - 1);
+        if Instant::now() + next > until {
             break;
         }
     }
@@ -129,11 +160,19 @@ async fn apply(c: &mut redis::aio::MultiplexedConnection, p: Piece) -> redis::Re
             .key(aside(name))
             .invoke_async(c)
             .await?;
+            if name == BAND_LIST {
+                // Named in `bands` (the zset is intact meanwhile: one piece at a time), so that
+                // a fetch reads the broken list even when the band held no task.
+                let _: () = c.zadd(key("bands"), BAND.to_string(), BAND).await?;
+            }
         }
         Piece::Undecodable => {
+            // At the tail of the band list, as an enqueue pushes (RPUSH), and the band named in
+            // `bands` (as every push does), so that a fetch reaches them.
             for raw in planted() {
-                let _: () = c.zadd(key("pending"), raw, 0).await?;
+                let _: () = c.rpush(key(BAND_LIST), raw).await?;
             }
+            let _: () = c.zadd(key("bands"), BAND.to_string(), BAND).await?;
             let _: () = c.zadd(key("wake"), "w", 0).await?;
         }
     }
@@ -153,6 +192,8 @@ async fn remove(c: &mut redis::aio::MultiplexedConnection, p: Piece) -> redis::R
             .await?;
         }
         Piece::WrongType(name) => {
+            // The band stays named in `bands` after `pending:50` is repaired: a fetch that finds
+            // its list empty removes it (fetch.lua).
             let _: () = redis::Script::new(
                 "redis.call('DEL', KEYS[1]) \
                  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[1]) end \

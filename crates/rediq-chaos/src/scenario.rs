@@ -80,7 +80,7 @@ impl Scenario {
     pub fn min_seconds(self) -> u64 {
         match self {
             Scenario::RedisDown => 15,
-            Scenario::Garbage => 18,
+            Scenario::Garbage => 24,
             _ => 0,
         }
     }
