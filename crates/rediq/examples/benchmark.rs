@@ -17,9 +17,11 @@
 //! 1. **memory**: Redis bytes per pending task. The benchmark reads `used_memory` from
 //!    `INFO memory`, enqueues `--tasks` tasks into queue `bench_mem` with `enqueue_batch`, reads
 //!    `used_memory` again and divides the growth by the number of tasks. This covers everything
-//!    a waiting task costs in Redis: its record, its entry in the pending index and a share of
-//!    the queue's fixed keys. The enqueue scripts are loaded before the first reading, so their
-//!    cached bodies are not counted.
+//!    a waiting task costs in Redis: its record in its band's list, its entry in the id index
+//!    and a share of the queue's fixed keys. The enqueue scripts are loaded before the first
+//!    reading, so their cached bodies are not counted. A second line sums `MEMORY USAGE` over
+//!    the queue's keys: Redis 8 built with jemalloc counts the Lua heap in `used_memory` too,
+//!    and the garbage the scripts leave until Lua collects it is no task's memory.
 //! 2. **single**: `Client::enqueue` throughput. `--producers` tokio tasks share one `Client`
 //!    (clones of it) and enqueue `--tasks` tasks into queue `bench_single` between them, one call
 //!    at a time each. The clock runs from the first call until the last one returns, and
@@ -285,6 +287,18 @@ async fn memory(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
         "memory:  redis bytes per pending task",
         format!(
             "{per_task:>10.1} bytes   (used_memory {before} -> {after} for {} tasks)",
+            args.tasks
+        ),
+    );
+    // Redis 8 built with jemalloc also counts the Lua heap in used_memory, and the garbage the
+    // enqueue scripts leave until Lua's collector runs inflates the figure above (~12 B a task
+    // on 8.6.3): this one sums the queue's own keys.
+    let keys = admin.usage_of("rediq:{bench_mem}:*").await?;
+    report(
+        "memory:  MEMORY USAGE of the queue's keys",
+        format!(
+            "{:>10.1} bytes   ({keys} bytes for {} tasks)",
+            keys as f64 / args.tasks as f64,
             args.tasks
         ),
     );
@@ -886,6 +900,41 @@ impl Admin {
     async fn is_empty(&mut self) -> Result<bool> {
         let keyspace = self.info("keyspace").await?;
         Ok(!keyspace.lines().any(|l| l.starts_with("db")))
+    }
+
+    /// The sum of `MEMORY USAGE` over the keys matching `pattern`: what the keys holding the
+    /// tasks take, key names and per-key overhead included, without the server-wide figures
+    /// (Lua heap, client buffers) that `used_memory` also counts.
+    async fn usage_of(&mut self, pattern: &str) -> Result<u64> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn)
+                .await?;
+            keys.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut total = 0;
+        for key in keys {
+            let bytes: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(&mut self.conn)
+                .await?;
+            total += bytes.unwrap_or(0);
+        }
+        Ok(total)
     }
 
     async fn used_memory(&mut self) -> Result<u64> {
