@@ -20,9 +20,11 @@
 //! from Redis (`TIME`) so that no client clock decides when a task is due or a lease has expired.
 //!
 //! This file holds the connection and the script registry; the transitions of a task are in
-//! `transitions.rs`, reading and steering whole queues (counts, listings, pause, flush, the
-//! registry) in `admin.rs`, dependencies in `deps.rs` and `outbox.rs`, periodic entries in
-//! `cron.rs`, cancellation in `cancel.rs`, and setting garbage aside in `garbage.rs`.
+//! `transitions.rs`, the leases around them in `leases.rs`, the pending band lists in
+//! `bands.rs`, the id index in `index.rs`, script calls in `call.rs`, reading and steering whole
+//! queues (counts, listings, pause, flush, the registry) in `admin.rs`, dependencies in
+//! `deps.rs` and `outbox.rs`, periodic entries in `cron.rs`, cancellation in `cancel.rs`, and
+//! setting garbage aside in `garbage.rs`.
 
 mod admin;
 mod bands;
@@ -34,13 +36,15 @@ mod garbage;
 mod index;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
+mod leases;
 pub(crate) mod outbox;
 pub(crate) mod record;
 mod transitions;
 pub use admin::{FlushCounts, QueueStats, TaskState};
-pub(crate) use transitions::{Ack, EnqueueMode, Expired, NewTask, NotWritten, Waiting};
+pub(crate) use leases::Expired;
+pub(crate) use transitions::{Ack, EnqueueMode, NewTask, NotWritten, Waiting};
 // What the broker's own test modules (`use super::*`) reach for.
-use transitions::{parse_active, token_text};
+use leases::{parse_active, token_text};
 #[cfg(test)]
 use {keys::QueueKeys, redis::AsyncCommands, transitions::Requeue};
 
