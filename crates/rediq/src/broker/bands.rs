@@ -95,10 +95,6 @@ pub(super) fn block(inv: &mut Call, k: &QueueKeys, set: BandSet) {
 }
 
 /// Reads `BANDS <p> ...`: the bands a script needed and did not get.
-pub(super) fn parse_missing(e: &redis::RedisError) -> Option<BandSet> {
-    missing_bands(e.code(), e.detail())
-}
-
 fn missing_bands(code: Option<&str>, detail: Option<&str>) -> Option<BandSet> {
     if code != Some("BANDS") {
         return None;
@@ -119,11 +115,18 @@ impl Broker {
         }
     }
 
-    /// Learns bands a script reported missing; `false` when they were passed already (the
-    /// script and this side disagree: calling again would loop).
-    pub(super) fn learn_bands(&self, queue: &str, passed: BandSet, missing: BandSet) -> bool {
+    /// The bands to add before calling again when `e` is a script's `BANDS` answer to a call
+    /// that passed `passed` (they are learned for the queue); `None` for any other error, or
+    /// when the script names bands it was given (calling again would loop).
+    pub(super) fn missing_after(
+        &self,
+        queue: &str,
+        passed: BandSet,
+        e: &redis::RedisError,
+    ) -> Option<BandSet> {
+        let missing = missing_bands(e.code(), e.detail())?;
         self.bands.add(queue, missing);
-        missing & !passed != 0
+        (missing & !passed != 0).then_some(missing)
     }
 
     /// Runs a script that ends with a band block (`build` adds the script's own keys and
@@ -147,9 +150,9 @@ impl Broker {
             build(&mut inv);
             block(&mut inv, k, set);
             match inv.invoke_async::<T>(&mut c).await {
-                Err(e) => match parse_missing(&e) {
-                    Some(missing) if self.learn_bands(queue, set, missing) => extra |= missing,
-                    _ => return Err(e.into()),
+                Err(e) => match self.missing_after(queue, set, &e) {
+                    Some(missing) => extra |= missing,
+                    None => return Err(e.into()),
                 },
                 Ok(v) => return Ok(v),
             }

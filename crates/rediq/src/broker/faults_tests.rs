@@ -260,15 +260,7 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         .await
         .unwrap();
     let got = f.b.fetch(Q, S, 50, LEASE).await.unwrap().unwrap();
-    let acks: Vec<Ack> = got
-        .records
-        .iter()
-        .map(|r| Ack {
-            id: record::raw_id(r).to_vec(),
-            token: got.token,
-            unique_key: None,
-        })
-        .collect();
+    let acks = super::test_util::acks(&got);
     let keep = Some(Duration::from_secs(60));
     // The bucket of the first task in a small index (generation 0, first level).
     let bucket = f.k.ix_bucket(

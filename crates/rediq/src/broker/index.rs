@@ -184,11 +184,9 @@ impl Broker {
                         self.ix.set(queue, fresh);
                         continue;
                     }
-                    match (set, bands::parse_missing(&e)) {
-                        (Some(set), Some(missing)) if self.learn_bands(queue, set, missing) => {
-                            extra |= missing
-                        }
-                        _ => return Err(e.into()),
+                    match set.and_then(|set| self.missing_after(queue, set, &e)) {
+                        Some(missing) => extra |= missing,
+                        None => return Err(e.into()),
                     }
                 }
                 Ok(v) => return Ok(v),

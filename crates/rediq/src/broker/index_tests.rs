@@ -386,15 +386,7 @@ async fn concurrent_growth_keeps_every_entry_addressable() {
                 if rnd() % 3 == 0 {
                     let server = format!("host:{w}:probe");
                     if let Some(f) = b.fetch(Q, &server, 50, LEASE).await.unwrap() {
-                        let acks: Vec<Ack> = f
-                            .records
-                            .iter()
-                            .map(|r| Ack {
-                                id: record::raw_id(r).to_vec(),
-                                token: f.token,
-                                unique_key: None,
-                            })
-                            .collect();
+                        let acks = super::test_util::acks(&f);
                         b.complete(Q, &server, &acks, None, rnd()).await.unwrap();
                     }
                 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::transitions::Fetched;
 use super::{record, Ack, Broker, EnqueueMode, NewTask};
 use crate::Task;
 
@@ -18,6 +19,18 @@ pub(crate) async fn plain(b: &Broker, queue: &str) -> Vec<u8> {
     record::id_bytes(&t.id).unwrap().to_vec()
 }
 
+/// An acknowledgement of every task of a fetch (no unique keys).
+pub(crate) fn acks(f: &Fetched) -> Vec<Ack> {
+    f.records
+        .iter()
+        .map(|r| Ack {
+            id: record::raw_id(r).to_vec(),
+            token: f.token,
+            unique_key: None,
+        })
+        .collect()
+}
+
 /// Leases everything pending in `queue` for `server` and acknowledges it; no ack may be refused.
 pub(crate) async fn complete_all(b: &Broker, queue: &str, server: &str) {
     while let Some(f) = b
@@ -25,17 +38,8 @@ pub(crate) async fn complete_all(b: &Broker, queue: &str, server: &str) {
         .await
         .unwrap()
     {
-        let acks: Vec<Ack> = f
-            .records
-            .iter()
-            .map(|r| Ack {
-                id: record::raw_id(r).to_vec(),
-                token: f.token,
-                unique_key: None,
-            })
-            .collect();
         assert!(b
-            .complete(queue, server, &acks, None, rand::random())
+            .complete(queue, server, &acks(&f), None, rand::random())
             .await
             .unwrap()
             .is_empty());

@@ -39,15 +39,16 @@ local function bands_open(kend, aend)
   local list = {}
   for p in string.gmatch(d, '%d+') do list[#list + 1] = tonumber(p) end
   local first = kend - #list
-  local b = { zset = KEYS[first], first = first, keys = {}, miss = {}, missing = false }
+  local b = { zset = KEYS[first], first = first, keys = {}, miss = {}, missed = {}, missing = false }
   for i = 1, #list do b.keys[list[i]] = KEYS[first + i] end
   return b
 end
 
--- The key of band p, or nil (noted as missing) when the block lacks it.
+-- The key of band p, or nil (noted as missing, once) when the block lacks it.
 local function band_key(b, p)
   local key = b.keys[p]
-  if not key then
+  if not key and not b.missed[p] then
+    b.missed[p] = true
     b.miss[#b.miss + 1] = p
     b.missing = true
   end
@@ -60,7 +61,7 @@ local function bands_check(b)
 end
 
 -- The bands that may hold tasks, lowest first, as numbers (a read: a wrong-type zset or a
--- member that is no band raises CORRUPT).
+-- member that is no band raises CORRUPT). Used through bands_all_live.
 local function bands_live(b)
   local live = rcall('ZRANGE', b.zset, 0, -1)
   for i = 1, #live do
@@ -73,11 +74,40 @@ local function bands_live(b)
   return live
 end
 
+-- The live bands, failing with "BANDS p ..." unless the block has every one of them (for the
+-- scripts that read or remove whatever is pending: fetch, flush, oldest).
+local function bands_all_live(b)
+  local live = bands_live(b)
+  for i = 1, #live do band_key(b, live[i]) end
+  bands_check(b)
+  return live
+end
+
 -- Raises unless the list of band p and the bands zset can take a push: call before the first
 -- write, with every band the script will push to.
 local function bands_want(b, p)
   want(b.keys[p], 'list')
-  want(b.zset, 'zset')
+  if not b.zset_checked then
+    want(b.zset, 'zset')
+    b.zset_checked = true
+  end
+end
+
+-- Band p will be pushed to: checked (bands_want), or noted missing for bands_check.
+local function bands_ready(b, p)
+  if band_key(b, p) then bands_want(b, p) end
+end
+
+-- Adds a record to groups[p], the records bound for band p, readying band p the first time it
+-- comes up.
+local function bands_group(b, groups, p, record)
+  local g = groups[p]
+  if not g then
+    g = {}
+    groups[p] = g
+    bands_ready(b, p)
+  end
+  g[#g + 1] = record
 end
 
 -- Pushes records onto band p (cmd 'RPUSH' = tail in this order; 'LPUSH' = head, where they

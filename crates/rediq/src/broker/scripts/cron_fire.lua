@@ -35,7 +35,7 @@ local was
 if ARGV[6] ~= '0' then
   was = ix_get(ix, 1, string.sub(ARGV[4], 3, 18))
   want(KEYS[2], 'hash')
-  if band_key(bands, band_of(ARGV[4])) then bands_want(bands, band_of(ARGV[4])) end
+  bands_ready(bands, band_of(ARGV[4]))
   bands_check(bands)
   local n = rcall('HGET', KEYS[4], ARGV[7])
   -- At most 18 digits: HINCRBY would also refuse a count that overflows.

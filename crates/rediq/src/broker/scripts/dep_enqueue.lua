@@ -120,7 +120,7 @@ if #rest > 0 then
 elseif delay > 0 then
   want(KEYS[4], 'zset')
 else
-  if band_key(bands, band_of(record)) then bands_want(bands, band_of(record)) end
+  bands_ready(bands, band_of(record))
   bands_check(bands)
 end
 

@@ -67,7 +67,7 @@ local p = band_of(record)
 if delay > 0 then
   want(KEYS[4], 'zset')
 else
-  if band_key(bands, p) then bands_want(bands, p) end
+  bands_ready(bands, p)
   bands_check(bands)
 end
 -- Nothing below can fail (the wake marker is replaced when it is of the wrong type).

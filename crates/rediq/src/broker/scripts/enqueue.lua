@@ -93,9 +93,9 @@ for i = 1, n do
     any_delayed = true
   else
     local p = band_of(ARGV[2 + i])
-    if not pend[p] and band_key(bands, p) then
+    if not pend[p] then
       pend[p] = {}
-      bands_want(bands, p)
+      bands_ready(bands, p)
     end
   end
 end

@@ -33,10 +33,8 @@
 -- lease advanced). A wrong-type wake marker is replaced.
 if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
 local b = bands_open(#KEYS, #ARGV)
-local live = bands_live(b)
+local live = bands_all_live(b)
 if #live == 0 then return {} end
-for i = 1, #live do band_key(b, live[i]) end
-bands_check(b)
 
 -- Read (LRANGE) band after band; nothing leaves a band before every check has passed.
 local need = tonumber(ARGV[1])

@@ -30,9 +30,7 @@
 -- CORRUPT naming the key and nothing is removed.
 local m = tonumber(ARGV[1])
 local bands = bands_open(#KEYS, #ARGV)
-local live = bands_live(bands)
-for i = 1, #live do band_key(bands, live[i]) end
-bands_check(bands)
+local live = bands_all_live(bands)
 local counts = {}
 for i = 1, 5 do
   counts[i] = rcall('ZCARD', KEYS[i])

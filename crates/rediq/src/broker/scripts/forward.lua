@@ -23,14 +23,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then return 0 end
 local to = {}
-for i = 1, #due do
-  local p = band_of(due[i])
-  if not to[p] then
-    to[p] = {}
-    if band_key(b, p) then bands_want(b, p) end
-  end
-  to[p][#to[p] + 1] = due[i]
-end
+for i = 1, #due do bands_group(b, to, band_of(due[i]), due[i]) end
 bands_check(b)
 -- Nothing below can fail: the source was read as a sorted set above.
 for p, records in pairs(to) do bands_push(b, p, 'RPUSH', records) end

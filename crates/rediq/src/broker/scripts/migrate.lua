@@ -21,20 +21,12 @@
 local b = bands_open(#KEYS, #ARGV)
 local old = rcall('ZRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
 if #old == 0 then return 0 end
-local to, order = {}, {}
+local to = {}
 -- Newest first: LPUSH leaves the last one pushed at the head.
-for i = #old, 1, -1 do
-  local p = band_of(old[i])
-  if not to[p] then
-    to[p] = {}
-    order[#order + 1] = p
-    if band_key(b, p) then bands_want(b, p) end
-  end
-  to[p][#to[p] + 1] = old[i]
-end
+for i = #old, 1, -1 do bands_group(b, to, band_of(old[i]), old[i]) end
 bands_check(b)
 -- Nothing below can fail.
-for i = 1, #order do bands_push(b, order[i], 'LPUSH', to[order[i]]) end
+for p, records in pairs(to) do bands_push(b, p, 'LPUSH', records) end
 redis.call('ZREMRANGEBYRANK', KEYS[1], -#old, -1)
 wake(KEYS[2])
 return #old

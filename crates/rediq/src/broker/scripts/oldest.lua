@@ -8,9 +8,7 @@
 -- task put back goes to the front because it was there); across bands the caller compares the
 -- records' own times. Fails with "BANDS p ..." when a live band is not in the block.
 local b = bands_open(#KEYS, #ARGV)
-local live = bands_live(b)
-for i = 1, #live do band_key(b, live[i]) end
-bands_check(b)
+local live = bands_all_live(b)
 local t = redis.call('TIME')
 local out = { tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) }
 for i = 1, #live do

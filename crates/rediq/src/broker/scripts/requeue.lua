@@ -43,12 +43,7 @@ for i = 1, n do
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
     which[#which + 1] = i
-    local p = band_of(record)
-    if not back[p] then
-      back[p] = {}
-      if band_key(bands, p) then bands_want(bands, p) end
-    end
-    back[p][#back[p] + 1] = record
+    bands_group(bands, back, band_of(record), record)
   end
 end
 bands_check(bands)

@@ -38,12 +38,7 @@ for i = 1, n do
   if there[i] and not seen[olds[i]] and state ~= 'L' and state ~= 'C' then
     seen[olds[i]] = true
     gone[#gone + 1] = olds[i]
-    local p = band_of(new)
-    if not back[p] then
-      back[p] = {}
-      if band_key(bands, p) then bands_want(bands, p) end
-    end
-    back[p][#back[p] + 1] = new
+    bands_group(bands, back, band_of(new), new)
     ids[#ids + 1] = id
     at[#ids] = i
     was[#ids] = state
