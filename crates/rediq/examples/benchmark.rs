@@ -75,6 +75,20 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+/// `--prefetch`, when given, on a server builder.
+trait PrefetchIf {
+    fn prefetch_if(self, n: Option<usize>) -> Self;
+}
+
+impl PrefetchIf for ServerBuilder {
+    fn prefetch_if(self, n: Option<usize>) -> Self {
+        match n {
+            Some(n) => self.prefetch(n),
+            None => self,
+        }
+    }
+}
+
 /// Task type of every benchmark task.
 const TASK_TYPE: &str = "bench";
 /// Concurrent callers in the second batch measurement.
@@ -125,6 +139,10 @@ struct Args {
     /// What the processing server records.
     #[arg(long, value_enum, default_value_t = MetricsMode::Counters)]
     metrics: MetricsMode,
+    /// `ServerBuilder::prefetch` of the servers in the process and latency phases (default:
+    /// the server's own default, the concurrency up to 100; 0 turns lease-ahead off).
+    #[arg(long)]
+    prefetch: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -466,6 +484,7 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
         .redis_url(url)
         .queues(&[QUEUE])
         .concurrency(args.concurrency as usize)
+        .prefetch_if(args.prefetch)
         .metrics(args.metrics != MetricsMode::Off);
     if args.metrics == MetricsMode::Full {
         builder = builder.middleware(MiddlewareChain::new().add(MetricsMiddleware::new()));
@@ -560,6 +579,7 @@ async fn latency(args: &Args, url: &str) -> Result<()> {
         .redis_url(url)
         .queues(&[QUEUE])
         .concurrency(args.concurrency as usize)
+        .prefetch_if(args.prefetch)
         .build()
         .await
         .context("build the latency server")?;

@@ -934,3 +934,47 @@ async fn custom_retry_delay_function_is_used() {
         "called once per retry with the raised attempt count and the error"
     );
 }
+
+/// A backlog of quick tasks is leased ahead of free slots (`ServerBuilder::prefetch`); a
+/// graceful shutdown in the middle gives the tasks held ahead back at once: nothing stays
+/// leased to the stopped server, every task is processed once or pending, and a later server
+/// finishes the rest.
+#[tokio::test]
+async fn shutdown_gives_back_the_tasks_leased_ahead() {
+    let env = Env::new().await;
+    const N: u32 = 20_000;
+    let tasks: Vec<Task> = (0..N)
+        .map(|_| Task::builder("quick").queue("ahead").build().unwrap())
+        .collect();
+    for chunk in tasks.chunks(1000) {
+        env.client.enqueue_batch(chunk.to_vec()).await.unwrap();
+    }
+    let (mux, runs) = counting_mux("quick");
+    let srv = start(
+        env.server().queues(&["ahead"]).concurrency(4).prefetch(100),
+        mux,
+    )
+    .await;
+    let r = runs.clone();
+    assert!(wait_for(LONG, || async { *r.lock().unwrap() >= 2_000 }).await);
+    srv.shutdown().await;
+    let ran = *runs.lock().unwrap();
+    assert!(ran < N, "the shutdown came before the backlog ran out");
+    let st = env.inspector.queue_stats("ahead").await.unwrap();
+    assert_eq!(st.active, 0, "no task stays leased to the stopped server");
+    assert_eq!(st.processed_total, u64::from(ran), "every run acknowledged");
+    assert_eq!(st.pending, u64::from(N - ran), "the rest is pending again");
+
+    let (mux, rest) = counting_mux("quick");
+    let srv = start(env.server().queues(&["ahead"]).concurrency(4), mux);
+    let srv = srv.await;
+    let insp = env.inspector.clone();
+    assert!(
+        wait_for(LONG, || async {
+            insp.queue_stats("ahead").await.unwrap().processed_total == u64::from(N)
+        })
+        .await
+    );
+    srv.shutdown().await;
+    assert_eq!(*rest.lock().unwrap(), N - ran, "each task ran once");
+}

@@ -81,6 +81,7 @@ pub(crate) struct Config {
     pub strict: bool,
     pub concurrency: usize,
     pub fetch_batch: usize,
+    pub prefetch: usize,
     pub fetchers: usize,
     pub lease: Duration,
     pub shutdown_timeout: Duration,
@@ -119,6 +120,7 @@ pub struct ServerBuilder {
     strict: bool,
     concurrency: usize,
     fetch_batch: Option<usize>,
+    prefetch: Option<usize>,
     fetchers: usize,
     lease: Duration,
     shutdown_timeout: Duration,
@@ -143,6 +145,7 @@ impl Default for ServerBuilder {
             strict: false,
             concurrency: 10,
             fetch_batch: None,
+            prefetch: None,
             fetchers: 2,
             lease: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
@@ -199,9 +202,31 @@ impl ServerBuilder {
         self
     }
 
-    /// Most tasks leased per round trip (default: the concurrency, at most 100).
+    /// Most free slots one fetch round trip fills (default: the concurrency, at most 100).
     pub fn fetch_batch(mut self, n: usize) -> Self {
         self.fetch_batch = Some(n);
+        self
+    }
+
+    /// Most tasks each fetch loop leases ahead of its free slots (default: the concurrency, at
+    /// most 100; 0 turns lease-ahead off).
+    ///
+    /// A fetch loop holds ahead as many tasks as its workers started in the last 2 ms, up to
+    /// this cap: a backlog of quick tasks then travels in batches of dozens (a fetch costs
+    /// Redis about the same for one task as for fifty), while slow tasks, with few starts per
+    /// millisecond, get next to none, so a server does not sit on tasks that another server
+    /// could run. Tasks held ahead are leased like running ones (extended by the heartbeat,
+    /// given back at shutdown, re-delivered when a crashed server's lease lapses) and can be
+    /// cancelled; they may run after a higher-priority task enqueued while they waited.
+    ///
+    /// ```
+    /// use rediq::server::ServerBuilder;
+    /// // Strict priority order, even among the last few tasks fetched: no lookahead.
+    /// let builder = ServerBuilder::new().concurrency(20).prefetch(0);
+    /// # let _ = builder;
+    /// ```
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some(n);
         self
     }
 
@@ -419,7 +444,11 @@ impl ServerBuilder {
                 queues: self.queues,
                 strict: self.strict,
                 concurrency: self.concurrency,
-                fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH),
+                fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH / 2),
+                prefetch: self
+                    .prefetch
+                    .unwrap_or(self.concurrency.min(100))
+                    .min(crate::broker::MAX_SCRIPT_BATCH / 2),
                 fetchers: self.fetchers.min(self.concurrency),
                 lease,
                 shutdown_timeout: self.shutdown_timeout,

@@ -6,14 +6,25 @@
 //! (BZPOPMIN on a dedicated connection), so an idle server costs nothing and a new task is picked
 //! up within one round trip: there is no polling sleep.
 //!
+//! Lease-ahead: a fetch script call costs Redis a fixed ~30 µs however few tasks it leases, and
+//! the server a round trip. While a backlog is served quickly, slots free up a few at a time,
+//! so the fetcher also leases ahead: as many tasks as its workers started in the last
+//! [`LOOKAHEAD`] (at most `ServerBuilder::prefetch`), kept in a local buffer and handed to
+//! the next free slots. Fast tasks then travel in batches of dozens; slow tasks (few starts
+//! per millisecond) get no lookahead, so a server never sits on tasks that another server's
+//! idle slots could run. A buffered task is leased like a running one: the heartbeat extends
+//! it, a crash gives it back when the lease lapses, a shutdown gives it back at once, and a
+//! cancel reaches it (its handle is registered when it is leased).
+//!
 //! Faults stay inside the queue that has them: a queue whose fetch fails is retried on its own
 //! backoff while the others are served, and a wake marker of the wrong type (which would fail
 //! the blocking wait of every queue) is replaced.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::service::{Service, Stop};
 use super::{worker, Ctx};
@@ -22,6 +33,10 @@ use crate::processor::Mux;
 
 /// The longest a blocking wait lasts before the fetcher looks again on its own.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How much of its recent pace a fetch loop leases ahead: about one fetch round trip's worth of
+/// task starts, so the next batch arrives before the buffer runs dry.
+const LOOKAHEAD: Duration = Duration::from_millis(2);
 
 pub(crate) fn start(
     ctx: Arc<Ctx>,
@@ -43,6 +58,46 @@ async fn run(
     hard_stop: watch::Receiver<bool>,
     mut stop: Stop,
 ) {
+    let mut ahead = Ahead::default();
+    let hand = Hand {
+        ctx: &ctx,
+        mux: &mux,
+        acks: &acks,
+        hard_stop: &hard_stop,
+    };
+    serve(&hand, &slots, &mut ahead, &mut stop).await;
+    ahead.give_back(&ctx).await;
+}
+
+/// What a fetch loop needs to start a worker.
+struct Hand<'a> {
+    ctx: &'a Arc<Ctx>,
+    mux: &'a Arc<Mux>,
+    acks: &'a mpsc::Sender<super::acker::Done>,
+    hard_stop: &'a watch::Receiver<bool>,
+}
+
+impl Hand<'_> {
+    fn spawn(&self, t: Ready, permit: OwnedSemaphorePermit) {
+        tokio::spawn(worker::run(
+            self.ctx.clone(),
+            self.mux.clone(),
+            worker::Leased {
+                queue: t.queue,
+                token: t.token,
+                record: t.record,
+                cancel: t.cancel,
+            },
+            permit,
+            self.acks.clone(),
+            self.hard_stop.clone(),
+        ));
+    }
+}
+
+/// The fetch loop; returns when the server stops (the caller gives back what is buffered).
+async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop: &mut Stop) {
+    let ctx = hand.ctx;
     let names: Vec<String> = ctx.cfg.queues.iter().map(|(q, _)| q.clone()).collect();
     let mut health = Health::new(names.len());
     let mut waiter = Waiter::new(names.clone());
@@ -61,11 +116,28 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // Tasks leased ahead go first: they were at the head of their queues.
+        while !permits.is_empty() {
+            let Some(t) = ahead.ready.pop_front() else {
+                break;
+            };
+            if let Some(p) = permits.pop() {
+                hand.spawn(t, p);
+                ahead.pace.started(1);
+            }
+        }
+        let lookahead = ahead.lookahead(ctx.cfg.prefetch);
+        // Every slot is busy and the buffer holds at least half of what the pace asks for:
+        // nothing to fetch yet.
+        if permits.is_empty() && ahead.ready.len() * 2 >= lookahead.max(1) {
+            continue;
+        }
+        let asked = permits.len() + lookahead.saturating_sub(ahead.ready.len());
 
         let mut got = 0usize;
         let (mut tried, mut failed) = (0usize, 0usize);
         for q in order(&ctx.cfg.queues, ctx.cfg.strict) {
-            if permits.is_empty() {
+            if got == asked {
                 break;
             }
             // A queue whose fetch keeps failing waits out its own backoff; the others go on.
@@ -80,7 +152,7 @@ async fn run(
                 .fetch(
                     ctx.queue_name(q),
                     &ctx.server_id,
-                    permits.len(),
+                    asked - got,
                     ctx.cfg.lease,
                 )
                 .await
@@ -104,23 +176,23 @@ async fn run(
                         b.records.into_iter().map(move |r| (token, r))
                     }) {
                         let (token, record) = record;
-                        // fetch.lua returns at most as many records as we asked for.
-                        let Some(permit) = permits.pop() else { break };
-                        let id = crate::broker::record::raw_id(&record).to_vec();
-                        ctx.inflight.insert(q, id, token);
+                        let id = crate::broker::record::raw_id(&record);
+                        let cancel = ctx.cancels.register(q, id, token);
+                        ctx.inflight.insert(q, id.to_vec(), token);
                         got += 1;
-                        tokio::spawn(worker::run(
-                            ctx.clone(),
-                            mux.clone(),
-                            worker::Leased {
-                                queue: q,
-                                token,
-                                record,
-                            },
-                            permit,
-                            acks.clone(),
-                            hard_stop.clone(),
-                        ));
+                        let t = Ready {
+                            queue: q,
+                            token,
+                            record,
+                            cancel,
+                        };
+                        match permits.pop() {
+                            Some(p) => {
+                                hand.spawn(t, p);
+                                ahead.pace.started(1);
+                            }
+                            None => ahead.ready.push_back(t),
+                        }
                     }
                 }
                 Err(e) => {
@@ -130,11 +202,16 @@ async fn run(
             }
             drop(ticket);
         }
+        // The queues had less than asked for: no lookahead until a fetch comes back full again
+        // (a queue served as fast as it fills would otherwise cost a fetch per freed slot).
+        ahead.drained = got < asked;
+        let idle_slots = !permits.is_empty();
         drop(permits);
 
-        if got > 0 {
+        if got > 0 || !idle_slots {
             continue;
         }
+        ahead.pace.idle();
         // Every queue tried failed (Redis itself is unreachable, most likely): the backoffs
         // decide when to try again.
         let wait = health.until_next().unwrap_or(IDLE_WAIT).min(IDLE_WAIT);
@@ -151,6 +228,111 @@ async fn run(
             _ = stop.stopped() => return,
             _ = waiter.wait(&ctx.broker, wait) => {}
         }
+    }
+}
+
+/// A leased task waiting for a free slot.
+struct Ready {
+    queue: usize,
+    token: u64,
+    record: Vec<u8>,
+    cancel: Arc<Notify>,
+}
+
+/// The lease-ahead buffer of one fetch loop and the pace that sizes it.
+#[derive(Default)]
+struct Ahead {
+    ready: VecDeque<Ready>,
+    pace: Pace,
+    /// The last fetch found less than it asked for.
+    drained: bool,
+}
+
+impl Ahead {
+    /// How many tasks to hold ahead: the starts of the last [`LOOKAHEAD`] at the current pace,
+    /// at most `cap`; none while the queues run dry.
+    fn lookahead(&mut self, cap: usize) -> usize {
+        if self.drained || cap == 0 {
+            return 0;
+        }
+        // Rounded down: a loop starting fewer than one task per LOOKAHEAD holds none ahead.
+        let per_sec = self.pace.per_sec();
+        ((per_sec * LOOKAHEAD.as_secs_f64()) as usize).min(cap)
+    }
+
+    /// At shutdown: the buffered tasks go back to the head of their queues (requeue.lua, which
+    /// refuses any whose lease was taken over meanwhile). Whatever Redis does not take back in
+    /// time stays leased by this server, and another server re-delivers it when the lease
+    /// lapses.
+    async fn give_back(&mut self, ctx: &Ctx) {
+        type Item = (Vec<u8>, u64, Option<Vec<u8>>);
+        let mut by_queue: Vec<Vec<Item>> = vec![Vec::new(); ctx.cfg.queues.len()];
+        for t in self.ready.drain(..) {
+            let id = crate::broker::record::raw_id(&t.record).to_vec();
+            ctx.cancels.unregister(t.queue, &id, t.token);
+            by_queue[t.queue].push((id, t.token, None));
+        }
+        for (q, items) in by_queue.iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let qname = ctx.queue_name(q);
+            match ctx
+                .broker
+                .requeue(qname, &ctx.server_id, items, false)
+                .await
+            {
+                Ok(n) => {
+                    tracing::info!(queue = qname, tasks = n, "leased-ahead tasks given back")
+                }
+                Err(e) => {
+                    tracing::warn!(queue = qname, error = %e, tasks = items.len(), "could not give back leased-ahead tasks; they run again when this server's lease lapses");
+                    continue;
+                }
+            }
+            for (id, token, _) in items {
+                ctx.inflight.remove(q, id, *token);
+            }
+        }
+    }
+}
+
+/// Task starts per second of one fetch loop, averaged over windows of at least a millisecond.
+struct Pace {
+    since: Instant,
+    started: u32,
+    per_sec: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Pace {
+        Pace {
+            since: Instant::now(),
+            started: 0,
+            per_sec: 0.0,
+        }
+    }
+}
+
+impl Pace {
+    fn started(&mut self, n: u32) {
+        self.started += n;
+    }
+
+    fn per_sec(&mut self) -> f64 {
+        let window = self.since.elapsed();
+        if window >= Duration::from_millis(1) {
+            let sample = f64::from(self.started) / window.as_secs_f64();
+            self.per_sec = (self.per_sec + sample) / 2.0;
+            self.started = 0;
+            self.since = Instant::now();
+        }
+        self.per_sec
+    }
+
+    /// The queues ran dry: the pace starts again from nothing.
+    fn idle(&mut self) {
+        *self = Pace::default();
     }
 }
 

@@ -170,4 +170,16 @@ mod tests {
         c.unregister(0, b"id", 2);
         assert!(!c.cancel(0, b"id"));
     }
+
+    /// A task leased ahead is registered before its handler starts: a cancel that arrives
+    /// while it waits in the buffer must still be seen when the handler starts waiting.
+    #[tokio::test]
+    async fn a_cancel_before_the_handler_starts_is_kept() {
+        let c = Cancels::default();
+        let handle = c.register(0, b"id", 7);
+        assert!(c.cancel(0, b"id"), "a registered task is reachable");
+        tokio::time::timeout(Duration::from_secs(1), handle.notified())
+            .await
+            .expect("the cancel made before anyone waited was lost");
+    }
 }

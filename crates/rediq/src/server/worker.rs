@@ -32,6 +32,10 @@ pub(crate) struct Leased {
     pub queue: usize,
     pub token: u64,
     pub record: Vec<u8>,
+    /// Registered (in `Ctx::cancels`) when the task was leased, so that a cancel that arrives
+    /// while the task waits in the fetcher's lease-ahead buffer is not lost: the handler then
+    /// sees it at once.
+    pub cancel: Arc<tokio::sync::Notify>,
 }
 
 pub(crate) async fn run(
@@ -46,6 +50,7 @@ pub(crate) async fn run(
         queue,
         token,
         record,
+        cancel,
     } = leased;
     let id = record::raw_id(&record).to_vec();
 
@@ -54,6 +59,7 @@ pub(crate) async fn run(
     let task = match record::decode(ctx.queue_name(queue), &record) {
         Ok(t) => t,
         Err(reason) => {
+            ctx.cancels.unregister(queue, &id, token);
             Box::pin(undecodable(&ctx, queue, &id, token, &record, &reason)).await;
             drop(permit);
             return;
@@ -61,6 +67,7 @@ pub(crate) async fn run(
     };
 
     if ctx.stopping.load(Ordering::SeqCst) {
+        ctx.cancels.unregister(queue, &id, token);
         Box::pin(requeue(&ctx, queue, &id, token)).await;
         drop(permit);
         return;
@@ -86,6 +93,7 @@ pub(crate) async fn run(
         token,
         task,
         trace,
+        &cancel,
         &acks,
         &mut hard_stop,
     )
@@ -111,6 +119,7 @@ async fn execute(
     token: u64,
     task: Task,
     trace: Option<String>,
+    cancel: &tokio::sync::Notify,
     acks: &mpsc::Sender<Done>,
     hard_stop: &mut watch::Receiver<bool>,
 ) {
@@ -127,7 +136,6 @@ async fn execute(
     };
     let entered = AtomicUsize::new(0);
     let started = Instant::now();
-    let cancel = ctx.cancels.register(queue, &id, token);
     let pipeline = async {
         if !chain.is_empty() {
             match chain.run_before(&task, &run, &entered).await {
