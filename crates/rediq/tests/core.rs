@@ -978,3 +978,57 @@ async fn shutdown_gives_back_the_tasks_leased_ahead() {
     srv.shutdown().await;
     assert_eq!(*rest.lock().unwrap(), N - ran, "each task ran once");
 }
+
+/// Tasks leased ahead while the tasks were quick do not stay on a server whose slots turned
+/// busy: within 20 ms without a free slot they go back to pending, where other servers can take
+/// them.
+#[tokio::test]
+async fn tasks_leased_ahead_go_back_when_no_slot_frees_up() {
+    let env = Env::new().await;
+    let quick: Vec<Task> = (0..3_000)
+        .map(|_| Task::builder("quick").queue("turns").build().unwrap())
+        .collect();
+    for chunk in quick.chunks(1000) {
+        env.client.enqueue_batch(chunk.to_vec()).await.unwrap();
+    }
+    let slow: Vec<Task> = (0..40)
+        .map(|_| Task::builder("slow").queue("turns").build().unwrap())
+        .collect();
+    env.client.enqueue_batch(slow).await.unwrap();
+    let started = Arc::new(AtomicU32::new(0));
+    let s = started.clone();
+    let mut mux = mux_with("slow", move |_| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        }
+    });
+    mux.handle("quick", FnHandler(|_| async { Ok(()) }));
+    let srv = start(
+        env.server()
+            .queues(&["turns"])
+            .concurrency(1)
+            .fetchers(1)
+            .prefetch(100)
+            .shutdown_timeout(Duration::from_millis(100)),
+        mux,
+    )
+    .await;
+    let s = started.clone();
+    assert!(wait_for(LONG, || async { s.load(Ordering::SeqCst) == 1 }).await);
+    let insp = env.inspector.clone();
+    assert!(
+        wait_for(Duration::from_secs(2), || async {
+            let st = insp.queue_stats("turns").await.unwrap();
+            st.active == 1 && st.pending == 39
+        })
+        .await,
+        "the slow tasks held ahead went back: {:?}",
+        env.inspector.queue_stats("turns").await.unwrap()
+    );
+    srv.shutdown().await;
+    let st = env.inspector.queue_stats("turns").await.unwrap();
+    assert_eq!((st.active, st.pending, st.processed_total), (0, 40, 3_000));
+}

@@ -213,11 +213,13 @@ impl ServerBuilder {
     ///
     /// A fetch loop holds ahead as many tasks as its workers started in the last 2 ms, up to
     /// this cap: a backlog of quick tasks then travels in batches of dozens (a fetch costs
-    /// Redis about the same for one task as for fifty), while slow tasks, with few starts per
-    /// millisecond, get next to none, so a server does not sit on tasks that another server
-    /// could run. Tasks held ahead are leased like running ones (extended by the heartbeat,
-    /// given back at shutdown, re-delivered when a crashed server's lease lapses) and can be
-    /// cancelled; they may run after a higher-priority task enqueued while they waited.
+    /// Redis about the same for one task as for fifty), while slow tasks, with fewer than one
+    /// start per 2 ms, get none. A task that finds no free slot within 20 ms goes back to
+    /// Redis, so a server does not sit on tasks that another server could run. Tasks held
+    /// ahead are leased like running ones (extended by the heartbeat, given back at shutdown,
+    /// re-delivered when a crashed server's lease lapses, which counts an attempt as for every
+    /// task the crashed server held) and can be cancelled; they may run after a
+    /// higher-priority task enqueued while they waited.
     ///
     /// ```
     /// use rediq::server::ServerBuilder;

@@ -10,8 +10,9 @@
 //! the server a round trip. While a backlog is served quickly, slots free up a few at a time,
 //! so the fetcher also leases ahead: as many tasks as its workers started in the last
 //! [`LOOKAHEAD`] (at most `ServerBuilder::prefetch`), kept in a local buffer and handed to
-//! the next free slots. Fast tasks then travel in batches of dozens; slow tasks (few starts
-//! per millisecond) get no lookahead, so a server never sits on tasks that another server's
+//! the next free slots. Fast tasks then travel in batches of dozens; slow tasks (fewer than one
+//! start per [`LOOKAHEAD`]) get no lookahead, and a task that finds no free slot within
+//! [`MAX_HOLD`] goes back to Redis, so a server does not sit on tasks that another server's
 //! idle slots could run. A buffered task is leased like a running one: the heartbeat extends
 //! it, a crash gives it back when the lease lapses, a shutdown gives it back at once, and a
 //! cancel reaches it (its handle is registered when it is leased).
@@ -37,6 +38,11 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How much of its recent pace a fetch loop leases ahead: about one fetch round trip's worth of
 /// task starts, so the next batch arrives before the buffer runs dry.
 const LOOKAHEAD: Duration = Duration::from_millis(2);
+
+/// The longest a task waits in the lease-ahead buffer: when no slot frees up for it that long
+/// (the tasks turned slow, or the handlers hang), the buffer goes back to Redis, where another
+/// server's idle slots can take it.
+const MAX_HOLD: Duration = Duration::from_millis(20);
 
 pub(crate) fn start(
     ctx: Arc<Ctx>,
@@ -66,7 +72,7 @@ async fn run(
         hard_stop: &hard_stop,
     };
     serve(&hand, &slots, &mut ahead, &mut stop).await;
-    ahead.give_back(&ctx).await;
+    ahead.give_back(&ctx, None).await;
 }
 
 /// What a fetch loop needs to start a worker.
@@ -102,12 +108,21 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
     let mut health = Health::new(names.len());
     let mut waiter = Waiter::new(names.clone());
     loop {
+        if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let hold_until = ahead.ready.front().map(|t| t.at + MAX_HOLD);
         let first = tokio::select! {
             _ = stop.stopped() => return,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return, // the semaphore is never closed; treat it as a stop
             },
+            _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now).into()), if hold_until.is_some() => {
+                ahead.give_back(ctx, Some(Instant::now() - MAX_HOLD)).await;
+                ahead.pace.idle();
+                continue;
+            }
         };
         let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
         while permits.len() < ctx.cfg.fetch_batch {
@@ -185,13 +200,17 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
                             token,
                             record,
                             cancel,
+                            at: Instant::now(),
                         };
+                        // Once the server stops, the buffer's give-back takes them all in one
+                        // call instead of a worker each.
+                        let stopping = ctx.stopping.load(std::sync::atomic::Ordering::SeqCst);
                         match permits.pop() {
-                            Some(p) => {
+                            Some(p) if !stopping => {
                                 hand.spawn(t, p);
                                 ahead.pace.started(1);
                             }
-                            None => ahead.ready.push_back(t),
+                            _ => ahead.ready.push_back(t),
                         }
                     }
                 }
@@ -204,7 +223,9 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
         }
         // The queues had less than asked for: no lookahead until a fetch comes back full again
         // (a queue served as fast as it fills would otherwise cost a fetch per freed slot).
-        ahead.drained = got < asked;
+        if asked > 0 {
+            ahead.drained = got < asked;
+        }
         let idle_slots = !permits.is_empty();
         drop(permits);
 
@@ -237,6 +258,8 @@ struct Ready {
     token: u64,
     record: Vec<u8>,
     cancel: Arc<Notify>,
+    /// When it was leased.
+    at: Instant,
 }
 
 /// The lease-ahead buffer of one fetch loop and the pace that sizes it.
@@ -260,16 +283,28 @@ impl Ahead {
         ((per_sec * LOOKAHEAD.as_secs_f64()) as usize).min(cap)
     }
 
-    /// At shutdown: the buffered tasks go back to the head of their queues (requeue.lua, which
-    /// refuses any whose lease was taken over meanwhile). Whatever Redis does not take back in
-    /// time stays leased by this server, and another server re-delivers it when the lease
-    /// lapses.
-    async fn give_back(&mut self, ctx: &Ctx) {
+    /// Gives buffered tasks back to the head of their queues (requeue.lua, which refuses any
+    /// whose lease was taken over meanwhile): all of them at shutdown (`leased_before` None),
+    /// else those leased before the given time. A task cancelled while it waited is removed
+    /// as cancelled instead. Whatever Redis does not take back (three tries) stays leased by
+    /// this server, and another server re-delivers it when the lease lapses.
+    async fn give_back(&mut self, ctx: &Ctx, leased_before: Option<Instant>) {
         type Item = (Vec<u8>, u64, Option<Vec<u8>>);
         let mut by_queue: Vec<Vec<Item>> = vec![Vec::new(); ctx.cfg.queues.len()];
-        for t in self.ready.drain(..) {
+        while let Some(t) = self.ready.front() {
+            if leased_before.is_some_and(|before| t.at >= before) {
+                break;
+            }
+            let Some(t) = self.ready.pop_front() else {
+                break;
+            };
             let id = crate::broker::record::raw_id(&t.record).to_vec();
             ctx.cancels.unregister(t.queue, &id, t.token);
+            if worker::cancel_requested(&t.cancel)
+                && worker::cancel_unstarted(ctx, t.queue, t.token, &t.record).await
+            {
+                continue;
+            }
             by_queue[t.queue].push((id, t.token, None));
         }
         for (q, items) in by_queue.iter().enumerate() {
@@ -277,18 +312,27 @@ impl Ahead {
                 continue;
             }
             let qname = ctx.queue_name(q);
-            match ctx
-                .broker
-                .requeue(qname, &ctx.server_id, items, false)
-                .await
-            {
-                Ok(n) => {
-                    tracing::info!(queue = qname, tasks = n, "leased-ahead tasks given back")
+            let mut given = false;
+            for attempt in 0..3u64 {
+                match ctx
+                    .broker
+                    .requeue(qname, &ctx.server_id, items, false)
+                    .await
+                {
+                    Ok(n) => {
+                        tracing::debug!(queue = qname, tasks = n, "leased-ahead tasks given back");
+                        given = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = qname, error = %e, attempt, tasks = items.len(), "could not give back leased-ahead tasks; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(queue = qname, error = %e, tasks = items.len(), "could not give back leased-ahead tasks; they run again when this server's lease lapses");
-                    continue;
-                }
+            }
+            if !given {
+                tracing::warn!(queue = qname, tasks = items.len(), "leased-ahead tasks not given back; they run again when this server's lease lapses");
+                continue;
             }
             for (id, token, _) in items {
                 ctx.inflight.remove(q, id, *token);
@@ -300,7 +344,7 @@ impl Ahead {
 /// Task starts per second of one fetch loop, averaged over windows of at least a millisecond.
 struct Pace {
     since: Instant,
-    started: u32,
+    started: u64,
     per_sec: f64,
 }
 
@@ -315,14 +359,14 @@ impl Default for Pace {
 }
 
 impl Pace {
-    fn started(&mut self, n: u32) {
-        self.started += n;
+    fn started(&mut self, n: u64) {
+        self.started = self.started.saturating_add(n);
     }
 
     fn per_sec(&mut self) -> f64 {
         let window = self.since.elapsed();
         if window >= Duration::from_millis(1) {
-            let sample = f64::from(self.started) / window.as_secs_f64();
+            let sample = self.started as f64 / window.as_secs_f64();
             self.per_sec = (self.per_sec + sample) / 2.0;
             self.started = 0;
             self.since = Instant::now();

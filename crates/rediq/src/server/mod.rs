@@ -275,9 +275,8 @@ impl Server {
         let begun = tokio::time::Instant::now();
         let drain_by = begun + ctx.cfg.shutdown_timeout;
         let end_by = drain_by + SHUTDOWN_MARGIN;
-        for f in &fetchers {
-            f.stop_by(drain_by).await;
-        }
+        // All at once: each gives back the tasks it leased ahead before it ends.
+        futures::future::join_all(fetchers.iter().map(|f| f.stop_by(drain_by))).await;
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout_at(drain_by, slots.clone().acquire_many_owned(all))
             .await

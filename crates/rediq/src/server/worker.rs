@@ -68,7 +68,21 @@ pub(crate) async fn run(
 
     if ctx.stopping.load(Ordering::SeqCst) {
         ctx.cancels.unregister(queue, &id, token);
-        Box::pin(requeue(&ctx, queue, &id, token)).await;
+        // Cancelled while it waited in the lease-ahead buffer: removed, not given back.
+        if cancel_requested(&cancel) {
+            let metrics = ctx.metrics.as_ref().map(|m| m.task(queue, &task.task_type));
+            Box::pin(cancelled(
+                &ctx,
+                queue,
+                &id,
+                token,
+                &task,
+                metrics.as_deref(),
+            ))
+            .await;
+        } else {
+            Box::pin(requeue(&ctx, queue, &id, token)).await;
+        }
         drop(permit);
         return;
     }
@@ -147,14 +161,17 @@ async fn execute(
         Step::Ran(mux.dispatch(&task).await)
     };
     let pipeline = std::panic::AssertUnwindSafe(pipeline).catch_unwind();
+    // Biased: a cancel that arrived before the handler started (the task waited in the
+    // lease-ahead buffer) wins before the handler is polled even once.
     let step = tokio::select! {
+        biased;
+        _ = hard_stop.wait_for(|s| *s) => Step::ShutDown,
+        _ = cancel.notified() => Step::Cancelled,
         r = tokio::time::timeout(timeout, pipeline) => match r {
             Ok(Ok(step)) => step,
             Ok(Err(panic)) => Step::Ran(Err(Error::Panic(crate::panic_message(&panic)))),
             Err(_) => Step::Ran(Err(Error::Timeout(timeout))),
         },
-        _ = hard_stop.wait_for(|s| *s) => Step::ShutDown,
-        _ = cancel.notified() => Step::Cancelled,
     };
     ctx.cancels.unregister(queue, &id, token);
     let duration = started.elapsed();
@@ -221,6 +238,25 @@ async fn execute(
             .await
         }
     }
+}
+
+/// Whether a cancel is stored for a task that has not started waiting for one yet (it arrived
+/// while the task sat in the lease-ahead buffer). Consumes it.
+pub(crate) fn cancel_requested(cancel: &tokio::sync::Notify) -> bool {
+    cancel.notified().now_or_never().is_some()
+}
+
+/// A task cancelled while it waited in the lease-ahead buffer, at shutdown: removed like a
+/// cancelled running task. Returns false (nothing done) for a record that cannot be decoded,
+/// which the caller gives back instead (the next fetch dead-letters it).
+pub(crate) async fn cancel_unstarted(ctx: &Ctx, queue: usize, token: u64, rec: &[u8]) -> bool {
+    let Ok(task) = record::decode(ctx.queue_name(queue), rec) else {
+        return false;
+    };
+    let metrics = ctx.metrics.as_ref().map(|m| m.task(queue, &task.task_type));
+    let id = record::raw_id(rec);
+    cancelled(ctx, queue, id, token, &task, metrics.as_deref()).await;
+    true
 }
 
 /// A cancelled running task is removed (its unique key released), not retried.
