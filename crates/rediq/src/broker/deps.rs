@@ -607,13 +607,18 @@ mod tests {
         assert_eq!(records, 1);
         let k = QueueKeys::new("qa");
         let mut conn = b.conn.clone();
-        let left: (u64, Option<u64>) = redis::pipe()
+        let left: (u64, Option<u64>, u64) = redis::pipe()
             .llen(&k.finished)
             .hget(&k.ix_meta, "n")
+            .hlen(k.ix_done(0))
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(left, (0, Some(0)));
+        assert_eq!(
+            left,
+            (0, Some(0), 0),
+            "finished list, index entries, done hash"
+        );
     }
 
     #[tokio::test]

@@ -262,17 +262,14 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
     let got = f.b.fetch(Q, S, 50, LEASE).await.unwrap().unwrap();
     let acks = super::test_util::acks(&got);
     let keep = Some(Duration::from_secs(60));
-    // The bucket of the first task in a small index (generation 0, first level).
-    let bucket = f.k.ix_bucket(
-        0,
-        super::index::ix_hash(&acks[0].id) % (1 << super::index::MIN_LEVEL),
-    );
+    // The done hash of the index's first generation (completions are marked there).
+    let done = f.k.ix_done(0);
     for (key, holds) in [
         (&f.k.processed, "non-integer"),
         (&f.k.finished, "a string"),
         (&f.k.ix_meta, "a string"),
         (&f.k.completed, "a string"),
-        (&bucket, "a string"),
+        (&done, "a string"),
     ] {
         f.set(key, "x").await;
         corrupt(

@@ -87,6 +87,7 @@ pub(crate) fn split_window(adds: usize) -> usize {
 /// Appends the index block (see index.lua) for `ids` to a script invocation.
 fn block(inv: &mut Call, k: &QueueKeys, m: IxMeta, ids: &[&[u8]], window: usize) {
     inv.key(&k.ix_meta);
+    inv.key(k.ix_done(m.gen));
     let lo = 1u64 << m.level;
     for id in ids {
         let h = ix_hash(id);

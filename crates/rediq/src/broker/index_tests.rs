@@ -65,27 +65,25 @@ async fn rerun_dead(b: &Broker, id: &[u8]) -> u64 {
 }
 
 /// Fetches and completes everything pending.
-async fn complete_all(b: &Broker) {
-    super::test_util::complete_all(b, Q, S).await;
-}
-
-/// Writes tasks into pending the way a version without the index did (no index entry, in the
-/// pending set before the band lists, which the janitor moves into the bands), then
-/// completes them all: the index learns their ids only at completion, from calls that may not
-/// split.
+/// Leaves the index as an earlier version did after completing tasks it had not indexed (tasks
+/// written by a version without the index): one completion entry per id ('C' and a 6-byte
+/// time) in the id's bucket at the first level, counted in the meta, never split (such calls
+/// passed no split keys). Completions now go to the done hash instead, so this state is
+/// written directly.
 async fn complete_unindexed(b: &Broker, tasks: &[Task]) {
     let k = QueueKeys::new(Q);
     let mut c = b.conn.clone();
     for chunk in tasks.chunks(1000) {
         let mut pipe = redis::pipe();
         for t in chunk {
-            pipe.zadd(&k.legacy_pending, record::encode(t).unwrap(), 0)
+            let id = record::id_bytes(&t.id).unwrap();
+            let bucket = super::index::ix_hash(&id) % (1 << super::index::MIN_LEVEL);
+            pipe.hset(k.ix_bucket(0, bucket), &id[..], b"C\0\0\0\0\0\x01")
                 .ignore();
         }
         let _: () = pipe.query_async(&mut c).await.unwrap();
     }
-    assert_eq!(b.migrate_pending(Q).await.unwrap(), tasks.len() as u64);
-    complete_all(b).await;
+    let _: () = c.hincr(&k.ix_meta, "n", tasks.len()).await.unwrap();
 }
 
 async fn pending(b: &Broker) -> u64 {
@@ -539,4 +537,31 @@ async fn the_records_of_an_earlier_version_are_deleted() {
         0,
         "nothing left to do"
     );
+}
+
+/// Found by review of the done hash: a task that was never indexed (written by an earlier
+/// version into the old pending set, moved into the bands by the janitor) has no bucket entry,
+/// so after it completed only its done entry knows it. An enqueue of the same id must find it
+/// completed, not write it again (and a dependency on it must find it done).
+#[tokio::test]
+async fn a_completed_task_that_was_never_indexed_is_not_written_again() {
+    let redis = RedisServer::start();
+    let b = broker(&redis, 1_000).await;
+    let k = QueueKeys::new(Q);
+    let t = Task::builder("t").queue(Q).build().unwrap();
+    let mut c = b.conn.clone();
+    let _: () = c
+        .zadd(&k.legacy_pending, record::encode(&t).unwrap(), 0)
+        .await
+        .unwrap();
+    assert_eq!(b.migrate_pending(Q).await.unwrap(), 1);
+    super::test_util::complete_all(&b, Q, S).await;
+    let again = b
+        .enqueue(Q, &[new_task_from(&t)], EnqueueMode::Each)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Some(NotWritten::Known(Existing::Completed))]);
+    assert_eq!(b.pending_len(&k).await.unwrap(), 0, "nothing written again");
+    let id = record::id_bytes(&t.id).unwrap();
+    assert_eq!(b.known(Q, &id).await.unwrap(), Some(Existing::Completed));
 }

@@ -162,6 +162,12 @@ impl QueueKeys {
         format!("{}:ix:{gen}:{bucket}", self.base)
     }
 
+    /// The done hash of an index generation: the completed ids it remembers (index.lua). Its
+    /// name shares the buckets' prefix, so dropping a generation drops it too.
+    pub fn ix_done(&self, gen: u64) -> String {
+        format!("{}:ix:{gen}:done", self.base)
+    }
+
     /// The lock of a unique key.
     pub fn unique(&self, key: &str) -> String {
         format!("{}:unique:{key}", self.base)

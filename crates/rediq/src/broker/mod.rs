@@ -193,8 +193,9 @@ pub(crate) struct DepLimits {
     pub max_records: u64,
 }
 
-/// How many finished task ids the index of a queue remembers by default: ~51 bytes each
-/// (index entry and finished-list entry), so at most ~5.1 MB per queue whatever the throughput.
+/// How many finished task ids the index of a queue remembers by default: ~132 bytes each for a
+/// completed one (index entry, done-hash entry and finished-list entry), so at most ~13 MB per
+/// queue whatever the throughput.
 pub(crate) const DEFAULT_FINISHED_MAX: u64 = 100_000;
 
 /// The shortest dependency retention: a dependent that found its dependency queued a moment

@@ -8,7 +8,7 @@
 -- KEYS[6]   outbox list (the resolver tells the dependents)
 -- KEYS[7]   the calling server's acknowledgement receipt (string, kept 10 minutes)
 -- KEYS[8..] unique-key locks, referenced by index from ARGV
--- then      the index block of the tasks' ids, in ARGV order (index.lua)
+-- then      the index block, without ids (index.lua): this script writes only its done hash
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
 -- ARGV[2]   n; then the n task ids
@@ -24,10 +24,10 @@
 -- task with dependents gets an outbox entry in the same script, so its completion and the news
 -- for its dependents cannot be separated by a crash; the entry carries the dependents'
 -- references, moved out of the dependents hash, so it names exactly who was registered then.
--- The index marks each completed id 'C' and the finished list remembers when, so that an
--- enqueue of the same id stays idempotent and a dependency registered later finds it done,
--- for as long as ix_evict.lua keeps it (the dependency retention, at most the newest
--- dependency_max_records ids).
+-- The index's done hash marks each completed id 'C' (one HSET for the batch) and the finished
+-- list remembers when, so that an enqueue of the same id stays idempotent and a dependency
+-- registered later finds it done, for as long as ix_evict.lua keeps it (the dependency
+-- retention, at most the newest dependency_max_records ids).
 -- Returns {outbox entries written, length of the finished list, 1-based positions of refused
 -- (stale) acks ...}.
 --
@@ -38,7 +38,7 @@
 -- every call.
 --
 -- Faults (prelude.lua): every read (the active entries, unique locks, dependents) and a check of
--- every key written later (counters, completed set, index buckets, finished list, outbox) come before
+-- every key written later (counters, completed set, done hash, finished list, outbox) come before
 -- the tasks leave the active hash, so a wrong-type key or a non-integer counter raises CORRUPT
 -- naming the key and every task stays active. The checks cost a few commands per call, not per
 -- task.
@@ -79,12 +79,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stamp = stamp6(now)
 
-local ok, pos, stale, done, release = {}, {}, {}, {}, {}
+local ok, stale, done, release = {}, {}, {}, {}
 for i = 1, n do
   local v = vals[i]
   if v and str_sub(v, 1, 16) == tokens[i] then
     ok[#ok + 1] = ids[i]
-    pos[#pos + 1] = i
     local u = lock_of[i]
     if u and rcall('GET', KEYS[7 + u]) == ids[i] then
       release[#release + 1] = KEYS[7 + u]
@@ -111,11 +110,11 @@ if #ok > 0 then
     if #news > 0 then want(KEYS[6], 'list') end
   end
   want(KEYS[4], 'list')
+  want(ix.done, 'hash')
   if #done > 0 then want(KEYS[2], 'zset') end
   counter(KEYS[3])
-  -- First write: the ids are marked completed in the index (ix_set_all undoes its own writes
-  -- when a bucket refuses). Nothing after it can fail.
-  ix_set_all(ix, pos, ok, 'C' .. stamp)
+  -- Nothing below can fail: every key written was checked above.
+  ix_done_all(ix, ok, stamp)
   redis.call('INCRBY', KEYS[3], #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
   for i = 1, #release do redis.call('DEL', release[i]) end

@@ -30,7 +30,7 @@
 -- shape "<level> <generation> <split>"} (see ix_close). A record starts with a format byte, the
 -- priority byte and the 16 id bytes (see record.rs), so the priority and id are read from it
 -- directly. The common task (no delay, no unique key) costs one argument, two bucket keys, one
--- HSETNX into the id index and its share of one RPUSH.
+-- HSETNX into the id index and its share of one RPUSH and of one HMGET of the done hash.
 --
 -- Faults (prelude.lua): the types of the band lists, the bands zset and the delayed set and the
 -- enqueued counters are checked before the first write; the first write is the ids into the
@@ -112,13 +112,33 @@ do
   end
 end
 
--- First write: the ids into the index. An id it knows already is not written again.
-local added = ix_add_all(ix, at, uniq, 'L')
+-- A completed id is known by its done entry even without a bucket entry of its own (a task
+-- that was never indexed: moved from an earlier version's pending set); one HMGET per call,
+-- which also checks the done hash's type before the first write.
 local known = {}
-for j = 1, #uniq do
+local add_at, add = {}, {}
+do
+  local done = {}
+  for from = 1, #uniq, 4000 do
+    local part = rcall('HMGET', ix.done, unpack(uniq, from, math.min(from + 3999, #uniq)))
+    for j = 1, #part do done[from + j - 1] = part[j] end
+  end
+  for j = 1, #uniq do
+    if done[j] then
+      known[at[j]] = 'C'
+    else
+      add_at[#add_at + 1] = at[j]
+      add[#add + 1] = uniq[j]
+    end
+  end
+end
+
+-- First write: the ids into the index. An id it knows already is not written again.
+local added = ix_add_all(ix, add_at, add, 'L')
+for j = 1, #add do
   if not added[j] then
-    local v = redis.call('HGET', ix_key(ix, at[j], uniq[j]), uniq[j])
-    known[at[j]] = v and str_sub(v, 1, 1) or 'L'
+    local v = redis.call('HGET', ix_key(ix, add_at[j], add[j]), add[j])
+    known[add_at[j]] = ix_state_of(ix, add[j], v) or 'L'
   end
 end
 

@@ -6,9 +6,17 @@
 -- index answers it in O(1): hash buckets `rediq:{q}:ix:<gen>:<b>`, field = the 16 id bytes,
 -- value = one state byte:
 --   'L'  live: pending, delayed, retry, active or waiting for dependencies
---   'C'  completed           } kept while the id is in the finished list (see ix_evict.lua);
---   'F'  dead-lettered or     } a dependency looks in the failed ids too, which are kept
---        cancelled            } an hour longer
+--   'F'  dead-lettered or cancelled, followed by the 6-byte finish time: kept while the id is
+--        in the finished list (see ix_evict.lua); a dependency looks in the failed ids too,
+--        which are kept an hour longer
+-- A completed id keeps its bucket entry 'L' and is also in the done hash
+-- `rediq:{q}:ix:<gen>:done` (field = id, value = 'C' and the 6-byte finish time) until
+-- ix_evict.lua forgets both: its state is 'C'. Why a hash of its own: complete.lua marks a
+-- whole batch with one HSET there, where a mark in each id's bucket cost one call per task
+-- (the buckets of a batch's ids are all different), a third of the acknowledgement's Redis
+-- time; the price is ~85 bytes per remembered completion instead of ~6 (bounded by the
+-- finished-task memory). Entries written by earlier versions as 'C' and the finish time in the
+-- bucket still read as completed.
 --
 -- Buckets grow by linear hashing: with level l and split pointer s, an id whose hash is h
 -- lives in bucket h mod 2^l, or h mod 2^(l+1) when that is below s. When the index holds more
@@ -18,10 +26,11 @@
 --
 -- Every key a script touches is passed in KEYS, so the caller computes the bucket keys from
 -- the level and generation it last read; the index block sits at the end of KEYS and ARGV:
---   KEYS[..]  meta hash (l = level, s = split pointer, n = entries, g = generation), then for
---             each id of the call (in the order the script asks for them) two keys: its bucket
---             at level l and at level l + 1; then W pairs of split keys: buckets s0 + j and
---             s0 + j + 2^l (j = 0 .. W-1), the caller's guess of the next splits
+--   KEYS[..]  meta hash (l = level, s = split pointer, n = entries, g = generation), the done
+--             hash of generation g, then for each id of the call (in the order the script asks
+--             for them) two keys: its bucket at level l and at level l + 1; then W pairs of
+--             split keys: buckets s0 + j and s0 + j + 2^l (j = 0 .. W-1), the caller's guess
+--             of the next splits
 --   ARGV[#ARGV] "l|g|m|W|s0": the caller's level and generation, m ids, W split pairs
 -- A caller whose level or generation is out of date gets the error IXSTALE before anything
 -- is read or written and calls again with fresh ones (levels change log2(n) times in the
@@ -44,7 +53,7 @@ local function ix_open()
   local L, G, m, W, s0 = string.match(d, '^(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
   if not L then error({ err = 'ERR index block "' .. tostring(d) .. '" is malformed' }) end
   L, G, m, W, s0 = tonumber(L), tonumber(G), tonumber(m), tonumber(W), tonumber(s0)
-  local base = #KEYS - (1 + 2 * m + 2 * W)
+  local base = #KEYS - (2 + 2 * m + 2 * W)
   local meta = KEYS[base + 1]
   local have = rcall('HMGET', meta, 'l', 's', 'n', 'g')
   for j = 1, 4 do
@@ -55,7 +64,7 @@ local function ix_open()
   local ix = {
     l = tonumber(have[1] or IX_MIN_LEVEL), s = tonumber(have[2] or '0'),
     n = tonumber(have[3] or '0'), g = tonumber(have[4] or '0'),
-    meta = meta, base = base, m = m, W = W, s0 = s0, dn = 0,
+    meta = meta, done = KEYS[base + 2], base = base, m = m, W = W, s0 = s0, dn = 0,
   }
   ix.mod = 2 ^ ix.l
   ix.stale = 'IXSTALE ' .. ix.l .. ' ' .. ix.g .. ' ' .. ix.s
@@ -95,10 +104,10 @@ end
 local function ix_key(ix, i, id)
   if ix_hash(id) % ix.mod < ix.s then
     if ix.behind then error({ err = ix.stale }) end
-    return KEYS[ix.base + 2 * i + 1]
+    return KEYS[ix.base + 2 * i + 2]
   end
-  if ix.behind then return KEYS[ix.base + 2 * i + 1] end
-  return KEYS[ix.base + 2 * i]
+  if ix.behind then return KEYS[ix.base + 2 * i + 2] end
+  return KEYS[ix.base + 2 * i + 1]
 end
 
 -- Raises CORRUPT naming the first of the buckets of ids[j] (call positions at[j]) that is not a
@@ -171,11 +180,36 @@ end
 
 -- The state byte of the i-th id, or nil when the index does not know it. (A finished id's
 -- value is its state byte followed by the 6-byte finish time of its finished-list entry, see
--- ix_evict.lua.)
+-- ix_evict.lua.) A read: a bucket or done hash of the wrong type raises CORRUPT.
 local function ix_get(ix, i, id)
   local v = rcall('HGET', ix_key(ix, i, id), id)
+  if (not v or v == 'L') and rcall('HGET', ix.done, id) then return 'C' end
   if v then return string.sub(v, 1, 1) end
   return nil
+end
+
+-- The state byte of an id whose bucket holds v (nil when it lacks the id), after the script's
+-- first write: a done hash of the wrong type reads as "not completed" instead of raising.
+local function ix_state_of(ix, id, v)
+  if not v or v == 'L' then
+    local d = redis.pcall('HGET', ix.done, id)
+    if type(d) == 'string' then return 'C' end
+  end
+  return v and str_sub(v, 1, 1)
+end
+
+-- Marks ids completed at the 6-byte time stamp: one HSET into the done hash, which the caller
+-- checked with want(ix.done, 'hash') before its first write (nothing here can fail then).
+local function ix_done_all(ix, ids, stamp)
+  local pairs_ = {}
+  local v = 'C' .. stamp
+  for j = 1, #ids do
+    pairs_[2 * j - 1] = ids[j]
+    pairs_[2 * j] = v
+  end
+  for from = 1, #pairs_, 4000 do
+    redis.call('HSET', ix.done, unpack(pairs_, from, math.min(from + 3999, #pairs_)))
+  end
 end
 
 -- Sets the state of the i-th id (new tells whether it was unknown before).
@@ -200,8 +234,8 @@ local function ix_close(ix)
   while ix.n > IX_LOAD * (2 ^ l + s) do
     local j = s - ix.s0
     if l ~= ix.l or j < 0 or j >= ix.W then break end
-    local old = KEYS[ix.base + 2 * ix.m + 2 * j + 2]
-    local new = KEYS[ix.base + 2 * ix.m + 2 * j + 3]
+    local old = KEYS[ix.base + 2 * ix.m + 2 * j + 3]
+    local new = KEYS[ix.base + 2 * ix.m + 2 * j + 4]
     -- One protected step: a bucket of the wrong type, or one too big for a single command
     -- (moved in slices of 500 fields: unpack stops at 8,000 values), stops the splitting and
     -- leaves the pointer where it was; the entries stay findable in the old bucket (copies

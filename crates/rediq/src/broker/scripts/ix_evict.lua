@@ -12,7 +12,8 @@
 --
 -- Returns how many entries went (from the head), or -1 when the head is no longer what the
 -- caller read (read again). An id leaves the index only when its entry there is this finish:
--- its state ('C' completed, 'F' dead-lettered or cancelled) followed by the same 6-byte time.
+-- its done-hash entry 'C' followed by the same 6-byte time (its bucket entry 'L' goes with
+-- it), or its bucket entry 'F' (or 'C', as earlier versions wrote it) and the same time.
 -- An id that is live again (re-run, or enqueued again after it was forgotten) or that finished
 -- again since keeps its entry; only the list entry goes.
 --
@@ -35,14 +36,24 @@ for i = 1, k do
   for j = 17, 22 do at = at * 256 + (string.byte(head[i], j) or 0) end
   if at < cutoff or len - (i - 1) > keep then e = i else break end
 end
-local drop = {}
+local drop, undone = {}, {}
 for i = 1, e do
   local id, at = string.sub(head[i], 1, 16), string.sub(head[i], 17, 22)
   local v = rcall('HGET', ix_key(ix, i, id), id)
-  if v == 'C' .. at or v == 'F' .. at then drop[#drop + 1] = i end
+  if rcall('HGET', ix.done, id) == 'C' .. at then
+    -- Completed at this time: the done entry goes, and the bucket's 'L' with it (a completed
+    -- id cannot be live again while the done hash holds it: an enqueue of it finds it known).
+    undone[#undone + 1] = id
+    if v == 'L' then drop[#drop + 1] = i end
+  elseif v == 'C' .. at or v == 'F' .. at then
+    drop[#drop + 1] = i
+  end
 end
 -- Nothing below can fail.
 for _, i in ipairs(drop) do ix_del(ix, i, string.sub(head[i], 1, 16)) end
+for from = 1, #undone, 4000 do
+  redis.call('HDEL', ix.done, unpack(undone, from, math.min(from + 3999, #undone)))
+end
 if e > 0 then redis.call('LTRIM', KEYS[1], e, -1) end
 ix_close(ix)
 return e
