@@ -24,6 +24,7 @@
 //! server tracks about its tasks in `inflight.rs`; this module runs the server.
 
 mod acker;
+mod ahead;
 mod builder;
 mod canceller;
 mod endpoint;
