@@ -269,7 +269,7 @@ async fn cancelled(
     metrics: Option<&TaskMetrics>,
 ) {
     let qname = ctx.queue_name(queue);
-    tracing::info!(task = %task.id, queue = qname, "task cancelled while running");
+    tracing::info!(task = %task.id, queue = qname, "task cancelled (running, or leased ahead and not started yet)");
     let unique = task.options.unique_key.as_deref();
     let settled = settle(ctx, queue, id, token, || {
         ctx.broker
