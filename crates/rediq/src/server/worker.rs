@@ -69,18 +69,9 @@ pub(crate) async fn run(
     if ctx.stopping.load(Ordering::SeqCst) {
         ctx.cancels.unregister(queue, &id, token);
         // Cancelled while it waited in the lease-ahead buffer: removed, not given back.
-        if cancel_requested(&cancel) {
-            let metrics = ctx.metrics.as_ref().map(|m| m.task(queue, &task.task_type));
-            Box::pin(cancelled(
-                &ctx,
-                queue,
-                &id,
-                token,
-                &task,
-                metrics.as_deref(),
-            ))
-            .await;
-        } else {
+        if !(cancel_requested(&cancel)
+            && Box::pin(cancel_unstarted(&ctx, queue, token, &record)).await)
+        {
             Box::pin(requeue(&ctx, queue, &id, token)).await;
         }
         drop(permit);
