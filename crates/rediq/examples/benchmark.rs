@@ -226,7 +226,7 @@ async fn main() -> Result<()> {
         admin.flushall().await?;
         match phase {
             Phase::Memory => memory(&args, &url, &mut admin).await?,
-            Phase::Single => single_enqueue(&args, &url).await?,
+            Phase::Single => single_enqueue(&args, &url, &mut admin).await?,
             Phase::Batch => batch_enqueue(&args, &url, &mut admin).await?,
             Phase::Process => processing(&args, &url, &mut admin).await?,
             Phase::Latency => latency(&args, &url).await?,
@@ -377,11 +377,13 @@ async fn dependents(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
 }
 
 /// Figure 2: `enqueue` from many concurrent producers sharing one client.
-async fn single_enqueue(args: &Args, url: &str) -> Result<()> {
+async fn single_enqueue(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     const QUEUE: &str = "bench_single";
     let client = connect_client(url).await?;
     let producers = args.producers;
 
+    let cpu_start = process_cpu();
+    let redis_start = admin.main_thread_cpu_usec().await?;
     let start = Instant::now();
     let mut set = JoinSet::new();
     for p in 0..producers {
@@ -400,13 +402,38 @@ async fn single_enqueue(args: &Args, url: &str) -> Result<()> {
     }
     join_all(&mut set).await?;
     let elapsed = start.elapsed();
+    let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end - start);
+    let redis_cpu = admin.main_thread_cpu_usec().await? - redis_start;
 
     check_pending(&Inspector::from_client(&client), QUEUE, args.tasks).await?;
     report(
         &format!("single:  enqueue, {producers} concurrent producers"),
         jobs_per_sec(args.tasks, elapsed),
     );
+    report_cpu("single", args.tasks, cpu, redis_cpu, "enqueue");
     Ok(())
+}
+
+/// Prints the benchmark process's CPU and Redis's main-thread CPU per task of a phase.
+fn report_cpu(phase: &str, tasks: u64, cpu: Option<Duration>, redis_usec: u64, what: &str) {
+    if let Some(cpu) = cpu {
+        report(
+            &format!("{phase}: benchmark process CPU per task"),
+            format!(
+                "{:.2} µs  ({:.2} s user+sys)",
+                cpu.as_secs_f64() * 1e6 / tasks as f64,
+                cpu.as_secs_f64()
+            ),
+        );
+    }
+    report(
+        &format!("{phase}: Redis CPU per task (main thread)"),
+        format!(
+            "{:.2} µs  ({:.2} s user+sys, {what})",
+            redis_usec as f64 / tasks as f64,
+            redis_usec as f64 / 1e6
+        ),
+    );
 }
 
 /// Figure 3: `enqueue_batch`, from one caller and from several.
@@ -527,24 +554,7 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
         ),
         jobs_per_sec(args.tasks, elapsed),
     );
-    if let Some(cpu) = cpu {
-        report(
-            "process: benchmark process CPU per task",
-            format!(
-                "{:.2} µs  ({:.2} s user+sys)",
-                cpu.as_secs_f64() * 1e6 / args.tasks as f64,
-                cpu.as_secs_f64()
-            ),
-        );
-    }
-    report(
-        "process: Redis CPU per task (main thread)",
-        format!(
-            "{:.2} µs  ({:.2} s user+sys, fetch and complete)",
-            redis_cpu as f64 / args.tasks as f64,
-            redis_cpu as f64 / 1e6
-        ),
-    );
+    report_cpu("process", args.tasks, cpu, redis_cpu, "fetch and complete");
 
     // Acknowledgements are flushed on shutdown; give them a moment to show in the stats.
     let settled =

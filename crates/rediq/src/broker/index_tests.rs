@@ -565,3 +565,61 @@ async fn a_completed_task_that_was_never_indexed_is_not_written_again() {
     let id = record::id_bytes(&t.id).unwrap();
     assert_eq!(b.known(Q, &id).await.unwrap(), Some(Existing::Completed));
 }
+
+/// ix_evict.lua removes a completed id's bucket entry unread, as its first removal: a bucket of
+/// the wrong type is named, the entries already removed go back, and nothing is forgotten.
+#[tokio::test]
+async fn a_corrupt_bucket_stops_an_eviction_with_nothing_forgotten() {
+    let redis = RedisServer::start();
+    let b = broker(&redis, 0).await;
+    let k = QueueKeys::new(Q);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let (new, id) = mk();
+        b.enqueue(Q, std::slice::from_ref(&new), EnqueueMode::Each)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    super::test_util::complete_all(&b, Q, S).await;
+    let mut c = b.conn.clone();
+    let finished: u64 = c.llen(&k.finished).await.unwrap();
+    assert_eq!(finished, 8);
+    // The bucket of the last id (level 6, no splits yet with 8 ids) becomes a string.
+    let bad = k.ix_bucket(0, super::index::ix_hash(&ids[7]) % 64);
+    let _: () = c.del(&bad).await.unwrap();
+    let _: () = c.set(&bad, "garbage").await.unwrap();
+    match b.evict_finished(Q).await {
+        Err(Error::Corrupt { key, reason }) => {
+            assert_eq!(key, bad);
+            assert!(reason.contains("a string"), "{reason}");
+        }
+        other => panic!("expected Error::Corrupt on {bad}, got {other:?}"),
+    }
+    let after: u64 = c.llen(&k.finished).await.unwrap();
+    assert_eq!(after, 8, "the finished list lost entries");
+    let mut left = 0;
+    for id in &ids[..7] {
+        assert_eq!(b.known(Q, id).await.unwrap(), Some(Existing::Completed));
+        let bucket = k.ix_bucket(0, super::index::ix_hash(id) % 64);
+        if bucket != bad {
+            let v: Option<Vec<u8>> = c.hget(&bucket, &id[..]).await.unwrap();
+            assert_eq!(
+                v.as_deref(),
+                Some(&b"L"[..]),
+                "a bucket entry was not put back"
+            );
+            left += 1;
+        }
+    }
+    assert!(
+        left > 0,
+        "every id shared the corrupt bucket: the test proves nothing"
+    );
+    // Garbage gone, the same call forgets them all.
+    let _: () = c.del(&bad).await.unwrap();
+    assert_eq!(b.evict_finished(Q).await.unwrap(), 8);
+    for id in &ids[..7] {
+        assert_eq!(b.known(Q, id).await.unwrap(), None);
+    }
+}

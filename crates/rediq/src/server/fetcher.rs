@@ -215,7 +215,11 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
         let idle_slots = !permits.is_empty();
         drop(permits);
 
-        if got > 0 || !idle_slots {
+        // Back to the top while every slot is busy. Slots left idle mean the fetch came back
+        // short, the queues ran dry: wait on the wake markers at once instead of asking again
+        // (an empty fetch per pickup). Nothing is missed: a task enqueued since sets its
+        // queue's marker, and fetch.lua sets it again when it leaves tasks behind.
+        if !idle_slots {
             continue;
         }
         ahead.pace.idle();

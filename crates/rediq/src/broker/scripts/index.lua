@@ -178,6 +178,28 @@ local function ix_set_all(ix, at, ids, state)
   end
 end
 
+-- Forgets ids[j] (the at[j]-th id of the call), whose bucket entry is olds[j] (or none), as
+-- one protected loop like ix_add_all: when a bucket refuses, the entries removed are put back
+-- as they were and CORRUPT names the bucket, so a caller may make it its first removal.
+local function ix_del_all(ix, at, ids, olds)
+  local gone, keys = {}, {}
+  local ok, err = pcall(function()
+    for j = 1, #ids do
+      keys[j] = ix_key(ix, at[j], ids[j])
+      gone[j] = redis_call('HDEL', keys[j], ids[j]) == 1
+    end
+  end)
+  if not ok then
+    for j = 1, #keys do
+      if gone[j] then redis_call('HSET', keys[j], ids[j], olds[j]) end
+    end
+    ix_refused(ix, err, at, ids)
+  end
+  for j = 1, #ids do
+    if gone[j] then ix.dn = ix.dn - 1 end
+  end
+end
+
 -- The state byte of the i-th id, or nil when the index does not know it. (A finished id's
 -- value is its state byte followed by the 6-byte finish time of its finished-list entry, see
 -- ix_evict.lua.) A read: a bucket or done hash of the wrong type raises CORRUPT.
@@ -216,11 +238,6 @@ end
 local function ix_put(ix, i, id, state, new)
   redis.call('HSET', ix_key(ix, i, id), id, state)
   if new then ix.dn = ix.dn + 1 end
-end
-
--- Forgets the i-th id.
-local function ix_del(ix, i, id)
-  ix.dn = ix.dn - redis.call('HDEL', ix_key(ix, i, id), id)
 end
 
 -- Writes the entry count and splits buckets while the index is over its load, as far as the

@@ -17,7 +17,11 @@
 -- An id that is live again (re-run, or enqueued again after it was forgotten) or that finished
 -- again since keeps its entry; only the list entry goes.
 --
--- Faults (prelude.lua): the list and every bucket are read before the first removal.
+-- Faults (prelude.lua): the list, the done hash and the buckets of the ids not completed are
+-- read before the first removal; the removal from the buckets comes first and is put back when
+-- a bucket refuses (ix_del_all), so a wrong-type key raises CORRUPT naming it and nothing
+-- changes. Cost: one HMGET of the done hash per call and one HDEL per id (plus one HGET per
+-- id that was not completed), where each id cost two reads and a removal before.
 local ix = ix_open()
 local k = tonumber(ARGV[1])
 local head = rcall('LRANGE', KEYS[1], 0, k - 1)
@@ -36,21 +40,34 @@ for i = 1, k do
   for j = 17, 22 do at = at * 256 + (string.byte(head[i], j) or 0) end
   if at < cutoff or len - (i - 1) > keep then e = i else break end
 end
-local drop, undone = {}, {}
+-- The done entries of the ids that go, in one read (a done hash of the wrong type raises
+-- CORRUPT before any removal).
+local ids = {}
+for i = 1, e do ids[i] = str_sub(head[i], 1, 16) end
+local done = {}
+for from = 1, e, 4000 do
+  local part = rcall('HMGET', ix.done, unpack(ids, from, math.min(from + 3999, e)))
+  for j = 1, #part do done[from + j - 1] = part[j] end
+end
+local drop_at, drop, olds, undone = {}, {}, {}, {}
 for i = 1, e do
-  local id, at = string.sub(head[i], 1, 16), string.sub(head[i], 17, 22)
-  local v = rcall('HGET', ix_key(ix, i, id), id)
-  if rcall('HGET', ix.done, id) == 'C' .. at then
-    -- Completed at this time: the done entry goes, and the bucket's 'L' with it (a completed
-    -- id cannot be live again while the done hash holds it: an enqueue of it finds it known).
-    undone[#undone + 1] = id
-    if v == 'L' then drop[#drop + 1] = i end
-  elseif v == 'C' .. at or v == 'F' .. at then
-    drop[#drop + 1] = i
+  local at = str_sub(head[i], 17, 22)
+  if done[i] == 'C' .. at then
+    -- Completed at this time: the done entry goes, and the bucket's 'L' (or nothing, for a
+    -- task that was never indexed) with it, unread: a completed id is never live, dead or
+    -- cancelled again while the done hash holds it (an enqueue or a rerun of it finds it
+    -- known; kill, cancel and dep_fail act only on a task found where a live one is).
+    undone[#undone + 1] = ids[i]
+    drop_at[#drop_at + 1], drop[#drop + 1], olds[#olds + 1] = i, ids[i], 'L'
+  else
+    local v = rcall('HGET', ix_key(ix, i, ids[i]), ids[i])
+    if v == 'C' .. at or v == 'F' .. at then
+      drop_at[#drop_at + 1], drop[#drop + 1], olds[#olds + 1] = i, ids[i], v
+    end
   end
 end
--- Nothing below can fail.
-for _, i in ipairs(drop) do ix_del(ix, i, string.sub(head[i], 1, 16)) end
+-- First removal: the bucket entries (put back if a bucket refuses); nothing below can fail.
+ix_del_all(ix, drop_at, drop, olds)
 for from = 1, #undone, 4000 do
   redis.call('HDEL', ix.done, unpack(undone, from, math.min(from + 3999, #undone)))
 end
