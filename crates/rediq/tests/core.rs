@@ -1032,3 +1032,41 @@ async fn tasks_leased_ahead_go_back_when_no_slot_frees_up() {
     let st = env.inspector.queue_stats("turns").await.unwrap();
     assert_eq!((st.active, st.pending, st.processed_total), (0, 40, 3_000));
 }
+
+/// An idle server of one queue blocks with a fetch pipelined behind its wait, so a new task
+/// reaches it in one round trip. Stopping it ends that wait at once (`CLIENT UNBLOCK`) and
+/// gives back whatever the fetch behind it leased: a task enqueued as the server stops ends up
+/// run or pending, never leased to a server that has gone.
+#[tokio::test]
+async fn stopping_an_idle_server_is_prompt_and_leaves_nothing_leased() {
+    let env = Env::new().await;
+    let mut enqueued = 0u64;
+    for round in 0..10u64 {
+        let (mux, _runs) = counting_mux("idle");
+        let srv = start(env.server().queues(&["idle"]).concurrency(4), mux).await;
+        // Idle: blocked in the pipelined wait.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let client = env.client.clone();
+        let enq = tokio::spawn(async move {
+            let task = Task::builder("idle").queue("idle").build().unwrap();
+            client.enqueue(task).await.unwrap()
+        });
+        // Vary where the stop falls against the enqueue.
+        tokio::time::sleep(Duration::from_micros(300 * round)).await;
+        let t = Instant::now();
+        srv.shutdown().await;
+        let took = t.elapsed();
+        enq.await.unwrap();
+        enqueued += 1;
+        assert!(
+            took < Duration::from_millis(900),
+            "round {round}: stopping an idle server took {took:?} (its wait ran out instead of ending)"
+        );
+        let st = env.inspector.queue_stats("idle").await.unwrap();
+        assert_eq!(
+            st.active, 0,
+            "round {round}: a task stays leased to the stopped server"
+        );
+        assert_eq!(st.pending + st.processed_total, enqueued, "round {round}");
+    }
+}

@@ -108,6 +108,21 @@ fn missing_bands(code: Option<&str>, detail: Option<&str>) -> Option<BandSet> {
 
 impl Broker {
     /// The band block's set for a call on `queue`.
+    /// One call of `script` with the band block of the bands known for `queue` (no rounds: a
+    /// caller that pipelines it learns of a missing band from a plain call later).
+    pub(super) fn band_call<'a>(
+        &self,
+        queue: &str,
+        k: &QueueKeys,
+        script: &'a Lua,
+        build: impl Fn(&mut Call),
+    ) -> Call<'a> {
+        let mut inv = script.prepare_invoke();
+        build(&mut inv);
+        block(&mut inv, k, self.band_set(queue, Bands::Seen(0)));
+        inv
+    }
+
     pub(super) fn band_set(&self, queue: &str, bands: Bands) -> BandSet {
         match bands {
             Bands::Exact(set) => set,

@@ -55,7 +55,8 @@ impl Call<'_> {
         self
     }
 
-    fn cmd(&self) -> Cmd {
+    /// The `EVALSHA` command of this call (for a pipeline; the caller handles `NOSCRIPT`).
+    pub fn cmd(&self) -> Cmd {
         let keys = self.keys.args_iter();
         let args = self.args.args_iter();
         let bytes: usize = keys

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 
 use super::keys::QueueKeys;
+use super::transitions::fetch_args;
 use super::{Broker, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
 use crate::Result;
 
@@ -45,6 +46,15 @@ impl redis::ToRedisArgs for Token {
     }
 }
 
+/// What [`Broker::wait_then_fetch`] brought back once its wait ended.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// The fetch ran: the tasks it leased, if any.
+    Fetched(Option<super::transitions::Fetched>),
+    /// The fetch failed and moved nothing.
+    FetchFailed,
+}
+
 /// Splits an active entry (`token .. "|" .. record`; entries written by 0.1.0 carry the pending
 /// score between the two) into token and record.
 pub(super) fn parse_active(value: &[u8]) -> Option<(u64, &[u8])> {
@@ -70,6 +80,68 @@ impl Broker {
         cmd.arg(timeout.as_secs_f64());
         let v: Value = cmd.query_async(conn).await?;
         Ok(!matches!(v, Value::Nil))
+    }
+
+    /// Blocks on `queue`'s wake marker like [`Broker::wait_for_work`] and leases up to `n` of
+    /// its tasks as soon as the wait ends, in the same round trip: BZPOPMIN and fetch.lua go
+    /// out as one pipeline on the blocking connection, and Redis runs a blocked client's next
+    /// command right after serving it. A task enqueued while a server idles so reaches it in
+    /// one round trip instead of two (the wake, then a fetch). The fetch also runs when the
+    /// wait times out or is ended by [`Broker::unblock`].
+    ///
+    /// An error of the wait (the connection, a marker of the wrong type) is returned; a fetch
+    /// that fails (a band this process did not know of, a script Redis does not hold yet, a
+    /// corrupt key) moved nothing and answers [`Waited::FetchFailed`]: a plain
+    /// [`Broker::fetch`] then deals with it.
+    pub async fn wait_then_fetch(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queue: &str,
+        server: &str,
+        n: usize,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<Waited> {
+        let k = QueueKeys::new(queue);
+        let call = self.band_call(queue, &k, &SCRIPTS.fetch, |inv| {
+            fetch_args(inv, &k, server, n, lease)
+        });
+        // Never 0: BZPOPMIN 0 waits forever.
+        let timeout = timeout.clamp(Duration::from_millis(1), MAX_BLOCK);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("BZPOPMIN")
+            .arg(&k.wake)
+            .arg(timeout.as_secs_f64())
+            .add_command(call.cmd());
+        let mut replies: Vec<redis::RedisResult<Value>> = pipe.query_async(conn).await?;
+        let (Some(fetched), Some(waited)) = (replies.pop(), replies.pop()) else {
+            return Err(crate::Error::Serialization(
+                "the wait-and-fetch pipeline returned fewer than two replies".into(),
+            ));
+        };
+        waited?;
+        match fetched {
+            Ok(v) => Ok(Waited::Fetched(self.fetched_from(queue, v).await?)),
+            Err(_) => Ok(Waited::FetchFailed),
+        }
+    }
+
+    /// The Redis client id of a (blocking) connection, for [`Broker::unblock`].
+    pub async fn client_id(conn: &mut MultiplexedConnection) -> Result<i64> {
+        Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+    }
+
+    /// Ends the blocking wait of connection `id` at once, as if it had timed out (`CLIENT
+    /// UNBLOCK`), so a pipelined fetch behind it runs now. Returns whether a wait was ended.
+    pub async fn unblock(&self, id: i64) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut c)
+            .await?;
+        Ok(n == 1)
     }
 
     /// Replaces the wake markers among those of `queues` that hold something else than a sorted

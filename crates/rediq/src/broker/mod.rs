@@ -41,8 +41,8 @@ pub(crate) mod outbox;
 pub(crate) mod record;
 mod transitions;
 pub use admin::{FlushCounts, QueueStats, TaskState};
-pub(crate) use leases::Expired;
-pub(crate) use transitions::{Ack, EnqueueMode, NewTask, NotWritten, Waiting};
+pub(crate) use leases::{Expired, Waited};
+pub(crate) use transitions::{Ack, EnqueueMode, Fetched, NewTask, NotWritten, Waiting};
 // What the broker's own test modules (`use super::*`) reach for.
 use leases::{parse_active, token_text};
 #[cfg(test)]
@@ -340,3 +340,5 @@ mod index_tests;
 pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wait_tests;

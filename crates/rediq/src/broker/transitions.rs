@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::bands::{bands_of, Bands};
+use super::call::Call;
 use super::keys::QueueKeys;
 use super::leases::token_text;
 use super::record;
@@ -212,17 +213,14 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let v: Value = self
             .with_bands(queue, &k, &SCRIPTS.fetch, Bands::Seen(0), |inv| {
-                inv.key(&k.foreign)
-                    .key(&k.leases)
-                    .key(k.active(server))
-                    .key(&k.token)
-                    .key(&k.wake)
-                    .key(&k.paused)
-                    .arg(n)
-                    .arg(lease.as_millis() as u64)
-                    .arg(server);
+                fetch_args(inv, &k, server, n, lease)
             })
             .await?;
+        self.fetched_from(queue, v).await
+    }
+
+    /// Reads fetch.lua's reply (setting aside the foreign members it names).
+    pub(super) async fn fetched_from(&self, queue: &str, v: Value) -> Result<Option<Fetched>> {
         let Value::Array(mut parts) = v else {
             return Err(Error::Serialization(format!("fetch.lua returned {v:?}")));
         };
@@ -498,4 +496,17 @@ impl Broker {
         let records = self.evict_finished(queue).await?;
         Ok((done, dead, records))
     }
+}
+
+/// The keys and arguments of a fetch.lua call (before its band block).
+pub(super) fn fetch_args(inv: &mut Call, k: &QueueKeys, server: &str, n: usize, lease: Duration) {
+    inv.key(&k.foreign)
+        .key(&k.leases)
+        .key(k.active(server))
+        .key(&k.token)
+        .key(&k.wake)
+        .key(&k.paused)
+        .arg(n)
+        .arg(lease.as_millis() as u64)
+        .arg(server);
 }

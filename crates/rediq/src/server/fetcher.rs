@@ -3,8 +3,9 @@
 //! It takes as many free concurrency slots as it can (at least one), leases that many tasks in
 //! one script call, trying the queues in weighted-random order (or strictly in order), and
 //! spawns a worker per task. When every queue is empty it blocks on the queues' wake markers
-//! (BZPOPMIN on a dedicated connection), so an idle server costs nothing and a new task is picked
-//! up within one round trip: there is no polling sleep.
+//! (BZPOPMIN on a dedicated connection), so an idle server costs nothing and there is no
+//! polling sleep. A server of one queue pipelines a fetch behind that wait, so a new task comes
+//! back with the wake itself, without a second round trip for the fetch.
 //!
 //! Lease-ahead: a fetch script call costs Redis a fixed ~30 µs however few tasks it leases, and
 //! the server a round trip. While a backlog is served quickly, slots free up a few at a time,
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::ahead::{Ahead, Ready, MAX_HOLD};
 use super::service::{Service, Stop};
 use super::{worker, Ctx};
-use crate::broker::{record, BlockingConnection, Broker};
+use crate::broker::{record, BlockingConnection, Broker, Fetched, Waited};
 use crate::processor::Mux;
 
 /// The longest a blocking wait lasts before the fetcher looks again on its own.
@@ -85,6 +86,61 @@ impl Hand<'_> {
             self.hard_stop.clone(),
         ));
     }
+
+    /// Takes the tasks of one fetch reply: each is tracked, then started on one of `permits`
+    /// or, with none left (or the server stopping), kept in the lease-ahead buffer. Returns how
+    /// many tasks the reply leased.
+    fn take(
+        &self,
+        q: usize,
+        mut batch: Option<Fetched>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+        ahead: &mut Ahead,
+        health: &mut Health,
+    ) -> usize {
+        let ctx = self.ctx;
+        // Garbage at the head of pending that cannot be set aside would otherwise be fetched
+        // again at once (fetch.lua re-sets the wake marker), in a loop.
+        match batch.as_mut().and_then(|b| b.bury_error.take()) {
+            Some(e) => health.failed(q, ctx.queue_name(q), &e),
+            None => health.succeeded(q, ctx.queue_name(q)),
+        }
+        // Garbage the fetch moved to the dead-letter queue is dead-lettered like an
+        // undecodable record a worker kills, and counted the same way.
+        if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {
+            if n > 0 {
+                m.task(q, record::UNDECODABLE_TYPE).dead.inc_by(n as u64);
+            }
+        }
+        let mut got = 0;
+        for (token, record) in batch.into_iter().flat_map(|b| {
+            let token = b.token;
+            b.records.into_iter().map(move |r| (token, r))
+        }) {
+            let id = crate::broker::record::raw_id(&record);
+            let cancel = ctx.cancels.register(q, id, token);
+            ctx.inflight.insert(q, id.to_vec(), token);
+            got += 1;
+            let t = Ready {
+                queue: q,
+                token,
+                record,
+                cancel,
+                at: Instant::now(),
+            };
+            // Once the server stops, the buffer's give-back takes them all in one call instead
+            // of a worker each.
+            let stopping = ctx.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            match permits.pop() {
+                Some(p) if !stopping => {
+                    self.spawn(t, p);
+                    ahead.pace.started(1);
+                }
+                _ => ahead.ready.push_back(t),
+            }
+        }
+        got
+    }
 }
 
 /// The fetch loop; returns when the server stops (the caller gives back what is buffered).
@@ -92,7 +148,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
     let ctx = hand.ctx;
     let names: Vec<String> = ctx.cfg.queues.iter().map(|(q, _)| q.clone()).collect();
     let mut health = Health::new(names.len());
-    let mut waiter = Waiter::new(names.clone());
+    let mut waiter = Waiter::new(names.clone(), ctx.server_id.clone(), ctx.cfg.lease);
     loop {
         if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -158,48 +214,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
                 )
                 .await
             {
-                Ok(mut batch) => {
-                    // Garbage at the head of pending that cannot be set aside would otherwise
-                    // be fetched again at once (fetch.lua re-sets the wake marker), in a loop.
-                    match batch.as_mut().and_then(|b| b.bury_error.take()) {
-                        Some(e) => health.failed(q, ctx.queue_name(q), &e),
-                        None => health.succeeded(q, ctx.queue_name(q)),
-                    }
-                    // Garbage the fetch moved to the dead-letter queue is dead-lettered like
-                    // an undecodable record a worker kills, and counted the same way.
-                    if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {
-                        if n > 0 {
-                            m.task(q, record::UNDECODABLE_TYPE).dead.inc_by(n as u64);
-                        }
-                    }
-                    for record in batch.into_iter().flat_map(|b| {
-                        let token = b.token;
-                        b.records.into_iter().map(move |r| (token, r))
-                    }) {
-                        let (token, record) = record;
-                        let id = crate::broker::record::raw_id(&record);
-                        let cancel = ctx.cancels.register(q, id, token);
-                        ctx.inflight.insert(q, id.to_vec(), token);
-                        got += 1;
-                        let t = Ready {
-                            queue: q,
-                            token,
-                            record,
-                            cancel,
-                            at: Instant::now(),
-                        };
-                        // Once the server stops, the buffer's give-back takes them all in one
-                        // call instead of a worker each.
-                        let stopping = ctx.stopping.load(std::sync::atomic::Ordering::SeqCst);
-                        match permits.pop() {
-                            Some(p) if !stopping => {
-                                hand.spawn(t, p);
-                                ahead.pace.started(1);
-                            }
-                            _ => ahead.ready.push_back(t),
-                        }
-                    }
-                }
+                Ok(batch) => got += hand.take(q, batch, &mut permits, ahead, &mut health),
                 Err(e) => {
                     failed += 1;
                     health.failed(q, ctx.queue_name(q), &e);
@@ -234,11 +249,89 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             continue;
         }
         // Every queue was empty: sleep on the wake markers until an enqueue or forward sets one
-        // (or a queue in backoff is due again).
+        // (or a queue in backoff is due again). A server of one queue whose fetch just worked
+        // has the fetch ride along with the wait.
+        if names.len() == 1 && tried == 1 && failed == 0 {
+            if idle(hand, slots, ahead, &mut health, &mut waiter, stop, wait).await {
+                return;
+            }
+            continue;
+        }
         tokio::select! {
             _ = stop.stopped() => return,
             _ = waiter.wait(&ctx.broker, wait) => {}
         }
+    }
+}
+
+/// How long a stopping fetcher waits for the fetch behind its ended wait.
+const UNBLOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The idle fetch loop of a server with one queue: blocks on the queue's wake marker with a
+/// fetch for the free slots pipelined behind the wait (`Broker::wait_then_fetch`), so a task
+/// enqueued meanwhile is leased in the round trip that brings the wake, and again while those
+/// fetches come back short. Returns true when the server stops; the tasks a stopping fetch
+/// leased are in the buffer then, which the caller gives back.
+async fn idle(
+    hand: &Hand<'_>,
+    slots: &Arc<Semaphore>,
+    ahead: &mut Ahead,
+    health: &mut Health,
+    waiter: &mut Waiter,
+    stop: &mut Stop,
+    wait: Duration,
+) -> bool {
+    let ctx = hand.ctx;
+    loop {
+        if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+        while permits.len() < ctx.cfg.fetch_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let asked = permits.len();
+        if asked == 0 || !waiter.connect(&ctx.broker).await {
+            return false;
+        }
+        let unblock = waiter.client_id;
+        // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
+        let ticket = ctx.inflight.begin_fetch();
+        let (waited, stopped) = {
+            let fetch = waiter.wait_then_fetch(&ctx.broker, ctx.queue_name(0), asked, wait);
+            tokio::pin!(fetch);
+            tokio::select! {
+                biased;
+                w = &mut fetch => (w, false),
+                _ = stop.stopped() => {
+                    // End the wait now, so that the fetch behind it runs and its tasks are
+                    // given back with the buffer, not left leased to a server that has left.
+                    // Without CLIENT UNBLOCK the wait ends by its timeout (at most `wait`).
+                    if let Some(id) = unblock {
+                        if let Err(e) = ctx.broker.unblock(id).await {
+                            tracing::debug!(error = %e, "CLIENT UNBLOCK refused; waiting out the blocking wait");
+                        }
+                    }
+                    let w = tokio::time::timeout(wait + UNBLOCK_WAIT, &mut fetch).await;
+                    (w.ok().flatten(), true)
+                }
+            }
+        };
+        let got = match waited {
+            Some(Waited::Fetched(batch)) => hand.take(0, batch, &mut permits, ahead, health),
+            // A plain fetch at the top of the loop deals with what made it fail.
+            Some(Waited::FetchFailed) | None => return stopped,
+        };
+        drop(ticket);
+        drop(permits);
+        ahead.drained = got < asked;
+        if stopped || got == asked {
+            return stopped;
+        }
+        ahead.pace.idle();
     }
 }
 
@@ -300,23 +393,69 @@ impl Health {
 struct Waiter {
     names: Vec<String>,
     conn: Option<BlockingConnection>,
+    /// The connection's Redis client id, for ending its wait at shutdown (`CLIENT UNBLOCK`);
+    /// `None` when Redis would not tell.
+    client_id: Option<i64>,
+    server: String,
+    lease: Duration,
 }
 
 impl Waiter {
-    fn new(names: Vec<String>) -> Waiter {
-        Waiter { names, conn: None }
+    fn new(names: Vec<String>, server: String, lease: Duration) -> Waiter {
+        Waiter {
+            names,
+            conn: None,
+            client_id: None,
+            server,
+            lease,
+        }
+    }
+
+    /// Opens the blocking connection unless it is open; false (after a short pause) when it
+    /// cannot be opened.
+    async fn connect(&mut self, broker: &Broker) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        match broker.blocking_connection().await {
+            Ok(mut c) => {
+                self.client_id = Broker::client_id(&mut c).await.ok();
+                self.conn = Some(c);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the blocking connection");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                false
+            }
+        }
+    }
+
+    /// `Broker::wait_then_fetch` on the blocking connection; `None` when the wait failed (the
+    /// failure is handled as in [`Waiter::wait`]).
+    async fn wait_then_fetch(
+        &mut self,
+        broker: &Broker,
+        queue: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<Waited> {
+        let conn = self.conn.as_mut()?;
+        match broker
+            .wait_then_fetch(conn, queue, &self.server, n, self.lease, timeout)
+            .await
+        {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.failed(broker, e).await;
+                None
+            }
+        }
     }
 
     async fn wait(&mut self, broker: &Broker, timeout: Duration) {
-        if self.conn.is_none() {
-            match broker.blocking_connection().await {
-                Ok(c) => self.conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the blocking connection");
-                    tokio::time::sleep(timeout.min(Duration::from_millis(500))).await;
-                    return;
-                }
-            }
+        if !self.connect(broker).await {
+            return;
         }
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -324,9 +463,16 @@ impl Waiter {
         let Err(e) = Broker::wait_for_work(conn, &self.names, timeout).await else {
             return;
         };
+        self.failed(broker, e).await;
+    }
+
+    /// After a failed wait: a broken connection is dropped (the next wait opens another), and
+    /// wake markers of the wrong type are replaced.
+    async fn failed(&mut self, broker: &Broker, e: crate::Error) {
         if e.is_connection_problem() {
             tracing::warn!(error = %e, "blocking wait failed; reconnecting");
             self.conn = None;
+            self.client_id = None;
             tokio::time::sleep(Duration::from_millis(100)).await;
             return;
         }
