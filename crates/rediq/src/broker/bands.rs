@@ -107,7 +107,6 @@ fn missing_bands(code: Option<&str>, detail: Option<&str>) -> Option<BandSet> {
 }
 
 impl Broker {
-    /// The band block's set for a call on `queue`.
     /// One call of `script` with the band block of the bands known for `queue` (no rounds: a
     /// caller that pipelines it learns of a missing band from a plain call later).
     pub(super) fn band_call<'a>(
@@ -123,6 +122,7 @@ impl Broker {
         inv
     }
 
+    /// The band block's set for a call on `queue`.
     pub(super) fn band_set(&self, queue: &str, bands: Bands) -> BandSet {
         match bands {
             Bands::Exact(set) => set,

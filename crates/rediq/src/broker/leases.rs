@@ -48,11 +48,12 @@ impl redis::ToRedisArgs for Token {
 
 /// What [`Broker::wait_then_fetch`] brought back once its wait ended.
 #[derive(Debug)]
-pub(crate) enum Waited {
-    /// The fetch ran: the tasks it leased, if any.
-    Fetched(Option<super::transitions::Fetched>),
-    /// The fetch failed and moved nothing.
-    FetchFailed,
+pub(crate) struct Waited {
+    /// Why the wait failed, if it did (the fetch ran all the same).
+    pub wait_error: Option<crate::Error>,
+    /// The fetch's tasks (`Some(None)`: it leased none); `None` when it failed and moved
+    /// nothing.
+    pub fetched: Option<Option<super::transitions::Fetched>>,
 }
 
 /// Splits an active entry (`token .. "|" .. record`; entries written by 0.1.0 carry the pending
@@ -89,10 +90,13 @@ impl Broker {
     /// one round trip instead of two (the wake, then a fetch). The fetch also runs when the
     /// wait times out or is ended by [`Broker::unblock`].
     ///
-    /// An error of the wait (the connection, a marker of the wrong type) is returned; a fetch
-    /// that fails (a band this process did not know of, a script Redis does not hold yet, a
-    /// corrupt key) moved nothing and answers [`Waited::FetchFailed`]: a plain
-    /// [`Broker::fetch`] then deals with it.
+    /// Redis runs the fetch whatever became of the wait, so its reply is always read: a wait
+    /// that failed (a marker of the wrong type) comes back in [`Waited::wait_error`] beside
+    /// the tasks the fetch leased. A fetch that fails (a band this process did not know of, a
+    /// script Redis does not hold yet, a corrupt key) moved nothing: `fetched` is `None`, and
+    /// a plain [`Broker::fetch`] then deals with it. `Err` means no reply came at all (the
+    /// connection): the fetch may have run, and the heartbeat's orphan sweep takes back what
+    /// it leased.
     pub async fn wait_then_fetch(
         &self,
         conn: &mut MultiplexedConnection,
@@ -120,11 +124,20 @@ impl Broker {
                 "the wait-and-fetch pipeline returned fewer than two replies".into(),
             ));
         };
-        waited?;
-        match fetched {
-            Ok(v) => Ok(Waited::Fetched(self.fetched_from(queue, v).await?)),
-            Err(_) => Ok(Waited::FetchFailed),
-        }
+        let fetched = match fetched {
+            Ok(v) => match self.fetched_from(queue, v).await {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "a fetch reply could not be read; the orphan sweep takes back what it leased");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        Ok(Waited {
+            wait_error: waited.err().map(Into::into),
+            fetched,
+        })
     }
 
     /// The Redis client id of a (blocking) connection, for [`Broker::unblock`].

@@ -510,3 +510,26 @@ fn random_transition_sequences_match_the_model() {
         })
         .unwrap();
 }
+
+/// A fetch asking for no task leases none (fetch.lua's LRANGE would otherwise read to the end).
+#[tokio::test]
+async fn a_fetch_of_zero_tasks_leases_none() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let (_, t) = new_task(0);
+    b.enqueue(Q, &[t], EnqueueMode::Each).await.unwrap();
+    assert!(b
+        .fetch(Q, S1, 0, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        b.fetch(Q, S1, 5, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+}

@@ -252,7 +252,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
         // (or a queue in backoff is due again). A server of one queue whose fetch just worked
         // has the fetch ride along with the wait.
         if names.len() == 1 && tried == 1 && failed == 0 {
-            if idle(hand, slots, ahead, &mut health, &mut waiter, stop, wait).await {
+            if idle(hand, slots, ahead, &mut health, &mut waiter, stop).await {
                 return;
             }
             continue;
@@ -264,14 +264,17 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
     }
 }
 
-/// How long a stopping fetcher waits for the fetch behind its ended wait.
+/// How long a stopping fetcher waits for the fetch behind its ended wait before it abandons it
+/// (Redis does not answer): whatever that fetch leased then goes back when the lease lapses,
+/// as for every call a shutdown cannot finish in time.
 const UNBLOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The idle fetch loop of a server with one queue: blocks on the queue's wake marker with a
 /// fetch for the free slots pipelined behind the wait (`Broker::wait_then_fetch`), so a task
 /// enqueued meanwhile is leased in the round trip that brings the wake, and again while those
 /// fetches come back short. Returns true when the server stops; the tasks a stopping fetch
-/// leased are in the buffer then, which the caller gives back.
+/// leased are in the buffer then, which the caller gives back. Returns false to hand back to
+/// the fetch loop (a fetch came back full, failed, or put the queue in backoff).
 async fn idle(
     hand: &Hand<'_>,
     slots: &Arc<Semaphore>,
@@ -279,12 +282,15 @@ async fn idle(
     health: &mut Health,
     waiter: &mut Waiter,
     stop: &mut Stop,
-    wait: Duration,
 ) -> bool {
     let ctx = hand.ctx;
     loop {
         if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return true;
+        }
+        // A queue in backoff waits it out in the fetch loop, not in a wait cut short.
+        if !health.due(0) {
+            return false;
         }
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
         while permits.len() < ctx.cfg.fetch_batch {
@@ -294,14 +300,18 @@ async fn idle(
             }
         }
         let asked = permits.len();
-        if asked == 0 || !waiter.connect(&ctx.broker).await {
+        if asked == 0 {
             return false;
+        }
+        tokio::select! {
+            connected = waiter.connect(&ctx.broker) => if !connected { return false },
+            _ = stop.stopped() => return true,
         }
         let unblock = waiter.client_id;
         // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
         let ticket = ctx.inflight.begin_fetch();
         let (waited, stopped) = {
-            let fetch = waiter.wait_then_fetch(&ctx.broker, ctx.queue_name(0), asked, wait);
+            let fetch = waiter.wait_then_fetch(&ctx.broker, ctx.queue_name(0), asked, IDLE_WAIT);
             tokio::pin!(fetch);
             tokio::select! {
                 biased;
@@ -309,30 +319,62 @@ async fn idle(
                 _ = stop.stopped() => {
                     // End the wait now, so that the fetch behind it runs and its tasks are
                     // given back with the buffer, not left leased to a server that has left.
-                    // Without CLIENT UNBLOCK the wait ends by its timeout (at most `wait`).
-                    if let Some(id) = unblock {
-                        if let Err(e) = ctx.broker.unblock(id).await {
-                            tracing::debug!(error = %e, "CLIENT UNBLOCK refused; waiting out the blocking wait");
+                    let ended = end_wait(&ctx.broker, unblock);
+                    let w = tokio::time::timeout(IDLE_WAIT + UNBLOCK_WAIT, async {
+                        tokio::select! {
+                            biased;
+                            w = &mut fetch => w,
+                            () = ended => fetch.await,
                         }
-                    }
-                    let w = tokio::time::timeout(wait + UNBLOCK_WAIT, &mut fetch).await;
+                    })
+                    .await;
                     (w.ok().flatten(), true)
                 }
             }
         };
-        let got = match waited {
-            Some(Waited::Fetched(batch)) => hand.take(0, batch, &mut permits, ahead, health),
-            // A plain fetch at the top of the loop deals with what made it fail.
-            Some(Waited::FetchFailed) | None => return stopped,
+        let Some(waited) = waited else {
+            return stopped;
+        };
+        let fetch_failed = waited.fetched.is_none();
+        let got = match waited.fetched {
+            Some(batch) => hand.take(0, batch, &mut permits, ahead, health),
+            None => 0,
         };
         drop(ticket);
         drop(permits);
-        ahead.drained = got < asked;
-        if stopped || got == asked {
+        if let Some(e) = waited.wait_error {
+            waiter.failed(&ctx.broker, e).await;
+        }
+        // A fetch that failed: the fetch loop's plain fetch deals with what made it fail.
+        if stopped || fetch_failed {
             return stopped;
+        }
+        ahead.drained = got < asked;
+        if got == asked {
+            return false;
         }
         ahead.pace.idle();
     }
+}
+
+/// Ends the blocking wait of connection `id` (`CLIENT UNBLOCK`), then never resolves. The
+/// unblock goes out on another connection than the wait, so it may reach Redis first and end
+/// nothing: it is sent again until it ends a wait. Without an id, or without the `CLIENT`
+/// permission, the wait runs out by itself (at most [`IDLE_WAIT`]).
+async fn end_wait(broker: &Broker, id: Option<i64>) {
+    if let Some(id) = id {
+        for _ in 0..100 {
+            match broker.unblock(id).await {
+                Ok(true) => break,
+                Ok(false) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CLIENT UNBLOCK refused; the blocking wait runs out by itself");
+                    break;
+                }
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Per-queue fetch failures: a queue that fails is skipped for a backoff that doubles from
@@ -431,8 +473,8 @@ impl Waiter {
         }
     }
 
-    /// `Broker::wait_then_fetch` on the blocking connection; `None` when the wait failed (the
-    /// failure is handled as in [`Waiter::wait`]).
+    /// `Broker::wait_then_fetch` on the blocking connection; `None` when no reply came (the
+    /// connection is dropped, as in [`Waiter::wait`]).
     async fn wait_then_fetch(
         &mut self,
         broker: &Broker,

@@ -31,7 +31,8 @@
 -- leave their band (LRANGE first, LTRIM last), so a key of the wrong type or a non-integer
 -- counter raises CORRUPT naming the key and nothing moves (at most the token counter or the
 -- lease advanced). A wrong-type wake marker is replaced.
-if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
+-- (N = 0 asks for nothing: LRANGE 0 -1 below would read whole bands.)
+if tonumber(ARGV[1]) < 1 or redis.call('EXISTS', KEYS[6]) == 1 then return {} end
 local b = bands_open(#KEYS, #ARGV)
 local live = bands_all_live(b)
 if #live == 0 then return {} end
