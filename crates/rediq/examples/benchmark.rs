@@ -140,7 +140,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = MetricsMode::Counters)]
     metrics: MetricsMode,
     /// `ServerBuilder::prefetch` of the servers in the process and latency phases (default:
-    /// the server's own default, 8 × the concurrency up to 500; 0 turns lease-ahead off).
+    /// the server's own default, 8 × the concurrency from 8 slots up, at most 500; 0 turns lease-ahead off).
     #[arg(long)]
     prefetch: Option<usize>,
 }

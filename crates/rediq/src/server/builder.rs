@@ -13,11 +13,23 @@ use crate::middleware::MiddlewareChain;
 use crate::task::validate_queue_name;
 use crate::{Error, Result, Task};
 
-/// The default lease-ahead cap per concurrency slot (`ServerBuilder::prefetch`). The buffer
-/// itself follows the pace (what started in the last 2 ms), so the cap binds only for quick
-/// tasks; there, a cap of 8 per slot (400 at concurrency 50) took a no-op backlog from
-/// ~235,000 to ~285,000 tasks/s and cut Redis CPU per task by ~15 % against the earlier cap of
-/// one per slot, up to 100 (docs/benchmark.md).
+/// The default lease-ahead cap (`ServerBuilder::prefetch`): the concurrency for a server of
+/// fewer than [`DEFAULT_PREFETCH_PER_SLOT`] slots, eight per slot from there (at most 500,
+/// where `Config` caps it). The buffer itself follows the pace (what started in the last 2 ms),
+/// so the cap binds only for quick tasks; there, eight per slot (400 at concurrency 50) took a
+/// no-op backlog from ~235,000 to ~285,000 tasks/s and cut Redis CPU per task by ~15 % against
+/// one per slot (docs/benchmark.md). A small server keeps one per slot: with one or two slots,
+/// a buffer of eight would let that many tasks start before a higher-priority task enqueued
+/// meanwhile, and coarsen the weighted turns between queues.
+fn default_prefetch(concurrency: usize) -> usize {
+    if concurrency < DEFAULT_PREFETCH_PER_SLOT {
+        concurrency
+    } else {
+        concurrency.saturating_mul(DEFAULT_PREFETCH_PER_SLOT)
+    }
+}
+
+/// Lease-ahead slots per concurrency slot, by default, from this many slots up.
 const DEFAULT_PREFETCH_PER_SLOT: usize = 8;
 
 /// A custom retry delay: given the task (its `retry_cnt` already counts the failed attempt,
@@ -215,8 +227,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Most tasks each fetch loop leases ahead of its free slots (default: 8 × the
-    /// concurrency, at most 500; 0 turns lease-ahead off).
+    /// Most tasks each fetch loop leases ahead of its free slots (default: the concurrency
+    /// below 8 slots, 8 × the concurrency from 8 slots up, at most 500; 0 turns lease-ahead
+    /// off).
     ///
     /// A fetch loop holds ahead as many tasks as its workers started in the last 2 ms, up to
     /// this cap: a backlog of quick tasks then travels in batches of hundreds (a fetch costs
@@ -457,7 +470,7 @@ impl ServerBuilder {
                 fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH / 2),
                 prefetch: self
                     .prefetch
-                    .unwrap_or(self.concurrency.saturating_mul(DEFAULT_PREFETCH_PER_SLOT))
+                    .unwrap_or(default_prefetch(self.concurrency))
                     .min(crate::broker::MAX_SCRIPT_BATCH / 2),
                 fetchers: self.fetchers.min(self.concurrency),
                 lease,
@@ -490,6 +503,12 @@ mod tests {
         let mut t = Task::builder("t").build().unwrap();
         t.retry_cnt = n;
         t
+    }
+
+    #[test]
+    fn small_servers_lease_ahead_one_task_per_slot_larger_ones_eight() {
+        let caps: Vec<usize> = [1, 2, 7, 8, 50].map(default_prefetch).to_vec();
+        assert_eq!(caps, vec![1, 2, 7, 64, 400]);
     }
 
     #[test]
