@@ -3,13 +3,17 @@
 //! [`RedisServer::start`] runs a fresh `redis-server` on a free port (never 6379), with no
 //! persistence, in its own temporary directory, waits until it answers `PING`, and stops it when
 //! dropped. If `redis-server` is not installed it panics with an install hint: tests must fail,
-//! never skip silently.
+//! never skip silently. [`RedisCluster`] and [`RedisSentinel`] build the two high-availability
+//! topologies out of such servers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod topology;
+pub use topology::{RedisCluster, RedisSentinel};
 
 /// How to install Redis, for error messages.
 pub const INSTALL_HINT: &str =
@@ -50,6 +54,17 @@ impl RedisServer {
     /// # Ok::<(), String>(())
     /// ```
     pub fn try_start_binary(binary: &std::path::Path) -> Result<RedisServer, String> {
+        Self::spawn(binary, None, &[])
+    }
+
+    /// Starts a private server from `binary` with a configuration file holding `conf` (when
+    /// given; its path comes first, as Sentinel requires, and the server may rewrite it) and
+    /// `extra` arguments after the defaults.
+    pub(crate) fn spawn(
+        binary: &std::path::Path,
+        conf: Option<&str>,
+        extra: &[&str],
+    ) -> Result<RedisServer, String> {
         let mut last = String::new();
         // A port found free can be taken by someone else before redis binds it: try again.
         for _ in 0..5 {
@@ -61,6 +76,11 @@ impl RedisServer {
             ));
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
             let mut cmd = Command::new(binary);
+            if let Some(conf) = conf {
+                let path = dir.join("redis.conf");
+                std::fs::write(&path, conf).map_err(|e| format!("cannot write {path:?}: {e}"))?;
+                cmd.arg(path);
+            }
             // Its own process group: a Ctrl-C typed at the terminal must reach the demo (which
             // then shuts down gracefully), not kill its Redis in the middle of that.
             #[cfg(unix)]
@@ -72,6 +92,7 @@ impl RedisServer {
                 .args(["--appendonly", "no"])
                 .arg("--dir")
                 .arg(&dir)
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

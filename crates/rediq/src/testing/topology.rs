@@ -1,0 +1,392 @@
+//! Redis Cluster and Redis Sentinel made of private `redis-server` processes, for tests.
+//!
+//! [`RedisCluster::start`] runs six nodes on free ports, joins them with `redis-cli --cluster
+//! create` (three masters, one replica each) and waits until every node reports
+//! `cluster_state:ok` and knows all six. [`RedisSentinel::start`] runs a master, a replica of it
+//! and three sentinels watching it under [`RedisSentinel::MASTER_NAME`], and waits until every
+//! sentinel names the master and the replica is in sync. Both stop every process when dropped.
+//! A missing `redis-server` or `redis-cli` fails with an install hint, never a silent skip.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{redis_server_available, RedisServer, INSTALL_HINT};
+
+/// How long a topology may take to settle before starting it fails.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster of three masters and three replicas on free local ports.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts a cluster, panicking with a clear message when that is impossible.
+    ///
+    /// ```no_run
+    /// let cluster = rediq::testing::RedisCluster::start();
+    /// println!("seed node: {}", cluster.seed_url());
+    /// ```
+    pub fn start() -> RedisCluster {
+        match Self::try_start() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start a private Redis Cluster: {e}"),
+        }
+    }
+
+    /// Starts a cluster.
+    pub fn try_start() -> Result<RedisCluster, String> {
+        if !redis_server_available() {
+            return Err(INSTALL_HINT.to_string());
+        }
+        let mut nodes = Vec::with_capacity(6);
+        for _ in 0..6 {
+            nodes.push(RedisServer::spawn(
+                Path::new("redis-server"),
+                None,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )?);
+        }
+        let cluster = RedisCluster { nodes };
+        let addrs: Vec<String> = cluster
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run redis-cli ({e}); {INSTALL_HINT}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&out.stderr).lines())
+                    .filter(|l| l.contains("ERR") || l.contains("rror"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        cluster.wait_settled(SETTLE)?;
+        Ok(cluster)
+    }
+
+    /// The ports of the six nodes, in start order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// `redis://127.0.0.1:PORT` of one node, for a client that discovers the rest.
+    pub fn seed_url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// The URL of every node, comma-separated after the first's scheme
+    /// (`redis://127.0.0.1:P1,127.0.0.1:P2,...`): the seed-list form of the configuration.
+    pub fn seed_list_url(&self) -> String {
+        let rest: Vec<String> = self.ports()[1..]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("{},{}", self.seed_url(), rest.join(","))
+    }
+
+    /// The node started `i`-th (0..6), to stop or pause it in fault tests.
+    pub fn node(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The ports of the current masters, as the first node that answers sees them.
+    pub fn masters(&self) -> Result<Vec<u16>, String> {
+        Ok(self
+            .nodes_view()?
+            .into_iter()
+            .filter(|(_, master)| *master)
+            .map(|(port, _)| port)
+            .collect())
+    }
+
+    /// (port, is master) of every node that the first answering node lists as connected.
+    fn nodes_view(&self) -> Result<Vec<(u16, bool)>, String> {
+        let mut last = String::from("no node answered");
+        for port in self.ports() {
+            match query(port, &["CLUSTER", "NODES"]) {
+                Ok(text) => return Ok(parse_nodes(&text)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and sees three masters and three
+    /// replicas.
+    fn wait_settled(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let mut why = String::new();
+        while Instant::now() < deadline {
+            match self.settled() {
+                Ok(()) => return Ok(()),
+                Err(e) => why = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "the cluster did not settle within {within:?}: {why}"
+        ))
+    }
+
+    fn settled(&self) -> Result<(), String> {
+        for port in self.ports() {
+            let info = query(port, &["CLUSTER", "INFO"])?;
+            if !info.contains("cluster_state:ok") {
+                return Err(format!("node {port} is not ok yet"));
+            }
+            let view = parse_nodes(&query(port, &["CLUSTER", "NODES"])?);
+            let masters = view.iter().filter(|(_, m)| *m).count();
+            if view.len() != 6 || masters != 3 {
+                return Err(format!(
+                    "node {port} sees {} connected nodes, {masters} masters",
+                    view.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (port, is master) of the connected nodes in a `CLUSTER NODES` reply.
+fn parse_nodes(text: &str) -> Vec<(u16, bool)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link-state> <slots>
+            if f.len() < 8 || f[7] != "connected" || f[2].contains("fail") {
+                return None;
+            }
+            let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            Some((port, f[2].contains("master")))
+        })
+        .collect()
+}
+
+/// A master, one replica of it and three sentinels watching it, on free local ports.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    master: RedisServer,
+    replica: RedisServer,
+    sentinels: Vec<RedisServer>,
+}
+
+impl RedisSentinel {
+    /// The name the sentinels know the master by.
+    pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// Starts the set, panicking with a clear message when that is impossible.
+    ///
+    /// ```no_run
+    /// let ha = rediq::testing::RedisSentinel::start();
+    /// println!("{}", ha.url()); // redis+sentinel://127.0.0.1:P1,.../mymaster
+    /// ```
+    pub fn start() -> RedisSentinel {
+        match Self::try_start() {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start a private Redis Sentinel set: {e}"),
+        }
+    }
+
+    /// Starts the set.
+    pub fn try_start() -> Result<RedisSentinel, String> {
+        if !redis_server_available() {
+            return Err(INSTALL_HINT.to_string());
+        }
+        let bin = Path::new("redis-server");
+        let master = RedisServer::spawn(bin, None, &[])?;
+        let mport = master.port().to_string();
+        let replica = RedisServer::spawn(bin, None, &["--replicaof", "127.0.0.1", &mport])?;
+        let conf = format!(
+            "sentinel monitor {name} 127.0.0.1 {mport} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            name = Self::MASTER_NAME
+        );
+        let mut sentinels = Vec::with_capacity(3);
+        for _ in 0..3 {
+            sentinels.push(RedisServer::spawn(bin, Some(&conf), &["--sentinel"])?);
+        }
+        let set = RedisSentinel {
+            master,
+            replica,
+            sentinels,
+        };
+        set.wait_settled(SETTLE)?;
+        Ok(set)
+    }
+
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinel_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), Self::MASTER_NAME)
+    }
+
+    /// The ports of the three sentinels.
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(RedisServer::port).collect()
+    }
+
+    /// The server that was the master at start.
+    pub fn master(&mut self) -> &mut RedisServer {
+        &mut self.master
+    }
+
+    /// The server that was the replica at start.
+    pub fn replica(&mut self) -> &mut RedisServer {
+        &mut self.replica
+    }
+
+    /// The port of the master as the first answering sentinel names it now.
+    pub fn current_master_port(&self) -> Result<u16, String> {
+        let mut last = String::from("no sentinel answered");
+        for port in self.sentinel_ports() {
+            match master_addr(port) {
+                Ok(p) => return Ok(p),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Waits until every sentinel names the master and the replica's link to it is up.
+    fn wait_settled(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let mut why = String::new();
+        while Instant::now() < deadline {
+            match self.settled() {
+                Ok(()) => return Ok(()),
+                Err(e) => why = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "the sentinel set did not settle within {within:?}: {why}"
+        ))
+    }
+
+    fn settled(&self) -> Result<(), String> {
+        for port in self.sentinel_ports() {
+            let named = master_addr(port)?;
+            if named != self.master.port() {
+                return Err(format!("sentinel {port} names port {named} as master"));
+            }
+        }
+        let info = query(self.replica.port(), &["INFO", "replication"])?;
+        if !info.contains("master_link_status:up") {
+            return Err("the replica is not in sync yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// The master's port as sentinel `port` names it.
+fn master_addr(port: u16) -> Result<u16, String> {
+    let addr: Vec<String> = query_value(
+        port,
+        &[
+            "SENTINEL",
+            "GET-MASTER-ADDR-BY-NAME",
+            RedisSentinel::MASTER_NAME,
+        ],
+    )?;
+    addr.get(1).and_then(|p| p.parse().ok()).ok_or_else(|| {
+        format!(
+            "sentinel {port} does not know {}",
+            RedisSentinel::MASTER_NAME
+        )
+    })
+}
+
+/// One command to 127.0.0.1:`port`, its reply as text.
+fn query(port: u16, args: &[&str]) -> Result<String, String> {
+    query_value(port, args)
+}
+
+/// One command to 127.0.0.1:`port` on a short-lived connection.
+fn query_value<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .map_err(|e| format!("port {port}: {e}"))?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .map_err(|e| format!("port {port}: {e}"))?;
+    let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut con).map_err(|e| format!("port {port}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_with_three_masters_and_three_replicas() {
+        let cluster = RedisCluster::start();
+        assert_eq!(cluster.masters().unwrap().len(), 3);
+        for port in cluster.ports() {
+            let info = query(port, &["CLUSTER", "INFO"]).unwrap();
+            assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
+        }
+        assert_eq!(cluster.seed_list_url().matches(',').count(), 5);
+        let ports = cluster.ports();
+        drop(cluster);
+        assert!(
+            ports.iter().all(|p| !super::super::ping(*p)),
+            "a node outlived its cluster"
+        );
+    }
+
+    #[test]
+    fn a_sentinel_set_names_its_master_and_the_replica_follows() {
+        let mut ha = RedisSentinel::start();
+        let mport = ha.master().port();
+        assert_eq!(ha.current_master_port().unwrap(), mport);
+        assert_eq!(
+            ha.url(),
+            format!(
+                "redis+sentinel://{}/mymaster",
+                ha.sentinel_ports()
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        );
+        // A write on the master reaches the replica.
+        let _: () = query_value(mport, &["SET", "k", "v"]).unwrap();
+        let rport = ha.replica().port();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while query(rport, &["GET", "k"]).ok().as_deref() != Some("v") {
+            assert!(Instant::now() < deadline, "the replica did not follow");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
