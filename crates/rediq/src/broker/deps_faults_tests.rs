@@ -87,7 +87,7 @@ async fn settle(b: &Broker, queue: &str, id: &[u8], complete: bool) {
 
 /// Puts garbage of the wrong type in place of `key` (a string, or a hash in place of a string),
 /// keeping what it held under `key:kept`.
-async fn spoil(c: &mut ConnectionManager, key: &str) {
+async fn spoil(c: &mut conn::Conn, key: &str) {
     let kept = format!("{key}:kept");
     let exists: bool = c.exists(key).await.unwrap();
     if exists {
@@ -102,7 +102,7 @@ async fn spoil(c: &mut ConnectionManager, key: &str) {
 }
 
 /// Removes the garbage and puts back what `key` held.
-async fn repair(c: &mut ConnectionManager, key: &str) {
+async fn repair(c: &mut conn::Conn, key: &str) {
     let kept = format!("{key}:kept");
     let _: () = c.del(key).await.unwrap();
     let exists: bool = c.exists(&kept).await.unwrap();
@@ -112,7 +112,7 @@ async fn repair(c: &mut ConnectionManager, key: &str) {
 }
 
 /// Makes every set-aside entry of `queue` due now (instead of waiting out the backoff).
-async fn due_now(c: &mut ConnectionManager, queue: &str) {
+async fn due_now(c: &mut conn::Conn, queue: &str) {
     let k = QueueKeys::new(queue);
     let all: Vec<Vec<u8>> = c.zrange(&k.set_aside, 0, -1).await.unwrap();
     for e in all {
@@ -121,7 +121,7 @@ async fn due_now(c: &mut ConnectionManager, queue: &str) {
 }
 
 /// Whether `id` still waits in `queue` with its dependency not crossed off.
-async fn still_waiting(c: &mut ConnectionManager, queue: &str, id: &[u8]) -> (bool, bool) {
+async fn still_waiting(c: &mut conn::Conn, queue: &str, id: &[u8]) -> (bool, bool) {
     let k = QueueKeys::new(queue);
     let w: bool = c.hexists(&k.waiting, id).await.unwrap();
     let n: bool = c.hexists(&k.needs, id).await.unwrap();

@@ -30,6 +30,7 @@ mod admin;
 mod bands;
 mod call;
 pub(crate) mod cancel;
+mod conn;
 pub(crate) mod cron;
 pub(crate) mod deps;
 mod garbage;
@@ -52,7 +53,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use call::Lua;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
 
 use crate::error::mask_url;
 use crate::{Error, Result};
@@ -169,7 +170,7 @@ impl Default for DeadLimits {
 /// Connection to Redis plus the typed transitions.
 #[derive(Clone)]
 pub(crate) struct Broker {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     client: redis::Client,
     url: String,
     /// How long completion and failure records of tasks are kept for dependents.
@@ -244,7 +245,42 @@ impl Broker {
             .await
             .map_err(conn_err)?;
         Ok(Broker {
-            conn,
+            conn: conn::Conn::Single(conn),
+            client,
+            url: masked,
+            deps: DepLimits::default(),
+            outbox: Default::default(),
+            ix: Default::default(),
+            bands: Default::default(),
+            finished: Default::default(),
+        })
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (the others are discovered). Every
+    /// transition of a queue runs on the master of its hash tag's slot. Not reachable from the
+    /// public builders yet (issue 15): the blocking wait, the cancel channel and the heartbeat's
+    /// detached connection still assume one server.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub async fn connect_cluster(nodes: &[String]) -> Result<Broker> {
+        let masked = nodes
+            .iter()
+            .map(|n| mask_url(n))
+            .collect::<Vec<_>>()
+            .join(",");
+        let conn_err = |source| Error::Connection {
+            url: masked.clone(),
+            source,
+        };
+        let first = nodes.first().map(String::as_str).unwrap_or_default();
+        let client = redis::Client::open(first).map_err(conn_err)?;
+        let cluster = redis::cluster::ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(conn_err)?;
+        let conn = cluster.get_async_connection().await.map_err(conn_err)?;
+        Ok(Broker {
+            conn: conn::Conn::Cluster(conn),
             client,
             url: masked,
             deps: DepLimits::default(),
@@ -268,7 +304,7 @@ impl Broker {
                 source,
             })?;
         Ok(Broker {
-            conn,
+            conn: conn::Conn::Single(conn),
             client: self.client.clone(),
             url: self.url.clone(),
             deps: self.deps,
@@ -330,6 +366,8 @@ impl Broker {
 
 #[cfg(test)]
 mod bands_tests;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod deps_faults_tests;
 #[cfg(test)]

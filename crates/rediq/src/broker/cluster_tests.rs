@@ -1,0 +1,59 @@
+//! The broker's transitions on a real Redis Cluster (three masters, three replicas): every
+//! script of a queue runs on the master of its hash tag's slot, whatever node the client was
+//! given, and queues on different shards do not disturb each other.
+
+use std::time::Duration;
+
+use super::test_util::{acks, plain};
+use super::*;
+use crate::testing::RedisCluster;
+use crate::Existing;
+
+const S: &str = "host:1:cluster";
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn enqueue_fetch_and_complete_run_on_every_shard() {
+    let cluster = RedisCluster::start();
+    let b = Broker::connect_cluster(&[cluster.seed_url()])
+        .await
+        .unwrap();
+    let queues = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    // redis-cli --cluster create gives each of the three masters a third of the slots.
+    let mut thirds = std::collections::BTreeSet::new();
+    let mut c = b.conn.clone();
+    for q in queues {
+        let slot: u64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(QueueKeys::new(q).wake.as_str())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        thirds.insert(slot * 3 / 16384);
+    }
+    assert!(
+        thirds.len() >= 2,
+        "the queues all fell on one shard: the test proves little"
+    );
+    for q in queues {
+        let ids = [plain(&b, q).await, plain(&b, q).await];
+        let f = b.fetch(q, S, 10, LEASE).await.unwrap().unwrap();
+        assert_eq!(f.records.len(), 2, "queue {q}");
+        assert!(b
+            .complete(q, S, &acks(&f), None, 1)
+            .await
+            .unwrap()
+            .is_empty());
+        for id in &ids {
+            assert_eq!(
+                b.known(q, id).await.unwrap(),
+                Some(Existing::Completed),
+                "queue {q}"
+            );
+        }
+        assert!(
+            b.fetch(q, S, 10, LEASE).await.unwrap().is_none(),
+            "queue {q}"
+        );
+    }
+}
