@@ -244,16 +244,21 @@ impl Broker {
             .get_connection_manager_with_config(manager_config())
             .await
             .map_err(conn_err)?;
-        Ok(Broker {
-            conn: conn::Conn::Single(conn),
+        Ok(Broker::over(conn::Conn::Single(conn), client, masked))
+    }
+
+    /// A broker over a fresh connection, with empty caches and the default limits.
+    fn over(conn: conn::Conn, client: redis::Client, url: String) -> Broker {
+        Broker {
+            conn,
             client,
-            url: masked,
+            url,
             deps: DepLimits::default(),
             outbox: Default::default(),
             ix: Default::default(),
             bands: Default::default(),
             finished: Default::default(),
-        })
+        }
     }
 
     /// Connects to a Redis Cluster through any of `nodes` (the others are discovered). Every
@@ -279,16 +284,7 @@ impl Broker {
             .build()
             .map_err(conn_err)?;
         let conn = cluster.get_async_connection().await.map_err(conn_err)?;
-        Ok(Broker {
-            conn: conn::Conn::Cluster(conn),
-            client,
-            url: masked,
-            deps: DepLimits::default(),
-            outbox: Default::default(),
-            ix: Default::default(),
-            bands: Default::default(),
-            finished: Default::default(),
-        })
+        Ok(Broker::over(conn::Conn::Cluster(conn), client, masked))
     }
 
     /// A broker with its own connection, whose I/O runs on the runtime this is called on: for

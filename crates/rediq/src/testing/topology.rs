@@ -81,7 +81,7 @@ impl RedisCluster {
                     .join("; ")
             ));
         }
-        cluster.wait_settled(SETTLE)?;
+        settle("the cluster", || cluster.settled())?;
         Ok(cluster)
     }
 
@@ -132,23 +132,8 @@ impl RedisCluster {
         Err(last)
     }
 
-    /// Waits until every node reports `cluster_state:ok` and sees three masters and three
-    /// replicas.
-    fn wait_settled(&self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let mut why = String::new();
-        while Instant::now() < deadline {
-            match self.settled() {
-                Ok(()) => return Ok(()),
-                Err(e) => why = e,
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "the cluster did not settle within {within:?}: {why}"
-        ))
-    }
-
+    /// Whether every node reports `cluster_state:ok` and sees three masters and three
+    /// replicas (else what is missing).
     fn settled(&self) -> Result<(), String> {
         for port in self.ports() {
             let info = query(port, &["CLUSTER", "INFO"])?;
@@ -233,7 +218,7 @@ impl RedisSentinel {
             replica,
             sentinels,
         };
-        set.wait_settled(SETTLE)?;
+        settle("the sentinel set", || set.settled())?;
         Ok(set)
     }
 
@@ -274,22 +259,8 @@ impl RedisSentinel {
         Err(last)
     }
 
-    /// Waits until every sentinel names the master and the replica's link to it is up.
-    fn wait_settled(&self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let mut why = String::new();
-        while Instant::now() < deadline {
-            match self.settled() {
-                Ok(()) => return Ok(()),
-                Err(e) => why = e,
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "the sentinel set did not settle within {within:?}: {why}"
-        ))
-    }
-
+    /// Whether every sentinel names the master and the replica's link to it is up (else what
+    /// is missing).
     fn settled(&self) -> Result<(), String> {
         for port in self.sentinel_ports() {
             let named = master_addr(port)?;
@@ -302,6 +273,20 @@ impl RedisSentinel {
             return Err("the replica is not in sync yet".into());
         }
         Ok(())
+    }
+}
+
+/// Polls `settled` until it answers `Ok` or [`SETTLE`] has passed (then the last reason).
+fn settle(what: &str, settled: impl Fn() -> Result<(), String>) -> Result<(), String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match settled() {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() >= deadline => {
+                return Err(format!("{what} did not settle within {SETTLE:?}: {why}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
