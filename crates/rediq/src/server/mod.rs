@@ -5,7 +5,7 @@
 //!
 //! | module        | job                                                                    |
 //! |---------------|------------------------------------------------------------------------|
-//! | `fetcher`     | picks queues (weighted or strict), leases batches, blocks when idle      |
+//! | `fetcher`     | picks queues (weighted or strict), leases batches; `fetcher::idle` waits |
 //! | `worker`      | runs one task: timeout, panic capture, retry / dead-letter decision      |
 //! | `acker`       | acknowledges successes in batches                                        |
 //! | `heartbeat`   | extends the leases of held tasks, refreshes the worker registry          |
