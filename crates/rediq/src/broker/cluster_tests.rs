@@ -57,3 +57,20 @@ async fn enqueue_fetch_and_complete_run_on_every_shard() {
         );
     }
 }
+
+/// A detached broker (the heartbeat's, on its own thread) talks to the cluster too, not to the
+/// seed node alone: it serves queues on every shard.
+#[tokio::test]
+async fn a_detached_broker_keeps_the_cluster_topology() {
+    let cluster = RedisCluster::start();
+    let b = Broker::connect_cluster(&[cluster.seed_url()])
+        .await
+        .unwrap();
+    let d = b.detached().await.unwrap();
+    for q in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] {
+        let id = plain(&d, q).await;
+        let f = b.fetch(q, S, 10, LEASE).await.unwrap().unwrap();
+        assert_eq!(record::raw_id(&f.records[0]), &id[..], "queue {q}");
+        assert_eq!(d.held(q, S).await.unwrap().len(), 1, "queue {q}");
+    }
+}

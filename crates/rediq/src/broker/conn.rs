@@ -6,9 +6,38 @@
 //! share the hash tag `{queue}`, so every script of a queue runs on the master of its slot, and
 //! `MOVED`/`ASK` refresh the slot map.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// Where a broker's shared connections come from: one server, or a cluster's seed nodes.
+#[derive(Clone)]
+pub(crate) enum Source {
+    Single(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Source {
+    /// A fresh shared connection: to one server, reconnecting by itself and giving up on a
+    /// command after 10 s (twice retried), so nothing waits forever on a Redis that stopped
+    /// answering; or to the cluster, with the same timeouts.
+    pub async fn connect(&self) -> RedisResult<Conn> {
+        Ok(match self {
+            Source::Single(client) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(10)))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(2));
+                Conn::Single(client.get_connection_manager_with_config(cfg).await?)
+            }
+            Source::Cluster(cluster) => Conn::Cluster(cluster.get_async_connection().await?),
+        })
+    }
+}
 
 /// A connection to one server (reconnecting by itself) or to a cluster.
 #[derive(Clone)]

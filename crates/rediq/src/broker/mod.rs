@@ -53,7 +53,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use call::Lua;
-use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 
 use crate::error::mask_url;
 use crate::{Error, Result};
@@ -171,6 +171,8 @@ impl Default for DeadLimits {
 #[derive(Clone)]
 pub(crate) struct Broker {
     conn: conn::Conn,
+    /// Where `conn` came from, for another one like it ([`Broker::detached`]).
+    source: conn::Source,
     client: redis::Client,
     url: String,
     /// How long completion and failure records of tasks are kept for dependents.
@@ -215,16 +217,6 @@ impl Default for DepLimits {
     }
 }
 
-/// The shared connection: reconnects by itself, and gives up on a command after 10 s (twice
-/// retried), so nothing waits forever on a Redis that stopped answering.
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2))
-}
-
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").field("url", &self.url).finish()
@@ -240,17 +232,16 @@ impl Broker {
             source,
         };
         let client = redis::Client::open(url).map_err(conn_err)?;
-        let conn = client
-            .get_connection_manager_with_config(manager_config())
-            .await
-            .map_err(conn_err)?;
-        Ok(Broker::over(conn::Conn::Single(conn), client, masked))
+        let source = conn::Source::Single(client.clone());
+        let conn = source.connect().await.map_err(conn_err)?;
+        Ok(Broker::over(conn, source, client, masked))
     }
 
     /// A broker over a fresh connection, with empty caches and the default limits.
-    fn over(conn: conn::Conn, client: redis::Client, url: String) -> Broker {
+    fn over(conn: conn::Conn, source: conn::Source, client: redis::Client, url: String) -> Broker {
         Broker {
             conn,
+            source,
             client,
             url,
             deps: DepLimits::default(),
@@ -263,8 +254,8 @@ impl Broker {
 
     /// Connects to a Redis Cluster through any of `nodes` (the others are discovered). Every
     /// transition of a queue runs on the master of its hash tag's slot. Not reachable from the
-    /// public builders yet (issue 15): the blocking wait, the cancel channel and the heartbeat's
-    /// detached connection still assume one server.
+    /// public builders yet (issue 15): the blocking wait and the cancel channel still assume
+    /// one server.
     #[cfg_attr(not(test), allow(dead_code))]
     pub async fn connect_cluster(nodes: &[String]) -> Result<Broker> {
         let masked = nodes
@@ -283,8 +274,9 @@ impl Broker {
             .response_timeout(Duration::from_secs(10))
             .build()
             .map_err(conn_err)?;
-        let conn = cluster.get_async_connection().await.map_err(conn_err)?;
-        Ok(Broker::over(conn::Conn::Cluster(conn), client, masked))
+        let source = conn::Source::Cluster(Box::new(cluster));
+        let conn = source.connect().await.map_err(conn_err)?;
+        Ok(Broker::over(conn, source, client, masked))
     }
 
     /// A broker with its own connection, whose I/O runs on the runtime this is called on: for
@@ -292,15 +284,16 @@ impl Broker {
     /// a shared runtime whose threads handlers may block.
     pub async fn detached(&self) -> Result<Broker> {
         let conn = self
-            .client
-            .get_connection_manager_with_config(manager_config())
+            .source
+            .connect()
             .await
             .map_err(|source| Error::Connection {
                 url: self.url.clone(),
                 source,
             })?;
         Ok(Broker {
-            conn: conn::Conn::Single(conn),
+            conn,
+            source: self.source.clone(),
             client: self.client.clone(),
             url: self.url.clone(),
             deps: self.deps,
