@@ -118,11 +118,7 @@ end
 local known = {}
 local add_at, add = {}, {}
 do
-  local done = {}
-  for from = 1, #uniq, 4000 do
-    local part = rcall('HMGET', ix.done, unpack(uniq, from, math.min(from + 3999, #uniq)))
-    for j = 1, #part do done[from + j - 1] = part[j] end
-  end
+  local done = ix_done_of(ix, uniq)
   for j = 1, #uniq do
     if done[j] then
       known[at[j]] = 'C'

@@ -200,6 +200,17 @@ local function ix_del_all(ix, at, ids, olds)
   end
 end
 
+-- The done-hash entries of ids, in order (nil where an id has none), read in slices that
+-- unpack can take. A read: a done hash of the wrong type raises CORRUPT.
+local function ix_done_of(ix, ids)
+  local done = {}
+  for from = 1, #ids, 4000 do
+    local part = rcall('HMGET', ix.done, unpack(ids, from, math.min(from + 3999, #ids)))
+    for j = 1, #part do done[from + j - 1] = part[j] end
+  end
+  return done
+end
+
 -- The state byte of the i-th id, or nil when the index does not know it. (A finished id's
 -- value is its state byte followed by the 6-byte finish time of its finished-list entry, see
 -- ix_evict.lua.) A read: a bucket or done hash of the wrong type raises CORRUPT.

@@ -44,11 +44,7 @@ end
 -- CORRUPT before any removal).
 local ids = {}
 for i = 1, e do ids[i] = str_sub(head[i], 1, 16) end
-local done = {}
-for from = 1, e, 4000 do
-  local part = rcall('HMGET', ix.done, unpack(ids, from, math.min(from + 3999, e)))
-  for j = 1, #part do done[from + j - 1] = part[j] end
-end
+local done = ix_done_of(ix, ids)
 local drop_at, drop, olds, undone = {}, {}, {}, {}
 for i = 1, e do
   local at = str_sub(head[i], 17, 22)
