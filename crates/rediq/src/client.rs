@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::broker::deps::{Answer, Dependent, Written};
 use crate::broker::record::{self, id_text};
-use crate::broker::{Broker, EnqueueMode, NewTask, NotWritten, MAX_SCRIPT_BATCH};
+use crate::broker::{
+    redis_options, Broker, EnqueueMode, NewTask, NotWritten, Target, MAX_SCRIPT_BATCH,
+};
 use crate::task::{DEFAULT_MAX_PAYLOAD, DEFAULT_UNIQUE_TTL};
 use crate::{Error, Inspector, Result, Task};
 
@@ -25,36 +27,52 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// the batches smaller, and each call has a fixed cost in Redis.
 const ENQUEUE_PIPELINE: usize = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Standalone,
-    Cluster,
-    Sentinel,
-}
-
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ClientBuilder {
-    url: String,
-    mode: Mode,
+    target: Target,
     max_payload: usize,
+    durability: Option<(u32, Duration)>,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
-            url: DEFAULT_REDIS_URL.to_string(),
-            mode: Mode::Standalone,
+            target: Target::default(),
             max_payload: DEFAULT_MAX_PAYLOAD,
+            durability: None,
         }
     }
 }
 
 impl ClientBuilder {
-    /// Redis URL, e.g. `redis://:password@host:6379/0` (default `redis://127.0.0.1:6379`).
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
+    redis_options!();
+
+    /// Every enqueue waits until `replicas` replicas hold its tasks, up to `timeout` (Redis
+    /// `WAIT`), and fails with [`Error::NotReplicated`] when fewer confirmed in time; off by
+    /// default.
+    ///
+    /// Redis replicates asynchronously: without this, an enqueue that returned `Ok` can be lost
+    /// if the master dies before its replicas received it (a failover promotes a replica that
+    /// never saw it). With it, an `Ok` enqueue survives the failover of its master to any
+    /// replica that confirmed. It costs a wait for the replicas on every enqueue round trip
+    /// (docs/benchmark.md has the figure), and it is no stronger than the replicas' own
+    /// persistence.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> rediq::Result<()> {
+    /// use std::time::Duration;
+    /// let client = rediq::Client::builder()
+    ///     .redis_url("redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster")
+    ///     .sentinel_mode()
+    ///     .wait_for_replicas(1, Duration::from_millis(500))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durability = Some((replicas, timeout));
         self
     }
 
@@ -64,37 +82,29 @@ impl ClientBuilder {
         self
     }
 
-    /// Talk to a Redis Cluster.
-    pub fn cluster_mode(mut self) -> Self {
-        self.mode = Mode::Cluster;
-        self
-    }
-
-    /// Find the master through Redis Sentinel.
-    pub fn sentinel_mode(mut self) -> Self {
-        self.mode = Mode::Sentinel;
-        self
-    }
-
     /// Connects to Redis and starts the enqueue loop.
     pub async fn build(self) -> Result<Client> {
-        match self.mode {
-            Mode::Standalone => {}
-            Mode::Cluster => {
-                return Err(Error::NotSupported(
-                    "cluster mode: the keys and scripts are cluster-ready, the cluster connection arrives in a later release".into(),
-                ))
-            }
-            Mode::Sentinel => {
-                return Err(Error::NotSupported(
-                    "sentinel mode arrives in a later release".into(),
-                ))
-            }
-        }
         if self.max_payload == 0 {
             return Err(Error::validation("max_payload_size", "must be above zero"));
         }
-        let broker = Broker::connect(&self.url).await?;
+        if let Some((replicas, timeout)) = self.durability {
+            if replicas == 0 {
+                return Err(Error::validation(
+                    "wait_for_replicas",
+                    "0 replicas: wait for at least 1, or leave the setting out",
+                ));
+            }
+            if timeout.is_zero() || timeout > Duration::from_secs(60) {
+                return Err(Error::validation(
+                    "wait_for_replicas",
+                    format!(
+                        "timeout {timeout:?} is outside 1 ms ..= 60 s (WAIT 0 would wait forever)"
+                    ),
+                ));
+            }
+        }
+        let mut broker = Broker::open(&self.target).await?;
+        broker.set_durability(self.durability);
         let (tx, rx) = mpsc::channel(16 * 1024);
         tokio::spawn(group_commit(broker.clone(), rx));
         Ok(Client {
@@ -615,6 +625,17 @@ fn share_error(e: &Error) -> Error {
         Error::Corrupt { key, reason } => Error::Corrupt {
             key: key.clone(),
             reason: reason.clone(),
+        },
+        Error::NotReplicated {
+            queue,
+            reached,
+            wanted,
+            timeout,
+        } => Error::NotReplicated {
+            queue: queue.clone(),
+            reached: *reached,
+            wanted: *wanted,
+            timeout: *timeout,
         },
         other => Error::Serialization(other.to_string()),
     }

@@ -41,6 +41,31 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// The Redis reached is not the topology the builder named (cluster mode against a
+    /// standalone server, a standalone connection to a cluster node or a sentinel, a master name
+    /// no sentinel knows, …): the reason says which, and what to change.
+    #[error("wrong Redis topology at {url}: {reason}")]
+    Topology {
+        /// The URL with its password masked.
+        url: String,
+        /// What was found, and the fix.
+        reason: String,
+    },
+    /// With [`ClientBuilder::wait_for_replicas`](crate::ClientBuilder::wait_for_replicas): the
+    /// tasks were written on the master, but fewer replicas than asked confirmed them in time,
+    /// so a failover now could lose them. Enqueueing the same task (same id) again is safe: a
+    /// task the queue knows already is not written twice.
+    #[error("enqueue to queue {queue:?} is on the master but only {reached} of {wanted} replicas confirmed it within {timeout:?}: it may be lost if the master fails now; enqueue the same task again (same id) to be sure, it is never written twice")]
+    NotReplicated {
+        /// The queue.
+        queue: String,
+        /// Replicas that confirmed.
+        reached: u32,
+        /// Replicas asked for.
+        wanted: u32,
+        /// How long the enqueue waited.
+        timeout: Duration,
+    },
     /// A Redis command failed.
     #[error("redis error: {0}")]
     Redis(redis::RedisError),
@@ -145,6 +170,27 @@ impl Error {
                     || e.is_connection_refusal()
                     || e.is_timeout()
             }
+            _ => false,
+        }
+    }
+
+    /// Whether the node answered that it no longer serves what was asked (a failover or a slot
+    /// that moved): a dedicated connection to it is dropped and opened again to the node that
+    /// does now.
+    pub(crate) fn is_topology_change(&self) -> bool {
+        match self {
+            Error::Redis(e) => matches!(
+                e.code(),
+                Some(
+                    "READONLY"
+                        | "MOVED"
+                        | "ASK"
+                        | "CLUSTERDOWN"
+                        | "TRYAGAIN"
+                        | "MASTERDOWN"
+                        | "LOADING"
+                )
+            ),
             _ => false,
         }
     }

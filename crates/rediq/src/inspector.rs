@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::broker::{record, Broker, FlushCounts, QueueStats, TaskState};
+use crate::broker::{record, redis_options, Broker, FlushCounts, QueueStats, Target, TaskState};
 use crate::task::validate_queue_name;
 use crate::{Client, Result, Task};
 
@@ -66,12 +66,45 @@ pub struct WorkerInfo {
     pub fields: HashMap<String, String>,
 }
 
-impl Inspector {
-    /// Connects to Redis.
-    pub async fn connect(redis_url: &str) -> Result<Inspector> {
+/// Builds an [`Inspector`] for any topology; [`Inspector::connect`] is the short form for one
+/// server.
+///
+/// ```no_run
+/// # async fn demo() -> rediq::Result<()> {
+/// use rediq::Inspector;
+/// let inspector = Inspector::builder()
+///     .redis_url("redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster")
+///     .sentinel_mode()
+///     .build()
+///     .await?;
+/// # let _ = inspector; Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct InspectorBuilder {
+    target: Target,
+}
+
+impl InspectorBuilder {
+    redis_options!();
+
+    /// Connects, checking that the server is the topology named.
+    pub async fn build(self) -> Result<Inspector> {
         Ok(Inspector {
-            broker: Broker::connect(redis_url).await?,
+            broker: Broker::open(&self.target).await?,
         })
+    }
+}
+
+impl Inspector {
+    /// Connects to one Redis server.
+    pub async fn connect(redis_url: &str) -> Result<Inspector> {
+        Inspector::builder().redis_url(redis_url).build().await
+    }
+
+    /// Starts building an inspector (for a cluster or a sentinel deployment).
+    pub fn builder() -> InspectorBuilder {
+        InspectorBuilder::default()
     }
 
     /// An inspector sharing a client's connection.

@@ -71,7 +71,7 @@ pub use async_trait::async_trait;
 pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
-pub use inspector::{CancelOutcome, CronEntry, Inspector, WorkerInfo};
+pub use inspector::{CancelOutcome, CronEntry, Inspector, InspectorBuilder, WorkerInfo};
 pub use task::{Task, TaskBuilder, TaskOptions};
 
 /// The message of a caught panic.

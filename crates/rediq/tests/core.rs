@@ -750,8 +750,9 @@ async fn bad_input_gets_clear_errors() {
     );
 
     let env = Env::new().await;
-    let small = rediq::Client::builder()
-        .redis_url(env.url())
+    let small = env
+        .redis
+        .client()
         .max_payload_size(10)
         .build()
         .await

@@ -304,8 +304,7 @@ async fn serve_until_killed(queues: &[&str], concurrency: usize, mux: rediq::pro
     let Ok(url) = std::env::var("REDIQ_CRASH_URL") else {
         return;
     };
-    let state = rediq::server::ServerBuilder::new()
-        .redis_url(url)
+    let state = server_at(&url)
         .queues(queues)
         .concurrency(concurrency)
         .lease_duration(LEASE)

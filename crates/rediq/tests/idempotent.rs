@@ -8,7 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rediq::{Client, Error, Existing, Task};
+use rediq::{Error, Existing, Task};
 use support::*;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -171,11 +171,7 @@ async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
     let b = enqueue_with_dependent(&env).await;
     let mut joins = Vec::new();
     for _ in 0..8 {
-        let c = Client::builder()
-            .redis_url(env.url())
-            .build()
-            .await
-            .unwrap();
+        let c = env.redis.client().build().await.unwrap();
         let b = b.clone();
         joins.push(tokio::spawn(async move { c.enqueue_outcome(b).await }));
     }
@@ -195,11 +191,7 @@ async fn one_dependent_enqueued_by_many_producers_at_once_is_written_once() {
 #[tokio::test]
 async fn the_index_grows_under_two_producers_and_finds_every_id() {
     let env = Env::new().await;
-    let other = Client::builder()
-        .redis_url(env.url())
-        .build()
-        .await
-        .unwrap();
+    let other = env.redis.client().build().await.unwrap();
     let tasks: Vec<Task> = (0..6000).map(|_| task("big")).collect();
     for (i, chunk) in tasks.chunks(500).enumerate() {
         let c = if i % 2 == 0 { &env.client } else { &other };
@@ -259,11 +251,7 @@ async fn producers_racing_on_a_growing_index_all_get_through() {
     let env = Env::new().await;
     let mut joins = Vec::new();
     for _ in 0..8 {
-        let c = Client::builder()
-            .redis_url(env.url())
-            .build()
-            .await
-            .unwrap();
+        let c = env.redis.client().build().await.unwrap();
         joins.push(tokio::spawn(async move {
             for _ in 0..10 {
                 let batch: Vec<Task> = (0..500).map(|_| task("race")).collect();

@@ -213,7 +213,9 @@ async fn healthz_turns_503_when_redis_goes_away() {
     })
     .await;
 
-    env.redis.stop();
+    for s in env.redis.data_servers() {
+        s.stop();
+    }
     let (status, body) = http_get(addr, "/healthz")
         .await
         .expect("the endpoint still answers");
@@ -660,11 +662,7 @@ async fn enqueues_of_every_producer_are_counted_per_type() {
         .await
         .unwrap();
     // A second client (another producer process) counts into the same counters.
-    let other = rediq::Client::builder()
-        .redis_url(env.url())
-        .build()
-        .await
-        .unwrap();
+    let other = env.redis.client().build().await.unwrap();
     other
         .enqueue(q("email").delay(Duration::from_secs(60)).build().unwrap())
         .await

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use rediq::{Client, Task};
+use rediq::{Client, Inspector, Task};
 
 mod support;
 use support::wait_for;
@@ -42,7 +42,7 @@ impl Handler for EmailHandler {
 #[rustfmt::skip]
 #[allow(dead_code, unused)]
 async fn snippet_producer() -> Result<(), Box<dyn std::error::Error>> {
-    use rediq::{Client, Task};
+    use rediq::{Client, Inspector, Task};
 
     let client = Client::builder()
         .redis_url("redis://localhost:6379")
@@ -127,28 +127,28 @@ async fn snippet_depends_on() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Redis 高可用 — Cluster 模式 (compiles; `build()` answers NotSupported in this release)
+/// Redis 高可用 — Cluster 模式 (the URL is a parameter: the test gives a private cluster's node)
 #[rustfmt::skip]
 #[allow(dead_code, unused)]
-async fn snippet_cluster() -> Result<(), Box<dyn std::error::Error>> {
+async fn snippet_cluster(node: &str) -> Result<Client, Box<dyn std::error::Error>> {
     let client = Client::builder()
-        .redis_url("redis://cluster-node:6379")
+        .redis_url(node) // "redis://cluster-node:6379"
         .cluster_mode()
         .build()
         .await?;
-    Ok(())
+    Ok(client)
 }
 
-/// Redis 高可用 — Sentinel 模式 (compiles; `build()` answers NotSupported in this release)
+/// Redis 高可用 — Sentinel 模式 (the URL is a parameter: the test gives a private sentinel)
 #[rustfmt::skip]
 #[allow(dead_code, unused)]
-async fn snippet_sentinel() -> Result<(), Box<dyn std::error::Error>> {
+async fn snippet_sentinel(sentinel: &str) -> Result<Client, Box<dyn std::error::Error>> {
     let client = Client::builder()
-        .redis_url("redis://sentinel:26379")
+        .redis_url(sentinel) // "redis://sentinel:26379"
         .sentinel_mode()
         .build()
         .await?;
-    Ok(())
+    Ok(client)
 }
 
 // ---- 中间件 and HTTP 指标端点 ----
@@ -269,25 +269,27 @@ async fn builder_snippets_build() {
     assert!(snippet_depends_on().await.is_ok());
 }
 
-/// The Cluster and Sentinel snippets run as printed and fail at `build()` with NotSupported
-/// (before any connection attempt), naming the mode.
+/// The Cluster and Sentinel snippets run as printed, with the host names of the seed
+/// (`cluster-node:6379`, `sentinel:26379`) replaced by a private cluster's first node and a
+/// private sentinel set's first sentinel: one seed node finds the whole cluster, one sentinel
+/// finds the master under the default name `mymaster`, and a task enqueued through each is
+/// there to read.
 #[tokio::test]
-async fn cluster_and_sentinel_snippets_report_not_supported() {
-    for (mode, result) in [
-        ("cluster", snippet_cluster().await),
-        ("sentinel", snippet_sentinel().await),
+async fn cluster_and_sentinel_snippets_connect() -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = rediq::testing::RedisCluster::start();
+    let ha = rediq::testing::RedisSentinel::start();
+    let sentinel = format!("redis://127.0.0.1:{}", ha.sentinel_ports()[0]);
+    for (mode, client) in [
+        ("cluster", snippet_cluster(&cluster.seed_url()).await?),
+        ("sentinel", snippet_sentinel(&sentinel).await?),
     ] {
-        let err = result.expect_err("this release has no cluster/sentinel connection");
-        let message = err.to_string();
-        assert!(
-            matches!(
-                err.downcast_ref::<rediq::Error>(),
-                Some(rediq::Error::NotSupported(_))
-            ),
-            "{mode}: {message}"
-        );
-        assert!(message.contains(mode), "{mode}: {message}");
+        for q in ["alpha", "bravo", "charlie"] {
+            client.enqueue(Task::builder("t").queue(q).build()?).await?;
+            let stats = Inspector::from_client(&client).queue_stats(q).await?;
+            assert_eq!(stats.pending, 1, "{mode}: queue {q}");
+        }
     }
+    Ok(())
 }
 
 /// 中间件 + HTTP 指标端点, as printed except the Redis URL and the address (a free local port

@@ -147,7 +147,7 @@ impl Broker {
 
     /// A pub/sub connection subscribed to cancellation announcements.
     pub async fn subscribe_cancels(&self) -> Result<redis::aio::PubSub> {
-        let mut ps = self.client.get_async_pubsub().await?;
+        let mut ps = self.source.pubsub(&self.conn).await?;
         ps.subscribe(keys::cancel_channel()).await?;
         Ok(ps)
     }

@@ -12,12 +12,20 @@ use crate::Existing;
 const S: &str = "host:1:cluster";
 const LEASE: Duration = Duration::from_secs(30);
 
+async fn cluster_broker(url: &str) -> Broker {
+    Broker::open(&Target {
+        url: url.into(),
+        mode: Mode::Cluster,
+        ..Target::default()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn enqueue_fetch_and_complete_run_on_every_shard() {
     let cluster = RedisCluster::start();
-    let b = Broker::connect_cluster(&[cluster.seed_url()])
-        .await
-        .unwrap();
+    let b = cluster_broker(&cluster.seed_url()).await;
     let queues = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
     // redis-cli --cluster create gives each of the three masters a third of the slots.
     let mut thirds = std::collections::BTreeSet::new();
@@ -63,14 +71,37 @@ async fn enqueue_fetch_and_complete_run_on_every_shard() {
 #[tokio::test]
 async fn a_detached_broker_keeps_the_cluster_topology() {
     let cluster = RedisCluster::start();
-    let b = Broker::connect_cluster(&[cluster.seed_url()])
-        .await
-        .unwrap();
+    let b = cluster_broker(&cluster.seed_url()).await;
     let d = b.detached().await.unwrap();
     for q in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] {
         let id = plain(&d, q).await;
         let f = b.fetch(q, S, 10, LEASE).await.unwrap().unwrap();
         assert_eq!(record::raw_id(&f.records[0]), &id[..], "queue {q}");
         assert_eq!(d.held(q, S).await.unwrap().len(), 1, "queue {q}");
+    }
+}
+
+/// Our slot function agrees with the cluster's `CLUSTER KEYSLOT`, hash tags included.
+#[tokio::test]
+async fn key_slot_agrees_with_the_cluster() {
+    let cluster = RedisCluster::start();
+    let b = cluster_broker(&cluster.seed_url()).await;
+    let mut c = b.conn.clone();
+    for key in [
+        "plain",
+        "rediq:{alpha}:wake",
+        "{}empty-tag",
+        "a{b}c{d}",
+        "{unclosed",
+        "日本語{キュー}",
+        "",
+    ] {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(conn::key_slot(key.as_bytes()), slot, "key {key:?}");
     }
 }

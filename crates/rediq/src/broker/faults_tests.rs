@@ -627,7 +627,7 @@ async fn review_findings_overflowing_count_broken_receipt_zero_wait() {
         .is_empty());
     assert_eq!(f.active().await, 0);
 
-    let mut blocking = f.b.blocking_connection().await.unwrap();
+    let mut blocking = f.b.blocking_connection(&[Q.to_string()]).await.unwrap();
     let waited = tokio::time::timeout(
         Duration::from_secs(3),
         Broker::wait_for_work(&mut blocking, &[Q.to_string()], Duration::ZERO),

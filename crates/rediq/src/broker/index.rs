@@ -309,14 +309,16 @@ impl Broker {
         let mut c = self.conn.clone();
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            // On a cluster, SCAN walks one node: the one that holds the queue's slot.
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
+                .arg(1000);
+            let reply = self.conn.on_slot_of(scan, k.wake.as_bytes()).await?;
+            let (next, keys): (u64, Vec<String>) = redis::from_redis_value(reply)
+                .map_err(|e| Error::Serialization(format!("SCAN reply: {e}")))?;
             if !keys.is_empty() {
                 let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
             }

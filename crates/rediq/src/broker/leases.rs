@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 
 use super::keys::QueueKeys;
 use super::transitions::fetch_args;
-use super::{Broker, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
+use super::{BlockingConnection, Broker, MAX_BLOCK, MAX_SCRIPT_BATCH, SCRIPTS};
 use crate::Result;
 
 /// A leased task whose lease has expired.
@@ -68,7 +67,7 @@ impl Broker {
     /// Blocks on a dedicated connection until one of the queues signals new work or `timeout`
     /// passes. Returns whether a signal arrived.
     pub async fn wait_for_work(
-        conn: &mut MultiplexedConnection,
+        conn: &mut BlockingConnection,
         queues: &[String],
         timeout: Duration,
     ) -> Result<bool> {
@@ -79,7 +78,7 @@ impl Broker {
             cmd.arg(&QueueKeys::new(q).wake);
         }
         cmd.arg(timeout.as_secs_f64());
-        let v: Value = cmd.query_async(conn).await?;
+        let v: Value = cmd.query_async(&mut conn.conn).await?;
         Ok(!matches!(v, Value::Nil))
     }
 
@@ -99,7 +98,7 @@ impl Broker {
     /// it leased.
     pub async fn wait_then_fetch(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut BlockingConnection,
         queue: &str,
         server: &str,
         n: usize,
@@ -118,7 +117,7 @@ impl Broker {
             .arg(&k.wake)
             .arg(timeout.as_secs_f64())
             .add_command(call.cmd());
-        let mut replies: Vec<redis::RedisResult<Value>> = pipe.query_async(conn).await?;
+        let mut replies: Vec<redis::RedisResult<Value>> = pipe.query_async(&mut conn.conn).await?;
         let (Some(fetched), Some(waited)) = (replies.pop(), replies.pop()) else {
             return Err(crate::Error::Serialization(
                 "the wait-and-fetch pipeline returned fewer than two replies".into(),
@@ -141,20 +140,21 @@ impl Broker {
     }
 
     /// The Redis client id of a (blocking) connection, for [`Broker::unblock`].
-    pub async fn client_id(conn: &mut MultiplexedConnection) -> Result<i64> {
-        Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+    pub async fn client_id(conn: &mut BlockingConnection) -> Result<i64> {
+        Ok(redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn.conn)
+            .await?)
     }
 
     /// Ends the blocking wait of connection `id` at once, as if it had timed out (`CLIENT
     /// UNBLOCK`), so a pipelined fetch behind it runs now. Returns whether a wait was ended.
-    pub async fn unblock(&self, id: i64) -> Result<bool> {
-        let mut c = self.conn.clone();
-        let n: i64 = redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(id)
-            .query_async(&mut c)
-            .await?;
-        Ok(n == 1)
+    /// `node` is the blocking connection's (on a cluster, the unblock must reach the same node).
+    pub async fn unblock(&self, id: i64, node: Option<&(String, u16)>) -> Result<bool> {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id);
+        let n = self.conn.on_node(cmd, node).await?;
+        Ok(matches!(n, Value::Int(1)))
     }
 
     /// Replaces the wake markers among those of `queues` that hold something else than a sorted

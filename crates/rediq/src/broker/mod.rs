@@ -31,6 +31,9 @@ mod bands;
 mod call;
 pub(crate) mod cancel;
 mod conn;
+mod sentinel;
+mod topology;
+pub(crate) use topology::{redis_options, Mode, Target};
 pub(crate) mod cron;
 pub(crate) mod deps;
 mod garbage;
@@ -53,13 +56,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use call::Lua;
-use redis::aio::MultiplexedConnection;
 
-use crate::error::mask_url;
 use crate::{Error, Result};
 
-/// The dedicated connection of a fetcher's blocking wait ([`Broker::blocking_connection`]).
-pub(crate) type BlockingConnection = MultiplexedConnection;
+pub(crate) use conn::BlockingConnection;
 
 /// The longest blocking wait on a [`Broker::blocking_connection`].
 pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -173,7 +173,7 @@ pub(crate) struct Broker {
     conn: conn::Conn,
     /// Where `conn` came from, for another one like it ([`Broker::detached`]).
     source: conn::Source,
-    client: redis::Client,
+    /// The URL, masked, for messages.
     url: String,
     /// How long completion and failure records of tasks are kept for dependents.
     deps: DepLimits,
@@ -185,6 +185,8 @@ pub(crate) struct Broker {
     bands: bands::BandCache,
     /// Notified when a completion found more finished ids than the cap (the janitor evicts).
     finished: std::sync::Arc<tokio::sync::Notify>,
+    /// Replicas an enqueue waits for (`WAIT`), and how long; `None` = not at all.
+    durability: Option<(u32, Duration)>,
 }
 
 /// How long completion records are kept, so a task may depend on one that already completed.
@@ -224,59 +226,63 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Connects, failing fast with the (masked) URL when Redis does not answer.
+    /// Connects to one Redis server, failing fast with the (masked) URL when it does not answer.
+    #[cfg(test)]
     pub async fn connect(url: &str) -> Result<Broker> {
-        let masked = mask_url(url);
-        let conn_err = |source| Error::Connection {
-            url: masked.clone(),
-            source,
-        };
-        let client = redis::Client::open(url).map_err(conn_err)?;
-        let source = conn::Source::Single(client.clone());
-        let conn = source.connect().await.map_err(conn_err)?;
-        Ok(Broker::over(conn, source, client, masked))
+        Broker::open(&Target {
+            url: url.to_string(),
+            ..Target::default()
+        })
+        .await
     }
 
-    /// A broker over a fresh connection, with empty caches and the default limits.
-    fn over(conn: conn::Conn, source: conn::Source, client: redis::Client, url: String) -> Broker {
-        Broker {
+    /// Connects to the Redis a builder named, in its mode (standalone, cluster, sentinel),
+    /// refusing a mode that does not match the server with one sentence.
+    pub async fn open(target: &Target) -> Result<Broker> {
+        let (conn, source) = target.open().await?;
+        Ok(Broker {
             conn,
             source,
-            client,
-            url,
+            url: target.masked(),
             deps: DepLimits::default(),
             outbox: Default::default(),
             ix: Default::default(),
             bands: Default::default(),
             finished: Default::default(),
-        }
+            durability: None,
+        })
     }
 
-    /// Connects to a Redis Cluster through any of `nodes` (the others are discovered). Every
-    /// transition of a queue runs on the master of its hash tag's slot. Not reachable from the
-    /// public builders yet (issue 15): the blocking wait and the cancel channel still assume
-    /// one server.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub async fn connect_cluster(nodes: &[String]) -> Result<Broker> {
-        let masked = nodes
-            .iter()
-            .map(|n| mask_url(n))
-            .collect::<Vec<_>>()
-            .join(",");
-        let conn_err = |source| Error::Connection {
-            url: masked.clone(),
-            source,
+    /// Makes every enqueue wait until `replicas` replicas hold it, up to `timeout` (a client's
+    /// setting; before it is cloned).
+    pub fn set_durability(&mut self, durability: Option<(u32, Duration)>) {
+        self.durability = durability;
+    }
+
+    /// With a durability setting: `WAIT`s, on the connection and node the enqueue of `queue`
+    /// went through, until enough replicas acknowledged it; [`Error::NotReplicated`] when too
+    /// few did in time (the tasks stay written on the master).
+    async fn replicated(&self, queue: &str) -> Result<()> {
+        let Some((wanted, timeout)) = self.durability else {
+            return Ok(());
         };
-        let first = nodes.first().map(String::as_str).unwrap_or_default();
-        let client = redis::Client::open(first).map_err(conn_err)?;
-        let cluster = redis::cluster::ClusterClient::builder(nodes.to_vec())
-            .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(conn_err)?;
-        let source = conn::Source::Cluster(Box::new(cluster));
-        let conn = source.connect().await.map_err(conn_err)?;
-        Ok(Broker::over(conn, source, client, masked))
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wanted).arg(timeout.as_millis().max(1) as u64);
+        let key = keys::QueueKeys::new(queue).wake.clone();
+        let reached = self.conn.on_slot_of(cmd, key.as_bytes()).await?;
+        let reached = match reached {
+            redis::Value::Int(n) => n.max(0) as u32,
+            _ => 0,
+        };
+        if reached < wanted {
+            return Err(Error::NotReplicated {
+                queue: queue.to_string(),
+                reached,
+                wanted,
+                timeout,
+            });
+        }
+        Ok(())
     }
 
     /// A broker with its own connection, whose I/O runs on the runtime this is called on: for
@@ -294,13 +300,13 @@ impl Broker {
         Ok(Broker {
             conn,
             source: self.source.clone(),
-            client: self.client.clone(),
             url: self.url.clone(),
             deps: self.deps,
             outbox: self.outbox.clone(),
             ix: self.ix.clone(),
             bands: self.bands.clone(),
             finished: self.finished.clone(),
+            durability: self.durability,
         })
     }
 
@@ -327,22 +333,30 @@ impl Broker {
         self.finished.notify_one();
     }
 
-    /// A dedicated connection for blocking commands: a blocking command on the shared
-    /// multiplexed connection would delay every command queued behind it. Its waits are short
-    /// (at most [`MAX_BLOCK`]), so a response timeout a little above that tells a silently
-    /// dropped connection from a long wait: without it a fetcher could hang forever while its
-    /// heartbeat keeps the server looking alive.
-    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
+    /// A dedicated connection for blocking commands on `queues`' wake markers: a blocking
+    /// command on the shared multiplexed connection would delay every command queued behind it.
+    /// On a cluster it reaches the master of the first queue's slot, so each queue there needs
+    /// its own ([`Broker::blocks_per_queue`]). Its waits are short (at most [`MAX_BLOCK`]), so
+    /// a response timeout a little above that tells a silently dropped connection from a long
+    /// wait: without it a fetcher could hang forever while its heartbeat keeps the server
+    /// looking alive.
+    pub async fn blocking_connection(&self, queues: &[String]) -> Result<BlockingConnection> {
+        let key = queues
+            .first()
+            .map(|q| keys::QueueKeys::new(q).wake.clone())
+            .unwrap_or_default();
+        self.source
+            .blocking(&self.conn, &key)
             .await
             .map_err(|source| Error::Connection {
                 url: self.url.clone(),
                 source,
             })
+    }
+
+    /// Whether a blocking wait covers one queue only (on a cluster), not all of a server's.
+    pub fn blocks_per_queue(&self) -> bool {
+        self.source.blocks_per_queue()
     }
 
     /// Answers PING.

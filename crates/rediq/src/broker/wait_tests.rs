@@ -33,7 +33,7 @@ async fn a_task_enqueued_during_the_wait_is_leased_by_the_same_call() {
     let redis = RedisServer::start();
     let b = Broker::connect(&redis.url()).await.unwrap();
     assert!(b.fetch(Q, S, 10, LEASE).await.unwrap().is_none());
-    let waiting = spawn_wait(&b, b.blocking_connection().await.unwrap());
+    let waiting = spawn_wait(&b, b.blocking_connection(&[Q.to_string()]).await.unwrap());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let id = plain(&b, Q).await;
     let (w, took) = waiting.await.unwrap();
@@ -58,11 +58,15 @@ async fn unblock_ends_the_wait_at_once_and_the_fetch_behind_it_runs() {
     let b = Broker::connect(&redis.url()).await.unwrap();
     // The server's plain fetch came first (it loads the script).
     assert!(b.fetch(Q, S, 10, LEASE).await.unwrap().is_none());
-    let mut conn = b.blocking_connection().await.unwrap();
+    let mut conn = b.blocking_connection(&[Q.to_string()]).await.unwrap();
     let id = Broker::client_id(&mut conn).await.unwrap();
+    let node = conn.node.clone();
     let waiting = spawn_wait(&b, conn);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(b.unblock(id).await.unwrap(), "no wait to end");
+    assert!(
+        b.unblock(id, node.as_ref()).await.unwrap(),
+        "no wait to end"
+    );
     let (w, took) = waiting.await.unwrap();
     assert!(
         w.wait_error.is_none() && matches!(w.fetched, Some(None)),
@@ -85,7 +89,7 @@ async fn a_fetch_redis_cannot_run_fails_alone_and_moves_nothing() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let mut conn = b.blocking_connection().await.unwrap();
+    let mut conn = b.blocking_connection(&[Q.to_string()]).await.unwrap();
     let w = b
         .wait_then_fetch(&mut conn, Q, S, 10, LEASE, Duration::from_secs(4))
         .await
@@ -109,7 +113,7 @@ async fn a_failed_wait_still_returns_the_tasks_its_fetch_leased() {
     let wake = QueueKeys::new(Q).wake.clone();
     let _: () = c.del(&wake).await.unwrap();
     let _: () = c.set(&wake, "garbage").await.unwrap();
-    let mut conn = b.blocking_connection().await.unwrap();
+    let mut conn = b.blocking_connection(&[Q.to_string()]).await.unwrap();
     let w = b
         .wait_then_fetch(&mut conn, Q, S, 10, LEASE, Duration::from_secs(4))
         .await

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::MissedTicks;
-use crate::broker::{Broker, DeadLimits, DepLimits, MIN_DEP_RETENTION};
-use crate::client::DEFAULT_REDIS_URL;
+use crate::broker::{redis_options, Broker, DeadLimits, DepLimits, Target, MIN_DEP_RETENTION};
 use crate::metrics::Metrics;
 use crate::middleware::MiddlewareChain;
 use crate::task::validate_queue_name;
@@ -134,7 +133,7 @@ pub(crate) struct Config {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ServerBuilder {
-    url: String,
+    target: Target,
     queues: Vec<(String, u32)>,
     strict: bool,
     concurrency: usize,
@@ -159,7 +158,7 @@ pub struct ServerBuilder {
 impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
-            url: DEFAULT_REDIS_URL.to_string(),
+            target: Target::default(),
             queues: vec![(crate::task::DEFAULT_QUEUE.to_string(), 1)],
             strict: false,
             concurrency: 10,
@@ -189,11 +188,7 @@ impl ServerBuilder {
         Self::default()
     }
 
-    /// Redis URL (default `redis://127.0.0.1:6379`).
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
-        self
-    }
+    redis_options!();
 
     /// Queues to serve, with equal weight.
     pub fn queues(mut self, queues: &[&str]) -> Self {
@@ -455,7 +450,7 @@ impl ServerBuilder {
                 ),
             ));
         }
-        let mut broker = Broker::connect(&self.url).await?;
+        let mut broker = Broker::open(&self.target).await?;
         broker.ping().await?;
         broker.set_dep_limits(self.deps);
         let lease = self.lease;

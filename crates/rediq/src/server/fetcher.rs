@@ -157,7 +157,12 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
     let ctx = hand.ctx;
     let names: Vec<String> = ctx.cfg.queues.iter().map(|(q, _)| q.clone()).collect();
     let mut health = Health::new(names.len());
-    let mut waiter = Waiter::new(names.clone(), ctx.server_id.clone(), ctx.cfg.lease);
+    let mut waiter = Waiter::new(
+        &ctx.broker,
+        names.clone(),
+        ctx.server_id.clone(),
+        ctx.cfg.lease,
+    );
     loop {
         if ctx.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;

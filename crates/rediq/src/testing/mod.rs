@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod topology;
-pub use topology::{RedisCluster, RedisSentinel};
+pub use topology::{RedisCluster, RedisSentinel, Topology};
 
 /// How to install Redis, for error messages.
 pub const INSTALL_HINT: &str =
@@ -245,8 +245,9 @@ pub fn ping(port: u16) -> bool {
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server that requires a password answers too, with -NOAUTH.
     let mut buf = [0u8; 7];
-    matches!(s.read(&mut buf), Ok(n) if n >= 5 && &buf[..5] == b"+PONG")
+    matches!(s.read(&mut buf), Ok(n) if n >= 5 && (&buf[..5] == b"+PONG" || &buf[..5] == b"-NOAU"))
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -174,6 +174,8 @@ pub struct RedisSentinel {
     master: RedisServer,
     replica: RedisServer,
     sentinels: Vec<RedisServer>,
+    /// The data nodes' and the sentinels' passwords, when they require them.
+    passwords: Option<(String, String)>,
 }
 
 impl RedisSentinel {
@@ -195,20 +197,45 @@ impl RedisSentinel {
 
     /// Starts the set.
     pub fn try_start() -> Result<RedisSentinel, String> {
+        Self::try_start_inner(None)
+    }
+
+    /// Starts a set whose data nodes require `data` as password and whose sentinels require
+    /// `sentinel`, panicking when that is impossible.
+    pub fn start_with_passwords(data: &str, sentinel: &str) -> RedisSentinel {
+        match Self::try_start_inner(Some((data.to_string(), sentinel.to_string()))) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start a private Redis Sentinel set: {e}"),
+        }
+    }
+
+    fn try_start_inner(passwords: Option<(String, String)>) -> Result<RedisSentinel, String> {
         if !redis_server_available() {
             return Err(INSTALL_HINT.to_string());
         }
         let bin = Path::new("redis-server");
-        let master = RedisServer::spawn(bin, None, &[])?;
+        let data_auth: Vec<&str> = match &passwords {
+            Some((data, _)) => vec!["--requirepass", data, "--masterauth", data],
+            None => vec![],
+        };
+        let master = RedisServer::spawn(bin, None, &data_auth)?;
         let mport = master.port().to_string();
-        let replica = RedisServer::spawn(bin, None, &["--replicaof", "127.0.0.1", &mport])?;
-        let conf = format!(
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", &mport];
+        replica_args.extend(&data_auth);
+        let replica = RedisServer::spawn(bin, None, &replica_args)?;
+        let mut conf = format!(
             "sentinel monitor {name} 127.0.0.1 {mport} 2\n\
              sentinel down-after-milliseconds {name} 1000\n\
              sentinel failover-timeout {name} 5000\n\
              sentinel parallel-syncs {name} 1\n",
             name = Self::MASTER_NAME
         );
+        if let Some((data, sentinel)) = &passwords {
+            conf.push_str(&format!(
+                "sentinel auth-pass {} {data}\nrequirepass {sentinel}\nsentinel sentinel-pass {sentinel}\n",
+                Self::MASTER_NAME
+            ));
+        }
         let mut sentinels = Vec::with_capacity(3);
         for _ in 0..3 {
             sentinels.push(RedisServer::spawn(bin, Some(&conf), &["--sentinel"])?);
@@ -217,6 +244,7 @@ impl RedisSentinel {
             master,
             replica,
             sentinels,
+            passwords,
         };
         settle("the sentinel set", || set.settled())?;
         Ok(set)
@@ -230,6 +258,10 @@ impl RedisSentinel {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         format!("redis+sentinel://{}/{}", hosts.join(","), Self::MASTER_NAME)
+    }
+
+    fn sentinel_password(&self) -> Option<&str> {
+        self.passwords.as_ref().map(|p| p.1.as_str())
     }
 
     /// The ports of the three sentinels.
@@ -251,7 +283,7 @@ impl RedisSentinel {
     pub fn current_master_port(&self) -> Result<u16, String> {
         let mut last = String::from("no sentinel answered");
         for port in self.sentinel_ports() {
-            match master_addr(port) {
+            match master_addr(port, self.sentinel_password()) {
                 Ok(p) => return Ok(p),
                 Err(e) => last = e,
             }
@@ -263,12 +295,16 @@ impl RedisSentinel {
     /// is missing).
     fn settled(&self) -> Result<(), String> {
         for port in self.sentinel_ports() {
-            let named = master_addr(port)?;
+            let named = master_addr(port, self.sentinel_password())?;
             if named != self.master.port() {
                 return Err(format!("sentinel {port} names port {named} as master"));
             }
         }
-        let info = query(self.replica.port(), &["INFO", "replication"])?;
+        let info = query_auth(
+            self.replica.port(),
+            self.passwords.as_ref().map(|p| p.0.as_str()),
+            &["INFO", "replication"],
+        )?;
         if !info.contains("master_link_status:up") {
             return Err("the replica is not in sync yet".into());
         }
@@ -291,9 +327,10 @@ fn settle(what: &str, settled: impl Fn() -> Result<(), String>) -> Result<(), St
 }
 
 /// The master's port as sentinel `port` names it.
-fn master_addr(port: u16) -> Result<u16, String> {
+fn master_addr(port: u16, password: Option<&str>) -> Result<u16, String> {
     let addr: Vec<String> = query_value(
         port,
+        password,
         &[
             "SENTINEL",
             "GET-MASTER-ADDR-BY-NAME",
@@ -310,12 +347,21 @@ fn master_addr(port: u16) -> Result<u16, String> {
 
 /// One command to 127.0.0.1:`port`, its reply as text.
 fn query(port: u16, args: &[&str]) -> Result<String, String> {
-    query_value(port, args)
+    query_value(port, None, args)
+}
+
+fn query_auth(port: u16, password: Option<&str>, args: &[&str]) -> Result<String, String> {
+    query_value(port, password, args)
 }
 
 /// One command to 127.0.0.1:`port` on a short-lived connection.
-fn query_value<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+fn query_value<T: redis::FromRedisValue>(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<T, String> {
+    let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    let client = redis::Client::open(format!("redis://{auth}127.0.0.1:{port}"))
         .map_err(|e| format!("port {port}: {e}"))?;
     let mut con = client
         .get_connection_with_timeout(Duration::from_secs(1))
@@ -366,12 +412,137 @@ mod tests {
             )
         );
         // A write on the master reaches the replica.
-        let _: () = query_value(mport, &["SET", "k", "v"]).unwrap();
+        let _: () = query_value(mport, None, &["SET", "k", "v"]).unwrap();
         let rport = ha.replica().port();
         let deadline = Instant::now() + Duration::from_secs(5);
         while query(rport, &["GET", "k"]).ok().as_deref() != Some("v") {
             assert!(Instant::now() < deadline, "the replica did not follow");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A private Redis of one of the three topologies, and builders pointed at it in the right
+/// mode: what lets one test suite run on all three. [`Topology::from_env`] picks the topology
+/// named by the `REDIQ_TEST_TOPOLOGY` environment variable (`standalone`, the default;
+/// `cluster`; `sentinel`).
+///
+/// ```no_run
+/// # async fn demo() -> rediq::Result<()> {
+/// let redis = rediq::testing::Topology::from_env();
+/// let client = redis.client().build().await?;
+/// # let _ = client; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub enum Topology {
+    /// One server.
+    Standalone(RedisServer),
+    /// Three masters, three replicas.
+    Cluster(RedisCluster),
+    /// A master, a replica and three sentinels.
+    Sentinel(RedisSentinel),
+}
+
+impl Topology {
+    /// The variable [`Topology::from_env`] reads.
+    pub const VARIABLE: &'static str = "REDIQ_TEST_TOPOLOGY";
+
+    /// Starts the topology `REDIQ_TEST_TOPOLOGY` names (standalone when unset); panics on an
+    /// unknown name or when it cannot start.
+    pub fn from_env() -> Topology {
+        let name = std::env::var(Self::VARIABLE).unwrap_or_default();
+        Self::start(&name)
+    }
+
+    /// Starts `standalone` (or ""), `cluster` or `sentinel`.
+    pub fn start(name: &str) -> Topology {
+        match name {
+            "" | "standalone" => Topology::Standalone(RedisServer::start()),
+            "cluster" => Topology::Cluster(RedisCluster::start()),
+            "sentinel" => Topology::Sentinel(RedisSentinel::start()),
+            other => panic!(
+                "{}={other:?}: expected standalone, cluster or sentinel",
+                Self::VARIABLE
+            ),
+        }
+    }
+
+    /// `standalone`, `cluster` or `sentinel`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topology::Standalone(_) => "standalone",
+            Topology::Cluster(_) => "cluster",
+            Topology::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// The URL a builder is given: the server's, the cluster's seed list, the sentinels'.
+    pub fn url(&self) -> String {
+        match self {
+            Topology::Standalone(s) => s.url(),
+            Topology::Cluster(c) => c.seed_list_url(),
+            Topology::Sentinel(s) => s.url(),
+        }
+    }
+
+    /// The URL of the node that holds the data now (the master under Sentinel); `None` on a
+    /// cluster, whose data is spread over three masters.
+    pub fn data_url(&self) -> Option<String> {
+        match self {
+            Topology::Standalone(s) => Some(s.url()),
+            Topology::Cluster(_) => None,
+            Topology::Sentinel(s) => s
+                .current_master_port()
+                .ok()
+                .map(|p| format!("redis://127.0.0.1:{p}")),
+        }
+    }
+
+    /// The URL of every node that holds data now: the server, the cluster's six nodes, the
+    /// sentinel set's master.
+    pub fn data_urls(&self) -> Vec<String> {
+        match self {
+            Topology::Cluster(c) => c.nodes.iter().map(RedisServer::url).collect(),
+            other => other.data_url().into_iter().collect(),
+        }
+    }
+
+    /// The servers that hold data (not the sentinels), to stop or freeze them all.
+    pub fn data_servers(&mut self) -> Vec<&mut RedisServer> {
+        match self {
+            Topology::Standalone(s) => vec![s],
+            Topology::Cluster(c) => c.nodes.iter_mut().collect(),
+            Topology::Sentinel(s) => vec![&mut s.master, &mut s.replica],
+        }
+    }
+
+    /// A client builder pointed at this Redis, in its mode.
+    pub fn client(&self) -> crate::ClientBuilder {
+        let b = crate::Client::builder().redis_url(self.url());
+        match self {
+            Topology::Standalone(_) => b,
+            Topology::Cluster(_) => b.cluster_mode(),
+            Topology::Sentinel(_) => b.sentinel_mode(),
+        }
+    }
+
+    /// A server builder pointed at this Redis, in its mode.
+    pub fn server(&self) -> crate::server::ServerBuilder {
+        let b = crate::server::ServerBuilder::new().redis_url(self.url());
+        match self {
+            Topology::Standalone(_) => b,
+            Topology::Cluster(_) => b.cluster_mode(),
+            Topology::Sentinel(_) => b.sentinel_mode(),
+        }
+    }
+
+    /// An inspector builder pointed at this Redis, in its mode.
+    pub fn inspector(&self) -> crate::InspectorBuilder {
+        let b = crate::Inspector::builder().redis_url(self.url());
+        match self {
+            Topology::Standalone(_) => b,
+            Topology::Cluster(_) => b.cluster_mode(),
+            Topology::Sentinel(_) => b.sentinel_mode(),
         }
     }
 }

@@ -8,22 +8,25 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rediq::processor::{Handler, Mux};
 use rediq::server::{Server, ServerBuilder};
-use rediq::testing::RedisServer;
+use rediq::testing::{RedisServer, Topology};
 use rediq::{Client, Inspector, Task};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A private Redis of the topology `REDIQ_TEST_TOPOLOGY` names (standalone by default), with a
+/// client and an inspector on it: the suites that use it run unchanged on a cluster and under
+/// Sentinel.
 pub struct Env {
-    pub redis: RedisServer,
+    pub redis: Topology,
     pub client: Client,
     pub inspector: Inspector,
 }
 
 impl Env {
     pub async fn new() -> Env {
-        let redis = RedisServer::start();
-        let client = Client::builder()
-            .redis_url(redis.url())
+        let redis = Topology::from_env();
+        let client = redis
+            .client()
             .build()
             .await
             .expect("client connects to the private redis");
@@ -35,18 +38,53 @@ impl Env {
         }
     }
 
+    /// The URL builders are given (a seed list on a cluster, the sentinels under Sentinel).
     pub fn url(&self) -> String {
         self.redis.url()
     }
 
-    /// A plain connection to this Redis, to look at or break keys the way an operator or a bug
-    /// might.
-    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+    /// The single server of a standalone Redis, for tests that stop or freeze it.
+    pub fn standalone(&mut self) -> Option<&mut RedisServer> {
+        match &mut self.redis {
+            Topology::Standalone(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A plain connection to this Redis (routed by key on a cluster), to look at or break keys
+    /// the way an operator or a bug might.
+    pub async fn raw(&self) -> Raw {
+        match &self.redis {
+            Topology::Cluster(c) => Raw::Cluster(
+                redis::cluster::ClusterClient::new(vec![c.seed_url()])
+                    .unwrap()
+                    .get_async_connection()
+                    .await
+                    .unwrap(),
+            ),
+            other => Raw::Plain(
+                redis::Client::open(other.data_url().expect("a data node"))
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// A plain connection to every node that holds data, for per-node statistics.
+    pub async fn nodes(&self) -> Vec<redis::aio::MultiplexedConnection> {
+        let mut out = Vec::new();
+        for url in self.redis.data_urls() {
+            out.push(
+                redis::Client::open(url)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
     }
 
     /// `SET key value` on this Redis, bypassing Rediq.
@@ -61,9 +99,64 @@ impl Env {
 
     /// A server builder pointed at this Redis, with fast intervals for tests.
     pub fn server(&self) -> ServerBuilder {
-        ServerBuilder::new()
-            .redis_url(self.url())
+        self.redis
+            .server()
             .forward_interval(Duration::from_millis(50))
+    }
+}
+
+/// A raw connection: to the one server (or the master), or to the cluster.
+#[derive(Clone)]
+pub enum Raw {
+    Plain(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Raw::Plain(c) => c.req_packed_command(cmd),
+            Raw::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Raw::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+            // The tests' pipelines look at several queues (slots): one command at a time.
+            Raw::Cluster(c) => Box::pin(async move {
+                let mut out = Vec::new();
+                for cmd in pipeline.cmd_iter() {
+                    let mut one = redis::pipe();
+                    one.add_command(cmd.clone());
+                    out.extend(c.req_packed_commands(&one, 0, 1).await?);
+                }
+                Ok(out)
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// A server builder for `url` in the mode `REDIQ_TEST_TOPOLOGY` names: for a child process,
+/// which inherits the variable from its parent test.
+pub fn server_at(url: &str) -> ServerBuilder {
+    let b = ServerBuilder::new().redis_url(url);
+    match std::env::var(Topology::VARIABLE).as_deref() {
+        Ok("cluster") => b.cluster_mode(),
+        Ok("sentinel") => b.sentinel_mode(),
+        _ => b,
     }
 }
 

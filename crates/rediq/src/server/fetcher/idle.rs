@@ -1,11 +1,14 @@
-//! The blocking wait of an idle fetcher: one connection per fetch loop, parked in `BZPOPMIN`
-//! on the wake markers of its queues. A server of one queue pipelines a fetch behind the wait
+//! The blocking wait of an idle fetcher: one connection per fetch loop (per queue on a
+//! cluster), parked in `BZPOPMIN` on the wake markers of its queues. A server of one queue pipelines a fetch behind the wait
 //! ([`idle`]), so a task enqueued while it idles comes back with the wake; at shutdown that
 //! wait is ended with `CLIENT UNBLOCK` and what its fetch leased is given back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Hand, Health, IDLE_WAIT};
@@ -53,10 +56,10 @@ pub(super) async fn idle(
             return false;
         }
         tokio::select! {
-            connected = waiter.connect(&ctx.broker) => if !connected { return false },
+            connected = waiter.connect_single(&ctx.broker) => if !connected { return false },
             _ = stop.stopped() => return true,
         }
-        let unblock = waiter.client_id;
+        let unblock = waiter.unblock_target();
         // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
         let ticket = ctx.inflight.begin_fetch();
         let (waited, stopped) = {
@@ -92,7 +95,7 @@ pub(super) async fn idle(
         drop(ticket);
         drop(permits);
         if let Some(e) = waited.wait_error {
-            waiter.failed(&ctx.broker, e).await;
+            waiter.failed(&ctx.broker, 0, e).await;
         }
         // A fetch that failed: the fetch loop's plain fetch deals with what made it fail.
         if stopped || fetch_failed {
@@ -110,10 +113,10 @@ pub(super) async fn idle(
 /// unblock goes out on another connection than the wait, so it may reach Redis first and end
 /// nothing: it is sent again until it ends a wait. Without an id, or without the `CLIENT`
 /// permission, the wait runs out by itself (at most [`IDLE_WAIT`]).
-async fn end_wait(broker: &Broker, id: Option<i64>) {
+async fn end_wait(broker: &Broker, (id, node): (Option<i64>, Option<(String, u16)>)) {
     if let Some(id) = id {
         for _ in 0..100 {
-            match broker.unblock(id).await {
+            match broker.unblock(id, node.as_ref()).await {
                 Ok(true) => break,
                 Ok(false) => tokio::time::sleep(Duration::from_millis(5)).await,
                 Err(e) => {
@@ -126,40 +129,74 @@ async fn end_wait(broker: &Broker, id: Option<i64>) {
     std::future::pending::<()>().await
 }
 
-/// The blocking wait of an idle fetcher, on its own connection. A wake marker of the wrong type
-/// makes the one BZPOPMIN over all markers fail every time: such a marker is replaced, as every
-/// script that sets one does.
+/// The blocking wait of an idle fetcher, on connections of its own: one over all the queues'
+/// wake markers, or, on a cluster, one per queue (a blocking command cannot wait on keys of
+/// several slots). A wait that did not end when [`Waiter::wait`] returned stays armed, and is
+/// taken up by the next call, so a connection never has two waits queued on it. A wake
+/// marker of the wrong type makes a BZPOPMIN over it fail every time: such a marker is
+/// replaced, as every script that sets one does.
 pub(super) struct Waiter {
-    names: Vec<String>,
-    conn: Option<BlockingConnection>,
-    /// The connection's Redis client id, for ending its wait at shutdown (`CLIENT UNBLOCK`);
-    /// `None` when Redis would not tell.
-    client_id: Option<i64>,
+    groups: Vec<Group>,
+    armed: FuturesUnordered<BoxFuture<'static, Armed>>,
     server: String,
     lease: Duration,
 }
 
+/// One blocking connection and the queues it waits on.
+struct Group {
+    names: Vec<String>,
+    /// `None` while closed, or while an armed wait holds it.
+    conn: Option<BlockingConnection>,
+    /// The connection's Redis client id, for ending its wait at shutdown (`CLIENT UNBLOCK`);
+    /// `None` when Redis would not tell.
+    client_id: Option<i64>,
+    armed: bool,
+}
+
+/// A wait that ended: which group, its connection back, and what the wait said.
+type Armed = (usize, BlockingConnection, crate::Result<bool>);
+
 impl Waiter {
-    pub(super) fn new(names: Vec<String>, server: String, lease: Duration) -> Waiter {
+    /// A waiter over `names`: one connection for all, or one per queue when the broker says
+    /// so (a cluster).
+    pub(super) fn new(
+        broker: &Broker,
+        names: Vec<String>,
+        server: String,
+        lease: Duration,
+    ) -> Waiter {
+        let groups = if broker.blocks_per_queue() {
+            names.into_iter().map(|n| vec![n]).collect()
+        } else {
+            vec![names]
+        };
         Waiter {
-            names,
-            conn: None,
-            client_id: None,
+            groups: groups
+                .into_iter()
+                .map(|names| Group {
+                    names,
+                    conn: None,
+                    client_id: None,
+                    armed: false,
+                })
+                .collect(),
+            armed: FuturesUnordered::new(),
             server,
             lease,
         }
     }
 
-    /// Opens the blocking connection unless it is open; false (after a short pause) when it
+    /// Opens group `g`'s connection unless it is open; false (after a short pause) when it
     /// cannot be opened.
-    async fn connect(&mut self, broker: &Broker) -> bool {
-        if self.conn.is_some() {
+    async fn connect(&mut self, broker: &Broker, g: usize) -> bool {
+        let group = &mut self.groups[g];
+        if group.conn.is_some() {
             return true;
         }
-        match broker.blocking_connection().await {
+        match broker.blocking_connection(&group.names).await {
             Ok(mut c) => {
-                self.client_id = Broker::client_id(&mut c).await.ok();
-                self.conn = Some(c);
+                group.client_id = Broker::client_id(&mut c).await.ok();
+                group.conn = Some(c);
                 true
             }
             Err(e) => {
@@ -170,8 +207,26 @@ impl Waiter {
         }
     }
 
-    /// `Broker::wait_then_fetch` on the blocking connection; `None` when no reply came (the
-    /// connection is dropped, as in [`Waiter::wait`]).
+    /// Readies the single queue's connection for [`Waiter::wait_then_fetch`]: a wait still
+    /// armed on it is waited out first.
+    async fn connect_single(&mut self, broker: &Broker) -> bool {
+        while self.groups[0].armed {
+            match self.armed.next().await {
+                Some(done) => self.disarm(broker, done).await,
+                None => self.groups[0].armed = false,
+            }
+        }
+        self.connect(broker, 0).await
+    }
+
+    /// What ends the single queue's wait at shutdown: its client id and node.
+    fn unblock_target(&self) -> (Option<i64>, Option<(String, u16)>) {
+        let g = &self.groups[0];
+        (g.client_id, g.conn.as_ref().and_then(|c| c.node.clone()))
+    }
+
+    /// `Broker::wait_then_fetch` on the single queue's connection; `None` when no reply came
+    /// (the connection is dropped, as after a failed [`Waiter::wait`]).
     async fn wait_then_fetch(
         &mut self,
         broker: &Broker,
@@ -179,44 +234,80 @@ impl Waiter {
         n: usize,
         timeout: Duration,
     ) -> Option<Waited> {
-        let conn = self.conn.as_mut()?;
+        let conn = self.groups[0].conn.as_mut()?;
         match broker
             .wait_then_fetch(conn, queue, &self.server, n, self.lease, timeout)
             .await
         {
             Ok(w) => Some(w),
             Err(e) => {
-                self.failed(broker, e).await;
+                self.failed(broker, 0, e).await;
                 None
             }
         }
     }
 
+    /// Waits until a queue signals work or `timeout` passes.
     pub(super) async fn wait(&mut self, broker: &Broker, timeout: Duration) {
-        if !self.connect(broker).await {
+        for g in 0..self.groups.len() {
+            if self.groups[g].armed || !self.connect(broker, g).await {
+                continue;
+            }
+            let group = &mut self.groups[g];
+            let (Some(mut conn), names) = (group.conn.take(), group.names.clone()) else {
+                continue;
+            };
+            group.armed = true;
+            self.armed.push(Box::pin(async move {
+                let r = Broker::wait_for_work(&mut conn, &names, timeout).await;
+                (g, conn, r)
+            }));
+        }
+        if self.armed.is_empty() {
             return;
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
+        // One connection: its BZPOPMIN times out by itself. Several: the first to end does,
+        // and the others stay armed.
+        let first = if self.groups.len() == 1 {
+            self.armed.next().await
+        } else {
+            tokio::time::timeout(timeout, self.armed.next())
+                .await
+                .ok()
+                .flatten()
         };
-        let Err(e) = Broker::wait_for_work(conn, &self.names, timeout).await else {
-            return;
-        };
-        self.failed(broker, e).await;
+        if let Some(done) = first {
+            self.disarm(broker, done).await;
+        }
+        while let Some(Some(done)) = self.armed.next().now_or_never() {
+            self.disarm(broker, done).await;
+        }
     }
 
-    /// After a failed wait: a broken connection is dropped (the next wait opens another), and
-    /// wake markers of the wrong type are replaced.
-    async fn failed(&mut self, broker: &Broker, e: crate::Error) {
-        if e.is_connection_problem() {
+    /// Takes back the connection of a wait that ended.
+    async fn disarm(&mut self, broker: &Broker, (g, conn, r): Armed) {
+        let group = &mut self.groups[g];
+        group.armed = false;
+        group.conn = Some(conn);
+        if let Err(e) = r {
+            self.failed(broker, g, e).await;
+        }
+    }
+
+    /// After a failed wait: a broken connection, or one to a node that no longer serves the
+    /// queue (a failover, a moved slot), is dropped (the next wait opens another, to the node
+    /// that serves it now), and wake markers of the wrong type are replaced.
+    async fn failed(&mut self, broker: &Broker, g: usize, e: crate::Error) {
+        let group = &mut self.groups[g];
+        if e.is_connection_problem() || e.is_topology_change() {
             tracing::warn!(error = %e, "blocking wait failed; reconnecting");
-            self.conn = None;
-            self.client_id = None;
+            group.conn = None;
+            group.client_id = None;
             tokio::time::sleep(Duration::from_millis(100)).await;
             return;
         }
         // Redis answered with an error: repair the markers it refused.
-        match broker.repair_wake_markers(&self.names).await {
+        match broker.repair_wake_markers(&group.names).await {
             Ok(broken) if !broken.is_empty() => {
                 for (queue, kind) in broken {
                     tracing::error!(%queue, held = %kind, "the queue's wake marker was not a sorted set: replaced");

@@ -1,0 +1,212 @@
+//! Configuration of the three topologies: every URL form the docs list reaches a real private
+//! cluster or sentinel set through each builder (client, server, inspector), and a mode that
+//! does not match the server fails at `build()` with one sentence that names the fix, quickly,
+//! and without the password.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rediq::server::ServerBuilder;
+use rediq::testing::{RedisCluster, RedisSentinel, RedisServer};
+use rediq::{Client, Inspector, Task};
+use support::{counting_mux, start, wait_for};
+
+/// The error of a build that must fail, as text, after checking it came within 10 s.
+async fn refused<T: std::fmt::Debug>(
+    build: impl std::future::Future<Output = rediq::Result<T>>,
+) -> String {
+    let t = Instant::now();
+    let err = build.await.expect_err("the build should have failed");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        t.elapsed()
+    );
+    let text = err.to_string();
+    assert!(!text.contains("s3cret"), "password in the message: {text}");
+    text
+}
+
+#[tokio::test]
+async fn a_mode_that_does_not_match_the_server_fails_at_build() {
+    let single = RedisServer::start();
+    let cluster = RedisCluster::start();
+    let ha = RedisSentinel::start();
+    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
+
+    // Cluster mode against a standalone server.
+    let e = refused(
+        Client::builder()
+            .redis_url(single.url())
+            .cluster_mode()
+            .build(),
+    )
+    .await;
+    assert!(e.contains("remove .cluster_mode()"), "{e}");
+    // Standalone against a cluster node.
+    let e = refused(Client::builder().redis_url(cluster.seed_url()).build()).await;
+    assert!(e.contains("add .cluster_mode()"), "{e}");
+    // Standalone against a sentinel.
+    let sentinel = format!("redis://127.0.0.1:{}", ha.sentinel_ports()[0]);
+    let e = refused(ServerBuilder::new().redis_url(sentinel.clone()).build()).await;
+    assert!(e.contains("add .sentinel_mode()"), "{e}");
+    // Sentinel mode against a data node.
+    let e = refused(
+        Inspector::builder()
+            .redis_url(single.url())
+            .sentinel_mode()
+            .build(),
+    )
+    .await;
+    assert!(e.contains("not a Redis Sentinel"), "{e}");
+    // A master name no sentinel knows.
+    let e = refused(
+        Client::builder()
+            .redis_url(sentinel.clone())
+            .sentinel_mode()
+            .sentinel_master("nosuchmaster")
+            .build(),
+    )
+    .await;
+    assert!(e.contains("\"nosuchmaster\""), "{e}");
+    // No sentinel reachable (a port nobody listens on), with a password in the URL.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = refused(
+        Client::builder()
+            .redis_url(format!(
+                "redis+sentinel://:s3cret@127.0.0.1:{closed}/mymaster"
+            ))
+            .sentinel_mode()
+            .build(),
+    )
+    .await;
+    assert!(e.contains(&closed.to_string()), "{e}");
+    // A list of hosts without a mode, a database on a cluster, two master names.
+    let e = refused(Client::builder().redis_url(cluster.seed_list_url()).build()).await;
+    assert!(e.contains(".cluster_mode() or .sentinel_mode()"), "{e}");
+    let e = refused(
+        Client::builder()
+            .redis_url(format!("redis://127.0.0.1:{}/3", port(cluster.seed_url())))
+            .cluster_mode()
+            .build(),
+    )
+    .await;
+    assert!(e.contains("only database 0"), "{e}");
+    let e = refused(
+        Client::builder()
+            .redis_url(ha.url())
+            .sentinel_mode()
+            .sentinel_master("other")
+            .build(),
+    )
+    .await;
+    assert!(e.contains("keep one"), "{e}");
+    let e = refused(
+        Client::builder()
+            .redis_url(single.url())
+            .sentinel_master("mymaster")
+            .build(),
+    )
+    .await;
+    assert!(e.contains("add it or drop them"), "{e}");
+}
+
+/// Every builder reaches a cluster from a seed list and from one seed, and a sentinel set from
+/// the `redis+sentinel://` form and from one sentinel; a server built so processes a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_builder_takes_every_url_form() {
+    let cluster = RedisCluster::start();
+    let ha = RedisSentinel::start();
+    let one_sentinel = format!("redis://127.0.0.1:{}", ha.sentinel_ports()[0]);
+    let forms: Vec<(&str, String, bool)> = vec![
+        ("cluster seed list", cluster.seed_list_url(), true),
+        ("cluster one seed", cluster.seed_url(), true),
+        ("redis+sentinel", ha.url(), false),
+        ("one sentinel, default master", one_sentinel, false),
+    ];
+    for (i, (form, url, is_cluster)) in forms.into_iter().enumerate() {
+        let queue = format!("q{i}");
+        let client = if is_cluster {
+            Client::builder().redis_url(url.clone()).cluster_mode()
+        } else {
+            Client::builder().redis_url(url.clone()).sentinel_mode()
+        }
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("{form}: {e}"));
+        let server = if is_cluster {
+            ServerBuilder::new().redis_url(url.clone()).cluster_mode()
+        } else {
+            ServerBuilder::new().redis_url(url.clone()).sentinel_mode()
+        };
+        let inspector = if is_cluster {
+            Inspector::builder().redis_url(url.clone()).cluster_mode()
+        } else {
+            Inspector::builder().redis_url(url.clone()).sentinel_mode()
+        }
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("{form}: {e}"));
+        let (mux, runs) = counting_mux("t");
+        let srv = start(server.queues(&[&queue]), mux).await;
+        client
+            .enqueue(Task::builder("t").queue(&queue).build().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                *runs.lock().unwrap() == 1
+            })
+            .await,
+            "{form}: the task did not run"
+        );
+        srv.shutdown().await;
+        assert!(
+            inspector.queues().await.unwrap().contains(&queue),
+            "{form}: the inspector does not see the queue"
+        );
+    }
+}
+
+/// The data nodes' password comes from the URL, the sentinels' own from `sentinel_auth`: a
+/// deployment where both require one (different ones) is reached, and a wrong data password
+/// is refused at build without being printed.
+#[tokio::test]
+async fn sentinel_and_data_node_passwords_are_separate() {
+    let ha = RedisSentinel::start_with_passwords("s3cret-data", "s3cret-sentinel");
+    let url = ha
+        .url()
+        .replacen("redis+sentinel://", "redis+sentinel://:s3cret-data@", 1);
+    let client = Client::builder()
+        .redis_url(url.clone())
+        .sentinel_mode()
+        .sentinel_auth(None, "s3cret-sentinel")
+        .build()
+        .await
+        .expect("both passwords given");
+    client
+        .enqueue(Task::builder("t").queue("pw").build().unwrap())
+        .await
+        .unwrap();
+    let e = refused(
+        Client::builder()
+            .redis_url(
+                ha.url()
+                    .replacen("redis+sentinel://", "redis+sentinel://:s3cret-wrong@", 1),
+            )
+            .sentinel_mode()
+            .sentinel_auth(None, "s3cret-sentinel")
+            .build(),
+    )
+    .await;
+    assert!(
+        e.to_lowercase().contains("auth") || e.contains("WRONGPASS"),
+        "{e}"
+    );
+    let e = refused(Client::builder().redis_url(url).sentinel_mode().build()).await;
+    assert!(e.to_lowercase().contains("auth"), "{e}");
+}
