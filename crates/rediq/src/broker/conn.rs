@@ -83,7 +83,8 @@ pub(crate) struct BlockingConnection {
 }
 
 impl Source {
-    /// A fresh shared connection (a cluster's or a sentinel deployment's follows its masters).
+    /// A fresh shared connection (a cluster's or a sentinel deployment's follows its masters),
+    /// whose I/O runs on the calling runtime.
     pub async fn connect(&self) -> RedisResult<Conn> {
         Ok(match self {
             Source::Single(client) => Conn::Single(
@@ -92,7 +93,7 @@ impl Source {
                     .await?,
             ),
             Source::Cluster(c) => Conn::Cluster(c.client.get_async_connection().await?),
-            Source::Sentinel(shared) => Conn::Sentinel(SentinelConn::new(shared.clone())),
+            Source::Sentinel(shared) => Conn::Sentinel(SentinelConn::new(shared.fork().await?)),
         })
     }
 

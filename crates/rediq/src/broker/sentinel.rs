@@ -22,6 +22,7 @@ use super::topology::{masked_url, Parsed, Target, CONNECT_TIMEOUT};
 use crate::{Error, Result};
 
 /// How a deployment's master is found: its name, the sentinels, and how to reach data nodes.
+#[derive(Clone)]
 pub(crate) struct Master {
     name: String,
     /// One URL per sentinel, with the sentinels' own credentials.
@@ -176,6 +177,28 @@ impl Master {
 }
 
 impl Shared {
+    /// Shared state of its own, starting at the master this one knows, with a connection (and
+    /// a watcher) whose I/O runs on the calling runtime: for a detached broker.
+    pub async fn fork(&self) -> RedisResult<Arc<Shared>> {
+        let (addr, client) = {
+            let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            (c.addr.clone(), c.client.clone())
+        };
+        let conn = connect(&client).await?;
+        let shared = Arc::new(Shared {
+            master: self.master.clone(),
+            current: Mutex::new(Current {
+                generation: 0,
+                addr,
+                client,
+                conn,
+            }),
+            resolving: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(watch(Arc::downgrade(&shared)));
+        Ok(shared)
+    }
+
     fn current(&self) -> (u64, ConnectionManager) {
         // A poisoned lock only means a panic elsewhere while swapping; the value is whole.
         let c = self.current.lock().unwrap_or_else(|p| p.into_inner());

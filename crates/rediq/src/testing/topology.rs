@@ -132,6 +132,30 @@ impl RedisCluster {
         Err(last)
     }
 
+    /// The ports of the current replicas, as the first node that answers sees them.
+    pub fn replicas(&self) -> Result<Vec<u16>, String> {
+        Ok(self
+            .nodes_view()?
+            .into_iter()
+            .filter(|(_, master)| !*master)
+            .map(|(port, _)| port)
+            .collect())
+    }
+
+    /// Promotes the replica on `port` with `CLUSTER FAILOVER` (the coordinated manual failover:
+    /// the master pauses its clients until the replica has caught up, so no acknowledged write
+    /// is lost), and waits until it reports itself master and the cluster is settled again.
+    pub fn fail_over(&self, port: u16) -> Result<(), String> {
+        let _: String = query_value(port, None, &["CLUSTER", "FAILOVER"])?;
+        settle("the failover", || {
+            let role = query_value::<Vec<redis::Value>>(port, None, &["ROLE"])?;
+            match role.first() {
+                Some(redis::Value::BulkString(b)) if b == b"master" => self.settled(),
+                _ => Err(format!("node {port} is not master yet")),
+            }
+        })
+    }
+
     /// Whether every node reports `cluster_state:ok` and sees three masters and three
     /// replicas (else what is missing).
     fn settled(&self) -> Result<(), String> {
@@ -277,6 +301,54 @@ impl RedisSentinel {
     /// The server that was the replica at start.
     pub fn replica(&mut self) -> &mut RedisServer {
         &mut self.replica
+    }
+
+    /// Fails the master over with `SENTINEL FAILOVER` (sent again while the sentinels answer
+    /// that no replica is good yet, `NOGOODSLAVE`, or that a failover is in progress), and
+    /// waits until every sentinel names the new master, the new master says it is one, and
+    /// the old master replicates from it. Returns the new master's port.
+    pub fn fail_over(&self) -> Result<u16, String> {
+        let old = self.current_master_port()?;
+        let port = self.sentinel_ports()[0];
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            match query_value::<String>(
+                port,
+                self.sentinel_password(),
+                &["SENTINEL", "FAILOVER", Self::MASTER_NAME],
+            ) {
+                Ok(_) => break,
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.contains("NOGOODSLAVE") || e.contains("INPROG")) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(format!("SENTINEL FAILOVER: {e}")),
+            }
+        }
+        let data_pw = self.passwords.as_ref().map(|p| p.0.as_str());
+        settle("the sentinel failover", || {
+            let mut new = None;
+            for s in self.sentinel_ports() {
+                let named = master_addr(s, self.sentinel_password())?;
+                if named == old {
+                    return Err(format!("sentinel {s} still names {old}"));
+                }
+                new = Some(named);
+            }
+            let new = new.ok_or("no sentinel")?;
+            let role = query_value::<Vec<redis::Value>>(new, data_pw, &["ROLE"])?;
+            if !matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master") {
+                return Err(format!("{new} is not master yet"));
+            }
+            let info = query_auth(old, data_pw, &["INFO", "replication"])?;
+            if !info.contains(&format!("master_port:{new}")) {
+                return Err(format!("the old master {old} does not follow {new} yet"));
+            }
+            Ok(())
+        })?;
+        self.current_master_port()
     }
 
     /// The port of the master as the first answering sentinel names it now.
