@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,11 +24,11 @@ use support::{mux_with, start, wait_for};
 /// Everything a run recorded.
 #[derive(Default)]
 struct Ledger {
-    acked: Mutex<Vec<String>>,
+    acked: Mutex<Vec<(String, Instant)>>,
     acked_after_switch: Mutex<u64>,
     refused: Mutex<u64>,
     last_refusal: Mutex<String>,
-    processed: Mutex<HashSet<String>>,
+    processed: Mutex<HashMap<String, Instant>>,
     switched: AtomicBool,
     /// When the switch ended, and the first acknowledged enqueue after it.
     switched_at: Mutex<Option<Instant>>,
@@ -37,12 +37,13 @@ struct Ledger {
 
 /// Runs a producer over `queues` and a server on them, calls `switch` after a second of flow,
 /// goes on producing for `after` more, then waits up to `within` (from the end of the switch)
-/// until every acknowledged enqueue was processed.
+/// until every acknowledged enqueue was processed, and checks that none waited longer than
+/// `slowest_allowed` between its acknowledgement and its processing.
 async fn flow_through_failover(
     client: Client,
     server: ServerBuilder,
     queues: &[&str],
-    (after, within): (Duration, Duration),
+    (after, within, slowest_allowed): (Duration, Duration, Duration),
     switch: impl FnOnce() + Send + 'static,
 ) {
     let ledger = Arc::new(Ledger::default());
@@ -50,7 +51,11 @@ async fn flow_through_failover(
     let mux = mux_with("job", move |t: Task| {
         let l = l.clone();
         async move {
-            l.processed.lock().unwrap().insert(t.id.clone());
+            l.processed
+                .lock()
+                .unwrap()
+                .entry(t.id.clone())
+                .or_insert_with(Instant::now);
             Ok(())
         }
     });
@@ -74,7 +79,7 @@ async fn flow_through_failover(
                 let t = Task::builder("job").queue(q).build().unwrap();
                 match client.enqueue(t).await {
                     Ok(id) => {
-                        ledger.acked.lock().unwrap().push(id);
+                        ledger.acked.lock().unwrap().push((id, Instant::now()));
                         if ledger.switched.load(Ordering::SeqCst) {
                             *ledger.acked_after_switch.lock().unwrap() += 1;
                             let at = *ledger.switched_at.lock().unwrap();
@@ -105,19 +110,30 @@ async fn flow_through_failover(
     let all_done = wait_for(within.saturating_sub(switched_at.elapsed()), || async {
         let acked = ledger.acked.lock().unwrap().clone();
         let processed = ledger.processed.lock().unwrap();
-        acked.iter().all(|id| processed.contains(id))
+        acked.iter().all(|(id, _)| processed.contains_key(id))
     })
     .await;
     let drained = switched_at.elapsed();
     let acked = ledger.acked.lock().unwrap().clone();
     let processed = ledger.processed.lock().unwrap().clone();
-    let missing: Vec<&String> = acked.iter().filter(|id| !processed.contains(*id)).collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !processed.contains_key(*id))
+        .collect();
+    // The longest an acknowledged task waited to be processed: a server still waiting on a
+    // replaced master would leave the new master's tasks alone until that connection broke.
+    let slowest = acked
+        .iter()
+        .filter_map(|(id, at)| processed.get(id).map(|p| p.saturating_duration_since(*at)))
+        .max()
+        .unwrap_or_default();
     let after = *ledger.acked_after_switch.lock().unwrap();
     let refused = *ledger.refused.lock().unwrap();
     srv.shutdown().await;
     // The figures docs/deployment.md quotes.
     eprintln!(
-        "failover: {} enqueues acknowledged ({after} after the switch, the first {:?} after it), {refused} refused; all processed {drained:?} after the switch: {all_done}",
+        "failover: {} enqueues acknowledged ({after} after the switch, the first {:?} after it), {refused} refused; all processed {drained:?} after the switch: {all_done}; the slowest waited {slowest:?}",
         acked.len(),
         ledger.first_ok_after.lock().unwrap(),
     );
@@ -129,6 +145,10 @@ async fn flow_through_failover(
         &missing[..missing.len().min(5)]
     );
     let last = ledger.last_refusal.lock().unwrap().clone();
+    assert!(
+        slowest < slowest_allowed,
+        "an acknowledged task waited {slowest:?} to be processed: the server did not follow"
+    );
     assert!(
         after > 50,
         "only {after} enqueues succeeded after the switch ({refused} refused, the last with: {last}): the client did not follow"
@@ -150,7 +170,11 @@ async fn a_sentinel_failover_is_followed_and_every_acknowledged_enqueue_is_proce
     let h = ha.clone();
     // The demoted master resynchronises after the new master's diskless-sync delay (5 s by
     // default): until then no replica confirms, and the client says so rather than `Ok`.
-    let times = (Duration::from_secs(8), Duration::from_secs(15));
+    let times = (
+        Duration::from_secs(8),
+        Duration::from_secs(15),
+        Duration::from_secs(3),
+    );
     flow_through_failover(client, server, &["fo"], times, move || {
         let new = h.fail_over().expect("the failover completes");
         assert_ne!(new, old);
@@ -173,7 +197,13 @@ async fn cluster_failovers_of_every_shard_lose_no_acknowledged_enqueue() {
     // Six queues: with three shards of a third of the slots each, they fall on more than one.
     let queues = ["fa", "fb", "fc", "fd", "fe", "ff"];
     let c = cluster.clone();
-    let times = (Duration::from_secs(2), Duration::from_secs(60));
+    // A shard's master pauses its clients during its failover, and the server's wait on that
+    // shard reconnects to the new master: seconds, not the 60 s allowed.
+    let times = (
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    );
     flow_through_failover(client, server, &queues, times, move || {
         for replica in c.replicas().expect("the cluster answers") {
             c.fail_over(replica).expect("the failover completes");

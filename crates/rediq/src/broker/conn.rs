@@ -80,6 +80,9 @@ pub(crate) enum Source {
 pub(crate) struct BlockingConnection {
     pub conn: MultiplexedConnection,
     pub node: Option<(String, u16)>,
+    /// Under Sentinel, which master (generation) it reached: once the deployment follows a
+    /// new master, the connection is stale even if the old master still answers.
+    generation: Option<u64>,
 }
 
 impl Source {
@@ -107,12 +110,15 @@ impl Source {
     /// of the key's slot, or to the current master. Its response timeout is a little above
     /// [`MAX_BLOCK`], which tells a silently dropped connection from a long wait.
     pub async fn blocking(&self, shared: &Conn, key: &str) -> RedisResult<BlockingConnection> {
-        let (client, node) = match self {
-            Source::Single(client) => (client.clone(), None),
-            Source::Sentinel(s) => (s.master_client().await?, None),
+        let (client, node, generation) = match self {
+            Source::Single(client) => (client.clone(), None, None),
+            Source::Sentinel(s) => {
+                let (generation, client) = s.master_client().await?;
+                (client, None, Some(generation))
+            }
             Source::Cluster(c) => {
                 let (host, port) = slot_owner(shared, key).await?;
-                (c.node_client(&host, port)?, Some((host, port)))
+                (c.node_client(&host, port)?, Some((host, port)), None)
             }
         };
         let cfg = redis::AsyncConnectionConfig::new()
@@ -121,7 +127,29 @@ impl Source {
         let conn = client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
-        Ok(BlockingConnection { conn, node })
+        Ok(BlockingConnection {
+            conn,
+            node,
+            generation,
+        })
+    }
+
+    /// How many times the master followed has moved (Sentinel); 0 on the other topologies.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Source::Sentinel(s) => s.generation(),
+            _ => 0,
+        }
+    }
+
+    /// Whether a blocking connection still reaches the master this source follows (always,
+    /// but under Sentinel: the old master may answer for a while after a failover, and a
+    /// wait there would never hear of new tasks).
+    pub fn is_current(&self, c: &BlockingConnection) -> bool {
+        match self {
+            Source::Sentinel(_) => c.generation == Some(self.generation()),
+            _ => true,
+        }
     }
 
     /// A pub/sub connection. On a cluster a classic `PUBLISH` reaches every node, so any
@@ -129,7 +157,7 @@ impl Source {
     pub async fn pubsub(&self, shared: &Conn) -> RedisResult<redis::aio::PubSub> {
         match self {
             Source::Single(client) => client.get_async_pubsub().await,
-            Source::Sentinel(s) => s.master_client().await?.get_async_pubsub().await,
+            Source::Sentinel(s) => s.master_client().await?.1.get_async_pubsub().await,
             Source::Cluster(c) => {
                 let mut candidates: Vec<redis::Client> = masters(shared)
                     .await

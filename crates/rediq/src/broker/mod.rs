@@ -354,6 +354,18 @@ impl Broker {
             })
     }
 
+    /// Whether a blocking connection still reaches the master followed now (see
+    /// `Source::is_current`); a stale one is dropped before its next wait.
+    pub fn blocking_is_current(&self, c: &BlockingConnection) -> bool {
+        self.source.is_current(c)
+    }
+
+    /// Grows each time the master followed moves (Sentinel; always 0 elsewhere): dedicated
+    /// connections opened before a move (the cancel subscription) are opened again.
+    pub fn topology_generation(&self) -> u64 {
+        self.source.generation()
+    }
+
     /// Whether a blocking wait covers one queue only (on a cluster), not all of a server's.
     pub fn blocks_per_queue(&self) -> bool {
         self.source.blocks_per_queue()

@@ -247,15 +247,20 @@ impl Shared {
         Some(fresh)
     }
 
-    /// A dedicated connection to the master (for blocking commands and pub/sub), after
-    /// checking it still is the master.
-    pub async fn master_client(&self) -> RedisResult<redis::Client> {
+    /// The generation of the master followed now (it grows with each move).
+    pub fn generation(&self) -> u64 {
+        self.current().0
+    }
+
+    /// A client for dedicated connections to the master (blocking commands, pub/sub), after
+    /// checking it still is the master, with the generation it belongs to.
+    pub async fn master_client(&self) -> RedisResult<(u64, redis::Client)> {
         let (generation, client) = self.client();
         match role(&client).await {
-            Ok(r) if r == "master" => Ok(client),
+            Ok(r) if r == "master" => Ok((generation, client)),
             _ => match self.refresh(generation).await {
-                Some(_) => Ok(self.client().1),
-                None => Ok(client),
+                Some(_) => Ok(self.client()),
+                None => Ok((generation, client)),
             },
         }
     }

@@ -20,6 +20,7 @@ pub(crate) fn start(ctx: Arc<Ctx>) -> Service {
 
 async fn run(ctx: Arc<Ctx>, mut stop: Stop) {
     loop {
+        let generation = ctx.broker.topology_generation();
         let mut ps = match ctx.broker.subscribe_cancels().await {
             Ok(ps) => ps,
             Err(e) => {
@@ -31,9 +32,13 @@ async fn run(ctx: Arc<Ctx>, mut stop: Stop) {
             }
         };
         let mut messages = ps.on_message();
+        // Under Sentinel, a subscription on a master that was replaced hears nothing until it
+        // is demoted: checked every second, and opened again on the new master.
+        let mut moved = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
+                _ = moved.tick() => if ctx.broker.topology_generation() != generation { break },
                 msg = messages.next() => {
                     let Some(msg) = msg else { break }; // connection lost: subscribe again
                     let payload = msg.get_payload_bytes();

@@ -190,8 +190,14 @@ impl Waiter {
     /// cannot be opened.
     async fn connect(&mut self, broker: &Broker, g: usize) -> bool {
         let group = &mut self.groups[g];
-        if group.conn.is_some() {
-            return true;
+        match &group.conn {
+            Some(c) if broker.blocking_is_current(c) => return true,
+            Some(_) => {
+                tracing::info!("the Redis master moved; the blocking wait follows it");
+                group.conn = None;
+                group.client_id = None;
+            }
+            None => {}
         }
         match broker.blocking_connection(&group.names).await {
             Ok(mut c) => {
@@ -300,7 +306,11 @@ impl Waiter {
     async fn failed(&mut self, broker: &Broker, g: usize, e: crate::Error) {
         let group = &mut self.groups[g];
         if e.is_connection_problem() || e.is_topology_change() {
-            tracing::warn!(error = %e, "blocking wait failed; reconnecting");
+            if e.is_topology_change() {
+                tracing::info!(error = %e, "the node no longer serves the queue (a failover or a moved slot); reconnecting to the one that does");
+            } else {
+                tracing::warn!(error = %e, "blocking wait failed; reconnecting");
+            }
             group.conn = None;
             group.client_id = None;
             tokio::time::sleep(Duration::from_millis(100)).await;
