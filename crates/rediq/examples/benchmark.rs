@@ -139,6 +139,11 @@ struct Args {
     /// What the processing server records.
     #[arg(long, value_enum, default_value_t = MetricsMode::Counters)]
     metrics: MetricsMode,
+    /// Start this many private replicas of the private server and make every client wait for
+    /// them on each enqueue (`ClientBuilder::wait_for_replicas`, 1 s timeout): the cost of
+    /// the durability setting.
+    #[arg(long, conflicts_with = "redis_url")]
+    wait_replicas: Option<u32>,
     /// `ServerBuilder::prefetch` of the servers in the process and latency phases (default:
     /// the server's own default, 8 × the concurrency from 8 slots up, at most 500; 0 turns lease-ahead off).
     #[arg(long)]
@@ -195,7 +200,9 @@ struct StampedPayload {
 async fn main() -> Result<()> {
     let args = Args::parse();
 
-    // Keep the private server alive until the end of main; it stops when dropped.
+    // Keep the private server (and its replicas) alive until the end of main; they stop when
+    // dropped.
+    let mut _replicas = Vec::new();
     let (_private, url) = match &args.redis_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -204,10 +211,21 @@ async fn main() -> Result<()> {
                 None => RedisServer::try_start(),
             }
             .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
+            for _ in 0..args.wait_replicas.unwrap_or(0) {
+                _replicas.push(
+                    server
+                        .try_start_replica()
+                        .map_err(|e| anyhow::anyhow!("cannot start a replica: {e}"))?,
+                );
+            }
             let url = server.url();
             (Some(server), url)
         }
     };
+    WAIT_REPLICAS.store(
+        args.wait_replicas.unwrap_or(0),
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let mut admin = Admin::connect(&url).await?;
 
     print_header(&args, &url, &mut admin).await?;
@@ -814,10 +832,16 @@ async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<usize> {
     s.read_to_end(&mut body).await
 }
 
+/// `--wait-replicas`, for [`connect_client`].
+static WAIT_REPLICAS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 async fn connect_client(url: &str) -> Result<Client> {
-    Client::builder()
-        .redis_url(url)
-        .build()
+    let mut b = Client::builder().redis_url(url);
+    let replicas = WAIT_REPLICAS.load(std::sync::atomic::Ordering::SeqCst);
+    if replicas > 0 {
+        b = b.wait_for_replicas(replicas, Duration::from_secs(1));
+    }
+    b.build()
         .await
         .with_context(|| format!("connect a client to {url}"))
 }

@@ -210,3 +210,78 @@ async fn sentinel_and_data_node_passwords_are_separate() {
     let e = refused(Client::builder().redis_url(url).sentinel_mode().build()).await;
     assert!(e.to_lowercase().contains("auth"), "{e}");
 }
+
+/// An ACL user with a password (the default user switched off, so nothing else could work;
+/// `INFO` denied, so the mode check at build takes the mode on trust)
+/// reaches a standalone server and a cluster through the URL, on every builder, and no output
+/// (error messages, `Debug` of a builder) shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_reach_standalone_and_cluster() {
+    let single = RedisServer::start();
+    let cluster = RedisCluster::start();
+    let lock_down = |url: String| {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg(&[
+                "SETUSER",
+                "alice",
+                "on",
+                ">s3cret-acl",
+                "~*",
+                "&*",
+                "+@all",
+                "-info",
+            ])
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "off"])
+            .query(&mut c)
+            .unwrap();
+    };
+    lock_down(single.url());
+    for port in cluster.ports() {
+        lock_down(format!("redis://127.0.0.1:{port}"));
+    }
+    let with_user = |url: String| url.replacen("redis://", "redis://alice:s3cret-acl@", 1);
+    let single_url = with_user(single.url());
+    let cluster_url = with_user(cluster.seed_list_url());
+    for (form, url, cluster_mode) in [
+        ("standalone", &single_url, false),
+        ("cluster", &cluster_url, true),
+    ] {
+        let b = Client::builder().redis_url(url.clone());
+        let b = if cluster_mode { b.cluster_mode() } else { b };
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("s3cret"), "{form}: {shown}");
+        let client = b.build().await.unwrap_or_else(|e| panic!("{form}: {e}"));
+        let server = ServerBuilder::new().redis_url(url.clone());
+        let server = if cluster_mode {
+            server.cluster_mode()
+        } else {
+            server
+        };
+        let (mux, runs) = counting_mux("t");
+        let srv = start(server.queues(&["acl-a", "acl-b"]), mux).await;
+        for q in ["acl-a", "acl-b"] {
+            client
+                .enqueue(Task::builder("t").queue(q).build().unwrap())
+                .await
+                .unwrap();
+        }
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                *runs.lock().unwrap() == 2
+            })
+            .await,
+            "{form}: the tasks did not run"
+        );
+        srv.shutdown().await;
+        // A wrong password: refused at build, and not shown.
+        let wrong = url.replace("s3cret-acl", "s3cret-wrong");
+        let b = Client::builder().redis_url(wrong);
+        let b = if cluster_mode { b.cluster_mode() } else { b };
+        let e = refused(b.build()).await;
+        assert!(e.contains("alice"), "{form}: {e}");
+    }
+}

@@ -156,37 +156,26 @@ impl Master {
     /// Resolves the master, connects to it, and starts following its moves.
     pub async fn open(self) -> Result<(Conn, Source)> {
         let (addr, client) = self.resolve().await?;
-        let conn = connect(&client).await.map_err(|source| Error::Connection {
-            url: self.shown.clone(),
-            source,
-        })?;
-        let shared = Arc::new(Shared {
-            master: self,
-            current: Mutex::new(Current {
-                generation: 0,
-                addr,
-                client,
-                conn,
-            }),
-            resolving: tokio::sync::Mutex::new(()),
-        });
-        tokio::spawn(watch(Arc::downgrade(&shared)));
+        let shown = self.shown.clone();
+        let shared = Shared::start(self, addr, client)
+            .await
+            .map_err(|source| Error::Connection { url: shown, source })?;
         let conn = Conn::Sentinel(SentinelConn::new(shared.clone()));
         Ok((conn, Source::Sentinel(shared)))
     }
 }
 
 impl Shared {
-    /// Shared state of its own, starting at the master this one knows, with a connection (and
-    /// a watcher) whose I/O runs on the calling runtime: for a detached broker.
-    pub async fn fork(&self) -> RedisResult<Arc<Shared>> {
-        let (addr, client) = {
-            let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            (c.addr.clone(), c.client.clone())
-        };
+    /// Connects to the master at `addr` and starts watching the sentinels for its moves (on
+    /// the calling runtime).
+    async fn start(
+        master: Master,
+        addr: (String, u16),
+        client: redis::Client,
+    ) -> RedisResult<Arc<Shared>> {
         let conn = connect(&client).await?;
         let shared = Arc::new(Shared {
-            master: self.master.clone(),
+            master,
             current: Mutex::new(Current {
                 generation: 0,
                 addr,
@@ -197,6 +186,16 @@ impl Shared {
         });
         tokio::spawn(watch(Arc::downgrade(&shared)));
         Ok(shared)
+    }
+
+    /// Shared state of its own, starting at the master this one knows, with a connection (and
+    /// a watcher) whose I/O runs on the calling runtime: for a detached broker.
+    pub async fn fork(&self) -> RedisResult<Arc<Shared>> {
+        let (addr, client) = {
+            let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            (c.addr.clone(), c.client.clone())
+        };
+        Shared::start(self.master.clone(), addr, client).await
     }
 
     fn current(&self) -> (u64, ConnectionManager) {

@@ -232,7 +232,7 @@ impl Target {
         let mut checked = false;
         for seed in &seeds {
             match probe_mode(seed).await {
-                Ok(mode) if mode == "cluster" => {
+                Ok(mode) if mode == "cluster" || mode == "unknown" => {
                     checked = true;
                     break;
                 }
@@ -395,9 +395,13 @@ pub(crate) fn masked_url(url: &str) -> String {
     }
 }
 
-/// `redis_mode` from `INFO server`: standalone, cluster or sentinel.
+/// `redis_mode` from `INFO server`: standalone, cluster or sentinel; `unknown` when the ACL
+/// user may not run `INFO` (then the mode is taken on trust).
 pub(crate) async fn redis_mode(conn: &mut impl ConnectionLike) -> redis::RedisResult<String> {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let info: String = match redis::cmd("INFO").arg("server").query_async(conn).await {
+        Err(e) if e.code() == Some("NOPERM") => return Ok("unknown".into()),
+        r => r?,
+    };
     Ok(info
         .lines()
         .find_map(|l| l.strip_prefix("redis_mode:"))

@@ -111,6 +111,38 @@ impl RedisServer {
         Err(last)
     }
 
+    /// Starts a private replica of this server (same binary as `redis-server` on PATH) and
+    /// waits until its link to this server is up.
+    pub fn try_start_replica(&self) -> Result<RedisServer, String> {
+        let port = self.port.to_string();
+        let replica = Self::spawn(
+            std::path::Path::new("redis-server"),
+            None,
+            &["--replicaof", "127.0.0.1", &port],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = redis::Client::open(replica.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut c| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                })
+                .is_ok_and(|info| info.contains("master_link_status:up"));
+            if up {
+                return Ok(replica);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the replica on port {} did not sync within 20 s",
+                    replica.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
