@@ -189,6 +189,8 @@ impl Error {
                         | "TRYAGAIN"
                         | "MASTERDOWN"
                         | "LOADING"
+                        // A blocked client of a master that became a replica.
+                        | "UNBLOCKED"
                 )
             ),
             _ => false,

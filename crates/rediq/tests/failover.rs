@@ -99,6 +99,7 @@ async fn flow_through_failover(
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
     tokio::task::spawn_blocking(switch).await.unwrap();
     let switched_at = Instant::now();
     *ledger.switched_at.lock().unwrap() = Some(switched_at);
@@ -123,19 +124,25 @@ async fn flow_through_failover(
         .collect();
     // The longest an acknowledged task waited to be processed: a server still waiting on a
     // replaced master would leave the new master's tasks alone until that connection broke.
-    let slowest = acked
+    let (slowest, slowest_at) = acked
         .iter()
-        .filter_map(|(id, at)| processed.get(id).map(|p| p.saturating_duration_since(*at)))
+        .filter_map(|(id, at)| {
+            processed
+                .get(id)
+                .map(|p| (p.saturating_duration_since(*at), *at))
+        })
         .max()
-        .unwrap_or_default();
+        .unwrap_or((Duration::ZERO, switched_at));
+    let slowest_at = slowest_at.saturating_duration_since(started);
     let after = *ledger.acked_after_switch.lock().unwrap();
     let refused = *ledger.refused.lock().unwrap();
     srv.shutdown().await;
     // The figures docs/deployment.md quotes.
     eprintln!(
-        "failover: {} enqueues acknowledged ({after} after the switch, the first {:?} after it), {refused} refused; all processed {drained:?} after the switch: {all_done}; the slowest waited {slowest:?}",
+        "failover: {} enqueues acknowledged ({after} after the switch, the first {:?} after it), {refused} refused; all processed {drained:?} after the switch: {all_done}; the slowest waited {slowest:?} (acknowledged {slowest_at:?} after the switch began, which took {:?})",
         acked.len(),
         ledger.first_ok_after.lock().unwrap(),
+        switched_at - started,
     );
     assert!(
         all_done,
@@ -184,6 +191,12 @@ async fn a_sentinel_failover_is_followed_and_every_acknowledged_enqueue_is_proce
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_failovers_of_every_shard_lose_no_acknowledged_enqueue() {
+    if std::env::var("REDIQ_TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("rediq=debug")
+            .with_ansi(false)
+            .try_init();
+    }
     let cluster = Arc::new(RedisCluster::start());
     let client = Client::builder()
         .redis_url(cluster.seed_list_url())
