@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rediq::server::ServerBuilder;
@@ -283,5 +285,77 @@ async fn acl_users_reach_standalone_and_cluster() {
         let b = if cluster_mode { b.cluster_mode() } else { b };
         let e = refused(b.build()).await;
         assert!(e.contains("alice"), "{form}: {e}");
+    }
+}
+
+/// How long a running task's cancellation takes to reach its handler (from `cancel_task` to
+/// the handler's future being dropped), on one server and on a cluster, where the classic
+/// `PUBLISH` is forwarded to every node over the cluster bus: printed for
+/// docs/deployment.md, and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_reaches_its_handler_on_every_topology() {
+    /// Notes when the handler's future is dropped.
+    struct Dropped(Arc<Mutex<HashMap<String, Instant>>>, String);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(self.1.clone(), Instant::now());
+        }
+    }
+    for name in ["standalone", "cluster"] {
+        let redis = rediq::testing::Topology::start(name);
+        let client = redis.client().build().await.unwrap();
+        let inspector = Inspector::from_client(&client);
+        let dropped: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let started: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (d, s) = (dropped.clone(), started.clone());
+        let mux = support::mux_with("t", move |t: Task| {
+            let guard = Dropped(d.clone(), t.id.clone());
+            s.lock().unwrap().push(t.id.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let queues = ["cx-a", "cx-b", "cx-c", "cx-d"];
+        let srv = start(redis.server().queues(&queues).concurrency(40), mux).await;
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let q = queues[i % queues.len()];
+            let t = Task::builder("t").queue(q).build().unwrap();
+            ids.push((q, client.enqueue(t).await.unwrap()));
+        }
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                started.lock().unwrap().len() == 20
+            })
+            .await,
+            "{name}: not every task started"
+        );
+        let mut took = Vec::new();
+        for (q, id) in &ids {
+            let t0 = Instant::now();
+            let outcome = inspector.cancel_task(q, id).await.unwrap();
+            assert_eq!(outcome, rediq::CancelOutcome::Signalled, "{name}");
+            assert!(
+                wait_for(Duration::from_secs(5), || async {
+                    dropped.lock().unwrap().contains_key(id)
+                })
+                .await,
+                "{name}: the cancellation of {id} never reached its handler"
+            );
+            took.push(dropped.lock().unwrap()[id].saturating_duration_since(t0));
+        }
+        took.sort();
+        eprintln!(
+            "cancel {name}: median {:?}, slowest {:?} over {} running tasks",
+            took[took.len() / 2],
+            took[took.len() - 1],
+            took.len()
+        );
+        srv.shutdown().await;
     }
 }
