@@ -239,6 +239,8 @@ impl Client {
         if has_dependencies(&task) {
             let raw = record::id_bytes(&task.id)?;
             if let Some(state) = self.inner.broker.known(&task.queue, &raw).await? {
+                // Known already: with a durability setting, only once replicas hold it too.
+                self.inner.broker.replicated(&task.queue).await?;
                 return Ok(Enqueued {
                     id: task.id,
                     existing: Some(state),
@@ -344,6 +346,8 @@ impl Client {
             let raw = record::id_bytes(&t.id)?;
             if self.inner.broker.known(&t.queue, &raw).await?.is_none() {
                 self.enqueue_dependent(t, &new).await?;
+            } else {
+                self.inner.broker.replicated(&t.queue).await?;
             }
         }
         Ok(tasks.into_iter().map(|t| t.id).collect())

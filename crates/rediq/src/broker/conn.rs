@@ -24,7 +24,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::sentinel::{SentinelConn, Shared};
-use super::topology::{Parsed, CONNECT_TIMEOUT};
+use super::topology::{Opener, Parsed, CONNECT_TIMEOUT};
 use super::MAX_BLOCK;
 
 /// A connection manager's settings: reconnecting by itself, giving up on a command after 10 s
@@ -43,23 +43,29 @@ pub(crate) struct ClusterSource {
     /// Scheme and credentials of the seed URL, for node URLs.
     parsed: Parsed,
     seeds: Vec<String>,
+    opener: Opener,
 }
 
 impl ClusterSource {
-    pub fn new(seeds: Vec<String>, parsed: Parsed) -> RedisResult<ClusterSource> {
-        let client = ClusterClient::builder(seeds.clone())
+    pub fn new(seeds: Vec<String>, parsed: Parsed, opener: Opener) -> RedisResult<ClusterSource> {
+        let builder = ClusterClient::builder(seeds.clone())
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(Duration::from_secs(10))
-            .build()?;
+            .response_timeout(Duration::from_secs(10));
+        #[cfg(feature = "tls")]
+        let builder = match opener.tls_certificates() {
+            Some(certs) => builder.certs(certs),
+            None => builder,
+        };
         Ok(ClusterSource {
-            client,
+            client: builder.build()?,
             parsed,
             seeds,
+            opener,
         })
     }
 
     fn node_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-        redis::Client::open(
+        self.opener.open(
             self.parsed
                 .node_url(host, port, self.parsed.userinfo.as_deref())
                 .as_str(),
@@ -70,7 +76,7 @@ impl ClusterSource {
 /// Where a broker's connections come from.
 #[derive(Clone)]
 pub(crate) enum Source {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Arc<ClusterSource>),
     Sentinel(Arc<Shared>),
 }
@@ -111,7 +117,7 @@ impl Source {
     /// [`MAX_BLOCK`], which tells a silently dropped connection from a long wait.
     pub async fn blocking(&self, shared: &Conn, key: &str) -> RedisResult<BlockingConnection> {
         let (client, node, generation) = match self {
-            Source::Single(client) => (client.clone(), None, None),
+            Source::Single(client) => ((**client).clone(), None, None),
             Source::Sentinel(s) => {
                 let (generation, client) = s.master_client().await?;
                 (client, None, Some(generation))
@@ -168,7 +174,7 @@ impl Source {
                 candidates.extend(
                     c.seeds
                         .iter()
-                        .filter_map(|s| redis::Client::open(s.as_str()).ok()),
+                        .filter_map(|s| c.opener.open(s.as_str()).ok()),
                 );
                 let mut last = None;
                 for client in candidates {

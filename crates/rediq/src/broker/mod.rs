@@ -261,8 +261,11 @@ impl Broker {
 
     /// With a durability setting: `WAIT`s, on the connection and node the enqueue of `queue`
     /// went through, until enough replicas acknowledged it; [`Error::NotReplicated`] when too
-    /// few did in time (the tasks stay written on the master).
-    async fn replicated(&self, queue: &str) -> Result<()> {
+    /// few did in time (the tasks stay written on the master). Also after an enqueue that found
+    /// its task known already, so that `Ok` never rests on a master whose replicas lag (WAIT
+    /// then covers this connection's latest write, which on the shared connection is at least
+    /// as recent as any the caller saw).
+    pub async fn replicated(&self, queue: &str) -> Result<()> {
         let Some((wanted, timeout)) = self.durability else {
             return Ok(());
         };

@@ -18,7 +18,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::conn::{manager_config, Conn, Source};
-use super::topology::{masked_url, Parsed, Target, CONNECT_TIMEOUT};
+use super::topology::{masked_url, Opener, Parsed, Target, CONNECT_TIMEOUT};
 use crate::{Error, Result};
 
 /// How a deployment's master is found: its name, the sentinels, and how to reach data nodes.
@@ -31,6 +31,7 @@ pub(crate) struct Master {
     node: Parsed,
     /// The target's URL, masked, for messages.
     shown: String,
+    opener: Opener,
 }
 
 /// Where the master is now, and a connection to it.
@@ -74,6 +75,7 @@ impl Master {
             sentinels,
             node: parsed,
             shown: target.masked(),
+            opener: target.opener.clone(),
         })
     }
 
@@ -92,7 +94,7 @@ impl Master {
         let mut unknown = 0usize;
         let mut replica = None;
         for url in &self.sentinels {
-            let addr = match ask_sentinel(url, &self.name).await {
+            let addr = match ask_sentinel(&self.opener, url, &self.name).await {
                 Ok(Some(addr)) => addr,
                 Ok(None) => {
                     unknown += 1;
@@ -110,7 +112,7 @@ impl Master {
             let node = self
                 .node
                 .node_url(&addr.0, addr.1, self.node.userinfo.as_deref());
-            let client = match redis::Client::open(node.as_str()) {
+            let client = match self.opener.open(node.as_str()) {
                 Ok(c) => c,
                 Err(e) => {
                     return Err(Error::Connection {
@@ -331,15 +333,15 @@ impl ConnectionLike for SentinelConn {
 async fn watch(shared: Weak<Shared>) {
     let mut i = 0usize;
     loop {
-        let Some(url) = shared.upgrade().map(|s| {
+        let Some((url, opener)) = shared.upgrade().map(|s| {
             let n = s.master.sentinels.len();
-            s.master.sentinels[i % n].clone()
+            (s.master.sentinels[i % n].clone(), s.master.opener.clone())
         }) else {
             return;
         };
         i += 1;
         let ps = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = opener.open(url.as_str())?;
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe("+switch-master").await?;
             RedisResult::Ok(ps)
@@ -372,8 +374,12 @@ async fn watch(shared: Weak<Shared>) {
 
 /// `SENTINEL get-master-addr-by-name`: the address, or `None` when the sentinel does not know
 /// the name.
-async fn ask_sentinel(url: &str, name: &str) -> RedisResult<Option<(String, u16)>> {
-    let client = redis::Client::open(url)?;
+async fn ask_sentinel(
+    opener: &Opener,
+    url: &str,
+    name: &str,
+) -> RedisResult<Option<(String, u16)>> {
+    let client = opener.open(url)?;
     let mut c = dedicated(&client).await?;
     redis::cmd("SENTINEL")
         .arg("get-master-addr-by-name")

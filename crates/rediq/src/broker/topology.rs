@@ -73,6 +73,29 @@ macro_rules! redis_options {
             self
         }
 
+        /// The PEM root certificate that `rediss://` connections trust (feature `tls`; default:
+        /// the webpki roots, which trust public certificate authorities only). Applies to every
+        /// node and sentinel of the deployment.
+        #[cfg(feature = "tls")]
+        pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            let certs = self.target.opener.certs.get_or_insert_with(Default::default);
+            certs.root = Some(pem.into());
+            self
+        }
+
+        /// A PEM client certificate and key for mutual TLS (feature `tls`), presented to every
+        /// node and sentinel.
+        #[cfg(feature = "tls")]
+        pub fn tls_client_certificate(
+            mut self,
+            cert_pem: impl Into<Vec<u8>>,
+            key_pem: impl Into<Vec<u8>>,
+        ) -> Self {
+            let certs = self.target.opener.certs.get_or_insert_with(Default::default);
+            certs.client = Some((cert_pem.into(), key_pem.into()));
+            self
+        }
+
         /// The sentinels' own password (and, if given, ACL user name), when they require one;
         /// the URL's credentials are the data nodes'. Sentinel mode only. Never printed.
         pub fn sentinel_auth(
@@ -87,6 +110,49 @@ macro_rules! redis_options {
     };
 }
 pub(crate) use redis_options;
+
+/// Opens `redis::Client`s for the URLs of a deployment: plain, or (feature `tls`) with the
+/// root certificate and client certificate the builder was given, for every node and sentinel.
+#[derive(Clone, Default)]
+pub(crate) struct Opener {
+    #[cfg(feature = "tls")]
+    pub certs: Option<Certs>,
+}
+
+/// The certificates a builder was given (feature `tls`).
+#[cfg(feature = "tls")]
+#[derive(Clone, Default)]
+pub(crate) struct Certs {
+    /// PEM root certificate.
+    pub root: Option<Vec<u8>>,
+    /// PEM client certificate and key (mutual TLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Opener {
+    /// A client for `url` (TLS when it is `rediss://`, with the configured certificates).
+    pub fn open(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(certs) = self.tls_certificates() {
+            if url.starts_with("rediss") {
+                return redis::Client::build_with_tls(url, certs);
+            }
+        }
+        redis::Client::open(url)
+    }
+
+    /// The certificates in the `redis` crate's form (for a cluster client too).
+    #[cfg(feature = "tls")]
+    pub fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.certs.as_ref().map(|c| redis::TlsCertificates {
+            client_tls: c.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: c.root.clone(),
+        })
+    }
+}
 
 /// The topology a builder was told to expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,6 +173,8 @@ pub(crate) struct Target {
     /// The sentinels' own ACL user and password (the URL's are the data nodes').
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
+    /// How clients are opened (TLS certificates).
+    pub opener: Opener,
 }
 
 impl Default for Target {
@@ -117,6 +185,7 @@ impl Default for Target {
             master: None,
             sentinel_username: None,
             sentinel_password: None,
+            opener: Opener::default(),
         }
     }
 }
@@ -199,8 +268,11 @@ impl Target {
             ));
         }
         self.refuse_master()?;
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| self.unreachable(e))?;
-        let source = Source::Single(client);
+        let client = self
+            .opener
+            .open(self.url.as_str())
+            .map_err(|e| self.unreachable(e))?;
+        let source = Source::Single(Box::new(client));
         let mut conn = source.connect().await.map_err(|e| self.unreachable(e))?;
         match redis_mode(&mut conn).await.map_err(|e| self.unreachable(e))?.as_str() {
             "cluster" => Err(self.wrong(
@@ -231,7 +303,7 @@ impl Target {
         let mut last = None;
         let mut checked = false;
         for seed in &seeds {
-            match probe_mode(seed).await {
+            match probe_mode(&self.opener, seed).await {
                 Ok(mode) if mode == "cluster" || mode == "unknown" => {
                     checked = true;
                     break;
@@ -253,7 +325,8 @@ impl Target {
                 None => self.wrong("no host in the URL"),
             });
         }
-        let cluster = ClusterSource::new(seeds, parsed).map_err(|e| self.unreachable(e))?;
+        let cluster = ClusterSource::new(seeds, parsed, self.opener.clone())
+            .map_err(|e| self.unreachable(e))?;
         let source = Source::Cluster(std::sync::Arc::new(cluster));
         let conn = source.connect().await.map_err(|e| self.unreachable(e))?;
         Ok((conn, source))
@@ -410,8 +483,8 @@ pub(crate) async fn redis_mode(conn: &mut impl ConnectionLike) -> redis::RedisRe
 }
 
 /// Connects to one node (with the connect timeout) and asks its mode.
-async fn probe_mode(url: &str) -> redis::RedisResult<String> {
-    let client = redis::Client::open(url)?;
+async fn probe_mode(opener: &Opener, url: &str) -> redis::RedisResult<String> {
+    let client = opener.open(url)?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(CONNECT_TIMEOUT));

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod tls;
 mod topology;
+pub use tls::TlsFiles;
 pub use topology::{RedisCluster, RedisSentinel, Topology};
 
 /// How to install Redis, for error messages.
@@ -25,6 +27,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Whether it listens with TLS only ([`RedisServer::start_tls`]).
+    tls: bool,
 }
 
 impl RedisServer {
@@ -65,6 +69,17 @@ impl RedisServer {
         conf: Option<&str>,
         extra: &[&str],
     ) -> Result<RedisServer, String> {
+        Self::spawn_with(binary, conf, extra, None)
+    }
+
+    /// [`RedisServer::spawn`], listening with TLS only when `tls` is given (`--port 0`, the
+    /// free port as `--tls-port`, the certificates of `tls`).
+    pub(crate) fn spawn_with(
+        binary: &std::path::Path,
+        conf: Option<&str>,
+        extra: &[&str],
+        tls: Option<&TlsFiles>,
+    ) -> Result<RedisServer, String> {
         let mut last = String::new();
         // A port found free can be taken by someone else before redis binds it: try again.
         for _ in 0..5 {
@@ -85,8 +100,13 @@ impl RedisServer {
             // then shuts down gracefully), not kill its Redis in the middle of that.
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            match tls {
+                Some(files) => cmd
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(files.server_args()),
+                None => cmd.args(["--port", &port.to_string()]),
+            };
             let child = cmd
-                .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])
                 .args(["--appendonly", "no"])
@@ -101,6 +121,7 @@ impl RedisServer {
                 child: Some(child),
                 port,
                 dir,
+                tls: tls.is_some(),
             };
             if server.wait_ready(Duration::from_secs(10)) {
                 return Ok(server);
@@ -154,9 +175,10 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops the server (SIGKILL) and removes its directory. Harmless twice.
@@ -176,7 +198,13 @@ impl RedisServer {
                     return false; // exited: port taken or bad config
                 }
             }
-            if ping(self.port) {
+            // A TLS server does not answer a plain PING: that it accepts connections will do.
+            let ready = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                ping(self.port)
+            };
+            if ready {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -20,6 +20,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The CA certificate of a TLS cluster ([`RedisCluster::start_tls`]), for `redis-cli`.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl RedisCluster {
@@ -38,31 +40,56 @@ impl RedisCluster {
 
     /// Starts a cluster.
     pub fn try_start() -> Result<RedisCluster, String> {
+        Self::try_start_with(None)
+    }
+
+    /// Starts a cluster whose nodes listen, and talk to each other, with TLS only, with
+    /// `tls`'s certificates (node URLs are `rediss://`); panics when that is impossible.
+    pub fn start_tls(tls: &super::TlsFiles) -> RedisCluster {
+        match Self::try_start_with(Some(tls)) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start a private TLS Redis Cluster: {e}"),
+        }
+    }
+
+    fn try_start_with(tls: Option<&super::TlsFiles>) -> Result<RedisCluster, String> {
         if !redis_server_available() {
             return Err(INSTALL_HINT.to_string());
         }
         let mut nodes = Vec::with_capacity(6);
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
         for _ in 0..6 {
-            nodes.push(RedisServer::spawn(
+            nodes.push(RedisServer::spawn_with(
                 Path::new("redis-server"),
                 None,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
+                &args,
+                tls,
             )?);
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            tls_ca: tls.map(|t| t.ca_path()),
+        };
         let addrs: Vec<String> = cluster
             .ports()
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let out = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some(ca) = &cluster.tls_ca {
+            cli.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = cli
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -90,9 +117,32 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::port).collect()
     }
 
-    /// `redis://127.0.0.1:PORT` of one node, for a client that discovers the rest.
+    /// `redis://127.0.0.1:PORT` (`rediss://` with TLS) of one node, for a client that
+    /// discovers the rest.
     pub fn seed_url(&self) -> String {
         self.nodes[0].url()
+    }
+
+    /// One command to a node, its reply as text: through `redis-cli` on a TLS cluster (the
+    /// harness itself is built without TLS).
+    fn query(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        let Some(ca) = &self.tls_ca else {
+            return query(port, args);
+        };
+        let out = Command::new("redis-cli")
+            .arg("--tls")
+            .arg("--cacert")
+            .arg(ca)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run redis-cli ({e}); {INSTALL_HINT}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() || text.starts_with("ERR") || text.contains("Could not connect") {
+            return Err(format!("port {port}: {text}"));
+        }
+        Ok(text)
     }
 
     /// The URL of every node, comma-separated after the first's scheme
@@ -124,7 +174,7 @@ impl RedisCluster {
     fn nodes_view(&self) -> Result<Vec<(u16, bool)>, String> {
         let mut last = String::from("no node answered");
         for port in self.ports() {
-            match query(port, &["CLUSTER", "NODES"]) {
+            match self.query(port, &["CLUSTER", "NODES"]) {
                 Ok(text) => return Ok(parse_nodes(&text)),
                 Err(e) => last = e,
             }
@@ -160,11 +210,11 @@ impl RedisCluster {
     /// replicas (else what is missing).
     fn settled(&self) -> Result<(), String> {
         for port in self.ports() {
-            let info = query(port, &["CLUSTER", "INFO"])?;
+            let info = self.query(port, &["CLUSTER", "INFO"])?;
             if !info.contains("cluster_state:ok") {
                 return Err(format!("node {port} is not ok yet"));
             }
-            let view = parse_nodes(&query(port, &["CLUSTER", "NODES"])?);
+            let view = parse_nodes(&self.query(port, &["CLUSTER", "NODES"])?);
             let masters = view.iter().filter(|(_, m)| *m).count();
             if view.len() != 6 || masters != 3 {
                 return Err(format!(
