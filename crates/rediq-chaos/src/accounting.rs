@@ -564,7 +564,7 @@ fn judge(
             row.duplicate_runs, row.in_flight_at_faults
         ));
     }
-    if p.once && row.reruns_unexplained > 0 {
+    if p.reruns_explained && row.reruns_unexplained > 0 {
         fail(format!(
             "{} task(s) ran more often than planned although no fault hit any of their runs",
             row.reruns_unexplained

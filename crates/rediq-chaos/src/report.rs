@@ -37,7 +37,7 @@ pub fn details(row: &Row) {
     );
     if row.not_replicated > 0 || row.unacked > 0 || row.reruns_unexplained > 0 {
         println!(
-            "   not replicated (retried) {}, never acknowledged {} ({} found in Redis, {} ran), reruns no fault explains {}",
+            "   not replicated (retried) {}, never acknowledged {} ({} found in Redis, {} ran), reruns no fault explains {} (a failure in the failover scenarios)",
             row.not_replicated,
             row.unacked,
             row.unacked_found,
