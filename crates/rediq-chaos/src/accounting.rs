@@ -145,6 +145,9 @@ pub struct SwitchRow {
     /// Port of their master before and after.
     pub from: u16,
     pub to: u16,
+    /// When the failover command was sent, and when the switch had settled (Unix ms).
+    pub start_ms: u64,
+    pub end_ms: u64,
     /// From the failover command until the topology settled (the test harness's wait: the
     /// promoted replica is master and every node agrees; under Sentinel also every sentinel
     /// names it and the old master replicates from it).
@@ -487,6 +490,8 @@ fn switches(row: &mut Row, i: &Inputs<'_>, runs_of: &HashMap<&str, Vec<&Run>>) {
             queues: sw.queues.clone(),
             from: sw.from,
             to: sw.to,
+            start_ms: f.start_ms,
+            end_ms: f.end_ms,
             took_s: secs(f.start_ms, f.end_ms),
             first_try_s: first_try.map(|t| secs(f.end_ms, t)),
             first_ack_s: first_ack.map(|t| secs(f.end_ms, t)),
