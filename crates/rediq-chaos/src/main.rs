@@ -98,7 +98,7 @@ pub enum ScenarioArg {
     Handlers,
     /// Redis Cluster (3 masters, 3 replicas): CLUSTER FAILOVER of each shard in turn, every ~10 s.
     ClusterFailover,
-    /// Redis Sentinel (master, replica, 3 sentinels): SENTINEL FAILOVER every ~15 s; the
+    /// Redis Sentinel (master, replica, 3 sentinels): SENTINEL FAILOVER every ~25 s; the
     /// producer waits for one replica, so only replica-confirmed enqueues are promised.
     SentinelFailover,
 }
