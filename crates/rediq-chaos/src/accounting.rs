@@ -8,9 +8,14 @@
 //!   completed sets (workers keep completed tasks for 24 h). A task completed twice counts
 //!   twice in the first and once in the second.
 //! * **duplicate runs**: handler runs beyond what a fault-free run of the task's plan makes;
-//!   allowed under at-least-once, and compared with the tasks in flight at the faults.
+//!   allowed under at-least-once, and compared with the tasks in flight at the faults. A task
+//!   whose handler returned `Ok` twice is a duplicate *execution*, not a double completion: only
+//!   one of the two acknowledgements can be accepted (fencing), or one was lost with a failover.
 //! * **time to recover**: per fault, from its start until every task in flight at it ran again
 //!   (or finished), and — for faults of Redis or of a queue — a task started after it ended.
+//! * **failovers** (faults with a `Switch`): per switch, how long it took, how long until the
+//!   producer's first acknowledged enqueue and each worker's first run of a task enqueued after
+//!   it (they follow the new master), and until every task acknowledged before it finished.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -96,8 +101,26 @@ pub struct Row {
     pub cron_fired: u64,
     pub cron_due: u64,
     pub unique_breaches: u64,
+    /// Second tasks of a unique key accepted after their holder had finished (their enqueue
+    /// was retried through errors until then): allowed.
+    pub unique_after_holder: u64,
     pub garbage_planted: u64,
     pub garbage_set_aside: u64,
+    /// Tasks run more often than their plan says none of whose runs a fault hit.
+    pub reruns_unexplained: u64,
+    /// Enqueues that failed with `NotReplicated` (then retried with the same task).
+    pub not_replicated: u64,
+    /// Tasks never acknowledged (given up after errors): not promised; found in Redis at the
+    /// end, and run, how many of them.
+    pub unacked: u64,
+    pub unacked_found: u64,
+    pub unacked_ran: u64,
+    pub switches: Vec<SwitchRow>,
+    /// Largest over the switches (seconds).
+    pub switch_max_s: Option<f64>,
+    pub enqueue_follow_max_s: Option<f64>,
+    pub worker_follow_max_s: Option<f64>,
+    pub settled_max_s: Option<f64>,
     pub faults: u64,
     pub recover_max_s: Option<f64>,
     /// Runs in flight at a fault whose task never ran again (dead-lettered by the recoverer when
@@ -113,6 +136,45 @@ pub struct Row {
     pub dir: String,
 }
 
+/// One failover's figures, in seconds.
+#[derive(Debug, Default, Serialize)]
+pub struct SwitchRow {
+    pub what: String,
+    /// The workload's queues whose master changed.
+    pub queues: Vec<String>,
+    /// Port of their master before and after.
+    pub from: u16,
+    pub to: u16,
+    /// When the failover command was sent, and when the switch had settled (Unix ms).
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// From the failover command until the topology settled (the test harness's wait: the
+    /// promoted replica is master and every node agrees; under Sentinel also every sentinel
+    /// names it and the old master replicates from it).
+    pub took_s: f64,
+    /// From the end of the switch until the producer first tried to enqueue a new task into a
+    /// switched queue (later than the end when every producer slot is busy retrying).
+    pub first_try_s: Option<f64>,
+    /// From the end of the switch until the first acknowledged enqueue into a switched queue;
+    /// `None` if none came.
+    pub first_ack_s: Option<f64>,
+    /// Per worker that ran before the switch: from the end of the switch until its first run
+    /// of a task of a switched queue first tried after it (written to and fetched from the
+    /// new master); `None` for a worker that ran none.
+    pub worker_follow_s: Vec<(String, Option<f64>)>,
+    /// From the end of the switch until every task acknowledged before it and not finished
+    /// at its start had finished (its last run ended).
+    pub settled_s: Option<f64>,
+    /// Runs a fault hit (in flight at or during the switch).
+    pub runs_hit: u64,
+}
+
+impl SwitchRow {
+    fn queues_moved(&self) -> bool {
+        !self.queues.is_empty()
+    }
+}
+
 /// Everything a row is computed from.
 pub struct Inputs<'a> {
     pub ledger: &'a Ledger,
@@ -124,6 +186,9 @@ pub struct Inputs<'a> {
     pub garbage_planted: &'a [Vec<u8>],
     pub shutdowns: &'a [(String, std::time::Duration, bool)],
     pub shutdown_allowed: std::time::Duration,
+    /// The workers' lease: how long a task leased during a failover may wait in a worker's
+    /// lease-ahead buffer before it runs.
+    pub lease_ms: u64,
 }
 
 pub fn account(row: &mut Row, i: &Inputs<'_>) {
@@ -172,6 +237,15 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
         let runs = runs_of.get(id.as_str()).map_or(0, Vec::len) as u32;
         row.duplicate_runs += u64::from(runs.saturating_sub(e.planned_runs));
     }
+    // Never acknowledged: not lost when missing, but when written they may run, and then
+    // their runs count like any other's.
+    row.unacked = i.ledger.unacked.len() as u64;
+    for (id, e) in &i.ledger.unacked {
+        row.unacked_found += u64::from(i.fin.states.contains_key(id));
+        let runs = runs_of.get(id.as_str()).map_or(0, Vec::len) as u32;
+        row.unacked_ran += u64::from(runs > 0);
+        row.duplicate_runs += u64::from(runs.saturating_sub(e.planned_runs));
+    }
     for (id, rs) in &runs_of {
         if rs
             .iter()
@@ -184,7 +258,25 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
         if i.fin.cron_ids.contains(*id) {
             row.duplicate_runs += rs.len().saturating_sub(1) as u64;
         }
+        // Run more often than planned: some fault must have hit one of its runs.
+        let planned = i
+            .ledger
+            .tasks
+            .get(*id)
+            .or_else(|| i.ledger.unacked.get(*id))
+            .map(|e| e.planned_runs as usize)
+            .or_else(|| i.fin.cron_ids.contains(*id).then_some(1));
+        if let Some(planned) = planned {
+            if rs.len() > planned
+                && !rs
+                    .iter()
+                    .any(|r| i.faults.iter().any(|f| hit(f, r, i.lease_ms)))
+            {
+                row.reruns_unexplained += 1;
+            }
+        }
     }
+    row.not_replicated = i.ledger.not_replicated;
     row.lost = row.lost_missing + row.lost_stuck;
 
     // Completions: accepted acknowledgements against distinct completed ids (all tasks, cron
@@ -209,7 +301,25 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
     row.cron_fired = i.fin.cron_ids.len().max(cron_runs.len()) as u64;
     let (from, to) = i.cron_window_ms;
     row.cron_due = to.saturating_sub(from) / 1000 + 1;
-    row.unique_breaches = i.ledger.unique_breaches;
+    // A second task of a unique key breaches it if accepted before the holder's first
+    // successful run ended (the holder was certainly live then; its completion, which frees
+    // the key, comes after).
+    for pair in &i.ledger.unique_pairs {
+        let Some(at) = pair.second_accepted_ms else {
+            continue;
+        };
+        let holder_done = runs_of.get(pair.holder.as_str()).and_then(|rs| {
+            rs.iter()
+                .filter(|r| r.outcome.as_deref() == Some("ok"))
+                .filter_map(|r| r.end_ms)
+                .min()
+        });
+        if holder_done.is_none_or(|done| at < done) {
+            row.unique_breaches += 1;
+        } else {
+            row.unique_after_holder += 1;
+        }
+    }
 
     // Garbage: each planted member must be in the dead-letter queue on its own.
     row.garbage_planted = i.garbage_planted.len() as u64;
@@ -220,6 +330,7 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
         .count() as u64;
 
     recovery(row, i);
+    switches(row, i, &runs_of);
 
     row.slowest_shutdown_s = i
         .shutdowns
@@ -235,20 +346,7 @@ pub fn account(row: &mut Row, i: &Inputs<'_>) {
 fn recovery(row: &mut Row, i: &Inputs<'_>) {
     row.faults = i.faults.len() as u64;
     for f in i.faults {
-        let hit = |r: &&Run| match &f.scope {
-            Scope::Worker(w) => &r.worker == w,
-            Scope::All => true,
-        };
-        let inflight: Vec<&Run> = i
-            .runs
-            .iter()
-            .filter(hit)
-            // A run that ended just before the fault may still have its acknowledgement on
-            // the way: it counts as in flight.
-            .filter(|r| {
-                r.start_ms < f.start_ms && r.end_ms.is_none_or(|e| e + ACK_WINDOW_MS > f.start_ms)
-            })
-            .collect();
+        let inflight: Vec<&Run> = i.runs.iter().filter(|r| hit(f, r, i.lease_ms)).collect();
         row.in_flight_at_faults += inflight.len() as u64;
         let mut recovered_at = f.start_ms;
         for r in &inflight {
@@ -279,6 +377,135 @@ fn recovery(row: &mut Row, i: &Inputs<'_>) {
         }
         let s = (recovered_at - f.start_ms) as f64 / 1000.0;
         row.recover_max_s = Some(row.recover_max_s.map_or(s, |m: f64| m.max(s)));
+    }
+}
+
+/// Whether fault `f` hit run `r`: the run was under way when the fault began (or had ended
+/// within [`ACK_WINDOW_MS`]: its acknowledgement may still have been on the way), on the
+/// worker the fault hit (any, for a fault of Redis or of a queue). A failover hits every run
+/// that overlaps it, and every run started up to a lease after it: the writes of the switch
+/// (fetches, acknowledgements) may be lost or cut off, and a task leased from the old master
+/// can wait up to its lease in a worker's lease-ahead buffer before it runs.
+fn hit(f: &Fault, r: &Run, lease_ms: u64) -> bool {
+    let on = match &f.scope {
+        Scope::Worker(w) => &r.worker == w,
+        Scope::All => true,
+    };
+    let until = if f.switch.is_some() {
+        f.end_ms + lease_ms
+    } else {
+        f.start_ms
+    };
+    on && r.start_ms < until && r.end_ms.is_none_or(|e| e + ACK_WINDOW_MS > f.start_ms)
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The failovers' figures (see [`SwitchRow`]).
+fn switches(row: &mut Row, i: &Inputs<'_>, runs_of: &HashMap<&str, Vec<&Run>>) {
+    let secs = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
+    // Workers in order of their first run.
+    let mut workers: Vec<(&str, u64)> = Vec::new();
+    for r in i.runs {
+        match workers.iter_mut().find(|(w, _)| *w == r.worker) {
+            Some((_, first)) => *first = (*first).min(r.start_ms),
+            None => workers.push((&r.worker, r.start_ms)),
+        }
+    }
+    workers.sort_by_key(|w| w.1);
+    // When each acknowledged task finished: its last run's end (none for a task that never
+    // ran, such as the dependent of a dead-lettered task).
+    let finished: HashMap<&str, u64> = i
+        .ledger
+        .tasks
+        .keys()
+        .filter_map(|id| {
+            let end = runs_of
+                .get(id.as_str())?
+                .iter()
+                .filter_map(|r| r.end_ms)
+                .max()?;
+            Some((id.as_str(), end))
+        })
+        .collect();
+    // Every task the producer tried (acknowledged or given up), by id.
+    let tried = |id: &str| i.ledger.tasks.get(id).or_else(|| i.ledger.unacked.get(id));
+    for f in i.faults {
+        let Some(sw) = &f.switch else { continue };
+        // The producer followed: its first acknowledged enqueue into a switched queue after the
+        // switch settled (under Sentinel not before the demoted master has resynchronised:
+        // until then no replica confirms).
+        let first_ack = i
+            .ledger
+            .tasks
+            .values()
+            .filter(|e| e.acked_ms >= f.end_ms && sw.queues.contains(&e.queue))
+            .map(|e| e.acked_ms)
+            .min();
+        let first_try = i
+            .ledger
+            .tasks
+            .values()
+            .chain(i.ledger.unacked.values())
+            .filter(|e| e.first_try_ms >= f.end_ms && sw.queues.contains(&e.queue))
+            .map(|e| e.first_try_ms)
+            .min();
+        // A worker followed: it ran a task of a switched queue that the producer first tried
+        // after the switch settled, so it was written to, and fetched from, the new master
+        // (it may run before its enqueue is acknowledged, once it is written).
+        let worker_follow_s = workers
+            .iter()
+            .filter(|(_, first)| *first < f.start_ms)
+            .map(|(w, _)| {
+                let first = i
+                    .runs
+                    .iter()
+                    .filter(|r| r.worker == *w)
+                    .filter(|r| {
+                        tried(&r.id).is_some_and(|e| {
+                            e.first_try_ms >= f.end_ms && sw.queues.contains(&e.queue)
+                        })
+                    })
+                    .map(|r| r.start_ms)
+                    .min();
+                (w.to_string(), first.map(|t| secs(f.end_ms, t)))
+            })
+            .collect::<Vec<_>>();
+        let settled = i
+            .ledger
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.acked_ms < f.end_ms)
+            .filter_map(|(id, _)| finished.get(id.as_str()))
+            .filter(|end| **end >= f.start_ms)
+            .max()
+            .map(|end| secs(f.end_ms, *end));
+        let sr = SwitchRow {
+            what: f.what.clone(),
+            queues: sw.queues.clone(),
+            from: sw.from,
+            to: sw.to,
+            start_ms: f.start_ms,
+            end_ms: f.end_ms,
+            took_s: secs(f.start_ms, f.end_ms),
+            first_try_s: first_try.map(|t| secs(f.end_ms, t)),
+            first_ack_s: first_ack.map(|t| secs(f.end_ms, t)),
+            worker_follow_s,
+            settled_s: settled,
+            runs_hit: i.runs.iter().filter(|r| hit(f, r, i.lease_ms)).count() as u64,
+        };
+        row.switch_max_s = max_opt(row.switch_max_s, Some(sr.took_s));
+        row.enqueue_follow_max_s = max_opt(row.enqueue_follow_max_s, sr.first_ack_s);
+        for (_, w) in &sr.worker_follow_s {
+            row.worker_follow_max_s = max_opt(row.worker_follow_max_s, *w);
+        }
+        row.settled_max_s = max_opt(row.settled_max_s, sr.settled_s);
+        row.switches.push(sr);
     }
 }
 
@@ -341,6 +568,44 @@ fn judge(
             "{} duplicate run(s), more than the {} task(s) in flight at the faults",
             row.duplicate_runs, row.in_flight_at_faults
         ));
+    }
+    if p.reruns_explained && row.reruns_unexplained > 0 {
+        fail(format!(
+            "{} task(s) ran more often than planned although no fault hit any of their runs",
+            row.reruns_unexplained
+        ));
+    }
+    if let Some(limit) = p.settled_within {
+        for sw in &row.switches {
+            if sw.settled_s.is_some_and(|s| s > limit.as_secs_f64()) {
+                fail(format!(
+                    "tasks acknowledged before a switch finished {:.1} s after it (allowed {limit:?}): {}",
+                    sw.settled_s.unwrap_or_default(),
+                    sw.what
+                ));
+            }
+        }
+    }
+    if let Some(limit) = p.follow_within {
+        let limit_s = limit.as_secs_f64();
+        for sw in &row.switches {
+            if sw.queues_moved() && !sw.first_ack_s.is_some_and(|s| s <= limit_s) {
+                fail(format!(
+                    "the producer's first acknowledged enqueue came {} after the switch (allowed {limit:?}): {}",
+                    sw.first_ack_s.map_or("never".into(), |s| format!("{s:.1} s")),
+                    sw.what
+                ));
+            }
+            for (w, s) in &sw.worker_follow_s {
+                if sw.queues_moved() && !s.is_some_and(|s| s <= limit_s) {
+                    fail(format!(
+                        "worker {w} first ran a task enqueued after the switch {} after it (allowed {limit:?}): {}",
+                        s.map_or("never".into(), |s| format!("{s:.1} s")),
+                        sw.what
+                    ));
+                }
+            }
+        }
     }
     if p.once && row.unique_breaches > 0 {
         fail(format!(

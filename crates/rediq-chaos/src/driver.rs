@@ -32,13 +32,6 @@ const STALL: Duration = Duration::from_secs(15);
 const ENQUEUE_GRACE: Duration = Duration::from_secs(20);
 
 pub fn main(args: RunArgs) -> ExitCode {
-    if args.topology != Topology::Standalone {
-        eprintln!(
-            "--topology {:?} is not supported yet: Rediq's cluster and sentinel connections come in a later release; use --topology standalone",
-            args.topology
-        );
-        return ExitCode::from(2);
-    }
     if args.workers < 2 {
         eprintln!("--workers must be at least 2 (a fault must leave a worker to recover)");
         return ExitCode::from(2);
@@ -55,10 +48,17 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     let mut rows = Vec::new();
     for s in Scenario::from_args(&args.scenario) {
-        println!("== scenario {} ==", s.name());
+        let topology = match s.topology(args.topology) {
+            Ok(t) => t,
+            Err(why) => {
+                println!("== scenario {} == {why}", s.name());
+                continue;
+            }
+        };
+        println!("== scenario {} ({}) ==", s.name(), topology.name());
         let row = rt.block_on(async {
             tokio::select! {
-                row = run(s, &args) => Some(row),
+                row = run(s, topology, &args) => Some(row),
                 // Dropping the run kills its Redis and workers.
                 _ = tokio::signal::ctrl_c() => None,
             }
@@ -79,7 +79,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn run(s: Scenario, args: &RunArgs) -> Row {
+async fn run(s: Scenario, topology: Topology, args: &RunArgs) -> Row {
     let dir = std::env::temp_dir().join(format!("rediq-chaos-{}-{}", std::process::id(), s.name()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut row = Row {
@@ -91,7 +91,7 @@ async fn run(s: Scenario, args: &RunArgs) -> Row {
         row.failures.push(format!("cannot create {dir:?}: {e}"));
         return row;
     }
-    if let Err(e) = run_in(s, args, &dir, &mut row).await {
+    if let Err(e) = run_in(s, topology, args, &dir, &mut row).await {
         row.failures.push(format!("the run itself failed: {e}"));
     }
     if row.failures.is_empty() && !args.keep {
@@ -101,13 +101,28 @@ async fn run(s: Scenario, args: &RunArgs) -> Row {
     row
 }
 
-async fn run_in(s: Scenario, args: &RunArgs, dir: &Path, row: &mut Row) -> Result<(), String> {
-    let mut redis = Deployment::start(args.topology, s.persistence(), &dir.join("redis"))?;
+async fn run_in(
+    s: Scenario,
+    topology: Topology,
+    args: &RunArgs,
+    dir: &Path,
+    row: &mut Row,
+) -> Result<(), String> {
+    let mut redis = Deployment::start(topology, s.persistence(), &dir.join("redis")).await?;
     let url = redis.url();
+    if topology != Topology::Standalone {
+        row.notes.push(format!("{} at {url}", topology.name()));
+    }
+    let queue_slots = if topology == Topology::Cluster {
+        spread_over_shards(&redis, row)?
+    } else {
+        Vec::new()
+    };
     let mut pool = Pool::new(
         dir,
         WorkerConfig {
             url: url.clone(),
+            mode: topology,
             lease: LEASE,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             concurrency: 8,
@@ -116,12 +131,19 @@ async fn run_in(s: Scenario, args: &RunArgs, dir: &Path, row: &mut Row) -> Resul
     );
     let cron_from = now_ms();
     pool.top_up(args.workers)?;
-    let client = Client::builder()
-        .redis_url(&url)
+    // The producer's client. Under Sentinel it waits for a replica: a failover loses what no
+    // replica had, so only a replica-confirmed enqueue is acknowledged (docs/reliability.md).
+    let mut builder = topology.client(&url);
+    if let Some((n, timeout)) = Scenario::wait_for_replica(topology) {
+        builder = builder.wait_for_replicas(n, timeout);
+    }
+    let client: Client = builder.build().await.map_err(|e| e.to_string())?;
+    // The driver's own view (drain, accounting), on its own connection in the same mode.
+    let insp = topology
+        .inspector(&url)
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    let insp = client.inspector();
     let n = args.workers;
     if !wait_for(Duration::from_secs(20), || async {
         insp.workers().await.map(|w| w.len() >= n).unwrap_or(false)
@@ -156,6 +178,7 @@ async fn run_in(s: Scenario, args: &RunArgs, dir: &Path, row: &mut Row) -> Resul
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         rng: rand::rngs::StdRng::seed_from_u64(args.seed ^ 0xfa17),
         notes: Vec::new(),
+        queue_slots,
     };
     let ((), faults) = tokio::join!(producer, faults::inject(s, &mut target, until));
     row.notes.append(&mut target.notes);
@@ -255,11 +278,50 @@ async fn run_in(s: Scenario, args: &RunArgs, dir: &Path, row: &mut Row) -> Resul
             garbage_planted: &planted,
             shutdowns: &pool.shutdowns,
             shutdown_allowed: SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN,
+            lease_ms: LEASE.as_millis() as u64,
         },
     );
     accounting::worker_warnings(row, dir);
     redis.stop();
     Ok(())
+}
+
+/// On a cluster: the slot of each queue and the shard holding it, noted in the row; an error
+/// when they all fall on one shard (the failovers must move queues that depend on each other
+/// apart: the dependents of `chaos-a` and `chaos-hi` live in `chaos-b`).
+fn spread_over_shards(redis: &Deployment, row: &mut Row) -> Result<Vec<(String, u16)>, String> {
+    let shards = redis.shards()?;
+    let mut slots = Vec::new();
+    let mut used = Vec::new();
+    let mut where_ = Vec::new();
+    for q in QUEUES {
+        let slot = redis.slot_of(q)?;
+        let shard = shards
+            .iter()
+            .position(|s| s.holds(slot))
+            .ok_or_else(|| format!("no shard serves slot {slot} of queue {q}"))?;
+        if !used.contains(&shard) {
+            used.push(shard);
+        }
+        where_.push(format!(
+            "{q} slot {slot} on shard {} (master {})",
+            shard + 1,
+            shards[shard].master
+        ));
+        slots.push((q.to_string(), slot));
+    }
+    row.notes.push(format!(
+        "{} shards; queues on {} of them: {}",
+        shards.len(),
+        used.len(),
+        where_.join(", ")
+    ));
+    if used.len() < 2 {
+        return Err(
+            "every queue falls on one shard: the failovers would not move queues apart".into(),
+        );
+    }
+    Ok(slots)
 }
 
 /// Tasks not yet settled, over every queue (`None` when Redis does not answer).

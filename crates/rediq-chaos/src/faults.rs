@@ -27,6 +27,18 @@ pub struct Fault {
     pub scope: Scope,
     pub start_ms: u64,
     pub end_ms: u64,
+    /// A failover: the master of some queues changed between `start_ms` and `end_ms`.
+    pub switch: Option<Switch>,
+}
+
+/// What a failover switched.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    /// The queues whose master changed (all of them under Sentinel; the shard's on a cluster).
+    pub queues: Vec<String>,
+    /// Port of the master before and after.
+    pub from: u16,
+    pub to: u16,
 }
 
 /// What the injection loop touches.
@@ -39,6 +51,8 @@ pub struct Target<'a> {
     pub rng: StdRng,
     /// Facts worth reporting (e.g. how long a shutdown took during an outage).
     pub notes: Vec<String>,
+    /// On a cluster: the slot of each queue's keys (its hash tag `{queue}`).
+    pub queue_slots: Vec<(String, u16)>,
 }
 
 /// How long a graceful shutdown may take beyond its `shutdown_timeout` before the suite calls
@@ -46,6 +60,19 @@ pub struct Target<'a> {
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 /// How long Redis stays unreachable in `redis-down`.
 pub const OUTAGE: Duration = Duration::from_secs(10);
+/// From one cluster failover's start to the next's (each shard in turn).
+pub const CLUSTER_SWITCH_EVERY: Duration = Duration::from_secs(10);
+/// From one sentinel failover's start to the next's. A switch leaves the new master without a
+/// replica for about 15 s: the promotion (~1 s), the sentinels' wait before they turn the old
+/// master, which still says it is one, into a replica (8 s), and its full resynchronisation
+/// after the new master's `repl-diskless-sync-delay` (5 s). No enqueue is confirmed meanwhile,
+/// nor can the next failover start (NOGOODSLAVE): 25 s leave ~10 s of confirmed flow.
+pub const SENTINEL_SWITCH_EVERY: Duration = Duration::from_secs(25);
+/// Workload time left, at least, for a switch to start: the switch itself, and then the
+/// producer and the workers must be seen following the new master (under Sentinel after the
+/// old master resynchronised).
+const CLUSTER_FLOW_AFTER: Duration = Duration::from_secs(5);
+const SENTINEL_FLOW_AFTER: Duration = Duration::from_secs(20);
 
 /// Runs the faults of `scenario` until `until`.
 pub async fn inject(
@@ -68,6 +95,7 @@ pub async fn inject(
                     scope: Scope::Worker(name),
                     start_ms,
                     end_ms: now_ms(),
+                    switch: None,
                 });
                 let gap = t.rng.random_range(2000..4000);
                 tokio::time::sleep(Duration::from_millis(gap)).await;
@@ -87,6 +115,7 @@ pub async fn inject(
                     scope: Scope::Worker(name),
                     start_ms,
                     end_ms: now_ms(),
+                    switch: None,
                 });
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -94,7 +123,7 @@ pub async fn inject(
         Scenario::RedisRestartAlways | Scenario::RedisRestartEverysec => {
             while Instant::now() + Duration::from_secs(1) < until {
                 let start_ms = now_ms();
-                t.redis.kill_primary();
+                t.redis.kill_primary()?;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 t.redis.restart_primary().await?;
                 faults.push(Fault {
@@ -102,6 +131,7 @@ pub async fn inject(
                     scope: Scope::All,
                     start_ms,
                     end_ms: now_ms(),
+                    switch: None,
                 });
                 let gap = t.rng.random_range(3000..5000);
                 tokio::time::sleep(Duration::from_millis(gap)).await;
@@ -114,6 +144,73 @@ pub async fn inject(
             faults = crate::garbage::inject(&t.redis.url(), until, &mut t.notes).await?;
         }
         Scenario::Handlers => {} // the handlers are the fault
+        Scenario::ClusterFailover => {
+            let mut k = 0;
+            while Instant::now() + CLUSTER_FLOW_AFTER < until {
+                let began = Instant::now();
+                // Shards in slot order, one after the other; the view is read again each time,
+                // since the last round swapped each shard's master and replica.
+                let shards = t.redis.shards()?;
+                let shard = &shards[k % shards.len()];
+                k += 1;
+                let Some(&replica) = shard.replicas.first() else {
+                    return Err(format!(
+                        "slots {}-{} have no replica to promote",
+                        shard.slots.0, shard.slots.1
+                    ));
+                };
+                let queues: Vec<String> = t
+                    .queue_slots
+                    .iter()
+                    .filter(|(_, slot)| shard.holds(*slot))
+                    .map(|(q, _)| q.clone())
+                    .collect();
+                let start_ms = now_ms();
+                t.redis.cluster_fail_over(replica).await?;
+                faults.push(Fault {
+                    what: format!(
+                        "CLUSTER FAILOVER on replica {replica} of master {} (slots {}-{}, queues {})",
+                        shard.master,
+                        shard.slots.0,
+                        shard.slots.1,
+                        if queues.is_empty() {
+                            "none".to_string()
+                        } else {
+                            queues.join(", ")
+                        }
+                    ),
+                    scope: Scope::All,
+                    start_ms,
+                    end_ms: now_ms(),
+                    switch: Some(Switch {
+                        queues,
+                        from: shard.master,
+                        to: replica,
+                    }),
+                });
+                tokio::time::sleep_until((began + CLUSTER_SWITCH_EVERY).into()).await;
+            }
+        }
+        Scenario::SentinelFailover => {
+            while Instant::now() + SENTINEL_FLOW_AFTER < until {
+                let began = Instant::now();
+                let from = t.redis.sentinel_master_port()?;
+                let start_ms = now_ms();
+                let to = t.redis.sentinel_fail_over().await?;
+                faults.push(Fault {
+                    what: format!("SENTINEL FAILOVER mymaster: master {from} -> {to}"),
+                    scope: Scope::All,
+                    start_ms,
+                    end_ms: now_ms(),
+                    switch: Some(Switch {
+                        queues: crate::workload::QUEUES.map(String::from).to_vec(),
+                        from,
+                        to,
+                    }),
+                });
+                tokio::time::sleep_until((began + SENTINEL_SWITCH_EVERY).into()).await;
+            }
+        }
     }
     Ok(faults)
 }
@@ -122,7 +219,7 @@ pub async fn inject(
 /// it takes is measured against its shutdown timeout.
 async fn outage(t: &mut Target<'_>) -> Result<Fault, String> {
     let start_ms = now_ms();
-    t.redis.freeze();
+    t.redis.freeze()?;
     let redis = &*t.redis;
     let pool = &mut *t.pool;
     let patience = OUTAGE + Duration::from_secs(60);
@@ -150,5 +247,6 @@ async fn outage(t: &mut Target<'_>) -> Result<Fault, String> {
         scope: Scope::All,
         start_ms,
         end_ms,
+        switch: None,
     })
 }

@@ -120,6 +120,7 @@ pub async fn inject(
                 scope: Scope::All,
                 start_ms,
                 end_ms: now_ms(),
+                switch: None,
             });
             tokio::time::sleep(GAP).await;
         }

@@ -29,7 +29,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 (priorities, delays, failing retries, dependencies across queues, unique keys, cron), injects \
 the faults of each scenario, drains, and prints per scenario: enqueued, completed, dead-lettered \
 as intended, lost (must be 0), duplicate executions, double completions (must be 0) and time to \
-recover. Exits 1 if any scenario broke a promise (lost or double-completed tasks among them).",
+recover (for the failover scenarios also how long the producer and each worker took to follow \
+the new master). Exits 1 if any scenario broke a promise (lost or double-completed tasks among them).",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -49,14 +50,18 @@ enum Command {
 /// Options of a run.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Scenarios to run, comma-separated, or `all` (each in a fresh Redis, in order).
+    /// Scenarios to run, comma-separated, or `all` (each in a fresh Redis, in order; the two
+    /// failover scenarios each in a fresh topology of their own).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<ScenarioArg>,
     /// Seconds of workload (and faults) per scenario; draining comes on top.
     #[arg(long, default_value_t = 120)]
     pub seconds: u64,
-    /// Redis topology. Only `standalone` works today: Rediq's cluster and sentinel connections
-    /// come in a later release, and their failover scenarios will be added here then.
+    /// Redis topology of the scenarios whose faults hit workers or handlers (`kill`, `stop`,
+    /// `handlers`). The scenarios that kill, freeze or corrupt the suite's own redis-server
+    /// (`redis-restart-*`, `redis-down`, `garbage`) run on `standalone` only and are skipped on
+    /// the others. `cluster-failover` always runs on a cluster and `sentinel-failover` on a
+    /// sentinel set, whatever this says.
     #[arg(long, value_enum, default_value = "standalone")]
     pub topology: Topology,
     /// Worker processes kept running.
@@ -91,17 +96,65 @@ pub enum ScenarioArg {
     Garbage,
     /// Slow, panicking, never-returning (timed out) and blocking (std::thread::sleep) handlers.
     Handlers,
+    /// Redis Cluster (3 masters, 3 replicas): CLUSTER FAILOVER of each shard in turn, every ~10 s.
+    ClusterFailover,
+    /// Redis Sentinel (master, replica, 3 sentinels): SENTINEL FAILOVER every ~25 s; the
+    /// producer waits for one replica, so only replica-confirmed enqueues are promised.
+    SentinelFailover,
 }
 
-/// Where Redis runs. Only `standalone` is implemented.
+/// Where Redis runs (also passed to each worker process, whose builders need the mode).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     /// One redis-server process.
     Standalone,
-    /// Redis Cluster (not yet: Rediq's cluster connection comes in a later release).
+    /// A Redis Cluster of 3 masters and 3 replicas (`cluster_mode()`, seed-list URL).
     Cluster,
-    /// Redis Sentinel (not yet: Rediq's sentinel connection comes in a later release).
+    /// A master, one replica and 3 sentinels (`sentinel_mode()`, `redis+sentinel://` URL).
     Sentinel,
+}
+
+impl Topology {
+    /// The name `--topology` and the worker's `--mode` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Standalone => "standalone",
+            Topology::Cluster => "cluster",
+            Topology::Sentinel => "sentinel",
+        }
+    }
+
+    /// A client builder for `url`, in this mode.
+    pub fn client(self, url: &str) -> rediq::ClientBuilder {
+        let b = rediq::Client::builder().redis_url(url);
+        match self {
+            Topology::Standalone => b,
+            Topology::Cluster => b.cluster_mode(),
+            Topology::Sentinel => b.sentinel_mode(),
+        }
+    }
+
+    /// A server builder for `url`, in this mode.
+    pub fn server(self, url: &str) -> rediq::server::ServerBuilder {
+        let b = rediq::server::ServerBuilder::new().redis_url(url);
+        match self {
+            Topology::Standalone => b,
+            Topology::Cluster => b.cluster_mode(),
+            Topology::Sentinel => b.sentinel_mode(),
+        }
+    }
+
+    /// An inspector builder for `url`, in this mode: the accounting reads the final state
+    /// through it (on a cluster each queue from its shard's master, under Sentinel from the
+    /// current master).
+    pub fn inspector(self, url: &str) -> rediq::InspectorBuilder {
+        let b = rediq::Inspector::builder().redis_url(url);
+        match self {
+            Topology::Standalone => b,
+            Topology::Cluster => b.cluster_mode(),
+            Topology::Sentinel => b.sentinel_mode(),
+        }
+    }
 }
 
 fn main() -> ExitCode {

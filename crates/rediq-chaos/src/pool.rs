@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub url: String,
+    pub mode: crate::Topology,
     pub lease: Duration,
     pub shutdown_timeout: Duration,
     pub concurrency: usize,
@@ -64,6 +65,7 @@ impl Pool {
         let child = cmd
             .arg("worker")
             .args(["--redis-url", &self.cfg.url])
+            .args(["--mode", self.cfg.mode.name()])
             .args(["--name", &name])
             .arg("--exec-log")
             .arg(self.dir.join(format!("exec-{name}.log")))

@@ -1,9 +1,11 @@
 //! The scenarios: their names, the Redis durability each needs, the workload mix, and what
 //! Rediq promises under each (which the accounting turns into pass or fail).
 
+use std::time::Duration;
+
 use crate::redis_proc::Persistence;
 use crate::workload::Mix;
-use crate::ScenarioArg;
+use crate::{ScenarioArg, Topology};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -14,6 +16,8 @@ pub enum Scenario {
     RedisDown,
     Garbage,
     Handlers,
+    ClusterFailover,
+    SentinelFailover,
 }
 
 /// What must hold at the end of a scenario.
@@ -28,10 +32,22 @@ pub struct Promises {
     /// Every cron tick fires at most once, a unique key refuses a second live task, and
     /// handlers run again only for tasks in flight at a fault (at-least-once, not more).
     pub once: bool,
+    /// Task by task: a task run more often than planned had a run some fault hit. Checked
+    /// where the faults' reach is known exactly (failovers); elsewhere a fault's effects can
+    /// outlast it (garbage refuses acknowledgements of runs that started after it began, whose
+    /// tasks the orphan sweep puts back), and the count of duplicate runs is checked instead.
+    pub reruns_explained: bool,
+    /// Failovers: every acknowledged task that was not finished when a switch began is
+    /// finished (completed, or dead-lettered as planned) within this long after the switch.
+    pub settled_within: Option<Duration>,
+    /// Failovers: after each switch has settled, an acknowledged enqueue, and on every worker a
+    /// run of a task enqueued after it, within this long (the producer's client and every
+    /// server followed the new master without a restart).
+    pub follow_within: Option<Duration>,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Kill,
         Scenario::Stop,
         Scenario::RedisRestartAlways,
@@ -39,6 +55,8 @@ impl Scenario {
         Scenario::RedisDown,
         Scenario::Garbage,
         Scenario::Handlers,
+        Scenario::ClusterFailover,
+        Scenario::SentinelFailover,
     ];
 
     pub fn from_args(args: &[ScenarioArg]) -> Vec<Scenario> {
@@ -53,6 +71,8 @@ impl Scenario {
                 ScenarioArg::RedisDown => &[Scenario::RedisDown],
                 ScenarioArg::Garbage => &[Scenario::Garbage],
                 ScenarioArg::Handlers => &[Scenario::Handlers],
+                ScenarioArg::ClusterFailover => &[Scenario::ClusterFailover],
+                ScenarioArg::SentinelFailover => &[Scenario::SentinelFailover],
             };
             for s in add {
                 if !out.contains(s) {
@@ -72,6 +92,24 @@ impl Scenario {
             Scenario::RedisDown => "redis-down",
             Scenario::Garbage => "garbage",
             Scenario::Handlers => "handlers",
+            Scenario::ClusterFailover => "cluster-failover",
+            Scenario::SentinelFailover => "sentinel-failover",
+        }
+    }
+
+    /// The topology the scenario runs on, given `--topology`: a failover scenario has its own;
+    /// the worker and handler faults run on any; the faults of the suite's own redis-server
+    /// need it (`Err` says why the scenario is skipped).
+    pub fn topology(self, requested: Topology) -> Result<Topology, String> {
+        match self {
+            Scenario::ClusterFailover => Ok(Topology::Cluster),
+            Scenario::SentinelFailover => Ok(Topology::Sentinel),
+            Scenario::Kill | Scenario::Stop | Scenario::Handlers => Ok(requested),
+            _ if requested == Topology::Standalone => Ok(requested),
+            _ => Err(format!(
+                "skipped on --topology {}: it kills, freezes or corrupts the suite's own standalone redis-server",
+                requested.name()
+            )),
         }
     }
 
@@ -81,6 +119,9 @@ impl Scenario {
         match self {
             Scenario::RedisDown => 15,
             Scenario::Garbage => 24,
+            // At least one switch, with workload on both sides of it.
+            Scenario::ClusterFailover => 12,
+            Scenario::SentinelFailover => 25,
             _ => 0,
         }
     }
@@ -101,23 +142,51 @@ impl Scenario {
     }
 
     pub fn promises(self) -> Promises {
+        let base = Promises {
+            nothing_lost: true,
+            no_unplanned_dead: true,
+            once: true,
+            reruns_explained: false,
+            settled_within: None,
+            follow_within: None,
+        };
         match self {
             Scenario::Kill | Scenario::Stop => Promises {
-                nothing_lost: true,
                 no_unplanned_dead: false,
-                once: true,
+                ..base
             },
             // Up to a second of acknowledged writes may vanish: reported, not failed on.
             Scenario::RedisRestartEverysec => Promises {
                 nothing_lost: false,
                 no_unplanned_dead: false,
                 once: false,
+                ..base
             },
-            _ => Promises {
-                nothing_lost: true,
-                no_unplanned_dead: true,
-                once: true,
+            // Coordinated: the master pauses its clients until the replica caught up, so no
+            // write is lost; what a switch does is move slots under the connections.
+            Scenario::ClusterFailover => Promises {
+                reruns_explained: true,
+                settled_within: Some(Duration::from_secs(60)),
+                follow_within: Some(Duration::from_secs(15)),
+                ..base
             },
+            // Not coordinated: the writes the old master took after the promotion are lost
+            // (the producer's are not acknowledged: it waits for a replica; the workers'
+            // fetches and acknowledgements are, and those tasks run again). See
+            // docs/reliability.md.
+            Scenario::SentinelFailover => Promises {
+                reruns_explained: true,
+                settled_within: Some(Duration::from_secs(60)),
+                follow_within: Some(Duration::from_secs(15)),
+                ..base
+            },
+            _ => base,
         }
+    }
+
+    /// Whether the producer's client waits for a replica (`wait_for_replicas(1, 1 s)`): on a
+    /// sentinel set, where a failover loses what no replica had.
+    pub fn wait_for_replica(topology: Topology) -> Option<(u32, Duration)> {
+        (topology == Topology::Sentinel).then_some((1, Duration::from_secs(1)))
     }
 }

@@ -9,16 +9,20 @@ use std::time::Duration;
 
 use clap::Args;
 use rediq::processor::{Handler, Mux};
-use rediq::server::{Server, ServerBuilder};
-use rediq::{Client, Error, Task};
+use rediq::server::Server;
+use rediq::{Error, Task};
 
 use crate::execlog::ExecLog;
 use crate::workload::{Kind, Plan, CRON_EXPR, QUEUES};
+use crate::Topology;
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
     #[arg(long)]
     pub redis_url: String,
+    /// The topology `--redis-url` names (the builders' mode).
+    #[arg(long, value_enum, default_value = "standalone")]
+    pub mode: Topology,
     /// Name in the execution log (w1, w2, …).
     #[arg(long)]
     pub name: String,
@@ -68,7 +72,7 @@ async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
     watch_parent();
     let log = ExecLog::open(&args.exec_log, &args.name)?;
     // Register the periodic entry at every start-up (the pattern docs/configuration.md gives).
-    let client = Client::builder().redis_url(&args.redis_url).build().await?;
+    let client = args.mode.client(&args.redis_url).build().await?;
     let cron = Task::builder(Kind::Cron.task_type())
         .queue(QUEUES[0])
         .payload(&Plan {
@@ -81,8 +85,9 @@ async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     client.enqueue(cron).await?;
 
-    let state = ServerBuilder::new()
-        .redis_url(&args.redis_url)
+    let state = args
+        .mode
+        .server(&args.redis_url)
         .queues_weighted(&[(QUEUES[0], 3), (QUEUES[1], 2), (QUEUES[2], 2)])
         .concurrency(args.concurrency)
         .lease_duration(Duration::from_millis(args.lease_ms))

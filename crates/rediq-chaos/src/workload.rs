@@ -249,9 +249,10 @@ impl Unit {
             }
             Unit::Unique(pair) => {
                 let (a, b) = *pair;
+                let holder = a.id.clone();
                 if enqueue(client, ledger, a, &[], give_up).await {
                     let accepted = enqueue(client, ledger, b, &[], give_up).await;
-                    lock(ledger).unique_checked(accepted);
+                    lock(ledger).unique_checked(&holder, accepted);
                 }
             }
             Unit::Deps(parents, child) => {
@@ -281,15 +282,16 @@ async fn enqueue(
     parents: &[String],
     give_up: Instant,
 ) -> bool {
+    let first_try_ms = crate::execlog::now_ms();
     loop {
         match client.enqueue(t.clone()).await {
             Ok(_) => {
-                lock(ledger).acknowledged(&t, parents, false);
+                lock(ledger).acknowledged(&t, parents, false, first_try_ms);
                 return true;
             }
             // Our own earlier try was written although its answer was lost.
             Err(Error::Duplicate { existing_id, .. }) if existing_id == t.id => {
-                lock(ledger).acknowledged(&t, parents, true);
+                lock(ledger).acknowledged(&t, parents, true, first_try_ms);
                 return true;
             }
             Err(Error::Duplicate { .. }) => {
@@ -300,10 +302,13 @@ async fn enqueue(
                 lock(ledger).enqueue_refused(&t, &e);
                 return false;
             }
+            // Anything else, `NotReplicated` included (written on the master, no replica
+            // confirmed it in time): not acknowledged; the same task again, which the queue
+            // writes at most once.
             Err(e) => {
                 lock(ledger).enqueue_error(&e);
                 if Instant::now() > give_up {
-                    lock(ledger).gave_up(&t);
+                    lock(ledger).gave_up(&t, parents, first_try_ms);
                     return false;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
