@@ -78,7 +78,11 @@ macro_rules! redis_options {
         /// node and sentinel of the deployment.
         #[cfg(feature = "tls")]
         pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
-            let certs = self.target.opener.certs.get_or_insert_with(Default::default);
+            let certs = self
+                .target
+                .opener
+                .certs
+                .get_or_insert_with(Default::default);
             certs.root = Some(pem.into());
             self
         }
@@ -91,7 +95,11 @@ macro_rules! redis_options {
             cert_pem: impl Into<Vec<u8>>,
             key_pem: impl Into<Vec<u8>>,
         ) -> Self {
-            let certs = self.target.opener.certs.get_or_insert_with(Default::default);
+            let certs = self
+                .target
+                .opener
+                .certs
+                .get_or_insert_with(Default::default);
             certs.client = Some((cert_pem.into(), key_pem.into()));
             self
         }
