@@ -12,10 +12,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod any;
 mod tls;
 mod topology;
+pub use any::Topology;
 pub use tls::TlsFiles;
-pub use topology::{RedisCluster, RedisSentinel, Topology};
+pub use topology::{RedisCluster, RedisSentinel};
 
 /// How to install Redis, for error messages.
 pub const INSTALL_HINT: &str =
