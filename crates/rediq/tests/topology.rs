@@ -359,3 +359,38 @@ async fn cancelling_a_running_task_reaches_its_handler_on_every_topology() {
         srv.shutdown().await;
     }
 }
+
+/// The database number in a URL is used where it applies: a standalone server and a sentinel
+/// deployment's master write to it, and nothing lands in database 0.
+#[tokio::test]
+async fn the_database_number_is_used_on_standalone_and_sentinel() {
+    let single = RedisServer::start();
+    let ha = RedisSentinel::start();
+    let dbsize = |url: String, db: i64| {
+        let mut c = redis::Client::open(format!("{url}/{db}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap()
+    };
+    let master = format!("redis://127.0.0.1:{}", ha.current_master_port().unwrap());
+    for (form, url, data, sentinel) in [
+        (
+            "standalone",
+            format!("{}/3", single.url()),
+            single.url(),
+            false,
+        ),
+        ("sentinel", format!("{}/3", ha.url()), master, true),
+    ] {
+        let b = Client::builder().redis_url(url);
+        let b = if sentinel { b.sentinel_mode() } else { b };
+        let client = b.build().await.unwrap_or_else(|e| panic!("{form}: {e}"));
+        client
+            .enqueue(Task::builder("t").queue("db").build().unwrap())
+            .await
+            .unwrap();
+        assert!(dbsize(data.clone(), 3) > 0, "{form}: nothing in database 3");
+        assert_eq!(dbsize(data, 0), 0, "{form}: keys in database 0");
+    }
+}
