@@ -1,5 +1,5 @@
-//! TLS (`rediss://`, cargo feature `tls`): a private server and a private cluster that listen
-//! with TLS only, under a throwaway certificate authority. Client, server and inspector reach
+//! TLS (`rediss://`, cargo feature `tls`): a private server, a private cluster and a private
+//! sentinel set that listen with TLS only, under a throwaway certificate authority. Client, server and inspector reach
 //! them when given the CA's certificate, tasks are processed (on every shard of the cluster,
 //! blocking waits and the cancel subscription included), and without the certificate `build()`
 //! refuses the server's certificate.
@@ -11,24 +11,37 @@ mod support;
 use std::time::Duration;
 
 use rediq::server::ServerBuilder;
-use rediq::testing::{RedisCluster, RedisServer, TlsFiles};
+use rediq::testing::{RedisCluster, RedisSentinel, RedisServer, TlsFiles};
 use rediq::{Client, Inspector, Task};
 use support::{counting_mux, start, wait_for};
 
+#[derive(Clone, Copy)]
+enum Mode {
+    Standalone,
+    Cluster,
+    Sentinel,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_and_cluster_over_tls() {
+async fn every_topology_over_tls() {
     let tls = TlsFiles::generate().expect("openssl makes the certificates");
     let single = RedisServer::start_tls(&tls);
     let cluster = RedisCluster::start_tls(&tls);
+    let ha = RedisSentinel::start_tls(&tls);
     let queues = ["tls-a", "tls-b", "tls-c", "tls-d"];
-    for (form, url, cluster_mode) in [
-        ("standalone", single.url(), false),
-        ("cluster", cluster.seed_list_url(), true),
+    for (form, url, mode) in [
+        ("standalone", single.url(), Mode::Standalone),
+        ("cluster", cluster.seed_list_url(), Mode::Cluster),
+        ("sentinel", ha.url(), Mode::Sentinel),
     ] {
-        assert!(url.starts_with("rediss://"), "{url}");
-        let mode = |b: rediq::ClientBuilder| if cluster_mode { b.cluster_mode() } else { b };
+        assert!(url.starts_with("rediss"), "{url}");
+        let mode_client = |b: rediq::ClientBuilder| match mode {
+            Mode::Standalone => b,
+            Mode::Cluster => b.cluster_mode(),
+            Mode::Sentinel => b.sentinel_mode(),
+        };
         // Without the CA, the server's certificate is refused at build.
-        let e = mode(Client::builder().redis_url(url.clone()))
+        let e = mode_client(Client::builder().redis_url(url.clone()))
             .build()
             .await
             .expect_err("an unknown CA must be refused");
@@ -37,7 +50,7 @@ async fn standalone_and_cluster_over_tls() {
                 || e.to_string().to_lowercase().contains("tls"),
             "{form}: {e}"
         );
-        let client = mode(Client::builder().redis_url(url.clone()))
+        let client = mode_client(Client::builder().redis_url(url.clone()))
             .tls_root_certificate(tls.ca_pem())
             .build()
             .await
@@ -45,18 +58,18 @@ async fn standalone_and_cluster_over_tls() {
         let server = ServerBuilder::new()
             .redis_url(url.clone())
             .tls_root_certificate(tls.ca_pem());
-        let server = if cluster_mode {
-            server.cluster_mode()
-        } else {
-            server
+        let server = match mode {
+            Mode::Standalone => server,
+            Mode::Cluster => server.cluster_mode(),
+            Mode::Sentinel => server.sentinel_mode(),
         };
         let inspector = Inspector::builder()
             .redis_url(url.clone())
             .tls_root_certificate(tls.ca_pem());
-        let inspector = if cluster_mode {
-            inspector.cluster_mode()
-        } else {
-            inspector
+        let inspector = match mode {
+            Mode::Standalone => inspector,
+            Mode::Cluster => inspector.cluster_mode(),
+            Mode::Sentinel => inspector.sentinel_mode(),
         }
         .build()
         .await

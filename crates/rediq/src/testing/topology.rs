@@ -126,23 +126,10 @@ impl RedisCluster {
     /// One command to a node, its reply as text: through `redis-cli` on a TLS cluster (the
     /// harness itself is built without TLS).
     fn query(&self, port: u16, args: &[&str]) -> Result<String, String> {
-        let Some(ca) = &self.tls_ca else {
-            return query(port, args);
-        };
-        let out = Command::new("redis-cli")
-            .arg("--tls")
-            .arg("--cacert")
-            .arg(ca)
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run redis-cli ({e}); {INSTALL_HINT}"))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() || text.starts_with("ERR") || text.contains("Could not connect") {
-            return Err(format!("port {port}: {text}"));
+        match &self.tls_ca {
+            Some(ca) => cli(port, ca, None, args),
+            None => query(port, args),
         }
-        Ok(text)
     }
 
     /// The URL of every node, comma-separated after the first's scheme
@@ -250,6 +237,8 @@ pub struct RedisSentinel {
     sentinels: Vec<RedisServer>,
     /// The data nodes' and the sentinels' passwords, when they require them.
     passwords: Option<(String, String)>,
+    /// The CA certificate of a TLS set ([`RedisSentinel::start_tls`]), for `redis-cli`.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl RedisSentinel {
@@ -271,32 +260,48 @@ impl RedisSentinel {
 
     /// Starts the set.
     pub fn try_start() -> Result<RedisSentinel, String> {
-        Self::try_start_inner(None)
+        Self::try_start_inner(None, None)
+    }
+
+    /// Starts a set whose master, replica and sentinels all listen (and replicate, and
+    /// monitor) with TLS only, with `tls`'s certificates; its URL is `rediss+sentinel://…`.
+    /// Panics when that is impossible.
+    pub fn start_tls(tls: &super::TlsFiles) -> RedisSentinel {
+        match Self::try_start_inner(None, Some(tls)) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start a private TLS Redis Sentinel set: {e}"),
+        }
     }
 
     /// Starts a set whose data nodes require `data` as password and whose sentinels require
     /// `sentinel`, panicking when that is impossible.
     pub fn start_with_passwords(data: &str, sentinel: &str) -> RedisSentinel {
-        match Self::try_start_inner(Some((data.to_string(), sentinel.to_string()))) {
+        match Self::try_start_inner(Some((data.to_string(), sentinel.to_string())), None) {
             Ok(s) => s,
             Err(e) => panic!("cannot start a private Redis Sentinel set: {e}"),
         }
     }
 
-    fn try_start_inner(passwords: Option<(String, String)>) -> Result<RedisSentinel, String> {
+    fn try_start_inner(
+        passwords: Option<(String, String)>,
+        tls: Option<&super::TlsFiles>,
+    ) -> Result<RedisSentinel, String> {
         if !redis_server_available() {
             return Err(INSTALL_HINT.to_string());
         }
         let bin = Path::new("redis-server");
-        let data_auth: Vec<&str> = match &passwords {
+        let mut data_args: Vec<&str> = match &passwords {
             Some((data, _)) => vec!["--requirepass", data, "--masterauth", data],
             None => vec![],
         };
-        let master = RedisServer::spawn(bin, None, &data_auth)?;
+        if tls.is_some() {
+            data_args.extend(["--tls-replication", "yes"]);
+        }
+        let master = RedisServer::spawn_with(bin, None, &data_args, tls)?;
         let mport = master.port().to_string();
         let mut replica_args = vec!["--replicaof", "127.0.0.1", &mport];
-        replica_args.extend(&data_auth);
-        let replica = RedisServer::spawn(bin, None, &replica_args)?;
+        replica_args.extend(&data_args);
+        let replica = RedisServer::spawn_with(bin, None, &replica_args, tls)?;
         let mut conf = format!(
             "sentinel monitor {name} 127.0.0.1 {mport} 2\n\
              sentinel down-after-milliseconds {name} 1000\n\
@@ -310,15 +315,25 @@ impl RedisSentinel {
                 Self::MASTER_NAME
             ));
         }
+        if tls.is_some() {
+            // The sentinels reach the master and the replica over TLS as well.
+            conf.push_str("tls-replication yes\n");
+        }
         let mut sentinels = Vec::with_capacity(3);
         for _ in 0..3 {
-            sentinels.push(RedisServer::spawn(bin, Some(&conf), &["--sentinel"])?);
+            sentinels.push(RedisServer::spawn_with(
+                bin,
+                Some(&conf),
+                &["--sentinel"],
+                tls,
+            )?);
         }
         let set = RedisSentinel {
             master,
             replica,
             sentinels,
             passwords,
+            tls_ca: tls.map(|t| t.ca_path()),
         };
         settle("the sentinel set", || set.settled())?;
         Ok(set)
@@ -331,7 +346,45 @@ impl RedisSentinel {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+sentinel://{}/{}", hosts.join(","), Self::MASTER_NAME)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{}", hosts.join(","), Self::MASTER_NAME)
+    }
+
+    /// The port of the master as sentinel `port` names it.
+    fn master_addr(&self, port: u16) -> Result<u16, String> {
+        let args = [
+            "SENTINEL",
+            "GET-MASTER-ADDR-BY-NAME",
+            RedisSentinel::MASTER_NAME,
+        ];
+        let named = match &self.tls_ca {
+            Some(ca) => cli(port, ca, self.sentinel_password(), &args)?
+                .lines()
+                .nth(1)
+                .map(str::to_string),
+            None => query_value::<Vec<String>>(port, self.sentinel_password(), &args)?
+                .get(1)
+                .cloned(),
+        };
+        named.and_then(|p| p.parse().ok()).ok_or_else(|| {
+            format!(
+                "sentinel {port} does not know {}",
+                RedisSentinel::MASTER_NAME
+            )
+        })
+    }
+
+    /// One command to a data node, its reply as text.
+    fn data_query(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        let password = self.passwords.as_ref().map(|p| p.0.as_str());
+        match &self.tls_ca {
+            Some(ca) => cli(port, ca, password, args),
+            None => query_auth(port, password, args),
+        }
     }
 
     fn sentinel_password(&self) -> Option<&str> {
@@ -381,7 +434,7 @@ impl RedisSentinel {
         settle("the sentinel failover", || {
             let mut new = None;
             for s in self.sentinel_ports() {
-                let named = master_addr(s, self.sentinel_password())?;
+                let named = self.master_addr(s)?;
                 if named == old {
                     return Err(format!("sentinel {s} still names {old}"));
                 }
@@ -392,7 +445,7 @@ impl RedisSentinel {
             if !matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master") {
                 return Err(format!("{new} is not master yet"));
             }
-            let info = query_auth(old, data_pw, &["INFO", "replication"])?;
+            let info = self.data_query(old, &["INFO", "replication"])?;
             if !info.contains(&format!("master_port:{new}")) {
                 return Err(format!("the old master {old} does not follow {new} yet"));
             }
@@ -405,7 +458,7 @@ impl RedisSentinel {
     pub fn current_master_port(&self) -> Result<u16, String> {
         let mut last = String::from("no sentinel answered");
         for port in self.sentinel_ports() {
-            match master_addr(port, self.sentinel_password()) {
+            match self.master_addr(port) {
                 Ok(p) => return Ok(p),
                 Err(e) => last = e,
             }
@@ -417,16 +470,12 @@ impl RedisSentinel {
     /// is missing).
     fn settled(&self) -> Result<(), String> {
         for port in self.sentinel_ports() {
-            let named = master_addr(port, self.sentinel_password())?;
+            let named = self.master_addr(port)?;
             if named != self.master.port() {
                 return Err(format!("sentinel {port} names port {named} as master"));
             }
         }
-        let info = query_auth(
-            self.replica.port(),
-            self.passwords.as_ref().map(|p| p.0.as_str()),
-            &["INFO", "replication"],
-        )?;
+        let info = self.data_query(self.replica.port(), &["INFO", "replication"])?;
         if !info.contains("master_link_status:up") {
             return Err("the replica is not in sync yet".into());
         }
@@ -448,23 +497,25 @@ fn settle(what: &str, settled: impl Fn() -> Result<(), String>) -> Result<(), St
     }
 }
 
-/// The master's port as sentinel `port` names it.
-fn master_addr(port: u16, password: Option<&str>) -> Result<u16, String> {
-    let addr: Vec<String> = query_value(
-        port,
-        password,
-        &[
-            "SENTINEL",
-            "GET-MASTER-ADDR-BY-NAME",
-            RedisSentinel::MASTER_NAME,
-        ],
-    )?;
-    addr.get(1).and_then(|p| p.parse().ok()).ok_or_else(|| {
-        format!(
-            "sentinel {port} does not know {}",
-            RedisSentinel::MASTER_NAME
-        )
-    })
+/// One command to 127.0.0.1:`port` over TLS through `redis-cli` (the harness itself is built
+/// without TLS), its reply as text, one element per line.
+fn cli(port: u16, ca: &Path, password: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("--tls").arg("--cacert").arg(ca);
+    if let Some(pw) = password {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
+    let out = cmd
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run redis-cli ({e}); {INSTALL_HINT}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.starts_with("ERR") || text.contains("Could not connect") {
+        return Err(format!("port {port}: {text}"));
+    }
+    Ok(text)
 }
 
 /// One command to 127.0.0.1:`port`, its reply as text.
