@@ -394,3 +394,30 @@ async fn the_database_number_is_used_on_standalone_and_sentinel() {
         assert_eq!(dbsize(data, 0), 0, "{form}: keys in database 0");
     }
 }
+
+/// A password may hold a comma (or other URL sub-delimiters): only a comma in the host part
+/// names several hosts.
+#[tokio::test]
+async fn a_comma_in_a_password_is_not_a_host_list() {
+    let single = RedisServer::start();
+    let mut c = redis::Client::open(single.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "s3cret,with;delims"])
+        .query(&mut c)
+        .unwrap();
+    let url = single
+        .url()
+        .replacen("redis://", "redis://:s3cret,with;delims@", 1);
+    let client = Client::builder()
+        .redis_url(url)
+        .build()
+        .await
+        .expect("a comma in the password is fine");
+    client
+        .enqueue(Task::builder("t").queue("pw").build().unwrap())
+        .await
+        .unwrap();
+}

@@ -270,7 +270,11 @@ impl Target {
     }
 
     async fn open_standalone(&self) -> Result<(Conn, Source)> {
-        if self.url.contains(',') {
+        // A comma in the host part (not in a password) lists several hosts.
+        let after_scheme = self.url.split_once("://").map_or(&self.url[..], |(_, r)| r);
+        let authority = after_scheme.split('/').next().unwrap_or_default();
+        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if hosts.contains(',') {
             return Err(self.wrong(
                 "a list of hosts names a cluster or a set of sentinels: add .cluster_mode() or .sentinel_mode()",
             ));
