@@ -27,6 +27,9 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// the batches smaller, and each call has a fixed cost in Redis.
 const ENQUEUE_PIPELINE: usize = 2;
 
+/// The longest `wait_for_replicas` timeout.
+const MAX_REPLICA_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -94,11 +97,13 @@ impl ClientBuilder {
                     "0 replicas: wait for at least 1, or leave the setting out",
                 ));
             }
-            if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            // Below the connection's 10 s response timeout, which would otherwise end the
+            // wait as a broken connection instead of NotReplicated.
+            if timeout.is_zero() || timeout > MAX_REPLICA_WAIT {
                 return Err(Error::validation(
                     "wait_for_replicas",
                     format!(
-                        "timeout {timeout:?} is outside 1 ms ..= 60 s (WAIT 0 would wait forever)"
+                        "timeout {timeout:?} is outside 1 ms ..= {MAX_REPLICA_WAIT:?} (WAIT 0 would wait forever)"
                     ),
                 ));
             }

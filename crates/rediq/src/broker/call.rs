@@ -79,6 +79,30 @@ impl Call<'_> {
         cmd
     }
 
+    /// Runs the script and then `WAIT replicas timeout` on the same connection, as one
+    /// pipeline, so the wait covers this very write (a separate `WAIT` could reach another
+    /// connection after a reconnect or a failover, and confirm nothing). Returns the script's
+    /// reply and how many replicas confirmed.
+    pub async fn invoke_waiting<T: FromRedisValue>(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> RedisResult<(T, i64)> {
+        let mut p = redis::pipe();
+        p.add_command(self.cmd())
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis().max(1) as u64);
+        match p.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(con).await?;
+                p.query_async(con).await
+            }
+            r => r,
+        }
+    }
+
     /// Runs the script (loading it first when Redis does not know it).
     pub async fn invoke_async<T: FromRedisValue>(
         &self,

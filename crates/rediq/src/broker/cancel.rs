@@ -147,9 +147,22 @@ impl Broker {
 
     /// A pub/sub connection subscribed to cancellation announcements.
     pub async fn subscribe_cancels(&self) -> Result<redis::aio::PubSub> {
-        let mut ps = self.source.pubsub(&self.conn).await?;
-        ps.subscribe(keys::cancel_channel()).await?;
-        Ok(ps)
+        // Bounded: a blackholed node must not hold the canceller forever.
+        let subscribe = async {
+            let mut ps = self.source.pubsub(&self.conn).await?;
+            ps.subscribe(keys::cancel_channel()).await?;
+            redis::RedisResult::Ok(ps)
+        };
+        match tokio::time::timeout(super::topology::CONNECT_TIMEOUT * 2, subscribe).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(crate::Error::Connection {
+                url: self.url.clone(),
+                source: redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "subscribing to cancellations timed out",
+                )),
+            }),
+        }
     }
 }
 

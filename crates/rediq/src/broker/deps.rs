@@ -270,7 +270,6 @@ impl Broker {
                 },
             )
             .await?;
-        self.replicated(queue).await?;
         let mut it = reply.into_iter();
         let kind = it.next().unwrap_or_default();
         Ok(match kind.as_slice() {

@@ -179,7 +179,15 @@ impl Broker {
                 bands::block(&mut inv, k, set);
             }
             block(&mut inv, k, m, ids, split_window(adds));
-            match inv.invoke_async::<T>(&mut c).await {
+            // A client with a durability setting waits for its replicas in the same round trip.
+            let reply = match self.durability {
+                None => inv.invoke_async::<T>(&mut c).await.map(|v| (v, None)),
+                Some((n, t)) => inv
+                    .invoke_waiting::<T>(&mut c, n, t)
+                    .await
+                    .map(|(v, reached)| (v, Some(reached))),
+            };
+            match reply {
                 Err(e) => {
                     if let Some(fresh) = parse_stale(&e) {
                         self.ix.set(queue, fresh);
@@ -190,7 +198,12 @@ impl Broker {
                         None => return Err(e.into()),
                     }
                 }
-                Ok(v) => return Ok(v),
+                Ok((v, reached)) => {
+                    if let Some(reached) = reached {
+                        self.check_replicas(queue, reached)?;
+                    }
+                    return Ok(v);
+                }
             }
         }
         Err(Error::Corrupt {

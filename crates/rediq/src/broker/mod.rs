@@ -259,12 +259,9 @@ impl Broker {
         self.durability = durability;
     }
 
-    /// With a durability setting: `WAIT`s, on the connection and node the enqueue of `queue`
-    /// went through, until enough replicas acknowledged it; [`Error::NotReplicated`] when too
-    /// few did in time (the tasks stay written on the master). Also after an enqueue that found
-    /// its task known already, so that `Ok` never rests on a master whose replicas lag (WAIT
-    /// then covers this connection's latest write, which on the shared connection is at least
-    /// as recent as any the caller saw).
+    /// With a durability setting, after a call that wrote nothing (an enqueue that found its
+    /// task known already): `WAIT`s on the queue's connection and node. Enqueue scripts wait in
+    /// their own round trip instead (`Call::invoke_waiting`), which covers their very write.
     pub async fn replicated(&self, queue: &str) -> Result<()> {
         let Some((wanted, timeout)) = self.durability else {
             return Ok(());
@@ -272,11 +269,20 @@ impl Broker {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(wanted).arg(timeout.as_millis().max(1) as u64);
         let key = keys::QueueKeys::new(queue).wake.clone();
-        let reached = self.conn.on_slot_of(cmd, key.as_bytes()).await?;
-        let reached = match reached {
-            redis::Value::Int(n) => n.max(0) as u32,
+        let reached = match self.conn.on_slot_of(cmd, key.as_bytes()).await? {
+            redis::Value::Int(n) => n,
             _ => 0,
         };
+        self.check_replicas(queue, reached)
+    }
+
+    /// [`Error::NotReplicated`] when fewer replicas than the durability setting asks for
+    /// confirmed (the tasks stay written on the master).
+    fn check_replicas(&self, queue: &str, reached: i64) -> Result<()> {
+        let Some((wanted, timeout)) = self.durability else {
+            return Ok(());
+        };
+        let reached = reached.max(0) as u32;
         if reached < wanted {
             return Err(Error::NotReplicated {
                 queue: queue.to_string(),

@@ -46,9 +46,14 @@ struct Current {
 pub(crate) struct Shared {
     master: Master,
     current: Mutex<Current>,
-    /// Held while the sentinels are asked, so that one failover is resolved once.
-    resolving: tokio::sync::Mutex<()>,
+    /// Held while the sentinels are asked, so that one failover is resolved once; holds when
+    /// the last lookup ended, so that callers whose commands failed meanwhile do not each run
+    /// another one behind it (with a blackholed master, each costs seconds).
+    resolving: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The least time between two lookups of the master while it has not moved.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Master {
     pub fn new(target: &Target, parsed: Parsed, name: String) -> Result<Master> {
@@ -124,6 +129,8 @@ impl Master {
             match role(&client).await {
                 Ok(r) if r == "master" => return Ok((addr, client)),
                 Ok(r) => replica = Some((addr, r)),
+                // An ACL user without ROLE (`-@dangerous`): the sentinels' word is taken.
+                Err(e) if e.code() == Some("NOPERM") => return Ok((addr, client)),
                 Err(e) => unreachable = Some(e),
             }
         }
@@ -184,7 +191,7 @@ impl Shared {
                 client,
                 conn,
             }),
-            resolving: tokio::sync::Mutex::new(()),
+            resolving: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(watch(Arc::downgrade(&shared)));
         Ok(shared)
@@ -214,12 +221,17 @@ impl Shared {
     /// Asks the sentinels where the master is, unless someone did since `seen`; swaps in a
     /// connection to it when it moved. Returns the connection to use now.
     pub async fn refresh(&self, seen: u64) -> Option<ConnectionManager> {
-        let _one = self.resolving.lock().await;
+        let mut last = self.resolving.lock().await;
         let (generation, conn) = self.current();
         if generation != seen {
             return Some(conn);
         }
-        let (addr, client) = match self.master.resolve().await {
+        if last.is_some_and(|t| t.elapsed() < RESOLVE_EVERY) {
+            return Some(conn);
+        }
+        let found = self.master.resolve().await;
+        *last = Some(std::time::Instant::now());
+        let (addr, client) = match found {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot find the Redis master through the sentinels");
@@ -259,6 +271,7 @@ impl Shared {
         let (generation, client) = self.client();
         match role(&client).await {
             Ok(r) if r == "master" => Ok((generation, client)),
+            Err(e) if e.code() == Some("NOPERM") => Ok((generation, client)),
             _ => match self.refresh(generation).await {
                 Some(_) => Ok(self.client()),
                 None => Ok((generation, client)),
@@ -312,11 +325,21 @@ impl ConnectionLike for SentinelConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let (generation, mut conn) = self.shared.current();
+            // A pipeline is never resent (part of it may have run). A broken connection fails
+            // it as a whole; a demoted master's refusals come back inside the replies.
             match conn.req_packed_commands(pipeline, offset, count).await {
                 Err(e) if after_failover(&e) => {
-                    // A pipeline may have run in part before the refusal: not resent.
                     self.shared.refresh(generation).await;
                     Err(e)
+                }
+                Ok(replies) => {
+                    let refused = replies.iter().any(|v| {
+                        matches!(v, Value::ServerError(e) if matches!(e.code(), "READONLY" | "MASTERDOWN" | "LOADING"))
+                    });
+                    if refused {
+                        self.shared.refresh(generation).await;
+                    }
+                    Ok(replies)
                 }
                 r => r,
             }
@@ -354,10 +377,15 @@ async fn watch(shared: Weak<Shared>) {
             }
         };
         let mut messages = ps.on_message();
+        // A sentinel that went silent (blackholed) would never end the stream: the watcher
+        // moves to the next sentinel every minute anyway, and a missed announcement is made
+        // up for by the READONLY and connection errors that also trigger a lookup.
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
             let Some(s) = shared.upgrade() else { return };
             match msg {
+                Err(_) if tokio::time::Instant::now() >= until => break,
                 Err(_) => continue, // quiet: check that someone still holds the connections
                 Ok(None) => break,  // the sentinel went away: the next one
                 Ok(Some(m)) => {

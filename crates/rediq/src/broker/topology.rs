@@ -213,8 +213,8 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// A multi-host URL taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A multi-host URL taken apart (its `Debug` masks the credentials).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Parsed {
     pub tls: bool,
     /// `user:pass` as written (still percent-encoded), without the `@`.
@@ -223,6 +223,18 @@ pub(crate) struct Parsed {
     /// The path's segments that are not numbers (a master name), and the number (a database).
     pub name: Option<String>,
     pub db: Option<i64>,
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("tls", &self.tls)
+            .field("userinfo", &self.userinfo.as_ref().map(|_| "****"))
+            .field("hosts", &self.hosts)
+            .field("name", &self.name)
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 impl Parsed {
@@ -272,9 +284,7 @@ impl Target {
     async fn open_standalone(&self) -> Result<(Conn, Source)> {
         // A comma in the host part (not in a password) lists several hosts.
         let after_scheme = self.url.split_once("://").map_or(&self.url[..], |(_, r)| r);
-        let authority = after_scheme.split('/').next().unwrap_or_default();
-        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        if hosts.contains(',') {
+        if split_rest(after_scheme).1.contains(',') {
             return Err(self.wrong(
                 "a list of hosts names a cluster or a set of sentinels: add .cluster_mode() or .sentinel_mode()",
             ));
@@ -376,6 +386,20 @@ impl Target {
     }
 }
 
+/// Splits what follows `scheme://` into credentials, hosts and path. The credentials end at
+/// the last `@` (hosts and paths hold none), so a password with an unencoded `/`, `,` or `?`
+/// never spills into the hosts, and nothing before that `@` is ever quoted in a message.
+fn split_rest(rest: &str) -> (Option<&str>, &str, &str) {
+    let (userinfo, tail) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    match tail.find('/') {
+        Some(i) => (userinfo, &tail[..i], &tail[i..]),
+        None => (userinfo, tail, ""),
+    }
+}
+
 /// Takes `scheme://[userinfo@]host[:port][,host[:port]…][/seg[/seg]]` apart.
 pub(crate) fn parse_hosts(url: &str, default_port: u16) -> std::result::Result<Parsed, String> {
     let (scheme, rest) = url
@@ -393,17 +417,11 @@ pub(crate) fn parse_hosts(url: &str, default_port: u16) -> std::result::Result<P
     if tls && !cfg!(feature = "tls") {
         return Err("rediss:// needs rediq's `tls` cargo feature".into());
     }
-    if rest.contains('?') {
+    let (userinfo, hostlist, path) = split_rest(rest);
+    let userinfo = userinfo.map(str::to_string);
+    if hostlist.contains('?') || path.contains('?') {
         return Err("query parameters are not read in cluster or sentinel URLs".into());
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
-    let (userinfo, hostlist) = match authority.rfind('@') {
-        Some(at) => (Some(authority[..at].to_string()), &authority[at + 1..]),
-        None => (None, authority),
-    };
     let mut hosts = Vec::new();
     for h in hostlist.split(',').map(str::trim).filter(|h| !h.is_empty()) {
         hosts.push(host_port(h, default_port)?);
@@ -464,16 +482,12 @@ fn parse_port(p: &str, h: &str) -> std::result::Result<u16, String> {
 pub(crate) fn masked_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) if rest.contains(',') || scheme.contains("sentinel") => {
-            let (authority, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, ""),
-            };
-            match authority.rfind('@') {
-                Some(at) => {
-                    let user = authority[..at].split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}:****@{}{path}", &authority[at + 1..])
+            match split_rest(rest) {
+                (Some(userinfo), hosts, path) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:****@{hosts}{path}")
                 }
-                None => url.to_string(),
+                (None, ..) => url.to_string(),
             }
         }
         _ => mask_url(url),
@@ -537,5 +551,17 @@ mod tests {
         let m = masked_url("redis+sentinel://:secret@a/mymaster");
         assert!(!m.contains("secret"), "{m}");
         assert!(!masked_url("redis://:secret@a:1").contains("secret"));
+        // Unencoded `/`, `,` and `@` in a password stay on the credentials' side.
+        for url in [
+            "redis+sentinel://:se/cret@s1,s2/m",
+            "redis://u:se/cret@a:1,b:2",
+            "redis://u:se,cr@et@a:1,b:2/0",
+        ] {
+            let m = masked_url(url);
+            assert!(!m.contains("cret"), "{m}");
+            let p = parse_hosts(url, 1).unwrap();
+            assert!(!format!("{p:?}").contains("cret"));
+            assert_eq!(p.hosts.len(), 2, "{url}");
+        }
     }
 }

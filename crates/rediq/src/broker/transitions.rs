@@ -184,7 +184,6 @@ impl Broker {
                 },
             )
             .await?;
-        self.replicated(queue).await?;
         let mut out = vec![None; tasks.len()];
         let mut it = flat.into_iter();
         while let (Some(pos), Some(answer)) = (it.next(), it.next()) {

@@ -59,7 +59,7 @@ pub(super) async fn idle(
             connected = waiter.connect_single(&ctx.broker) => if !connected { return false },
             _ = stop.stopped() => return true,
         }
-        let unblock = waiter.unblock_target();
+        let unblock = waiter.unblock_target(&ctx.broker);
         // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
         let ticket = ctx.inflight.begin_fetch();
         let (waited, stopped) = {
@@ -154,7 +154,7 @@ struct Group {
 }
 
 /// A wait that ended: which group, its connection back, and what the wait said.
-type Armed = (usize, BlockingConnection, crate::Result<bool>);
+type Armed = (usize, Option<BlockingConnection>, crate::Result<bool>);
 
 impl Waiter {
     /// A waiter over `names`: one connection for all, or one per queue when the broker says
@@ -222,13 +222,25 @@ impl Waiter {
                 None => self.groups[0].armed = false,
             }
         }
-        self.connect(broker, 0).await
+        if !self.connect(broker, 0).await {
+            return false;
+        }
+        let group = &mut self.groups[0];
+        if let (None, Some(c)) = (group.client_id, group.conn.as_mut()) {
+            group.client_id = Broker::client_id(c).await.ok();
+        }
+        true
     }
 
-    /// What ends the single queue's wait at shutdown: its client id and node.
-    fn unblock_target(&self) -> (Option<i64>, Option<(String, u16)>) {
+    /// What ends the single queue's wait at shutdown: its client id and node; no id when the
+    /// connection reaches a master that was since replaced (the id would name another client
+    /// on the new one).
+    fn unblock_target(&self, broker: &Broker) -> (Option<i64>, Option<(String, u16)>) {
         let g = &self.groups[0];
-        (g.client_id, g.conn.as_ref().and_then(|c| c.node.clone()))
+        match &g.conn {
+            Some(c) if broker.blocking_is_current(c) => (g.client_id, c.node.clone()),
+            _ => (None, None),
+        }
     }
 
     /// `Broker::wait_then_fetch` on the single queue's connection; `None` when no reply came
@@ -255,22 +267,39 @@ impl Waiter {
 
     /// Waits until a queue signals work or `timeout` passes.
     pub(super) async fn wait(&mut self, broker: &Broker, timeout: Duration) {
+        // Each wait opens its own connection when it needs one, inside its future: a shard
+        // that does not answer delays its own queue's wait, not the others'.
         for g in 0..self.groups.len() {
-            if self.groups[g].armed || !self.connect(broker, g).await {
+            let group = &mut self.groups[g];
+            if group.armed {
                 continue;
             }
-            let group = &mut self.groups[g];
-            let (Some(mut conn), names) = (group.conn.take(), group.names.clone()) else {
-                continue;
-            };
+            if group
+                .conn
+                .as_ref()
+                .is_some_and(|c| !broker.blocking_is_current(c))
+            {
+                tracing::info!("the Redis master moved; the blocking wait follows it");
+                group.conn = None;
+                group.client_id = None;
+            }
+            let (conn, names, broker) = (group.conn.take(), group.names.clone(), broker.clone());
             group.armed = true;
             self.armed.push(Box::pin(async move {
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => match broker.blocking_connection(&names).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot open the blocking connection");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            return (g, None, Ok(false));
+                        }
+                    },
+                };
                 let r = Broker::wait_for_work(&mut conn, &names, timeout).await;
-                (g, conn, r)
+                (g, Some(conn), r)
             }));
-        }
-        if self.armed.is_empty() {
-            return;
         }
         // One connection: its BZPOPMIN times out by itself. Several: the first to end does,
         // and the others stay armed.
@@ -290,11 +319,14 @@ impl Waiter {
         }
     }
 
-    /// Takes back the connection of a wait that ended.
+    /// Takes back the connection of a wait that ended (a fresh one has no client id yet).
     async fn disarm(&mut self, broker: &Broker, (g, conn, r): Armed) {
         let group = &mut self.groups[g];
         group.armed = false;
-        group.conn = Some(conn);
+        if conn.is_some() && group.conn.is_none() {
+            group.client_id = None;
+        }
+        group.conn = conn;
         if let Err(e) = r {
             self.failed(broker, g, e).await;
         }
