@@ -186,22 +186,31 @@ impl Waiter {
         }
     }
 
+    /// Drops group `g`'s connection when it reaches a master that was since replaced (a
+    /// demoted master may answer for seconds, and a wait there hears of no new task).
+    fn drop_stale(&mut self, broker: &Broker, g: usize) {
+        let group = &mut self.groups[g];
+        if group
+            .conn
+            .as_ref()
+            .is_some_and(|c| !broker.blocking_is_current(c))
+        {
+            tracing::info!("the Redis master moved; the blocking wait follows it");
+            group.conn = None;
+            group.client_id = None;
+        }
+    }
+
     /// Opens group `g`'s connection unless it is open; false (after a short pause) when it
     /// cannot be opened.
     async fn connect(&mut self, broker: &Broker, g: usize) -> bool {
+        self.drop_stale(broker, g);
         let group = &mut self.groups[g];
-        match &group.conn {
-            Some(c) if broker.blocking_is_current(c) => return true,
-            Some(_) => {
-                tracing::info!("the Redis master moved; the blocking wait follows it");
-                group.conn = None;
-                group.client_id = None;
-            }
-            None => {}
+        if group.conn.is_some() {
+            return true;
         }
         match broker.blocking_connection(&group.names).await {
-            Ok(mut c) => {
-                group.client_id = Broker::client_id(&mut c).await.ok();
+            Ok(c) => {
                 group.conn = Some(c);
                 true
             }
@@ -270,19 +279,11 @@ impl Waiter {
         // Each wait opens its own connection when it needs one, inside its future: a shard
         // that does not answer delays its own queue's wait, not the others'.
         for g in 0..self.groups.len() {
-            let group = &mut self.groups[g];
-            if group.armed {
+            if self.groups[g].armed {
                 continue;
             }
-            if group
-                .conn
-                .as_ref()
-                .is_some_and(|c| !broker.blocking_is_current(c))
-            {
-                tracing::info!("the Redis master moved; the blocking wait follows it");
-                group.conn = None;
-                group.client_id = None;
-            }
+            self.drop_stale(broker, g);
+            let group = &mut self.groups[g];
             let (conn, names, broker) = (group.conn.take(), group.names.clone(), broker.clone());
             group.armed = true;
             self.armed.push(Box::pin(async move {
