@@ -224,12 +224,7 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
 
 /// The master of `key`'s slot, as the cluster reports it now.
 async fn slot_owner(shared: &Conn, key: &str) -> RedisResult<(String, u16)> {
-    let mut c = shared.clone();
-    let slot: i64 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query_async(&mut c)
-        .await?;
+    let slot = i64::from(key_slot(key.as_bytes()));
     let ranges = slot_ranges(shared).await?;
     ranges
         .into_iter()

@@ -109,6 +109,19 @@ pub(super) async fn idle(
     }
 }
 
+/// Opens a blocking connection for `names`; `None` (after a short pause, so that a Redis that
+/// does not answer is not asked in a tight loop) when it cannot.
+async fn open(broker: &Broker, names: &[String]) -> Option<BlockingConnection> {
+    match broker.blocking_connection(names).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the blocking connection");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+    }
+}
+
 /// Ends the blocking wait of connection `id` (`CLIENT UNBLOCK`), then never resolves. The
 /// unblock goes out on another connection than the wait, so it may reach Redis first and end
 /// nothing: it is sent again until it ends a wait. Without an id, or without the `CLIENT`
@@ -209,17 +222,8 @@ impl Waiter {
         if group.conn.is_some() {
             return true;
         }
-        match broker.blocking_connection(&group.names).await {
-            Ok(c) => {
-                group.conn = Some(c);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the blocking connection");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                false
-            }
-        }
+        group.conn = open(broker, &group.names).await;
+        group.conn.is_some()
     }
 
     /// Readies the single queue's connection for [`Waiter::wait_then_fetch`]: a wait still
@@ -287,16 +291,12 @@ impl Waiter {
             let (conn, names, broker) = (group.conn.take(), group.names.clone(), broker.clone());
             group.armed = true;
             self.armed.push(Box::pin(async move {
-                let mut conn = match conn {
-                    Some(c) => c,
-                    None => match broker.blocking_connection(&names).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot open the blocking connection");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            return (g, None, Ok(false));
-                        }
-                    },
+                let conn = match conn {
+                    Some(c) => Some(c),
+                    None => open(&broker, &names).await,
+                };
+                let Some(mut conn) = conn else {
+                    return (g, None, Ok(false));
                 };
                 let r = Broker::wait_for_work(&mut conn, &names, timeout).await;
                 (g, Some(conn), r)
