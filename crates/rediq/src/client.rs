@@ -241,23 +241,24 @@ impl Client {
         }
         let new = self.prepare(&task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
+        let queue = self.placed(&task).await?;
         if has_dependencies(&task) {
             let raw = record::id_bytes(&task.id)?;
-            if let Some(state) = self.inner.broker.known(&task.queue, &raw).await? {
+            if let Some(state) = self.inner.broker.known(&queue, &raw).await? {
                 // Known already: with a durability setting, only once replicas hold it too.
-                self.inner.broker.replicated(&task.queue).await?;
+                self.inner.broker.replicated(&queue).await?;
                 return Ok(Enqueued {
                     id: task.id,
                     existing: Some(state),
                 });
             }
-            return self.enqueue_dependent(&task, &new).await;
+            return self.enqueue_dependent(&task, &new, &queue).await;
         }
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
             .send(Request {
-                queue: task.queue.clone(),
+                queue,
                 task: new,
                 reply,
             })
@@ -295,7 +296,7 @@ impl Client {
     /// Enqueueing is idempotent (see [`Client::enqueue_outcome`]): a task whose id the queue
     /// knows already is not written again, also within one batch.
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<String>> {
-        let mut by_queue: HashMap<&str, Vec<(&Task, NewTask)>> = HashMap::new();
+        let mut by_queue: HashMap<String, Vec<(&Task, NewTask)>> = HashMap::new();
         let mut seen = HashSet::new();
         if let Some(t) = tasks.iter().find(|t| t.options.cron.is_some()) {
             return Err(Error::validation(
@@ -326,7 +327,10 @@ impl Client {
             if has_dependencies(t) {
                 dependents.push((t, new));
             } else {
-                by_queue.entry(&t.queue).or_default().push((t, new));
+                by_queue
+                    .entry(self.placed(t).await?)
+                    .or_default()
+                    .push((t, new));
             }
         }
         self.note_queues(&queues).await?;
@@ -349,10 +353,11 @@ impl Client {
         }
         for (t, new) in dependents {
             let raw = record::id_bytes(&t.id)?;
-            if self.inner.broker.known(&t.queue, &raw).await?.is_none() {
-                self.enqueue_dependent(t, &new).await?;
+            let queue = self.placed(t).await?;
+            if self.inner.broker.known(&queue, &raw).await?.is_none() {
+                self.enqueue_dependent(t, &new, &queue).await?;
             } else {
-                self.inner.broker.replicated(&t.queue).await?;
+                self.inner.broker.replicated(&queue).await?;
             }
         }
         Ok(tasks.into_iter().map(|t| t.id).collect())
@@ -384,16 +389,44 @@ impl Client {
         };
         let template = record::encode(task)?;
         self.note_queues(std::slice::from_ref(&task.queue)).await?;
+        // On a partitioned queue the entry lives in the partition its unique key routes to
+        // (the entry id is the unique key when there is one), so its ticks and enqueues of
+        // that key meet the same lock.
+        let queue = self
+            .inner
+            .broker
+            .partition_for(&task.queue, || id.as_bytes().to_vec())
+            .await?
+            .unwrap_or_else(|| task.queue.clone());
         self.inner
             .broker
-            .cron_put(&task.queue, &id, &expr, &template, Some(first))
+            .cron_put(&queue, &id, &expr, &template, Some(first))
             .await?;
+        // Registered before the queue had partitions, the entry sits in partition 0: one entry
+        // per id, or it would fire twice.
+        for other in self.inner.broker.partitions(&task.queue).await?.iter() {
+            if *other != queue {
+                self.inner.broker.cron_remove(other, &id).await?;
+            }
+        }
         Ok(id)
     }
 
     /// Task counts per state of a queue.
     pub async fn queue_stats(&self, queue: &str) -> Result<crate::QueueStats> {
         self.inspector().queue_stats(queue).await
+    }
+
+    /// Spreads a queue over `partitions` partitions (see [`Inspector::partition_queue`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rediq::Client) -> rediq::Result<()> {
+    /// client.partition_queue("clicks", 6).await?; // before its servers start
+    /// client.enqueue(rediq::Task::builder("click").queue("clicks").build()?).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn partition_queue(&self, queue: &str, partitions: u16) -> Result<()> {
+        self.inspector().partition_queue(queue, partitions).await
     }
 
     /// Pauses a queue (see [`Inspector::pause_queue`]).
@@ -482,9 +515,25 @@ impl Client {
         })
     }
 
-    /// Registers a task with each of its dependencies, then writes it (see
-    /// `broker::deps` for the protocol).
-    async fn enqueue_dependent(&self, task: &Task, new: &NewTask) -> Result<Enqueued> {
+    /// The physical queue a task goes to: its queue, or on a partitioned queue the partition
+    /// its unique key (else its id) routes to.
+    async fn placed(&self, task: &Task) -> Result<String> {
+        let routed = self
+            .inner
+            .broker
+            .partition_for(&task.queue, || match &task.options.unique_key {
+                Some(k) => k.as_bytes().to_vec(),
+                // prepare() checked that the id parses.
+                None => record::id_bytes(&task.id)
+                    .map_or_else(|_| task.id.clone().into_bytes(), |b| b.to_vec()),
+            })
+            .await?;
+        Ok(routed.unwrap_or_else(|| task.queue.clone()))
+    }
+
+    /// Registers a task with each of its dependencies, then writes it into `queue` (its
+    /// partition; see `broker::deps` for the protocol).
+    async fn enqueue_dependent(&self, task: &Task, new: &NewTask, queue: &str) -> Result<Enqueued> {
         let broker = &self.inner.broker;
         let me = record::id_bytes(&task.id)?;
         let known = broker.queues().await?;
@@ -493,18 +542,17 @@ impl Client {
         let mut failed: Option<Vec<u8>> = None;
         // Before the first registration: news that reaches the dependent before it is written
         // is kept only with this mark (see `dep_begin.lua`).
-        broker.dep_begin(&task.queue, &me).await?;
+        broker.dep_begin(queue, &me).await?;
         for d in task.options.depends_on.iter().flatten() {
             // Checked in prepare(): every dependency id parses.
             let raw = record::id_bytes(d)?;
             if !seen.insert(raw) {
                 continue; // listed twice (perhaps in another case)
             }
-            let order = search_order(&known, &task.queue, &raw);
-            match broker
-                .register_dependency(&order, &raw, &me, &task.queue)
-                .await?
-            {
+            let order = broker
+                .id_search_order(&search_order(&known, &task.queue, &raw), &raw)
+                .await?;
+            match broker.register_dependency(&order, &raw, &me, queue).await? {
                 Answer::Done => {}
                 Answer::Registered => open.push(raw.to_vec()),
                 Answer::Failed => {
@@ -514,7 +562,7 @@ impl Client {
                 Answer::Unknown => {
                     // Best effort: a mark left behind only keeps news for a task that never
                     // comes, until the janitor drops it with the early facts.
-                    if let Err(e) = broker.dep_abandon(&task.queue, &me).await {
+                    if let Err(e) = broker.dep_abandon(queue, &me).await {
                         tracing::debug!(task = %task.id, error = %e, "could not drop the dependent's mark");
                     }
                     return Err(Error::UnknownDependency {
@@ -544,7 +592,7 @@ impl Client {
                 None => None,
             };
             match broker
-                .dep_enqueue(&task.queue, &dependent, dead.as_deref())
+                .dep_enqueue(queue, &dependent, dead.as_deref())
                 .await?
             {
                 Written::Ok => {
@@ -602,8 +650,8 @@ fn has_dependencies(task: &Task) -> bool {
         .is_some_and(|d| !d.is_empty())
 }
 
-/// The queues to look for a dependency in: those whose name matches the hint in the id first,
-/// then the dependent's own queue, then the rest.
+/// The (logical) queues to look for a dependency in: those whose name matches the hint in the
+/// id first, then the dependent's own queue, then the rest.
 fn search_order(known: &[String], own: &str, dep: &[u8]) -> Vec<String> {
     let hint = dep.get(14..16);
     let mut order: Vec<String> = known

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::broker::{record, redis_options, Broker, FlushCounts, QueueStats, Target, TaskState};
+use crate::broker::{
+    logical, record, redis_options, Broker, FlushCounts, QueueStats, Target, TaskState,
+};
 use crate::task::validate_queue_name;
 use crate::{Client, Result, Task};
 
@@ -119,26 +121,63 @@ impl Inspector {
         self.broker.queues().await
     }
 
-    /// Counts per state of a queue.
+    /// Counts per state of a queue (summed over its partitions, when it has some).
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
-        self.broker.stats(queue).await
+        validate_queue_name(queue)?;
+        let parts = self.broker.partitions(queue).await?;
+        let mut total = QueueStats {
+            queue: queue.to_string(),
+            paused: true,
+            ..QueueStats::default()
+        };
+        for p in parts.iter() {
+            total.absorb(&self.broker.stats(p).await?);
+        }
+        Ok(total)
+    }
+
+    /// Gives a queue `partitions` partitions (1 ..= 64), so that on a Redis Cluster one hot
+    /// queue spreads over several shards; or checks that it has them already. Partition 0 is
+    /// the queue itself, so what it holds stays. The count is fixed once declared (a unique key
+    /// must keep landing in the same partition): another count is a validation error.
+    ///
+    /// Producers learn of a declaration within 5 s; servers read the partitions when they
+    /// start, so declare before starting the servers of the queue (or restart them). See
+    /// docs/deployment.md, "Scaling a hot workload", for what a partitioned queue promises.
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+    /// inspector.partition_queue("clicks", 6).await?;
+    /// assert_eq!(inspector.queue_stats("clicks").await?.partitions, 6);
+    /// # Ok(()) }
+    /// ```
+    pub async fn partition_queue(&self, queue: &str, partitions: u16) -> Result<()> {
+        validate_queue_name(queue)?;
+        self.broker.declare_partitions(queue, partitions).await?;
+        self.broker.register_queues(&[queue.to_string()]).await
     }
 
     /// Up to `limit` tasks of a queue in one state, in the order they would run (pending),
     /// become due (delayed, retry) or died (dead, oldest first). Undecodable records appear as
-    /// tasks of type `rediq:undecodable`.
+    /// tasks of type `rediq:undecodable`. A partitioned queue lists its partitions one after
+    /// the other, each in that order.
     pub async fn list(&self, queue: &str, state: TaskState, limit: usize) -> Result<Vec<Task>> {
-        let raw = self.broker.records(queue, state, limit).await?;
-        Ok(raw
-            .iter()
-            .map(|r| {
+        validate_queue_name(queue)?;
+        let mut out = Vec::new();
+        for p in self.broker.partitions(queue).await?.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let raw = self.broker.records(p, state, limit - out.len()).await?;
+            out.extend(raw.iter().map(|r| {
                 record::decode(queue, r).unwrap_or_else(|reason| {
                     // Decoding our own stand-in record cannot fail.
                     record::decode(queue, &record::undecodable(r, &reason))
                         .expect("the undecodable stand-in record decodes")
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// Registered servers.
@@ -157,13 +196,19 @@ impl Inspector {
     /// holds across server restarts.
     pub async fn pause_queue(&self, queue: &str) -> Result<()> {
         validate_queue_name(queue)?;
-        self.broker.pause(queue).await
+        for p in self.broker.partitions(queue).await?.iter() {
+            self.broker.pause(p).await?;
+        }
+        Ok(())
     }
 
     /// Resumes a paused queue; idle servers pick up its tasks at once.
     pub async fn resume_queue(&self, queue: &str) -> Result<()> {
         validate_queue_name(queue)?;
-        self.broker.resume(queue).await
+        for p in self.broker.partitions(queue).await?.iter() {
+            self.broker.resume(p).await?;
+        }
+        Ok(())
     }
 
     /// Removes every task of a queue in every state and returns how many of each. Tasks running
@@ -171,6 +216,15 @@ impl Inspector {
     /// released. Counters and the pause flag stay.
     pub async fn flush_queue(&self, queue: &str) -> Result<FlushCounts> {
         validate_queue_name(queue)?;
+        let mut total = FlushCounts::default();
+        for p in self.broker.partitions(queue).await?.iter() {
+            total.absorb(&self.flush_partition(p).await?);
+        }
+        Ok(total)
+    }
+
+    /// Flushes one physical queue.
+    async fn flush_partition(&self, queue: &str) -> Result<FlushCounts> {
         let mut locks = Vec::new();
         for state in [
             TaskState::Pending,
@@ -180,7 +234,7 @@ impl Inspector {
             TaskState::Waiting,
         ] {
             for r in self.broker.records(queue, state, usize::MAX).await? {
-                if let Ok(t) = record::decode(queue, &r) {
+                if let Ok(t) = record::decode(logical(queue), &r) {
                     if let Some(key) = t.options.unique_key {
                         locks.push((key, record::raw_id(&r).to_vec()));
                     }
@@ -199,22 +253,39 @@ impl Inspector {
     pub async fn rerun_dead(&self, queue: &str, id: &str) -> Result<bool> {
         validate_queue_name(queue)?;
         let id = record::id_bytes(id)?.to_vec();
-        let found = self.broker.dead_records(queue, Some(&[id]), 1).await?;
-        Ok(self.rerun(queue, found).await? == 1)
+        for p in self
+            .broker
+            .id_search_order(&[queue.to_string()], &id)
+            .await?
+        {
+            let found = self
+                .broker
+                .dead_records(&p, Some(std::slice::from_ref(&id)), 1)
+                .await?;
+            if !found.is_empty() {
+                return Ok(self.rerun(&p, found).await? == 1);
+            }
+        }
+        Ok(false)
     }
 
     /// Runs every dead task of a queue again; returns how many. Undecodable records stay in the
     /// dead-letter queue.
     pub async fn rerun_all_dead(&self, queue: &str) -> Result<u64> {
         validate_queue_name(queue)?;
-        let all = self.broker.dead_records(queue, None, usize::MAX).await?;
-        self.rerun(queue, all).await
+        let mut n = 0;
+        for p in self.broker.partitions(queue).await?.iter() {
+            let all = self.broker.dead_records(p, None, usize::MAX).await?;
+            n += self.rerun(p, all).await?;
+        }
+        Ok(n)
     }
 
+    /// Re-runs dead records of one physical queue.
     async fn rerun(&self, queue: &str, dead: Vec<Vec<u8>>) -> Result<u64> {
         let mut pairs = Vec::with_capacity(dead.len());
         for old in dead {
-            let Ok(mut task) = record::decode(queue, &old) else {
+            let Ok(mut task) = record::decode(logical(queue), &old) else {
                 continue;
             };
             if task.task_type == record::UNDECODABLE_TYPE {
@@ -235,12 +306,27 @@ impl Inspector {
     /// reconnecting, or has leased the task but not yet started its handler, misses the signal
     /// and the task runs to its end.
     pub async fn cancel_task(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-        use crate::broker::cancel::Located;
         validate_queue_name(queue)?;
         let raw = record::id_bytes(id)?;
+        for p in self
+            .broker
+            .id_search_order(&[queue.to_string()], &raw)
+            .await?
+        {
+            match self.cancel_in(&p, &raw).await? {
+                CancelOutcome::NotFound => continue,
+                done => return Ok(done),
+            }
+        }
+        Ok(CancelOutcome::NotFound)
+    }
+
+    /// Cancels a task of one physical queue.
+    async fn cancel_in(&self, queue: &str, raw: &[u8; 16]) -> Result<CancelOutcome> {
+        use crate::broker::cancel::Located;
         // A waiting task may be fetched between locating and removing it: look again.
         for _ in 0..3 {
-            match self.broker.locate(queue, &raw).await? {
+            match self.broker.locate(queue, raw).await? {
                 Located::Queued(state, stored) => {
                     if self.cancel_queued(queue, state, &stored).await? {
                         return Ok(CancelOutcome::Removed);
@@ -255,7 +341,7 @@ impl Inspector {
                     }
                 }
                 Located::Running => {
-                    self.broker.publish_cancel(queue, &raw).await?;
+                    self.broker.publish_cancel(queue, raw).await?;
                     return Ok(CancelOutcome::Signalled);
                 }
                 Located::NotFound => return Ok(CancelOutcome::NotFound),
@@ -265,7 +351,7 @@ impl Inspector {
     }
 
     async fn cancel_queued(&self, queue: &str, state: TaskState, stored: &[u8]) -> Result<bool> {
-        let unique = record::decode(queue, stored)
+        let unique = record::decode(logical(queue), stored)
             .ok()
             .and_then(|t| t.options.unique_key);
         let removed = self
@@ -279,12 +365,12 @@ impl Inspector {
     }
 
     /// Delivers dependency news now instead of waiting for a server's resolver (which delivers
-    /// it anyway, also after a crash here): this queue's outbox, then — a failure travels on,
-    /// queue by queue — every queue's, until a round delivers nothing.
+    /// it anyway, also after a crash here): this (physical) queue's outbox, then — a failure
+    /// travels on, queue by queue — every queue's, until a round delivers nothing.
     async fn tell_dependents(&self, queue: &str) {
         let round = async {
             let mut delivered = self.broker.resolve_outbox(queue).await?.delivered;
-            let queues = self.broker.queues().await?;
+            let queues = self.broker.physical_queues().await?;
             for _ in 0..10 {
                 if delivered == 0 {
                     break;
@@ -303,21 +389,35 @@ impl Inspector {
 
     /// Every periodic entry, of every queue.
     pub async fn cron_entries(&self) -> Result<Vec<CronEntry>> {
+        Ok(self
+            .cron_entries_where()
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// Every periodic entry with the physical queue (partition) that holds it.
+    async fn cron_entries_where(&self) -> Result<Vec<(String, CronEntry)>> {
         let mut out = Vec::new();
         for queue in self.broker.cron_queues().await? {
+            let name = logical(&queue).to_string();
             for (id, e, last, next) in self.broker.cron_list(&queue).await? {
-                let Ok(task) = record::decode(&queue, &e.template) else {
+                let Ok(task) = record::decode(&name, &e.template) else {
                     continue;
                 };
-                out.push(CronEntry {
-                    id,
-                    queue: queue.clone(),
-                    expr: e.expr,
-                    task,
-                    paused: e.paused,
-                    last_run_ms: last,
-                    next_run_ms: next,
-                });
+                out.push((
+                    queue.clone(),
+                    CronEntry {
+                        id,
+                        queue: name.clone(),
+                        expr: e.expr,
+                        task,
+                        paused: e.paused,
+                        last_run_ms: last,
+                        next_run_ms: next,
+                    },
+                ));
             }
         }
         Ok(out)
@@ -327,7 +427,7 @@ impl Inspector {
     /// this id.
     pub async fn pause_cron(&self, id: &str) -> Result<bool> {
         match self.find_cron(id).await? {
-            Some(e) => self.broker.cron_set_paused(&e.queue, id, None).await,
+            Some((queue, _)) => self.broker.cron_set_paused(&queue, id, None).await,
             None => Ok(false),
         }
     }
@@ -335,14 +435,14 @@ impl Inspector {
     /// Resumes a paused periodic entry from its next tick after now (ticks passed while paused
     /// do not fire). `false` if no entry has this id.
     pub async fn resume_cron(&self, id: &str) -> Result<bool> {
-        let Some(e) = self.find_cron(id).await? else {
+        let Some((queue, e)) = self.find_cron(id).await? else {
             return Ok(false);
         };
         let schedule = crate::schedule::Schedule::parse(&e.expr)
             .map_err(|err| crate::Error::validation("cron", err))?;
         let now = self.broker.time_ms().await?;
         match schedule.next_after(now) {
-            Some(next) => self.broker.cron_set_paused(&e.queue, id, Some(next)).await,
+            Some(next) => self.broker.cron_set_paused(&queue, id, Some(next)).await,
             None => Ok(false),
         }
     }
@@ -350,13 +450,17 @@ impl Inspector {
     /// Removes a periodic entry. `false` if no entry has this id.
     pub async fn remove_cron(&self, id: &str) -> Result<bool> {
         match self.find_cron(id).await? {
-            Some(e) => self.broker.cron_remove(&e.queue, id).await,
+            Some((queue, _)) => self.broker.cron_remove(&queue, id).await,
             None => Ok(false),
         }
     }
 
-    async fn find_cron(&self, id: &str) -> Result<Option<CronEntry>> {
-        Ok(self.cron_entries().await?.into_iter().find(|e| e.id == id))
+    async fn find_cron(&self, id: &str) -> Result<Option<(String, CronEntry)>> {
+        Ok(self
+            .cron_entries_where()
+            .await?
+            .into_iter()
+            .find(|(_, e)| e.id == id))
     }
 
     /// Plants raw bytes as a pending task, bypassing every check. Only for testing how servers

@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::broker::{record, Broker};
+use crate::broker::{record, Broker, QueueStats};
 
 /// Buckets of the handler duration histogram, in seconds: 0.5 ms … 5 min.
 const DURATION_BUCKETS: [f64; 16] = [
@@ -296,7 +296,10 @@ impl Metrics {
     /// the Prometheus text format. A queue whose depths cannot be read is left out of the depth
     /// gauges (rather than showing stale values); the counters are always encoded.
     pub async fn render(&self, broker: &Broker) -> String {
-        for queue in &self.queues {
+        // The partitions of a partitioned queue share its name (and are summed in read_depths).
+        let mut queues: Vec<&String> = self.queues.iter().collect();
+        queues.dedup();
+        for queue in queues {
             match read_depths(broker, queue).await {
                 Ok((depths, age, enqueued)) => {
                     for (state, n) in DEPTH_STATES.iter().zip(depths) {
@@ -358,15 +361,30 @@ async fn read_depths(
     broker: &Broker,
     queue: &str,
 ) -> crate::Result<([u64; 7], f64, Vec<(String, u64)>)> {
-    let s = broker.stats(queue).await?;
-    let enqueued = broker.enqueued_counts(queue).await?;
+    let mut s = QueueStats::default();
+    let mut enqueued: Vec<(String, u64)> = Vec::new();
+    let mut oldest: Option<u64> = None;
+    let mut now_ms = 0;
+    // A partitioned queue's figures are the sums over its partitions (its oldest task, the
+    // oldest of theirs).
+    for p in broker.partitions(queue).await?.iter() {
+        s.absorb(&broker.stats(p).await?);
+        for (task_type, n) in broker.enqueued_counts(p).await? {
+            match enqueued.iter_mut().find(|(t, _)| *t == task_type) {
+                Some((_, total)) => *total += n,
+                None => enqueued.push((task_type, n)),
+            }
+        }
+        let (heads, now) = broker.pending_heads(p).await?;
+        now_ms = now_ms.max(now);
+        let since = heads
+            .iter()
+            .filter_map(|rec| pending_since_ms(queue, rec))
+            .min();
+        oldest = oldest.into_iter().chain(since).min();
+    }
     let waiting = s.waiting;
-    let (heads, now_ms) = broker.pending_heads(queue).await?;
-    let age = heads
-        .iter()
-        .filter_map(|rec| pending_since_ms(queue, rec))
-        .min()
-        .map_or(0.0, |since| now_ms.saturating_sub(since) as f64 / 1000.0);
+    let age = oldest.map_or(0.0, |since| now_ms.saturating_sub(since) as f64 / 1000.0);
     Ok((
         [
             s.pending,

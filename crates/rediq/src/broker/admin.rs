@@ -38,8 +38,30 @@ pub struct QueueStats {
     pub dead_trimmed_total: u64,
     /// Tasks cancelled, ever.
     pub cancelled_total: u64,
-    /// Whether the queue is paused (hands out nothing).
+    /// Whether the queue is paused (hands out nothing; on a partitioned queue: every
+    /// partition is).
     pub paused: bool,
+    /// Its partitions (1 when it is not partitioned; see `Inspector::partition_queue`).
+    pub partitions: u16,
+}
+
+impl QueueStats {
+    /// Adds the counts of one partition.
+    pub(crate) fn absorb(&mut self, p: &QueueStats) {
+        self.pending += p.pending;
+        self.active += p.active;
+        self.delayed += p.delayed;
+        self.retry += p.retry;
+        self.dead += p.dead;
+        self.completed += p.completed;
+        self.waiting += p.waiting;
+        self.processed_total += p.processed_total;
+        self.failed_total += p.failed_total;
+        self.dead_trimmed_total += p.dead_trimmed_total;
+        self.cancelled_total += p.cancelled_total;
+        self.paused &= p.paused;
+        self.partitions += 1;
+    }
 }
 
 /// How many tasks of each state a flush removed.
@@ -59,6 +81,19 @@ pub struct FlushCounts {
     pub active: u64,
     /// Waiting for their dependencies.
     pub waiting: u64,
+}
+
+impl FlushCounts {
+    /// Adds the counts of one partition.
+    pub(crate) fn absorb(&mut self, p: &FlushCounts) {
+        self.pending += p.pending;
+        self.delayed += p.delayed;
+        self.retry += p.retry;
+        self.dead += p.dead;
+        self.completed += p.completed;
+        self.active += p.active;
+        self.waiting += p.waiting;
+    }
 }
 
 /// A task state that can be listed.
@@ -209,6 +244,7 @@ impl Broker {
             dead_trimmed_total: t.unwrap_or(0),
             cancelled_total: cancelled.unwrap_or(0),
             paused,
+            partitions: 1,
         })
     }
 

@@ -251,7 +251,7 @@ async fn masters(shared: &Conn) -> RedisResult<Vec<(String, u16)>> {
 }
 
 /// `CLUSTER SLOTS`: each slot range with its master's address.
-async fn slot_ranges(shared: &Conn) -> RedisResult<Vec<(i64, i64, (String, u16))>> {
+pub(super) async fn slot_ranges(shared: &Conn) -> RedisResult<Vec<(i64, i64, (String, u16))>> {
     let mut c = shared.clone();
     let rows: Vec<Value> = redis::cmd("CLUSTER")
         .arg("SLOTS")

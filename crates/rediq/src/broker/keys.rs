@@ -200,6 +200,12 @@ pub(crate) fn queues() -> String {
     format!("{PREFIX}:queues")
 }
 
+/// Hash of the partitioned queues: logical queue name → the names of its partitions, one per
+/// line (see `partitions.rs`).
+pub(crate) fn partitions() -> String {
+    format!("{PREFIX}:partitions")
+}
+
 /// Pub/sub channel on which cancellations of running tasks are announced.
 pub(crate) fn cancel_channel() -> String {
     format!("{PREFIX}:cancel")

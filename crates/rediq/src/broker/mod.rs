@@ -23,8 +23,9 @@
 //! `transitions.rs`, the leases around them in `leases.rs`, the pending band lists in
 //! `bands.rs`, the id index in `index.rs`, script calls in `call.rs`, reading and steering whole
 //! queues (counts, listings, pause, flush, the registry) in `admin.rs`, dependencies in
-//! `deps.rs` and `outbox.rs`, periodic entries in `cron.rs`, cancellation in `cancel.rs`, and
-//! setting garbage aside in `garbage.rs`.
+//! `deps.rs` and `outbox.rs`, periodic entries in `cron.rs`, cancellation in `cancel.rs`,
+//! setting garbage aside in `garbage.rs`, and which physical queues (partitions) make up a
+//! queue in `partitions.rs`.
 
 mod admin;
 mod bands;
@@ -42,6 +43,8 @@ pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
 mod leases;
 pub(crate) mod outbox;
+mod partitions;
+pub(crate) use partitions::logical;
 pub(crate) mod record;
 mod transitions;
 pub use admin::{FlushCounts, QueueStats, TaskState};
@@ -187,6 +190,8 @@ pub(crate) struct Broker {
     finished: std::sync::Arc<tokio::sync::Notify>,
     /// Replicas an enqueue waits for (`WAIT`), and how long; `None` = not at all.
     durability: Option<(u32, Duration)>,
+    /// The partitioned queues, as last read.
+    parts: partitions::PartitionCache,
 }
 
 /// How long completion records are kept, so a task may depend on one that already completed.
@@ -250,6 +255,7 @@ impl Broker {
             bands: Default::default(),
             finished: Default::default(),
             durability: None,
+            parts: Default::default(),
         })
     }
 
@@ -285,7 +291,7 @@ impl Broker {
         let reached = reached.max(0) as u32;
         if reached < wanted {
             return Err(Error::NotReplicated {
-                queue: queue.to_string(),
+                queue: logical(queue).to_string(),
                 reached,
                 wanted,
                 timeout,
@@ -316,6 +322,7 @@ impl Broker {
             bands: self.bands.clone(),
             finished: self.finished.clone(),
             durability: self.durability,
+            parts: self.parts.clone(),
         })
     }
 

@@ -95,7 +95,13 @@ pub struct ServerState {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The physical queues served (a partitioned queue's partitions each count), with the
+    /// weight of their queue.
     pub queues: Vec<(String, u32)>,
+    /// The queue each physical queue belongs to, by index (the name handlers and metrics see).
+    pub logical: Vec<String>,
+    /// The queues as configured: the indexes of their physical queues, and their weight.
+    pub groups: Vec<(Vec<usize>, u32)>,
     pub strict: bool,
     pub concurrency: usize,
     pub fetch_batch: usize,
@@ -113,6 +119,16 @@ pub(crate) struct Config {
     pub scheduler_interval: Duration,
     pub missed_ticks: MissedTicks,
     pub middleware: MiddlewareChain,
+}
+
+impl Config {
+    /// The queues served, as configured (partitioned ones once).
+    pub fn served(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter_map(|(members, _)| members.first().map(|&i| self.logical[i].clone()))
+            .collect()
+    }
 }
 
 /// Builds a server: queues, concurrency and the reliability knobs. `build()` validates them and
@@ -455,11 +471,26 @@ impl ServerBuilder {
         broker.set_dep_limits(self.deps);
         let lease = self.lease;
         let names: Vec<String> = self.queues.iter().map(|(q, _)| q.clone()).collect();
+        // A partitioned queue is served as its partitions (read once, now: a queue partitioned
+        // later is served whole after a restart).
+        let (mut queues, mut logical, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        for ((name, weight), parts) in self.queues.iter().zip(broker.partitions_now(&names).await?)
+        {
+            let mut members = Vec::new();
+            for p in parts.iter() {
+                members.push(queues.len());
+                queues.push((p.clone(), *weight));
+                logical.push(name.clone());
+            }
+            groups.push((members, *weight));
+        }
         Ok(ServerState {
             broker,
-            metrics: self.metrics.then(|| Arc::new(Metrics::new(&names))),
+            metrics: self.metrics.then(|| Arc::new(Metrics::new(&logical))),
             cfg: Config {
-                queues: self.queues,
+                queues,
+                logical,
+                groups,
                 strict: self.strict,
                 concurrency: self.concurrency,
                 fetch_batch: fetch_batch.min(crate::broker::MAX_SCRIPT_BATCH / 2),

@@ -207,7 +207,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
 
         let mut got = 0usize;
         let (mut tried, mut failed) = (0usize, 0usize);
-        for q in order(&ctx.cfg.queues, ctx.cfg.strict) {
+        for q in order(&ctx.cfg.groups, ctx.cfg.strict) {
             if got == asked {
                 break;
             }
@@ -330,28 +330,39 @@ impl Health {
     }
 }
 
-/// The order in which the queues are tried this round: as listed when strict, else a
-/// weighted-random permutation (a queue's chance to come first is proportional to its weight,
-/// and every queue comes at some place, so none starves).
-pub(crate) fn order(queues: &[(String, u32)], strict: bool) -> Vec<usize> {
-    if strict || queues.len() == 1 {
-        return (0..queues.len()).collect();
-    }
-    let mut left: Vec<usize> = (0..queues.len()).collect();
-    let mut out = Vec::with_capacity(queues.len());
-    while !left.is_empty() {
-        let total: u64 = left.iter().map(|&i| u64::from(queues[i].1)).sum();
-        let mut pick = rand::random_range(0..total.max(1));
-        let mut chosen = 0;
-        for (pos, &i) in left.iter().enumerate() {
-            let w = u64::from(queues[i].1);
-            if pick < w {
-                chosen = pos;
-                break;
+/// The order in which the physical queues are tried this round: the configured queues as
+/// listed when strict, else in a weighted-random permutation (a queue's chance to come first is
+/// proportional to its weight, and every queue comes at some place, so none starves); the
+/// partitions of a partitioned queue follow each other from a random one on, so each gets its
+/// turn first as often as the others.
+pub(crate) fn order(groups: &[(Vec<usize>, u32)], strict: bool) -> Vec<usize> {
+    let mut picked: Vec<usize> = (0..groups.len()).collect();
+    if !strict && groups.len() > 1 {
+        let mut left = picked;
+        picked = Vec::with_capacity(groups.len());
+        while !left.is_empty() {
+            let total: u64 = left.iter().map(|&i| u64::from(groups[i].1)).sum();
+            let mut pick = rand::random_range(0..total.max(1));
+            let mut chosen = 0;
+            for (pos, &i) in left.iter().enumerate() {
+                let w = u64::from(groups[i].1);
+                if pick < w {
+                    chosen = pos;
+                    break;
+                }
+                pick -= w;
             }
-            pick -= w;
+            picked.push(left.remove(chosen));
         }
-        out.push(left.remove(chosen));
+    }
+    let mut out = Vec::new();
+    for g in picked {
+        let members = &groups[g].0;
+        let start = match members.len() {
+            0 | 1 => 0,
+            n => rand::random_range(0..n),
+        };
+        out.extend(members.iter().cycle().skip(start).take(members.len()));
     }
     out
 }
@@ -362,11 +373,7 @@ mod tests {
 
     #[test]
     fn weighted_order_follows_weights() {
-        let qs = vec![
-            ("a".to_string(), 6),
-            ("b".to_string(), 3),
-            ("c".to_string(), 1),
-        ];
+        let qs = vec![(vec![0], 6), (vec![1], 3), (vec![2], 1)];
         let mut first = [0u32; 3];
         for _ in 0..10_000 {
             let o = order(&qs, false);
@@ -377,5 +384,26 @@ mod tests {
         assert!((2_500..3_500).contains(&first[1]), "{first:?}");
         assert!((700..1_300).contains(&first[2]), "{first:?}");
         assert_eq!(order(&qs, true), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn partitions_take_turns_and_share_their_queue_weight() {
+        // "a" (weight 3) has partitions 0, 1, 2; "b" (weight 1) is physical queue 3.
+        let qs = vec![(vec![0, 1, 2], 3), (vec![3], 1)];
+        let mut first = [0u32; 4];
+        for _ in 0..12_000 {
+            let o = order(&qs, false);
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2, 3], "every physical queue once: {o:?}");
+            first[o[0]] += 1;
+        }
+        // "a" comes first 3 times in 4, spread evenly over its partitions.
+        for p in &first[..3] {
+            assert!((2_700..3_300).contains(p), "{first:?}");
+        }
+        assert!((2_700..3_300).contains(&first[3]), "{first:?}");
+        let strict = order(&qs, true);
+        assert_eq!(strict[3], 3, "strict: b only after every partition of a");
     }
 }

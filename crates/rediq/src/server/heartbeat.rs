@@ -139,7 +139,7 @@ async fn sweep_orphans(ctx: &Ctx, broker: &Broker, seen: &Mutex<Seen>) -> Result
 
 /// Registers or refreshes this server in the worker registry.
 pub(crate) async fn beat(ctx: &Ctx, broker: &Broker) -> Result<()> {
-    let queues: Vec<&str> = ctx.cfg.queues.iter().map(|(q, _)| q.as_str()).collect();
+    let queues = ctx.cfg.served();
     let info = [
         (
             "host",

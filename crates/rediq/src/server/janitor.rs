@@ -4,7 +4,8 @@
 //! a completion finds the cap exceeded), and prunes registry entries of servers that stopped
 //! heartbeating. It also moves what an earlier version left in the old pending set into the
 //! band lists (at start and on every sweep), and sets aside garbage a crash left on its way to
-//! the dead-letter queue.
+//! the dead-letter queue. And it says loudly when a queue it serves got partitions after the
+//! server started (it serves the partitions it read at start).
 
 use std::sync::Arc;
 
@@ -62,8 +63,30 @@ async fn upgrade(ctx: &Ctx) {
     }
 }
 
+/// A queue partitioned after this server started (a declaration racing the start: a
+/// declaration is refused while a server serves the queue) has partitions this server does not
+/// serve: their tasks wait for a server started since.
+async fn check_partitions(ctx: &Ctx) {
+    for (members, _) in &ctx.cfg.groups {
+        let Some(&first) = members.first() else {
+            continue;
+        };
+        let name = ctx.logical_name(first);
+        match ctx.broker.partitions(name).await {
+            Ok(now) if now.len() != members.len() => {
+                tracing::error!(queue = name, partitions = now.len(), served = members.len(), "the queue was partitioned after this server started, which serves only the partitions it read then: restart it");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(queue = name, error = %e, "reading the queue's partitions failed")
+            }
+        }
+    }
+}
+
 async fn sweep(ctx: &Ctx) {
     upgrade(ctx).await;
+    check_partitions(ctx).await;
     for (q, _) in &ctx.cfg.queues {
         match ctx.broker.drop_legacy_records(q).await {
             Ok(0) => {}

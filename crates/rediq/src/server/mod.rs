@@ -76,8 +76,14 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The physical queue number `q` (a queue, or one partition of a partitioned one).
     pub fn queue_name(&self, q: usize) -> &str {
         &self.cfg.queues[q].0
+    }
+
+    /// The queue physical queue number `q` belongs to: what handlers and metrics see.
+    pub fn logical_name(&self, q: usize) -> &str {
+        &self.cfg.logical[q]
     }
 
     /// The context of a server that runs no services, for unit tests of one component.
@@ -101,6 +107,25 @@ impl Ctx {
             running: AtomicBool::new(false),
         }
     }
+}
+
+/// Fails when a served queue's partitions differ from those read at `build()`.
+async fn check_partitions(ctx: &Ctx) -> Result<()> {
+    let served = ctx.cfg.served();
+    let now = ctx.broker.partitions_now(&served).await?;
+    for ((members, _), (name, parts)) in ctx.cfg.groups.iter().zip(served.iter().zip(now)) {
+        if parts.len() != members.len() {
+            return Err(Error::validation(
+                "partitions",
+                format!(
+                    "queue {name:?} was given {} partitions after this server was built (it read {}); build the server again",
+                    parts.len(),
+                    members.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A task-processing server.
@@ -162,14 +187,7 @@ impl Server {
             .map_err(|source| Error::MetricsEndpoint { addr, source });
         self.endpoint = Some(bound);
         if self.state.metrics.is_none() {
-            let names: Vec<String> = self
-                .state
-                .cfg
-                .queues
-                .iter()
-                .map(|(q, _)| q.clone())
-                .collect();
-            self.state.metrics = Some(Arc::new(Metrics::new(&names)));
+            self.state.metrics = Some(Arc::new(Metrics::new(&self.state.cfg.logical)));
         }
         self
     }
@@ -212,7 +230,7 @@ impl Server {
             Some(Err(e)) => return Err(e),
             None => None,
         };
-        let names: Vec<String> = cfg.queues.iter().map(|(q, _)| q.clone()).collect();
+        let names = cfg.served();
         broker.register_queues(&names).await?;
         let server_id = format!(
             "{}:{}:{}",
@@ -237,6 +255,12 @@ impl Server {
         let (hard_tx, hard_rx) = watch::channel(false);
 
         heartbeat::beat(&ctx, &ctx.broker).await?;
+        // Registered now, so a declaration from here on is refused (`declare_partitions`);
+        // one made since `build()` read the partitions would leave partitions unserved.
+        if let Err(e) = check_partitions(&ctx).await {
+            let _ = ctx.broker.unregister_worker(&ctx.server_id).await;
+            return Err(e);
+        }
         let endpoint = match (listener, &ctx.metrics) {
             (Some(l), Some(m)) => Some(endpoint::start(ctx.clone(), m.clone(), l)),
             _ => None,

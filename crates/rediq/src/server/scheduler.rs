@@ -125,14 +125,14 @@ async fn fire_due(ctx: &Ctx, queue: &str, now: u64) -> crate::Result<()> {
                 Fired::Now => {
                     tracing::info!(%queue, entry = %id, tick, task = %task.id, "periodic task fired");
                     if let Some(m) = &ctx.metrics {
-                        m.cron_fired(queue, &id);
+                        m.cron_fired(crate::broker::logical(queue), &id);
                     }
                 }
                 Fired::Skipped => tracing::info!(%queue, entry = %id, tick, "missed tick skipped"),
                 Fired::Duplicate => {
                     tracing::info!(%queue, entry = %id, tick, "tick fired, but its unique key is still held: no task enqueued");
                     if let Some(m) = &ctx.metrics {
-                        m.cron_fired(queue, &id);
+                        m.cron_fired(crate::broker::logical(queue), &id);
                     }
                 }
                 Fired::Claimed => {}

@@ -56,7 +56,7 @@ pub(crate) async fn run(
 
     // The rare paths below are boxed so that the future spawned per task stays small: tokio
     // copies it into the task cell, and a large one shows up as memmove in profiles.
-    let task = match record::decode(ctx.queue_name(queue), &record) {
+    let task = match record::decode(ctx.logical_name(queue), &record) {
         Ok(t) => t,
         Err(reason) => {
             ctx.cancels.unregister(queue, &id, token);
@@ -82,7 +82,7 @@ pub(crate) async fn run(
         "rediq.task",
         task_id = %task.id,
         task_type = %task.task_type,
-        queue = ctx.queue_name(queue),
+        queue = ctx.logical_name(queue),
         attempt = task.retry_cnt + 1,
         token,
     );
@@ -241,7 +241,7 @@ pub(crate) fn cancel_requested(cancel: &tokio::sync::Notify) -> bool {
 /// cancelled running task. Returns false (nothing done) for a record that cannot be decoded,
 /// which the caller gives back instead (the next fetch dead-letters it).
 pub(crate) async fn cancel_unstarted(ctx: &Ctx, queue: usize, token: u64, rec: &[u8]) -> bool {
-    let Ok(task) = record::decode(ctx.queue_name(queue), rec) else {
+    let Ok(task) = record::decode(ctx.logical_name(queue), rec) else {
         return false;
     };
     let metrics = ctx.metrics.as_ref().map(|m| m.task(queue, &task.task_type));
