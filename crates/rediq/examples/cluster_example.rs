@@ -9,9 +9,11 @@
 //! started for this run and stopped when it ends. Logs: `RUST_LOG` (default `warn,redis=error`).
 //!
 //! It enqueues tasks into six queues, shows which master holds each queue (each queue lives on
-//! one slot through its hash tag `{queue}`), processes them all with one server, and then fails
-//! one shard over (`CLUSTER FAILOVER`, private cluster only) while more tasks flow: they are
-//! processed too. The queues are named `cluster-example-*` and flushed at start and at exit.
+//! one slot through its hash tag `{queue}`), processes them all with one server, then sends a
+//! burst into one queue declared with three partitions and shows that every master served a
+//! third of its work, and then fails one shard over (`CLUSTER FAILOVER`, private cluster only)
+//! while more tasks flow: they are processed too. The queues are named `cluster-example-*` and
+//! flushed at start and at exit.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -34,6 +36,9 @@ const QUEUES: [&str; 6] = [
     "cluster-example-f",
 ];
 const PER_QUEUE: u64 = 50;
+/// One hot queue, spread over three partitions (one per master of a 3-master cluster).
+const HOT: &str = "cluster-example-hot";
+const HOT_TASKS: u64 = 3000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -78,9 +83,11 @@ async fn demo(url: &str, private: Option<&RedisCluster>) -> Result<(), Box<dyn s
         .build()
         .await?;
     let inspector = Inspector::from_client(&client);
-    for q in QUEUES {
+    for q in QUEUES.iter().chain([&HOT]) {
         client.flush_queue(q).await?;
     }
+    // Before the server starts: a server reads its queues' partitions when it is built.
+    client.partition_queue(HOT, 3).await?;
 
     // Which master serves which queue: the slot of the queue's hash tag.
     let shards = shard_of_queues(url).await?;
@@ -100,7 +107,7 @@ async fn demo(url: &str, private: Option<&RedisCluster>) -> Result<(), Box<dyn s
     let state = ServerBuilder::new()
         .redis_url(url)
         .cluster_mode()
-        .queues(&QUEUES)
+        .queues(&[&QUEUES[..], &[HOT]].concat())
         .concurrency(20)
         .build()
         .await?;
@@ -124,6 +131,29 @@ async fn demo(url: &str, private: Option<&RedisCluster>) -> Result<(), Box<dyn s
         distinct.len(),
         start.elapsed()
     );
+
+    // One hot queue over three partitions: every master serves a share of it.
+    let before = master_calls(url).await?;
+    let burst: Vec<Task> = (0..HOT_TASKS)
+        .map(|_| Task::builder("work").queue(HOT).build())
+        .collect::<rediq::Result<_>>()?;
+    client.enqueue_batch(burst).await?;
+    expected += HOT_TASKS;
+    wait_until(&done, expected, Duration::from_secs(30)).await?;
+    let after = master_calls(url).await?;
+    let total: u64 = after
+        .iter()
+        .map(|(m, n)| n.saturating_sub(before.get(m).copied().unwrap_or(0)))
+        .sum();
+    println!(
+        "Queue {HOT} ({} partitions): {HOT_TASKS} tasks processed; share of the commands each master served meanwhile:",
+        inspector.queue_stats(HOT).await?.partitions
+    );
+    for (m, n) in &after {
+        let share =
+            n.saturating_sub(before.get(m).copied().unwrap_or(0)) as f64 / total.max(1) as f64;
+        println!("  {m:<20} {:>5.1}%", share * 100.0);
+    }
 
     if let Some(cluster) = private {
         let replica = cluster.replicas()?.first().copied().ok_or("no replica")?;
@@ -165,10 +195,43 @@ async fn demo(url: &str, private: Option<&RedisCluster>) -> Result<(), Box<dyn s
     }
     let _ = stop_tx.send(());
     server.await??;
-    for q in QUEUES {
+    for q in QUEUES.iter().chain([&HOT]) {
         client.flush_queue(q).await?;
     }
     Ok(())
+}
+
+/// Commands served so far by each master (`INFO commandstats`, summed), by address.
+async fn master_calls(url: &str) -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> {
+    // The seed URL's credentials (if any) are every node's.
+    let rest = url.trim_start_matches("redis://");
+    let auth = rest.rfind('@').map_or("", |at| &rest[..=at]);
+    let mut out = BTreeMap::new();
+    for (_, _, master) in slot_table(url).await? {
+        if out.contains_key(&master) {
+            continue;
+        }
+        let mut c = redis::Client::open(format!("redis://{auth}{master}"))?
+            .get_multiplexed_async_connection()
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await?;
+        let calls = info
+            .lines()
+            .filter_map(|l| {
+                l.split_once("calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        out.insert(master, calls);
+    }
+    Ok(out)
 }
 
 /// Counts the tasks it runs.
@@ -196,10 +259,8 @@ async fn wait_until(done: &AtomicU64, n: u64, within: Duration) -> Result<(), St
     Ok(())
 }
 
-/// The master address serving each queue, from `CLUSTER KEYSLOT` and `CLUSTER SLOTS`.
-async fn shard_of_queues(
-    url: &str,
-) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
+/// `CLUSTER SLOTS`: each slot range with its master's address.
+async fn slot_table(url: &str) -> Result<Vec<(i64, i64, String)>, Box<dyn std::error::Error>> {
     let seeds: Vec<String> = url
         .trim_start_matches("redis://")
         .split(',')
@@ -227,6 +288,22 @@ async fn shard_of_queues(
             _ => None,
         })
         .collect();
+    Ok(slots)
+}
+
+/// The master address serving each queue, from `CLUSTER KEYSLOT` and `CLUSTER SLOTS`.
+async fn shard_of_queues(
+    url: &str,
+) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
+    let slots = slot_table(url).await?;
+    let seeds: Vec<String> = url
+        .trim_start_matches("redis://")
+        .split(',')
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    let mut c = redis::cluster::ClusterClient::new(seeds)?
+        .get_async_connection()
+        .await?;
     let mut out = BTreeMap::new();
     for q in QUEUES {
         let slot: i64 = redis::cmd("CLUSTER")

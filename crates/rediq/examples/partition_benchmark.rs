@@ -21,7 +21,9 @@
 //! Around each round it reads, on every master, `INFO commandstats` (calls of every command)
 //! and `INFO cpu` (`used_cpu_sys + used_cpu_user`) after `CONFIG RESETSTAT`, and prints each
 //! master's share of the commands and of the Redis CPU: an even split over M masters is 1/M
-//! each. Medians of the rounds are printed at the end.
+//! each. It also prints the CPU per task (enqueue plus processing) of the masters together and
+//! of the benchmark process (producers and server). Medians of the rounds are printed at the
+//! end.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +81,9 @@ struct Round {
     process_per_s: f64,
     /// Per master: share of commands and of CPU, during both phases.
     shares: Vec<(String, f64, f64)>,
+    /// Redis CPU (all masters) and this process's CPU per task, both phases, in µs.
+    redis_us: f64,
+    bench_us: f64,
 }
 
 #[tokio::main]
@@ -122,9 +127,11 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let queue = format!("pbench_{parts}_{round}_{}", std::process::id());
             let r = one_round(args, &url, &masters, &queue, *parts).await?;
             println!(
-                "round {round} partitions {parts:>2}: enqueue {:>9.0}/s  process {:>9.0}/s  shares (commands / cpu): {}",
+                "round {round} partitions {parts:>2}: enqueue {:>9.0}/s  process {:>9.0}/s  cpu per task (enqueue + process): redis masters {:.1} µs, benchmark {:.1} µs  shares (commands / cpu): {}",
                 r.enqueue_per_s,
                 r.process_per_s,
+                r.redis_us,
+                r.bench_us,
                 r.shares
                     .iter()
                     .map(|(m, c, p)| format!("{m} {:.1}% / {:.1}%", c * 100.0, p * 100.0))
@@ -156,9 +163,11 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             )
         };
         println!(
-            "partitions {parts:>2}: enqueue {e:>9.0}/s ({:.2}x)  process {p:>9.0}/s ({:.2}x)  largest deviation from an even split: commands {:.1}%, cpu {:.1}%",
+            "partitions {parts:>2}: enqueue {e:>9.0}/s ({:.2}x)  process {p:>9.0}/s ({:.2}x)  cpu per task: redis {:.1} µs, benchmark {:.1} µs  largest deviation from an even split: commands {:.1}%, cpu {:.1}%",
             e / e0,
             p / p0,
+            median(rounds.iter().map(|r| r.redis_us).collect()),
+            median(rounds.iter().map(|r| r.bench_us).collect()),
             dev(|s| s.1) * 100.0,
             dev(|s| s.2) * 100.0
         );
@@ -183,6 +192,7 @@ async fn one_round(
         client.partition_queue(queue, partitions).await?;
     }
     let before = node_stats(masters, true).await?;
+    let cpu_before = process_cpu();
 
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
@@ -232,6 +242,7 @@ async fn one_round(
     let _ = stop_tx.send(());
     server.await??;
 
+    let bench_us = (process_cpu() - cpu_before) * 1e6 / (2 * args.tasks) as f64;
     let after = node_stats(masters, false).await?;
     let calls: u64 = after.iter().map(|s| s.calls).sum();
     let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a.cpu - b.cpu).sum();
@@ -250,6 +261,8 @@ async fn one_round(
         enqueue_per_s,
         process_per_s,
         shares,
+        redis_us: cpu * 1e6 / (2 * args.tasks) as f64,
+        bench_us,
     })
 }
 
@@ -335,6 +348,28 @@ async fn node_stats(
         out.push(s);
     }
     Ok(out)
+}
+
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, 10 ms ticks; 0
+/// elsewhere).
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (in parentheses, may hold spaces); utime and stime are
+    // the 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

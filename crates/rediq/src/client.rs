@@ -726,20 +726,25 @@ async fn group_commit(broker: Broker, mut rx: mpsc::Receiver<Request>) {
                     None => by_queue.push((queue, vec![task], vec![reply])),
                 }
             }
-            for (queue, news, replies) in by_queue {
-                match broker.enqueue(&queue, &news, EnqueueMode::Each).await {
-                    Ok(res) => {
-                        for (reply, holder) in replies.into_iter().zip(res) {
-                            let _ = reply.send(Ok(holder));
+            // Concurrently: the partitions of a partitioned queue live on different shards.
+            let calls = by_queue.into_iter().map(|(queue, news, replies)| {
+                let broker = &broker;
+                async move {
+                    match broker.enqueue(&queue, &news, EnqueueMode::Each).await {
+                        Ok(res) => {
+                            for (reply, holder) in replies.into_iter().zip(res) {
+                                let _ = reply.send(Ok(holder));
+                            }
                         }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(share_error(&e)));
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(share_error(&e)));
+                            }
                         }
                     }
                 }
-            }
+            });
+            futures::future::join_all(calls).await;
             drop(permit);
         });
     }

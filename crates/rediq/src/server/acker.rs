@@ -89,47 +89,62 @@ async fn flush(ctx: &Ctx, batch: Vec<Done>) {
         acks.push(d.ack);
         counted.push((d.metrics, d.skipped));
     }
-    for (q, (acks, counted)) in by_queue {
-        let qname = ctx.queue_name(q);
-        // One nonce for the batch and all its retries: a retry after a lost reply gets the first
-        // call's answer back (complete.lua keeps a receipt), so an ack that landed is never
-        // taken for a refused one.
-        let nonce: u64 = rand::random();
-        for attempt in 0..5u64 {
-            match ctx
-                .broker
-                .complete(
-                    qname,
-                    &ctx.server_id,
-                    &acks,
-                    ctx.cfg.completed_retention,
-                    nonce,
-                )
-                .await
-            {
-                Ok(stale) => {
-                    for &i in &stale {
-                        tracing::warn!(
-                            queue = qname,
-                            task = %crate::broker::record::id_text(&acks[i].id),
-                            token = acks[i].token,
-                            "refused stale ack: the lease expired and the task was re-delivered"
-                        );
-                    }
-                    count(&counted, &stale);
-                    break;
+    // Queues (the partitions of a partitioned one, on a cluster each on its own shard) are
+    // acknowledged concurrently: one round trip for the batch, not one per queue.
+    futures::future::join_all(
+        by_queue
+            .into_iter()
+            .map(|(q, (acks, counted))| flush_queue(ctx, q, acks, counted)),
+    )
+    .await;
+}
+
+/// Acknowledges one queue's share of a batch.
+async fn flush_queue(
+    ctx: &Ctx,
+    q: usize,
+    acks: Vec<Ack>,
+    counted: Vec<(Option<Arc<TaskMetrics>>, bool)>,
+) {
+    let qname = ctx.queue_name(q);
+    // One nonce for the batch and all its retries: a retry after a lost reply gets the first
+    // call's answer back (complete.lua keeps a receipt), so an ack that landed is never
+    // taken for a refused one.
+    let nonce: u64 = rand::random();
+    for attempt in 0..5u64 {
+        match ctx
+            .broker
+            .complete(
+                qname,
+                &ctx.server_id,
+                &acks,
+                ctx.cfg.completed_retention,
+                nonce,
+            )
+            .await
+        {
+            Ok(stale) => {
+                for &i in &stale {
+                    tracing::warn!(
+                        queue = qname,
+                        task = %crate::broker::record::id_text(&acks[i].id),
+                        token = acks[i].token,
+                        "refused stale ack: the lease expired and the task was re-delivered"
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(queue = qname, error = %e, attempt, "ack failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-                }
+                count(&counted, &stale);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(queue = qname, error = %e, attempt, "ack failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
             }
         }
-        // Acknowledged, refused, or given up on (then the lease expires and the task runs again:
-        // at-least-once): either way this server no longer holds these tasks.
-        for a in &acks {
-            ctx.inflight.remove(q, &a.id, a.token);
-        }
+    }
+    // Acknowledged, refused, or given up on (then the lease expires and the task runs again:
+    // at-least-once): either way this server no longer holds these tasks.
+    for a in &acks {
+        ctx.inflight.remove(q, &a.id, a.token);
     }
 }
 
