@@ -39,6 +39,9 @@ use rediq::{async_trait, Client, Task};
 #[derive(Parser, Debug)]
 #[command(about = "Throughput and per-shard split of one queue, unpartitioned and partitioned")]
 struct Args {
+    /// Print the commands per task of each round (summed over the masters).
+    #[arg(long)]
+    commands: bool,
     /// Tasks per phase.
     #[arg(long, default_value_t = 100_000)]
     tasks: u64,
@@ -70,9 +73,11 @@ impl Handler for Count {
 }
 
 /// One master's counters: command calls and CPU seconds.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct NodeStats {
     calls: u64,
+    /// Calls per command.
+    by_command: std::collections::BTreeMap<String, u64>,
     cpu: f64,
 }
 
@@ -81,7 +86,8 @@ struct Round {
     process_per_s: f64,
     /// Per master: share of commands and of CPU, during both phases.
     shares: Vec<(String, f64, f64)>,
-    /// Redis CPU (all masters) and this process's CPU per task, both phases, in µs.
+    /// Redis CPU (all masters) and this process's CPU per task (its enqueue and its
+    /// processing together), in µs.
     redis_us: f64,
     bench_us: f64,
 }
@@ -242,8 +248,22 @@ async fn one_round(
     let _ = stop_tx.send(());
     server.await??;
 
-    let bench_us = (process_cpu() - cpu_before) * 1e6 / (2 * args.tasks) as f64;
+    let bench_us = (process_cpu() - cpu_before) * 1e6 / args.tasks as f64;
     let after = node_stats(masters, false).await?;
+    if args.commands {
+        let mut all = std::collections::BTreeMap::<&str, u64>::new();
+        for s in &after {
+            for (c, n) in &s.by_command {
+                *all.entry(c).or_default() += n;
+            }
+        }
+        let per_task: Vec<String> = all
+            .iter()
+            .filter(|(_, n)| **n * 100 >= args.tasks)
+            .map(|(c, n)| format!("{c} {:.3}", *n as f64 / args.tasks as f64))
+            .collect();
+        println!("  {queue}: commands per task: {}", per_task.join(", "));
+    }
     let calls: u64 = after.iter().map(|s| s.calls).sum();
     let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a.cpu - b.cpu).sum();
     let shares = masters
@@ -261,7 +281,7 @@ async fn one_round(
         enqueue_per_s,
         process_per_s,
         shares,
-        redis_us: cpu * 1e6 / (2 * args.tasks) as f64,
+        redis_us: cpu * 1e6 / args.tasks as f64,
         bench_us,
     })
 }
@@ -337,6 +357,10 @@ async fn node_stats(
                     .and_then(|n| n.parse::<u64>().ok())
                 {
                     s.calls += n;
+                    let name = line.split(':').next().unwrap_or(line);
+                    *s.by_command
+                        .entry(name.trim_start_matches("cmdstat_").to_string())
+                        .or_default() += n;
                 }
             } else if let Some(v) = line
                 .strip_prefix("used_cpu_sys:")
