@@ -492,3 +492,99 @@ async fn a_corrupt_partition_entry_stops_only_its_queue_from_being_partitioned()
     let good = i.queue_stats("good").await.unwrap();
     assert_eq!((good.pending, good.partitions), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_and_cancelling_a_running_task_work_in_every_partition() {
+    let env = Env::new().await;
+    let c = &env.client;
+    c.partition_queue("hot", 3).await.unwrap();
+    // Each task fails its first attempt and succeeds on the second.
+    let attempts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let a = attempts.clone();
+    let mut mux = mux_with("flaky", move |t: Task| {
+        let a = a.clone();
+        async move {
+            let mut a = a.lock().unwrap();
+            let n = a.entry(t.id.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                Err(Error::handler("first attempt fails"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let started = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let dropped = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let (s, d) = (started.clone(), dropped.clone());
+    mux.handle(
+        "slow",
+        FnHandler(move |t: Task| {
+            let (s, d) = (s.clone(), d.clone());
+            async move {
+                struct OnDrop(Arc<Mutex<HashSet<String>>>, String);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.0.lock().unwrap().insert(self.1.clone());
+                    }
+                }
+                let _guard = OnDrop(d, t.id.clone());
+                s.lock().unwrap().insert(t.id.clone());
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            }
+        }),
+    );
+    let running = start(
+        env.server()
+            .queues(&["hot"])
+            .retry_backoff(Duration::from_millis(50), Duration::from_millis(100)),
+        mux,
+    )
+    .await;
+    for _ in 0..30 {
+        c.enqueue(Task::builder("flaky").queue("hot").build().unwrap())
+            .await
+            .unwrap();
+    }
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        slow.push(
+            c.enqueue(Task::builder("slow").queue("hot").build().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        wait_for(LONG, || async {
+            env.inspector
+                .queue_stats("hot")
+                .await
+                .unwrap()
+                .processed_total
+                == 30
+                && started.lock().unwrap().len() == 6
+        })
+        .await,
+        "{:?}",
+        env.inspector.queue_stats("hot").await
+    );
+    assert!(attempts.lock().unwrap().values().all(|n| *n == 2));
+    for id in &slow {
+        assert_eq!(
+            c.cancel_task("hot", id).await.unwrap(),
+            CancelOutcome::Signalled
+        );
+    }
+    assert!(
+        wait_for(LONG, || async {
+            dropped.lock().unwrap().len() == 6
+                && env.inspector.queue_stats("hot").await.unwrap().active == 0
+        })
+        .await,
+        "every running task's handler dropped, wherever it ran"
+    );
+    let s = env.inspector.queue_stats("hot").await.unwrap();
+    assert_eq!((s.cancelled_total, s.failed_total, s.retry), (6, 30, 0));
+    running.shutdown().await;
+}
