@@ -259,16 +259,23 @@ async fn wait_until(done: &AtomicU64, n: u64, within: Duration) -> Result<(), St
     Ok(())
 }
 
-/// `CLUSTER SLOTS`: each slot range with its master's address.
-async fn slot_table(url: &str) -> Result<Vec<(i64, i64, String)>, Box<dyn std::error::Error>> {
+/// A cluster connection from the seed URL (one node or a comma-separated list).
+async fn cluster_conn(
+    url: &str,
+) -> Result<redis::cluster_async::ClusterConnection, Box<dyn std::error::Error>> {
     let seeds: Vec<String> = url
         .trim_start_matches("redis://")
         .split(',')
         .map(|h| format!("redis://{h}"))
         .collect();
-    let mut c = redis::cluster::ClusterClient::new(seeds)?
+    Ok(redis::cluster::ClusterClient::new(seeds)?
         .get_async_connection()
-        .await?;
+        .await?)
+}
+
+/// `CLUSTER SLOTS`: each slot range with its master's address.
+async fn slot_table(url: &str) -> Result<Vec<(i64, i64, String)>, Box<dyn std::error::Error>> {
+    let mut c = cluster_conn(url).await?;
     // Each row: first slot, last slot, [master host, port, id], then the replicas.
     let rows: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
         .arg("SLOTS")
@@ -296,14 +303,7 @@ async fn shard_of_queues(
     url: &str,
 ) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
     let slots = slot_table(url).await?;
-    let seeds: Vec<String> = url
-        .trim_start_matches("redis://")
-        .split(',')
-        .map(|h| format!("redis://{h}"))
-        .collect();
-    let mut c = redis::cluster::ClusterClient::new(seeds)?
-        .get_async_connection()
-        .await?;
+    let mut c = cluster_conn(url).await?;
     let mut out = BTreeMap::new();
     for q in QUEUES {
         let slot: i64 = redis::cmd("CLUSTER")

@@ -257,26 +257,15 @@ async fn every_queue_feature_works_on_the_queue_as_a_whole() {
 
     // Dependencies between partitions and another queue: a (hot) → b (other) → d (hot).
     let a = c.enqueue(task("hot", 100)).await.unwrap();
-    let b = c
-        .enqueue(
-            Task::builder("work")
-                .queue("other")
-                .depends_on(&[a.as_str()])
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let d = c
-        .enqueue(
-            Task::builder("work")
-                .queue("hot")
-                .depends_on(&[b.as_str()])
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let after = |queue: &str, dep: &str| {
+        Task::builder("work")
+            .queue(queue)
+            .depends_on(&[dep])
+            .build()
+            .unwrap()
+    };
+    let b = c.enqueue(after("other", &a)).await.unwrap();
+    let d = c.enqueue(after("hot", &b)).await.unwrap();
     assert_eq!(i.queue_stats("hot").await.unwrap().waiting, 1);
     // A task that fails goes to the dead-letter queue of its partition.
     let doomed = c
