@@ -162,13 +162,49 @@ impl Inspector {
     /// tasks of type `rediq:undecodable`. A partitioned queue lists its partitions one after
     /// the other, each in that order.
     pub async fn list(&self, queue: &str, state: TaskState, limit: usize) -> Result<Vec<Task>> {
+        self.list_page(queue, state, 0, limit).await
+    }
+
+    /// Page `page` (from 0) of `size` tasks of a queue in one state, in the order of
+    /// [`list`](Self::list). Each page costs reads of the page's size (plus one count per
+    /// priority band in use and per partition), however many tasks the queue holds; only
+    /// the tasks waiting for dependencies are read whole and sorted.
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+    /// use rediq::TaskState;
+    /// let second = inspector.list_page("emails", TaskState::Dead, 1, 50).await?; // tasks 50..100
+    /// # let _ = second; Ok(()) }
+    /// ```
+    pub async fn list_page(
+        &self,
+        queue: &str,
+        state: TaskState,
+        page: usize,
+        size: usize,
+    ) -> Result<Vec<Task>> {
         validate_queue_name(queue)?;
+        let mut skip = page.saturating_mul(size);
+        let parts = self.broker.partitions(queue).await?;
         let mut out = Vec::new();
-        for p in self.broker.partitions(queue).await?.iter() {
-            if out.len() >= limit {
+        for p in parts.iter() {
+            if out.len() >= size {
                 break;
             }
-            let raw = self.broker.records(p, state, limit - out.len()).await?;
+            if parts.len() > 1 && skip > 0 {
+                // Partitions before the page are skipped by their counts.
+                let n =
+                    usize::try_from(self.broker.stats(p).await?.count(state)).unwrap_or(usize::MAX);
+                if skip >= n {
+                    skip -= n;
+                    continue;
+                }
+            }
+            let raw = self
+                .broker
+                .records_page(p, state, skip, size - out.len())
+                .await?;
+            skip = 0;
             out.extend(raw.iter().map(|r| {
                 record::decode(queue, r).unwrap_or_else(|reason| {
                     // Decoding our own stand-in record cannot fail.

@@ -46,6 +46,19 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
+    /// The number of tasks in `state`.
+    pub(crate) fn count(&self, state: TaskState) -> u64 {
+        match state {
+            TaskState::Pending => self.pending,
+            TaskState::Active => self.active,
+            TaskState::Delayed => self.delayed,
+            TaskState::Retry => self.retry,
+            TaskState::Dead => self.dead,
+            TaskState::Completed => self.completed,
+            TaskState::Waiting => self.waiting,
+        }
+    }
+
     /// Adds the counts of one partition.
     pub(crate) fn absorb(&mut self, p: &QueueStats) {
         self.pending += p.pending;
@@ -280,42 +293,75 @@ impl Broker {
         state: TaskState,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
+        self.records_page(queue, state, 0, limit).await
+    }
+
+    /// Raw records of one state in listing order, skipping the first `offset` (at most
+    /// `limit`): reads of O(page) for the lists and sorted sets (`LRANGE`/`ZRANGE` by index),
+    /// O(held) for active tasks (at most the servers' concurrency), and O(waiting) for tasks
+    /// waiting for dependencies (a hash, sorted here by id).
+    pub async fn records_page(
+        &self,
+        queue: &str,
+        state: TaskState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // ZRANGE's stop is inclusive; -1 (the end) for limits beyond isize.
-        let stop = isize::try_from(limit).map_or(-1, |l| l - 1);
+        // Inclusive index ranges; -1 (the end) beyond isize.
+        let range = |skip: usize, n: usize| {
+            let start = isize::try_from(skip).unwrap_or(isize::MAX);
+            let stop = skip
+                .checked_add(n)
+                .and_then(|e| isize::try_from(e).ok())
+                .map_or(-1, |e| e - 1);
+            (start, stop)
+        };
+        let (start, stop) = range(offset, limit);
+        let slice = |mut all: Vec<Vec<u8>>| {
+            all.drain(..offset.min(all.len()));
+            all.truncate(limit);
+            all
+        };
         Ok(match state {
             TaskState::Pending => {
                 // Band after band, lowest first: the order fetch.lua hands them out.
                 let mut out: Vec<Vec<u8>> = Vec::new();
+                let mut skip = offset;
                 for p in self.live_bands(&k).await? {
-                    let left = isize::try_from(limit - out.len()).map_or(-1, |l| l - 1);
-                    let page: Vec<Vec<u8>> = c.lrange(k.band(p), 0, left).await?;
+                    let len: usize = c.llen(k.band(p)).await?;
+                    if skip >= len {
+                        skip -= len;
+                        continue;
+                    }
+                    let (a, b) = range(skip, limit - out.len());
+                    skip = 0;
+                    let page: Vec<Vec<u8>> = c.lrange(k.band(p), a, b).await?;
                     out.extend(page);
                     if out.len() >= limit {
                         break;
                     }
                 }
                 if out.len() < limit {
-                    let left = isize::try_from(limit - out.len()).map_or(-1, |l| l - 1);
-                    let old: Vec<Vec<u8>> = c.zrange(&k.legacy_pending, 0, left).await?;
+                    let (a, b) = range(skip, limit - out.len());
+                    let old: Vec<Vec<u8>> = c.zrange(&k.legacy_pending, a, b).await?;
                     out.extend(old);
                 }
                 out
             }
-            TaskState::Delayed => c.zrange(&k.delayed, 0, stop).await?,
-            TaskState::Retry => c.zrange(&k.retry, 0, stop).await?,
-            TaskState::Dead => c.zrange(&k.dead, 0, stop).await?,
-            TaskState::Completed => c.zrange(&k.completed, 0, stop).await?,
+            TaskState::Delayed => c.zrange(&k.delayed, start, stop).await?,
+            TaskState::Retry => c.zrange(&k.retry, start, stop).await?,
+            TaskState::Dead => c.zrange(&k.dead, start, stop).await?,
+            TaskState::Completed => c.zrange(&k.completed, start, stop).await?,
             TaskState::Waiting => {
                 let mut all: Vec<Vec<u8>> = c.hvals(&k.waiting).await?;
                 // Hash order is arbitrary; ids are time-ordered, so sort by them (oldest first).
                 all.sort_by(|a, b| record::raw_id(a).cmp(record::raw_id(b)));
-                all.truncate(limit);
-                all
+                slice(all)
             }
             TaskState::Active => {
                 let mut out = Vec::new();
@@ -327,11 +373,11 @@ impl Broker {
                             .map(|e| e.record),
                     );
                 }
-                out.truncate(limit);
-                out
+                slice(out)
             }
         })
     }
+
     /// Pauses a queue: fetches hand out nothing until it is resumed. Enqueueing still works,
     /// and the flag lives in Redis, so it holds across server restarts.
     pub async fn pause(&self, queue: &str) -> Result<()> {
