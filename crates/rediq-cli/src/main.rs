@@ -1,36 +1,26 @@
 //! `rediq`: the command-line tool of the Rediq task queue.
 //!
-//! This first version answers `--help` and `--version`; queue, task and worker commands and the
-//! live dashboard build on the library's `Inspector` in later releases.
+//! The command tree is in `cli.rs`, each command group in `commands/`, tables and JSON in
+//! `output.rs`. Every command reads and acts through the library's `Inspector`. Errors print one
+//! line on stderr and exit with status 1; no output shows a password (the library masks URLs
+//! in its errors, and `--help` hides `REDIS_URL`'s value).
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Command-line tool for the Rediq distributed task queue.
-#[derive(Parser, Debug)]
-#[command(name = "rediq", version, about, long_about = None)]
-struct Cli {
-    /// Redis URL (also read from REDIS_URL).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
-    redis_url: String,
-}
-
-fn main() {
-    let cli = Cli::parse();
-    println!(
-        "rediq {}: no command given (the queue, task and worker commands are not implemented yet; see `rediq --help`). Redis: {}",
-        env!("CARGO_PKG_VERSION"),
-        mask(&cli.redis_url)
-    );
-}
-
-fn mask(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}****{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli.command, &cli.global).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

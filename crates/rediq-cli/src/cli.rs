@@ -1,0 +1,169 @@
+//! The command tree (clap derive): what `rediq --help` shows. Each subcommand's work is in
+//! `commands/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Command-line tool for the Rediq distributed task queue.
+#[derive(Parser, Debug)]
+#[command(name = "rediq", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Redis URL: one server, a cluster seed (with --cluster) or the sentinels (with
+    /// --sentinel, e.g. redis+sentinel://s1:26379,s2:26379/mymaster).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        // The URL may hold a password: never show its value in --help.
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// The URL names a Redis Cluster node.
+    #[arg(long, global = true, conflicts_with = "sentinel")]
+    pub cluster: bool,
+    /// The URL names Redis Sentinels.
+    #[arg(long, global = true)]
+    pub sentinel: bool,
+    /// Print machine-readable JSON instead of tables (field names are stable; see docs/cli.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Queues: list, inspect, pause, resume, flush.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Tasks of a queue: list, cancel, retry.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Servers (workers) registered in Redis.
+    #[command(subcommand)]
+    Worker(WorkerCmd),
+    /// Task counts and totals, over all queues or one.
+    Stats {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Periodic (cron) entries: list, pause, resume, remove.
+    #[command(subcommand)]
+    Cron(CronCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCmd {
+    /// Every queue with its counts.
+    List,
+    /// One queue's counts and totals.
+    Inspect { name: String },
+    /// Stop servers fetching from the queue (kept in Redis across restarts).
+    Pause { name: String },
+    /// Let servers fetch from the queue again.
+    Resume { name: String },
+    /// Remove every task of the queue, in every state.
+    Flush {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// A page of a queue's tasks in one state.
+    List {
+        queue: String,
+        /// The state to list.
+        #[arg(long, value_enum, default_value_t = State::Pending)]
+        state: State,
+        /// The page, from 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        page: u64,
+        /// Tasks per page.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        size: u64,
+    },
+    /// Cancel a waiting or running task.
+    Cancel {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        queue: String,
+    },
+    /// Run a dead task again.
+    Retry {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        queue: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkerCmd {
+    /// Every registered server.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CronCmd {
+    /// Every periodic entry.
+    List,
+    /// Stop an entry's ticks until it is resumed.
+    Pause { id: String },
+    /// Resume a paused entry from its next tick.
+    Resume { id: String },
+    /// Remove an entry.
+    Remove { id: String },
+}
+
+/// A task state, as the CLI names it (`scheduled` is the library's `Delayed`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Active,
+    #[value(alias = "delayed")]
+    Scheduled,
+    Retry,
+    Waiting,
+    Dead,
+    Completed,
+}
+
+impl State {
+    pub fn to_library(self) -> rediq::TaskState {
+        use rediq::TaskState as S;
+        match self {
+            State::Pending => S::Pending,
+            State::Active => S::Active,
+            State::Scheduled => S::Delayed,
+            State::Retry => S::Retry,
+            State::Waiting => S::Waiting,
+            State::Dead => S::Dead,
+            State::Completed => S::Completed,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Active => "active",
+            State::Scheduled => "scheduled",
+            State::Retry => "retry",
+            State::Waiting => "waiting",
+            State::Dead => "dead",
+            State::Completed => "completed",
+        }
+    }
+}

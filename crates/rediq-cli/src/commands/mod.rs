@@ -1,0 +1,54 @@
+//! One module per command group; each reads and acts through the library's `Inspector`, so the
+//! CLI sees exactly what servers and clients see, on any topology.
+
+mod cron;
+mod queue;
+mod task;
+mod worker;
+
+use rediq::Inspector;
+
+use crate::cli::{Command, Global};
+
+/// What a command failed with: printed as one line on stderr, exit status 1.
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Connects as the global flags say, checking the topology (`Inspector`'s build does).
+pub async fn connect(g: &Global) -> rediq::Result<Inspector> {
+    let mut b = Inspector::builder().redis_url(&g.redis_url);
+    if g.cluster {
+        b = b.cluster_mode();
+    }
+    if g.sentinel {
+        b = b.sentinel_mode();
+    }
+    b.build().await
+}
+
+pub async fn run(cmd: Command, g: &Global) -> Result {
+    let i = connect(g).await?;
+    match cmd {
+        Command::Queue(c) => queue::run(&i, c, g.json).await,
+        Command::Task(c) => task::run(&i, c, g.json).await,
+        Command::Worker(c) => worker::run(&i, c, g.json).await,
+        Command::Stats { queue } => queue::stats(&i, queue.as_deref(), g.json).await,
+        Command::Cron(c) => cron::run(&i, c, g.json).await,
+    }
+}
+
+/// Fails with a clear line when `queue` is not a queue Rediq knows (a typo would otherwise
+/// read as an empty queue, or pause a queue nobody uses).
+async fn known_queue(i: &Inspector, queue: &str) -> Result {
+    let known = i.queues().await?;
+    if known.iter().any(|q| q == queue) {
+        return Ok(());
+    }
+    let list = if known.is_empty() {
+        "no queue is known yet".to_string()
+    } else if known.len() <= 10 {
+        format!("known queues: {}", known.join(", "))
+    } else {
+        format!("{} queues are known; see `rediq queue list`", known.len())
+    };
+    Err(format!("unknown queue {queue:?} ({list})").into())
+}

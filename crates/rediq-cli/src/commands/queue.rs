@@ -1,0 +1,237 @@
+//! `rediq queue …` and `rediq stats`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use rediq::{Inspector, QueueStats};
+use serde_json::{json, Value};
+
+use super::{known_queue, Result};
+use crate::cli::QueueCmd;
+use crate::output::{print_json, Table};
+
+pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
+    match cmd {
+        QueueCmd::List => list(i, json).await,
+        QueueCmd::Inspect { name } => inspect(i, &name, json).await,
+        QueueCmd::Pause { name } => {
+            known_queue(i, &name).await?;
+            i.pause_queue(&name).await?;
+            done(json, "paused", &name);
+            Ok(())
+        }
+        QueueCmd::Resume { name } => {
+            known_queue(i, &name).await?;
+            i.resume_queue(&name).await?;
+            done(json, "resumed", &name);
+            Ok(())
+        }
+        QueueCmd::Flush { name, yes } => flush(i, &name, yes, json).await,
+    }
+}
+
+fn done(json: bool, what: &str, queue: &str) {
+    if json {
+        print_json(&json!({ "queue": queue, "action": what, "ok": true }));
+    } else {
+        println!("{what} queue {queue}");
+    }
+}
+
+/// A queue's counts as JSON (the fields docs/cli.md lists).
+fn stats_json(s: &QueueStats) -> Value {
+    json!({
+        "queue": s.queue,
+        "paused": s.paused,
+        "partitions": s.partitions,
+        "pending": s.pending,
+        "active": s.active,
+        "scheduled": s.delayed,
+        "retry": s.retry,
+        "waiting": s.waiting,
+        "dead": s.dead,
+        "completed": s.completed,
+        "processed_total": s.processed_total,
+        "failed_total": s.failed_total,
+        "cancelled_total": s.cancelled_total,
+        "dead_trimmed_total": s.dead_trimmed_total,
+    })
+}
+
+async fn all_stats(i: &Inspector) -> Result<Vec<QueueStats>> {
+    let mut out = Vec::new();
+    for q in i.queues().await? {
+        out.push(i.queue_stats(&q).await?);
+    }
+    Ok(out)
+}
+
+async fn list(i: &Inspector, json: bool) -> Result {
+    let all = all_stats(i).await?;
+    if json {
+        print_json(&Value::Array(all.iter().map(stats_json).collect()));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "QUEUE",
+        "STATE",
+        "PENDING",
+        "ACTIVE",
+        "SCHEDULED",
+        "RETRY",
+        "WAITING",
+        "DEAD",
+        "COMPLETED",
+        "PROCESSED",
+        "FAILED",
+    ]);
+    for s in &all {
+        t.row(vec![
+            s.queue.clone(),
+            if s.paused { "paused" } else { "running" }.into(),
+            s.pending.to_string(),
+            s.active.to_string(),
+            s.delayed.to_string(),
+            s.retry.to_string(),
+            s.waiting.to_string(),
+            s.dead.to_string(),
+            s.completed.to_string(),
+            s.processed_total.to_string(),
+            s.failed_total.to_string(),
+        ]);
+    }
+    t.print();
+    if all.is_empty() {
+        println!("(no queues yet)");
+    }
+    Ok(())
+}
+
+async fn inspect(i: &Inspector, name: &str, json: bool) -> Result {
+    known_queue(i, name).await?;
+    let s = i.queue_stats(name).await?;
+    if json {
+        print_json(&stats_json(&s));
+    } else {
+        print_stats(&s);
+    }
+    Ok(())
+}
+
+fn print_stats(s: &QueueStats) {
+    for (k, v) in stats_rows(s) {
+        println!("{k:<19} {v}");
+    }
+}
+
+/// A queue's counts as label and value, in the order `queue inspect` prints them.
+fn stats_rows(s: &QueueStats) -> [(&'static str, String); 14] {
+    [
+        ("queue", s.queue.clone()),
+        ("state", if s.paused { "paused" } else { "running" }.into()),
+        ("partitions", s.partitions.to_string()),
+        ("pending", s.pending.to_string()),
+        ("active", s.active.to_string()),
+        ("scheduled", s.delayed.to_string()),
+        ("retry", s.retry.to_string()),
+        ("waiting", s.waiting.to_string()),
+        ("dead", s.dead.to_string()),
+        ("completed", s.completed.to_string()),
+        ("processed total", s.processed_total.to_string()),
+        ("failed total", s.failed_total.to_string()),
+        ("cancelled total", s.cancelled_total.to_string()),
+        ("dead trimmed total", s.dead_trimmed_total.to_string()),
+    ]
+}
+
+async fn flush(i: &Inspector, name: &str, yes: bool, json: bool) -> Result {
+    known_queue(i, name).await?;
+    if !yes {
+        let s = i.queue_stats(name).await?;
+        let n = s.pending + s.active + s.delayed + s.retry + s.waiting + s.dead + s.completed;
+        if !std::io::stdin().is_terminal() {
+            return Err(format!(
+                "flushing queue {name:?} removes its {n} task(s); pass --yes to confirm (no terminal to ask on)"
+            )
+            .into());
+        }
+        eprint!("Remove all {n} task(s) of queue {name} in every state? [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(format!("queue {name:?} not flushed").into());
+        }
+    }
+    let c = i.flush_queue(name).await?;
+    if json {
+        print_json(&json!({
+            "queue": name,
+            "action": "flushed",
+            "removed": {
+                "pending": c.pending,
+                "active": c.active,
+                "scheduled": c.delayed,
+                "retry": c.retry,
+                "waiting": c.waiting,
+                "dead": c.dead,
+                "completed": c.completed,
+            },
+        }));
+    } else {
+        println!(
+            "flushed queue {name}: removed {} pending, {} active, {} scheduled, {} retry, {} waiting, {} dead, {} completed",
+            c.pending, c.active, c.delayed, c.retry, c.waiting, c.dead, c.completed
+        );
+    }
+    Ok(())
+}
+
+/// `rediq stats [--queue q]`: one queue's counts, or the sums over every queue.
+pub async fn stats(i: &Inspector, queue: Option<&str>, json: bool) -> Result {
+    let all = match queue {
+        Some(q) => {
+            known_queue(i, q).await?;
+            vec![i.queue_stats(q).await?]
+        }
+        None => all_stats(i).await?,
+    };
+    let mut total = QueueStats {
+        queue: queue.unwrap_or_default().to_string(),
+        paused: !all.is_empty() && all.iter().all(|s| s.paused),
+        ..QueueStats::default()
+    };
+    for s in &all {
+        total.pending += s.pending;
+        total.active += s.active;
+        total.delayed += s.delayed;
+        total.retry += s.retry;
+        total.waiting += s.waiting;
+        total.dead += s.dead;
+        total.completed += s.completed;
+        total.processed_total += s.processed_total;
+        total.failed_total += s.failed_total;
+        total.cancelled_total += s.cancelled_total;
+        total.dead_trimmed_total += s.dead_trimmed_total;
+        total.partitions = s.partitions;
+    }
+    // Over every queue, a name, a pause flag and a partition count mean nothing.
+    let whole = ["queue", "state", "partitions", "paused"];
+    if json {
+        let mut v = stats_json(&total);
+        if let Some(o) = v.as_object_mut() {
+            if queue.is_none() {
+                o.retain(|k, _| !whole.contains(&k.as_str()));
+            }
+            o.insert("queues".into(), json!(all.len()));
+        }
+        print_json(&v);
+    } else {
+        println!("{:<19} {}", "queues", all.len());
+        for (k, v) in stats_rows(&total) {
+            if queue.is_some() || !whole.contains(&k) {
+                println!("{k:<19} {v}");
+            }
+        }
+    }
+    Ok(())
+}
