@@ -43,7 +43,7 @@ pub enum Command {
     /// Queues: list, inspect, pause, resume, flush.
     #[command(subcommand)]
     Queue(QueueCmd),
-    /// Tasks of a queue: list, cancel, retry.
+    /// Tasks of a queue: list, find, cancel, retry.
     #[command(subcommand)]
     Task(TaskCmd),
     /// Servers (workers) registered in Redis.
@@ -93,6 +93,22 @@ pub enum TaskCmd {
         /// Tasks per page.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
         size: u64,
+    },
+    /// Tasks of a queue in one state whose payload or last error contains a text, or the task
+    /// with an id; searched in bounded steps.
+    Find {
+        queue: String,
+        /// The text (or a task id).
+        text: String,
+        /// The state to search.
+        #[arg(long, value_enum, default_value_t = State::Pending)]
+        state: State,
+        /// Stop after this many matches (the output gives the cursor to go on from).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Go on from where an earlier find stopped.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Cancel a waiting or running task.
     Cancel {

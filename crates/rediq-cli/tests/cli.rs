@@ -309,6 +309,37 @@ async fn task_worker_and_cron_commands() {
     assert_eq!(dead.as_array().unwrap().len(), 4);
     assert_eq!(dead[0]["last_error"], "smtp refused");
     assert_eq!(dead[0]["attempts"], 1);
+    // Search the dead tasks' errors, and one by id.
+    let found = json(&url, &["task", "find", "emails", "smtp", "--state", "dead"]);
+    assert_eq!(found["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(found["cursor"], Value::Null);
+    let found = json(
+        &url,
+        &["task", "find", "emails", &ids[1], "--state", "dead"],
+    );
+    assert_eq!(found["tasks"][0]["id"], ids[1].as_str());
+    let out = rediq(
+        &url,
+        &["task", "find", "emails", "refused", "--state", "dead"],
+    );
+    assert!(
+        out.stdout
+            .contains("4 dead task(s) of queue emails match \"refused\""),
+        "{}",
+        out.stdout
+    );
+    let none = json(
+        &url,
+        &[
+            "task",
+            "find",
+            "emails",
+            "nothing like this",
+            "--state",
+            "dead",
+        ],
+    );
+    assert_eq!(none["tasks"], serde_json::json!([]));
     let out = rediq(
         &url,
         &["task", "retry", "--id", &ids[0], "--queue", "emails"],

@@ -71,7 +71,9 @@ pub use async_trait::async_trait;
 pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
-pub use inspector::{CancelOutcome, CronEntry, Inspector, InspectorBuilder, WorkerInfo};
+pub use inspector::{
+    CancelOutcome, CronEntry, Found, Inspector, InspectorBuilder, WorkerInfo, MAX_FIND_SCAN,
+};
 pub use task::{Task, TaskBuilder, TaskOptions};
 
 /// The message of a caught panic.

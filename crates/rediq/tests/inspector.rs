@@ -99,3 +99,146 @@ async fn pages_are_slices_of_the_listing_in_every_state_and_partition() {
         .unwrap()
         .is_empty());
 }
+
+/// Every match of a whole search, step by step, with at most `scan` records per step.
+async fn find_all(env: &Env, queue: &str, state: TaskState, text: &str, scan: usize) -> Vec<Task> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let step = env
+            .inspector
+            .find_tasks(queue, state, text, cursor.as_deref(), scan)
+            .await
+            .unwrap();
+        out.extend(step.tasks);
+        match step.cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("the search did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finds_tasks_by_payload_text_error_and_id_in_bounded_steps() {
+    let env = Env::new().await;
+    let c = &env.client;
+    let customer = |n: u32, queue: &str, delay: bool| {
+        let mut b = Task::builder("work")
+            .queue(queue)
+            .priority([1, 9][(n % 2) as usize])
+            .payload(&serde_json::json!({ "customer": format!("c-{n}"), "note": "a*b" }))
+            .unwrap();
+        if delay {
+            b = b.delay(Duration::from_secs(600));
+        }
+        b.build().unwrap()
+    };
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(
+            c.enqueue(customer(n, "search", n.is_multiple_of(3)))
+                .await
+                .unwrap(),
+        );
+    }
+    // "c-7" matches c-7 and c-70..c-79 (pending or delayed by n % 3).
+    let want = |delayed: bool| -> Vec<String> {
+        (0..300u32)
+            .filter(|n| (*n == 7 || (70..80).contains(n)) && n.is_multiple_of(3) == delayed)
+            .map(|n| format!("c-{n}"))
+            .collect()
+    };
+    let customers = |tasks: Vec<Task>| {
+        let mut v: Vec<String> = tasks
+            .iter()
+            .map(|t| {
+                t.payload_json::<serde_json::Value>().unwrap()["customer"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut pending_want = want(false);
+    pending_want.sort();
+    let mut delayed_want = want(true);
+    delayed_want.sort();
+    for scan in [7, 1000] {
+        let found = find_all(&env, "search", TaskState::Pending, "\"c-7", scan).await;
+        assert_eq!(customers(found), pending_want, "pending, {scan} per step");
+        let found = find_all(&env, "search", TaskState::Delayed, "\"c-7", scan).await;
+        assert_eq!(customers(found), delayed_want, "delayed, {scan} per step");
+    }
+    // Glob characters are text, not patterns; an id finds its task.
+    assert_eq!(
+        find_all(&env, "search", TaskState::Delayed, "a*b", 50)
+            .await
+            .len(),
+        100
+    );
+    assert!(find_all(&env, "search", TaskState::Delayed, "a?b", 50)
+        .await
+        .is_empty());
+    let by_id = find_all(&env, "search", TaskState::Pending, &ids[1], 50).await;
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0].id, ids[1]);
+    // Each step examines a bounded window.
+    let step = env
+        .inspector
+        .find_tasks("search", TaskState::Pending, "\"c-", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(step.tasks.len(), 10);
+    assert!(step.cursor.is_some());
+    assert!(env
+        .inspector
+        .find_tasks("search", TaskState::Pending, "x", Some("not a cursor"), 10)
+        .await
+        .is_err());
+    assert!(env
+        .inspector
+        .find_tasks("search", TaskState::Pending, "", None, 10)
+        .await
+        .is_err());
+
+    // Last errors of dead tasks, on a partitioned queue.
+    c.partition_queue("parted", 3).await.unwrap();
+    let mut failing = Vec::new();
+    for n in 0..30u32 {
+        let t = Task::builder("fail")
+            .queue("parted")
+            .max_retry(0)
+            .payload(&n)
+            .unwrap()
+            .build()
+            .unwrap();
+        failing.push(c.enqueue(t).await.unwrap());
+    }
+    let mux = mux_with("fail", |t: Task| async move {
+        let n: u32 = t.payload_json().unwrap();
+        Err(rediq::Error::handler(if n.is_multiple_of(2) {
+            "timeout talking to the bank"
+        } else {
+            "card declined"
+        }))
+    });
+    let running = start(env.server().queues(&["parted"]), mux).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            env.inspector.queue_stats("parted").await.unwrap().dead == 30
+        })
+        .await
+    );
+    running.shutdown().await;
+    let found = find_all(&env, "parted", TaskState::Dead, "the bank", 4).await;
+    assert_eq!(found.len(), 15);
+    assert!(found
+        .iter()
+        .all(|t| t.queue == "parted"
+            && t.last_error.as_deref() == Some("timeout talking to the bank")));
+    let by_id = find_all(&env, "parted", TaskState::Dead, &failing[29], 4).await;
+    assert_eq!(by_id.len(), 1);
+}

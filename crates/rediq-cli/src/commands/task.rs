@@ -4,7 +4,7 @@ use rediq::{CancelOutcome, Inspector};
 use serde_json::{json, Value};
 
 use super::{known_queue, Result};
-use crate::cli::TaskCmd;
+use crate::cli::{State, TaskCmd};
 use crate::output::{age, now_ms, payload_text, print_json, task_json, Table};
 
 pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
@@ -60,6 +60,13 @@ pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
             );
             Ok(())
         }
+        TaskCmd::Find {
+            queue,
+            text,
+            state,
+            limit,
+            cursor,
+        } => find(i, &queue, &text, state, limit as usize, cursor, json).await,
         TaskCmd::Cancel { id, queue } => {
             known_queue(i, &queue).await?;
             let outcome = match i.cancel_task(&queue, &id).await? {
@@ -98,4 +105,64 @@ pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
             Ok(())
         }
     }
+}
+
+/// Records examined per search step (each step is one bounded Redis call).
+const STEP: usize = 1000;
+
+/// Steps through the search until `limit` matches or the end.
+async fn find(
+    i: &Inspector,
+    queue: &str,
+    text: &str,
+    state: State,
+    limit: usize,
+    mut cursor: Option<String>,
+    json: bool,
+) -> Result {
+    known_queue(i, queue).await?;
+    let mut found = Vec::new();
+    loop {
+        let step = i
+            .find_tasks(queue, state.to_library(), text, cursor.as_deref(), STEP)
+            .await?;
+        found.extend(step.tasks);
+        cursor = step.cursor;
+        if cursor.is_none() || found.len() >= limit {
+            break;
+        }
+    }
+    if json {
+        print_json(&json!({
+            "tasks": found.iter().map(|t| task_json(t, state.name())).collect::<Vec<_>>(),
+            "cursor": cursor,
+        }));
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut table = Table::new(&["ID", "TYPE", "ATTEMPTS", "AGE", "LAST ERROR", "PAYLOAD"]);
+    for t in &found {
+        table.row(vec![
+            t.id.clone(),
+            t.task_type.clone(),
+            t.retry_cnt.to_string(),
+            t.created_at_ms().map_or("-".into(), |c| age(c, now)),
+            t.last_error.clone().unwrap_or_else(|| "-".into()),
+            payload_text(&t.payload),
+        ]);
+    }
+    table.print();
+    match &cursor {
+        None => println!(
+            "{} {} task(s) of queue {queue} match {text:?}",
+            found.len(),
+            state.name()
+        ),
+        Some(c) => println!(
+            "{} {} task(s) of queue {queue} match {text:?} so far; go on with --cursor '{c}'",
+            found.len(),
+            state.name()
+        ),
+    }
+    Ok(())
 }

@@ -24,8 +24,8 @@
 //! `bands.rs`, the id index in `index.rs`, script calls in `call.rs`, reading and steering whole
 //! queues (counts, listings, pause, flush, the registry) in `admin.rs`, dependencies in
 //! `deps.rs` and `outbox.rs`, periodic entries in `cron.rs`, cancellation in `cancel.rs`,
-//! setting garbage aside in `garbage.rs`, and which physical queues (partitions) make up a
-//! queue in `partitions.rs`.
+//! setting garbage aside in `garbage.rs`, which physical queues (partitions) make up a queue
+//! in `partitions.rs`, and searching records in bounded steps in `find.rs`.
 
 mod admin;
 mod bands;
@@ -37,6 +37,7 @@ mod topology;
 pub(crate) use topology::{redis_options, Mode, Target};
 pub(crate) mod cron;
 pub(crate) mod deps;
+mod find;
 mod garbage;
 mod index;
 pub(crate) use deps::MAX_DEPENDENCIES;
