@@ -43,7 +43,7 @@ pub enum Command {
     /// Queues: list, inspect, pause, resume, flush.
     #[command(subcommand)]
     Queue(QueueCmd),
-    /// Tasks of a queue: list, find, cancel, retry.
+    /// Tasks: list, inspect, find, cancel, retry.
     #[command(subcommand)]
     Task(TaskCmd),
     /// Servers (workers) registered in Redis.
@@ -93,6 +93,13 @@ pub enum TaskCmd {
         /// Tasks per page.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
         size: u64,
+    },
+    /// Everything known about one task: state, payload, attempts, lease, dependencies.
+    Inspect {
+        id: String,
+        /// The task's queue (default: whichever queue knows the id).
+        #[arg(long)]
+        queue: Option<String>,
     },
     /// Tasks of a queue in one state whose payload or last error contains a text, or the task
     /// with an id; searched in bounded steps.

@@ -309,6 +309,27 @@ async fn task_worker_and_cron_commands() {
     assert_eq!(dead.as_array().unwrap().len(), 4);
     assert_eq!(dead[0]["last_error"], "smtp refused");
     assert_eq!(dead[0]["attempts"], 1);
+    // One task, whole.
+    let one = json(&url, &["task", "inspect", &ids[1]]);
+    assert_eq!(one["state"], "dead");
+    assert_eq!(one["queue"], "emails");
+    assert_eq!(one["last_error"], "smtp refused");
+    assert_eq!(one["lease"], Value::Null);
+    assert_eq!(one["dependents"], serde_json::json!([]));
+    let out = rediq(&url, &["task", "inspect", &ids[1], "--queue", "emails"]);
+    assert!(out.stdout.contains("state          dead"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(r#"payload        {"n":1}"#),
+        "{}",
+        out.stdout
+    );
+    fails(
+        &rediq(
+            &url,
+            &["task", "inspect", "01900000-0000-7000-8000-000000000000"],
+        ),
+        &["no task 01900000-0000-7000-8000-000000000000 found"],
+    );
     // Search the dead tasks' errors, and one by id.
     let found = json(&url, &["task", "find", "emails", "smtp", "--state", "dead"]);
     assert_eq!(found["tasks"].as_array().unwrap().len(), 4);

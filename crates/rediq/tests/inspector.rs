@@ -242,3 +242,96 @@ async fn finds_tasks_by_payload_text_error_and_id_in_bounded_steps() {
     let by_id = find_all(&env, "parted", TaskState::Dead, &failing[29], 4).await;
     assert_eq!(by_id.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_task_by_id_in_every_state_with_lease_and_dependencies() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    c.partition_queue("parted", 3).await.unwrap();
+    let pending = c
+        .enqueue(
+            Task::builder("work")
+                .queue("parted")
+                .unique_key("order-1")
+                .payload(&serde_json::json!({"order": 1}))
+                .unwrap()
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let d = i.task(&pending, None).await.unwrap().expect("found");
+    assert_eq!(
+        (d.state, d.task.queue.as_str()),
+        (TaskState::Pending, "parted")
+    );
+    assert_eq!(d.task.options.unique_key.as_deref(), Some("order-1"));
+    assert_eq!(
+        d.task.payload_json::<serde_json::Value>().unwrap()["order"],
+        1
+    );
+    assert!(d.lease.is_none());
+
+    // A running task shows its server, token and lease; a task waiting for it shows what it
+    // waits for, and the running one lists it as a dependent.
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (started.clone(), release.clone());
+    let mux = mux_with("block", move |_t: Task| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            s.notify_one();
+            r.notified().await;
+            Ok(())
+        }
+    });
+    let blocker = c
+        .enqueue(Task::builder("block").queue("slow").build().unwrap())
+        .await
+        .unwrap();
+    let running = start(env.server().queues(&["slow"]), mux).await;
+    tokio::time::timeout(Duration::from_secs(20), started.notified())
+        .await
+        .expect("the handler started");
+    let after = c
+        .enqueue(
+            Task::builder("work")
+                .queue("later")
+                .depends_on(&[blocker.as_str()])
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let d = i.task(&blocker, None).await.unwrap().expect("found");
+    assert_eq!(d.state, TaskState::Active);
+    let lease = d.lease.expect("a lease");
+    let workers = i.workers().await.unwrap();
+    assert_eq!(lease.server, workers[0].id);
+    assert!(lease.token > 0);
+    assert!(lease.expires_at_ms.unwrap() > rediq_now_ms());
+    assert_eq!(d.dependents, vec![(after.clone(), "later".to_string())]);
+    let w = i.task(&after, Some("later")).await.unwrap().expect("found");
+    assert_eq!(w.state, TaskState::Waiting);
+    assert_eq!(w.waiting_for, vec![blocker.clone()]);
+    release.notify_one();
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            i.task(&after, None).await.unwrap().map(|d| d.state) == Some(TaskState::Pending)
+        })
+        .await
+    );
+    running.shutdown().await;
+    // Finished and not kept (no completed retention): no record.
+    assert!(i.task(&blocker, None).await.unwrap().is_none());
+    let never = "01900000-0000-7000-8000-000000000000";
+    assert!(i.task(never, None).await.unwrap().is_none());
+    assert!(i.task("not-an-id", None).await.is_err());
+}
+
+fn rediq_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -60,6 +60,7 @@ pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
             );
             Ok(())
         }
+        TaskCmd::Inspect { id, queue } => inspect(i, &id, queue.as_deref(), json).await,
         TaskCmd::Find {
             queue,
             text,
@@ -163,6 +164,123 @@ async fn find(
             found.len(),
             state.name()
         ),
+    }
+    Ok(())
+}
+
+fn state_name(s: rediq::TaskState) -> &'static str {
+    use rediq::TaskState as S;
+    match s {
+        S::Pending => "pending",
+        S::Active => "active",
+        S::Delayed => "scheduled",
+        S::Retry => "retry",
+        S::Waiting => "waiting",
+        S::Dead => "dead",
+        S::Completed => "completed",
+    }
+}
+
+async fn inspect(i: &Inspector, id: &str, queue: Option<&str>, json: bool) -> Result {
+    if let Some(q) = queue {
+        known_queue(i, q).await?;
+    }
+    let Some(d) = i.task(id, queue).await? else {
+        return Err(format!(
+            "no task {id} found (never enqueued, or finished and not kept: completed tasks are kept only with a completed retention)"
+        )
+        .into());
+    };
+    let t = &d.task;
+    if json {
+        let mut v = task_json(t, state_name(d.state));
+        v["timeout_ms"] = json!(t.options.timeout.as_millis() as u64);
+        v["depends_on"] = json!(t.options.depends_on.clone().unwrap_or_default());
+        v["waiting_for"] = json!(d.waiting_for);
+        v["dependents"] = json!(d
+            .dependents
+            .iter()
+            .map(|(id, q)| json!({ "id": id, "queue": q }))
+            .collect::<Vec<_>>());
+        v["lease"] = match &d.lease {
+            Some(l) => {
+                json!({ "server": l.server, "token": l.token, "expires_at_ms": l.expires_at_ms })
+            }
+            None => Value::Null,
+        };
+        print_json(&v);
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut rows: Vec<(&str, String)> = vec![
+        ("id", t.id.clone()),
+        ("type", t.task_type.clone()),
+        ("queue", t.queue.clone()),
+        ("state", state_name(d.state).into()),
+        ("priority", t.options.priority.to_string()),
+        (
+            "attempts",
+            format!(
+                "{} failed of {} retries allowed",
+                t.retry_cnt, t.options.max_retry
+            ),
+        ),
+        ("timeout", format!("{:?}", t.options.timeout)),
+        (
+            "created",
+            t.created_at_ms()
+                .map_or("-".into(), |c| format!("{} ago", age(c, now))),
+        ),
+        (
+            "unique key",
+            t.options.unique_key.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last error",
+            t.last_error.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last failed",
+            t.last_failed_at
+                .map_or("-".into(), |f| format!("{} ago", age(f, now))),
+        ),
+    ];
+    if let Some(l) = &d.lease {
+        rows.push(("running on", l.server.clone()));
+        rows.push(("fencing token", l.token.to_string()));
+        rows.push((
+            "lease expires",
+            l.expires_at_ms
+                .map_or("-".into(), |e| format!("in {} ms", e.saturating_sub(now))),
+        ));
+    }
+    let deps = t.options.depends_on.clone().unwrap_or_default();
+    rows.push((
+        "depends on",
+        if deps.is_empty() {
+            "-".into()
+        } else {
+            deps.join(", ")
+        },
+    ));
+    if d.state == rediq::TaskState::Waiting {
+        rows.push(("waiting for", d.waiting_for.join(", ")));
+    }
+    rows.push((
+        "dependents",
+        if d.dependents.is_empty() {
+            "-".into()
+        } else {
+            d.dependents
+                .iter()
+                .map(|(id, q)| format!("{id} ({q})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    ));
+    rows.push(("payload", payload_text(&t.payload)));
+    for (k, v) in rows {
+        println!("{k:<14} {v}");
     }
     Ok(())
 }

@@ -148,6 +148,66 @@ impl Broker {
     }
 }
 
+/// The server running a task: its id, the task's fencing token, and when its lease on the
+/// queue lapses (Unix ms, Redis clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub server: String,
+    pub token: u64,
+    pub lease_until_ms: Option<u64>,
+}
+
+impl Broker {
+    /// The server holding task `id` of `queue` and its record, if one does (O(servers) reads
+    /// of at most their concurrency each).
+    pub async fn holder_of(&self, queue: &str, id: &[u8]) -> Result<Option<(Holder, Vec<u8>)>> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        for server in self.lease_holders(queue).await? {
+            if let Some(e) = self
+                .held(queue, &server)
+                .await?
+                .into_iter()
+                .find(|e| e.id == id)
+            {
+                let until: Option<f64> = c.zscore(&k.leases, &server).await?;
+                let holder = Holder {
+                    server,
+                    token: e.token,
+                    lease_until_ms: until.map(|u| u as u64),
+                };
+                return Ok(Some((holder, e.record)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The tasks registered as waiting for task `id` of `queue`: (dependent id, its queue).
+    pub async fn dependents_of(&self, queue: &str, id: &[u8]) -> Result<Vec<(Vec<u8>, String)>> {
+        let mut c = self.conn.clone();
+        let refs: Option<Vec<u8>> = c.hget(&QueueKeys::new(queue).dependents, id).await?;
+        Ok(refs
+            .as_deref()
+            .and_then(super::deps::parse_references)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(d, q)| (d.to_vec(), q.to_string()))
+            .collect())
+    }
+
+    /// The dependencies a waiting task `id` of `queue` still waits for (16-byte ids).
+    pub async fn unmet_dependencies(&self, queue: &str, id: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut c = self.conn.clone();
+        let needs: Option<Vec<u8>> = c.hget(&QueueKeys::new(queue).needs, id).await?;
+        // `delay_ms|` then the ids, 16 bytes each.
+        Ok(needs
+            .as_deref()
+            .and_then(|n| n.iter().position(|b| *b == b'|').map(|at| &n[at + 1..]))
+            .map(|ids| ids.chunks_exact(16).map(<[u8]>::to_vec).collect())
+            .unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,8 @@
-//! Read access to queues, tasks and servers, for dashboards, the CLI and tests.
+//! Read access to queues, tasks and servers, for dashboards, the CLI and tests. Finding tasks
+//! (by text or id, in bounded steps) and one task's details are in `lookup.rs`.
+
+mod lookup;
+pub use lookup::{Found, Lease, TaskDetails, MAX_FIND_SCAN};
 
 use std::collections::HashMap;
 
@@ -67,19 +71,6 @@ pub struct WorkerInfo {
     /// last_heartbeat_ms.
     pub fields: HashMap<String, String>,
 }
-
-/// One step of [`Inspector::find_tasks`]: the matches among the records it examined, and where
-/// the next step starts (`None` when the whole state has been searched).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// Matching tasks, in the order they were met.
-    pub tasks: Vec<Task>,
-    /// Pass it to the next call; `None`: done.
-    pub cursor: Option<String>,
-}
-
-/// Most records one step of [`Inspector::find_tasks`] may examine.
-pub const MAX_FIND_SCAN: usize = 10_000;
 
 /// Builds an [`Inspector`] for any topology; [`Inspector::connect`] is the short form for one
 /// server.
@@ -227,97 +218,6 @@ impl Inspector {
             }));
         }
         Ok(out)
-    }
-
-    /// One bounded step of a search for tasks of `queue` in `state` whose payload or last
-    /// error contains `text`, or, when `text` is a task id, the task with that id. A step
-    /// examines about `scan` records (1 ..= [`MAX_FIND_SCAN`]; Redis may return a few more
-    /// for a sorted set) from `cursor` (`None` to start) and returns the matches among them
-    /// with the cursor of the next step: a step may find nothing while later ones do, so go on
-    /// until the cursor is `None`. Every step costs O(`scan`), whatever the queue holds. Tasks
-    /// that move while a search runs may be missed or met twice.
-    ///
-    /// ```no_run
-    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
-    /// use rediq::TaskState;
-    /// let mut cursor = None;
-    /// loop {
-    ///     let step = inspector
-    ///         .find_tasks("emails", TaskState::Dead, "user@example.com", cursor.as_deref(), 1000)
-    ///         .await?;
-    ///     for t in &step.tasks {
-    ///         println!("{} {:?}", t.id, t.last_error);
-    ///     }
-    ///     match step.cursor {
-    ///         Some(c) => cursor = Some(c),
-    ///         None => break,
-    ///     }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn find_tasks(
-        &self,
-        queue: &str,
-        state: TaskState,
-        text: &str,
-        cursor: Option<&str>,
-        scan: usize,
-    ) -> Result<Found> {
-        validate_queue_name(queue)?;
-        if text.is_empty() {
-            return Err(crate::Error::validation("find text", "must not be empty"));
-        }
-        if !(1..=MAX_FIND_SCAN).contains(&scan) {
-            return Err(crate::Error::validation(
-                "find scan",
-                format!("{scan} is outside 1..={MAX_FIND_SCAN}"),
-            ));
-        }
-        let id = record::id_bytes(text).ok();
-        let needle: Vec<u8> = id.map_or_else(|| text.as_bytes().to_vec(), |b| b.to_vec());
-        let parts = self.broker.partitions(queue).await?;
-        // On a partitioned queue the cursor is `<partition>/<cursor within it>`.
-        let bad = || {
-            crate::Error::validation(
-                "cursor",
-                format!("{cursor:?} is not a cursor a previous find returned"),
-            )
-        };
-        let (mut part, inner) = match cursor {
-            None => (0, String::new()),
-            Some(c) if parts.len() == 1 => (0, c.to_string()),
-            Some(c) => {
-                let (p, rest) = c.split_once('/').ok_or_else(bad)?;
-                (p.parse::<usize>().map_err(|_| bad())?, rest.to_string())
-            }
-        };
-        let Some(physical) = parts.get(part) else {
-            return Err(bad());
-        };
-        let (raw, next) = self
-            .broker
-            .scan_records(physical, state, &needle, &inner, scan)
-            .await?;
-        let tasks = raw
-            .iter()
-            .filter_map(|r| record::decode(queue, r).ok())
-            .filter(|t| match id {
-                Some(id) => record::id_bytes(&t.id).is_ok_and(|b| b == id),
-                None => {
-                    t.payload.windows(text.len()).any(|w| w == text.as_bytes())
-                        || t.last_error.as_deref().is_some_and(|e| e.contains(text))
-                }
-            })
-            .collect();
-        let cursor = match next {
-            Some(n) if parts.len() == 1 => Some(n),
-            Some(n) => Some(format!("{part}/{n}")),
-            None => {
-                part += 1;
-                (part < parts.len()).then(|| format!("{part}/"))
-            }
-        };
-        Ok(Found { tasks, cursor })
     }
 
     /// Registered servers.
