@@ -135,8 +135,10 @@ pub enum TaskCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum WorkerCmd {
-    /// Every registered server.
+    /// Every registered server, alive or recently dead.
     List,
+    /// One server and the tasks it runs now.
+    Inspect { id: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -292,6 +292,21 @@ async fn task_worker_and_cron_commands() {
     let workers = json(&url, &["worker", "list"]);
     assert_eq!(workers.as_array().unwrap().len(), 1);
     assert_eq!(workers[0]["queues"], serde_json::json!(["emails"]));
+    assert_eq!(workers[0]["alive"], true);
+    assert!(workers[0]["in_flight"].as_u64().is_some());
+    let id = workers[0]["id"].as_str().unwrap().to_string();
+    let one = json(&url, &["worker", "inspect", &id]);
+    assert_eq!(
+        (one["id"].as_str(), one["alive"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    assert!(one["tasks"].is_array());
+    let out = rediq(&url, &["worker", "inspect", &id]);
+    assert!(out.stdout.contains("status       alive"), "{}", out.stdout);
+    fails(
+        &rediq(&url, &["worker", "inspect", "nobody"]),
+        &["no server \"nobody\""],
+    );
     assert_eq!(
         workers[0]["pid"].as_u64(),
         Some(u64::from(std::process::id()))

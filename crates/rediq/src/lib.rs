@@ -72,8 +72,8 @@ pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
 pub use inspector::{
-    CancelOutcome, CronEntry, Found, Inspector, InspectorBuilder, Lease, TaskDetails, WorkerInfo,
-    MAX_FIND_SCAN,
+    CancelOutcome, CronEntry, Found, Inspector, InspectorBuilder, Lease, TaskDetails,
+    WorkerDetails, WorkerInfo, MAX_FIND_SCAN,
 };
 pub use task::{Task, TaskBuilder, TaskOptions};
 

@@ -335,3 +335,62 @@ fn rediq_now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_shows_the_tasks_it_runs_and_whether_it_is_alive() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    c.partition_queue("parted", 2).await.unwrap();
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (started.clone(), release.clone());
+    let mux = mux_with("hold", move |_t: Task| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r.notified().await;
+            Ok(())
+        }
+    });
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            c.enqueue(Task::builder("hold").queue("parted").build().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let running = start(
+        env.server()
+            .queues(&["parted"])
+            .lease_duration(Duration::from_secs(3)),
+        mux,
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            started.load(std::sync::atomic::Ordering::SeqCst) == 4
+        })
+        .await
+    );
+    let w = i.workers().await.unwrap().remove(0);
+    let d = i.worker(&w.id).await.unwrap().expect("registered");
+    assert!(d.alive);
+    let mut held: Vec<String> = d.in_flight.iter().map(|(_, id, _)| id.clone()).collect();
+    held.sort();
+    ids.sort();
+    assert_eq!(held, ids);
+    assert!(d
+        .in_flight
+        .iter()
+        .all(|(q, _, t)| q == "parted" && t == "hold"));
+    assert_eq!(d.info.fields["lease_ms"], "3000");
+    // Judged at a time past its lease, a silent server is dead.
+    let beat: u64 = d.info.fields["last_heartbeat_ms"].parse().unwrap();
+    assert!(d.info.alive(beat + 3000) && !d.info.alive(beat + 3001));
+    assert!(i.worker("host:1:none").await.unwrap().is_none());
+    for _ in 0..4 {
+        release.notify_one();
+    }
+    running.shutdown().await;
+}

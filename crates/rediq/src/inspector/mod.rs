@@ -68,8 +68,34 @@ pub struct WorkerInfo {
     /// `host:pid:random`.
     pub id: String,
     /// The fields of its registration: host, pid, queues, concurrency, started_at_ms,
-    /// last_heartbeat_ms.
+    /// last_heartbeat_ms, lease_ms, in_flight (tasks held at the last heartbeat).
     pub fields: HashMap<String, String>,
+}
+
+impl WorkerInfo {
+    /// Whether its last heartbeat is more recent than its lease (Unix ms `now_ms`): a server
+    /// whose heartbeat is older has stopped or stalled, and the tasks it held are being
+    /// re-delivered. Its registry entry stays a while longer so that it shows as dead.
+    pub fn alive(&self, now_ms: u64) -> bool {
+        let field = |k: &str| self.fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        match (field("last_heartbeat_ms"), field("lease_ms")) {
+            (Some(beat), Some(lease)) => now_ms.saturating_sub(beat) <= lease,
+            // Registered by a version without `lease_ms`: its entry lapses with its lease.
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A server and the tasks it runs ([`Inspector::worker`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerDetails {
+    /// Its registration.
+    pub info: WorkerInfo,
+    /// See [`WorkerInfo::alive`], judged by the reader's clock.
+    pub alive: bool,
+    /// The tasks it holds now, read from Redis: (queue, task id, task type).
+    pub in_flight: Vec<(String, String, String)>,
 }
 
 /// Builds an [`Inspector`] for any topology; [`Inspector::connect`] is the short form for one
@@ -218,6 +244,39 @@ impl Inspector {
             }));
         }
         Ok(out)
+    }
+
+    /// One registered server with the tasks it holds now (read from its active hashes: O(its
+    /// in-flight tasks)); `None` when no server has this id.
+    pub async fn worker(&self, id: &str) -> Result<Option<WorkerDetails>> {
+        let Some(info) = self.workers().await?.into_iter().find(|w| w.id == id) else {
+            return Ok(None);
+        };
+        let queues: Vec<String> = info
+            .fields
+            .get("queues")
+            .map(|q| {
+                q.split(',')
+                    .filter(|q| !q.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut in_flight = Vec::new();
+        for q in &queues {
+            for p in self.broker.partitions(q).await?.iter() {
+                for e in self.broker.held(p, id).await? {
+                    let task_type = record::decode(q, &e.record)
+                        .map_or_else(|_| record::UNDECODABLE_TYPE.to_string(), |t| t.task_type);
+                    in_flight.push((q.clone(), record::id_text(&e.id), task_type));
+                }
+            }
+        }
+        Ok(Some(WorkerDetails {
+            alive: info.alive(crate::task::now_ms()),
+            info,
+            in_flight,
+        }))
     }
 
     /// Registered servers.

@@ -149,9 +149,28 @@ pub(crate) async fn beat(ctx: &Ctx, broker: &Broker) -> Result<()> {
         ("queues", queues.join(",")),
         ("concurrency", ctx.cfg.concurrency.to_string()),
         ("started_at_ms", ctx.started_at_ms.to_string()),
+        // A reader calls the server dead once its heartbeat is older than its lease.
+        ("lease_ms", ctx.cfg.lease.as_millis().to_string()),
+        (
+            "in_flight",
+            ctx.inflight
+                .snapshot()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                .to_string(),
+        ),
     ];
-    let ttl = (ctx.cfg.heartbeat_interval * 3).max(ctx.cfg.lease);
-    broker.heartbeat_worker(&ctx.server_id, &info, ttl).await
+    broker
+        .heartbeat_worker(&ctx.server_id, &info, registry_ttl(&ctx.cfg))
+        .await
+}
+
+/// How long a registry entry outlives its last heartbeat: twice the time after which the
+/// server counts as dead, so that readers see it as dead for a while before it goes (the
+/// janitor prunes the registry's index at the same age).
+pub(crate) fn registry_ttl(cfg: &super::Config) -> std::time::Duration {
+    (cfg.heartbeat_interval * 3).max(cfg.lease) * 2
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ async fn sweep(ctx: &Ctx) {
             Err(e) => tracing::warn!(queue = %q, error = %e, "trimming failed"),
         }
     }
-    let max_age = (ctx.cfg.heartbeat_interval * 3).max(ctx.cfg.lease) * 2;
+    let max_age = super::heartbeat::registry_ttl(&ctx.cfg);
     if let Err(e) = ctx.broker.prune_workers(max_age).await {
         tracing::warn!(error = %e, "pruning the worker registry failed");
     }
