@@ -19,7 +19,12 @@ async fn main() -> ExitCode {
     match commands::run(cli.command, &cli.global).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The library names its builder methods; here they are flags.
+            let line = e
+                .to_string()
+                .replace(".cluster_mode()", "--cluster")
+                .replace(".sentinel_mode()", "--sentinel");
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

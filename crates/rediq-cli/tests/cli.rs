@@ -131,9 +131,14 @@ async fn queue_commands_print_tables_and_json() {
         out.stdout
     );
     let emails: Vec<&str> = lines[1].split_whitespace().collect();
+    assert!(
+        lines[0].contains("LATENCY") && emails[2].ends_with('s'),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
-        &emails[..5],
-        &["emails", "running", "3", "0", "1"],
+        [&emails[..2], &emails[3..6]].concat(),
+        ["emails", "running", "3", "0", "1"],
         "{}",
         out.stdout
     );
@@ -148,6 +153,7 @@ async fn queue_commands_print_tables_and_json() {
     );
     assert_eq!(list[0]["paused"], false);
     assert_eq!(list[0]["partitions"], 1);
+    assert!(list[0]["latency_ms"].as_u64().is_some());
 
     let out = rediq(&url, &["queue", "pause", "emails"]);
     assert_eq!(out.stdout.trim(), "paused queue emails");
@@ -440,7 +446,7 @@ fn errors_are_one_line_and_never_show_a_password() {
     // A mode that does not match the server.
     let redis = RedisServer::start();
     let out = rediq(&redis.url(), &["--cluster", "queue", "list"]);
-    fails(&out, &["cluster"]);
+    fails(&out, &["standalone", "remove --cluster"]);
     // A bad state is refused by the parser, naming the choices.
     let out = rediq(&redis.url(), &["task", "list", "q", "--state", "done"]);
     assert!(!out.ok && out.stderr.contains("pending"), "{}", out.stderr);

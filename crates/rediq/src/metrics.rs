@@ -363,10 +363,7 @@ async fn read_depths(
 ) -> crate::Result<([u64; 7], f64, Vec<(String, u64)>)> {
     let mut s = QueueStats::default();
     let mut enqueued: Vec<(String, u64)> = Vec::new();
-    let mut oldest: Option<u64> = None;
-    let mut now_ms = 0;
-    // A partitioned queue's figures are the sums over its partitions (its oldest task, the
-    // oldest of theirs).
+    // A partitioned queue's figures are the sums over its partitions.
     for p in broker.partitions(queue).await?.iter() {
         s.absorb(&broker.stats(p).await?);
         for (task_type, n) in broker.enqueued_counts(p).await? {
@@ -375,16 +372,9 @@ async fn read_depths(
                 None => enqueued.push((task_type, n)),
             }
         }
-        let (heads, now) = broker.pending_heads(p).await?;
-        now_ms = now_ms.max(now);
-        let since = heads
-            .iter()
-            .filter_map(|rec| pending_since_ms(queue, rec))
-            .min();
-        oldest = oldest.into_iter().chain(since).min();
     }
     let waiting = s.waiting;
-    let age = oldest.map_or(0.0, |since| now_ms.saturating_sub(since) as f64 / 1000.0);
+    let age = pending_age(broker, queue).await?.as_secs_f64();
     Ok((
         [
             s.pending,
@@ -397,6 +387,29 @@ async fn read_depths(
         ],
         age,
         enqueued,
+    ))
+}
+
+/// How long the task of `queue` that has waited longest in pending has been due (zero when
+/// none is pending): the oldest of the heads of its priority bands, over its partitions, by the
+/// Redis clock. One read per band head: O(bands × partitions), whatever the backlog.
+pub(crate) async fn pending_age(
+    broker: &Broker,
+    queue: &str,
+) -> crate::Result<std::time::Duration> {
+    let mut oldest: Option<u64> = None;
+    let mut now_ms = 0;
+    for p in broker.partitions(queue).await?.iter() {
+        let (heads, now) = broker.pending_heads(p).await?;
+        now_ms = now_ms.max(now);
+        let since = heads
+            .iter()
+            .filter_map(|rec| pending_since_ms(queue, rec))
+            .min();
+        oldest = oldest.into_iter().chain(since).min();
+    }
+    Ok(std::time::Duration::from_millis(
+        oldest.map_or(0, |since| now_ms.saturating_sub(since)),
     ))
 }
 

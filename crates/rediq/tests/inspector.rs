@@ -394,3 +394,31 @@ async fn a_worker_shows_the_tasks_it_runs_and_whether_it_is_alive() {
     }
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latency_is_the_age_of_the_oldest_pending_task() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    c.partition_queue("parted", 3).await.unwrap();
+    assert_eq!(i.latency("parted").await.unwrap(), Duration::ZERO);
+    c.enqueue(Task::builder("work").queue("parted").build().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..20 {
+        c.enqueue(
+            Task::builder("work")
+                .queue("parted")
+                .priority(9)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let l = i.latency("parted").await.unwrap();
+    assert!(
+        l >= Duration::from_millis(350) && l < Duration::from_secs(10),
+        "the oldest task, in whichever partition and band: {l:?}"
+    );
+}

@@ -57,6 +57,14 @@ fn stats_json(s: &QueueStats) -> Value {
     })
 }
 
+/// A duration as `850ms`, `12s`, `4m`, `3h`.
+fn latency_text(d: std::time::Duration) -> String {
+    match d.as_millis() {
+        ms @ 0..=999 => format!("{ms}ms"),
+        ms => crate::output::age(0, ms as u64),
+    }
+}
+
 async fn all_stats(i: &Inspector) -> Result<Vec<QueueStats>> {
     let mut out = Vec::new();
     for q in i.queues().await? {
@@ -67,13 +75,23 @@ async fn all_stats(i: &Inspector) -> Result<Vec<QueueStats>> {
 
 async fn list(i: &Inspector, json: bool) -> Result {
     let all = all_stats(i).await?;
+    let mut latency = Vec::with_capacity(all.len());
+    for s in &all {
+        latency.push(i.latency(&s.queue).await?);
+    }
     if json {
-        print_json(&Value::Array(all.iter().map(stats_json).collect()));
+        let rows = all.iter().zip(&latency).map(|(s, l)| {
+            let mut v = stats_json(s);
+            v["latency_ms"] = json!(l.as_millis() as u64);
+            v
+        });
+        print_json(&Value::Array(rows.collect()));
         return Ok(());
     }
     let mut t = Table::new(&[
         "QUEUE",
         "STATE",
+        "LATENCY",
         "PENDING",
         "ACTIVE",
         "SCHEDULED",
@@ -84,10 +102,11 @@ async fn list(i: &Inspector, json: bool) -> Result {
         "PROCESSED",
         "FAILED",
     ]);
-    for s in &all {
+    for (s, l) in all.iter().zip(&latency) {
         t.row(vec![
             s.queue.clone(),
             if s.paused { "paused" } else { "running" }.into(),
+            latency_text(*l),
             s.pending.to_string(),
             s.active.to_string(),
             s.delayed.to_string(),
@@ -109,10 +128,14 @@ async fn list(i: &Inspector, json: bool) -> Result {
 async fn inspect(i: &Inspector, name: &str, json: bool) -> Result {
     known_queue(i, name).await?;
     let s = i.queue_stats(name).await?;
+    let latency = i.latency(name).await?;
     if json {
-        print_json(&stats_json(&s));
+        let mut v = stats_json(&s);
+        v["latency_ms"] = json!(latency.as_millis() as u64);
+        print_json(&v);
     } else {
         print_stats(&s);
+        println!("{:<19} {}", "latency", latency_text(latency));
     }
     Ok(())
 }

@@ -166,6 +166,20 @@ impl Inspector {
         Ok(total)
     }
 
+    /// How long the task that has waited longest in the queue's pending state has been due
+    /// (zero when nothing is pending): the queue's latency. O(priority bands in use) reads.
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+    /// let behind = inspector.latency("emails").await?;
+    /// println!("emails is {behind:?} behind");
+    /// # Ok(()) }
+    /// ```
+    pub async fn latency(&self, queue: &str) -> Result<std::time::Duration> {
+        validate_queue_name(queue)?;
+        crate::metrics::pending_age(&self.broker, queue).await
+    }
+
     /// Gives a queue `partitions` partitions (1 ..= 64), so that on a Redis Cluster one hot
     /// queue spreads over several shards; or checks that it has them already. Partition 0 is
     /// the queue itself, so what it holds stays. The count is fixed once declared (a unique key
