@@ -40,6 +40,12 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// A live dashboard of queues, throughput, latency, errors and servers (q to quit).
+    Dash {
+        /// Time between refreshes: 500ms, 2s, …
+        #[arg(long, default_value = "1s", value_parser = crate::dash::parse_interval)]
+        interval: std::time::Duration,
+    },
     /// Queues: list, inspect, pause, resume, flush.
     #[command(subcommand)]
     Queue(QueueCmd),

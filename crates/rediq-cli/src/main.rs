@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod dash;
 mod output;
 
 use std::process::ExitCode;

@@ -33,6 +33,7 @@ pub async fn run(cmd: Command, g: &Global) -> Result {
         Command::Worker(c) => worker::run(&i, c, g.json).await,
         Command::Stats { queue } => queue::stats(&i, queue.as_deref(), g.json).await,
         Command::Cron(c) => cron::run(&i, c, g.json).await,
+        Command::Dash { interval } => crate::dash::run(&i, interval).await,
     }
 }
 

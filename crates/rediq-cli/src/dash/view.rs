@@ -1,0 +1,177 @@
+//! Drawing the dashboard: a queue table, sparklines of throughput and depth with the span they
+//! cover, an error-rate sparkline, a worker table, and a status line (help, confirmations, a
+//! banner while Redis cannot be read).
+
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableState};
+use ratatui::Frame;
+
+use super::App;
+use crate::output::age;
+
+fn latency(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        age(0, ms)
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let m = &app.model;
+    let [banner, queues, charts, workers, status] = Layout::vertical([
+        Constraint::Length(u16::from(m.error.is_some())),
+        Constraint::Min(5),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+
+    if let Some(e) = &m.error {
+        f.render_widget(
+            Paragraph::new(format!(" Redis cannot be read, retrying: {e}"))
+                .style(Style::default().fg(Color::White).bg(Color::Red)),
+            banner,
+        );
+    }
+
+    let header = Row::new([
+        "QUEUE", "STATE", "PENDING", "ACTIVE", "SCHED", "RETRY", "DEAD", "DONE", "TASKS/S",
+        "LATENCY", "ERRORS",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows = m.snapshot.queues.iter().map(|q| {
+        let s = &q.stats;
+        Row::new([
+            s.queue.clone(),
+            if s.paused { "paused" } else { "running" }.into(),
+            s.pending.to_string(),
+            s.active.to_string(),
+            s.delayed.to_string(),
+            s.retry.to_string(),
+            s.dead.to_string(),
+            s.completed.to_string(),
+            format!("{:.0}", q.throughput),
+            latency(q.latency_ms),
+            format!("{:.1}%", q.error_rate()),
+        ])
+    });
+    let widths = [
+        Constraint::Fill(3),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(7),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Queues ({}) ", m.snapshot.queues.len())),
+        )
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    f.render_stateful_widget(table, queues, &mut state);
+
+    let [tput, depth, errors] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+    ])
+    .areas(charts);
+    let span = m.span();
+    let last = |h: &std::collections::VecDeque<u64>| h.back().copied().unwrap_or(0);
+    let spark = |title: String, data: &std::collections::VecDeque<u64>| {
+        Sparkline::default()
+            .block(Block::default().borders(Borders::ALL).title(title))
+            .data(data.iter().copied().collect::<Vec<u64>>())
+            .style(Style::default().fg(Color::Cyan))
+    };
+    f.render_widget(
+        spark(
+            format!(" Throughput {}/s, last {span} ", last(&m.throughput)),
+            &m.throughput,
+        ),
+        tput,
+    );
+    f.render_widget(
+        spark(format!(" Depth {}, last {span} ", last(&m.depth)), &m.depth),
+        depth,
+    );
+    f.render_widget(
+        spark(
+            format!(" Error rate {}%, last {span} ", last(&m.errors)),
+            &m.errors,
+        ),
+        errors,
+    );
+
+    let now = m.snapshot.at_ms;
+    let wrows = m.snapshot.workers.iter().map(|w| {
+        let field = |k: &str| w.fields.get(k).cloned().unwrap_or_default();
+        let beat = w
+            .fields
+            .get("last_heartbeat_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or("-".into(), |b| format!("{} ago", age(b, now)));
+        Row::new([
+            w.id.clone(),
+            if w.alive(now) { "alive" } else { "DEAD" }.into(),
+            field("in_flight"),
+            field("concurrency"),
+            beat,
+            field("queues"),
+        ])
+    });
+    let wtable = Table::new(
+        wrows,
+        [
+            Constraint::Fill(2),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Fill(2),
+        ],
+    )
+    .header(
+        Row::new([
+            "SERVER",
+            "STATUS",
+            "IN FLIGHT",
+            "CONCURRENCY",
+            "HEARTBEAT",
+            "QUEUES",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(format!(" Servers ({}) ", m.snapshot.workers.len())),
+    );
+    f.render_widget(wtable, workers);
+
+    let line = if let Some(c) = &app.confirm {
+        Line::from(format!(" {c} [y/N]")).style(Style::default().fg(Color::Black).bg(Color::Yellow))
+    } else if app.help {
+        Line::from(" j/k or ↑/↓ move · p pause · r resume (asks first) · ? help · q/Esc quit")
+    } else {
+        Line::from(format!(
+            " {} · refresh every {} ms · ? help · q quit",
+            app.message.as_deref().unwrap_or("rediq dash"),
+            m.interval_ms
+        ))
+    };
+    f.render_widget(Paragraph::new(line), status);
+}
