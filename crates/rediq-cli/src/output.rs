@@ -119,6 +119,24 @@ pub fn age(ms: u64, now_ms: u64) -> String {
     }
 }
 
+/// A duration in milliseconds as `850ms`, `12s`, `4m`, `3h`, `2d`.
+pub fn millis(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        age(0, ms)
+    }
+}
+
+/// A queue's state as the tables show it.
+pub fn queue_state(paused: bool) -> &'static str {
+    if paused {
+        "paused"
+    } else {
+        "running"
+    }
+}
+
 /// Now, Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{known_queue, Result};
 use crate::cli::QueueCmd;
-use crate::output::{print_json, Table};
+use crate::output::{millis, print_json, queue_state, Table};
 
 pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
     match cmd {
@@ -57,14 +57,6 @@ fn stats_json(s: &QueueStats) -> Value {
     })
 }
 
-/// A duration as `850ms`, `12s`, `4m`, `3h`.
-fn latency_text(d: std::time::Duration) -> String {
-    match d.as_millis() {
-        ms @ 0..=999 => format!("{ms}ms"),
-        ms => crate::output::age(0, ms as u64),
-    }
-}
-
 async fn all_stats(i: &Inspector) -> Result<Vec<QueueStats>> {
     let mut out = Vec::new();
     for q in i.queues().await? {
@@ -105,8 +97,8 @@ async fn list(i: &Inspector, json: bool) -> Result {
     for (s, l) in all.iter().zip(&latency) {
         t.row(vec![
             s.queue.clone(),
-            if s.paused { "paused" } else { "running" }.into(),
-            latency_text(*l),
+            queue_state(s.paused).into(),
+            millis(l.as_millis() as u64),
             s.pending.to_string(),
             s.active.to_string(),
             s.delayed.to_string(),
@@ -135,7 +127,7 @@ async fn inspect(i: &Inspector, name: &str, json: bool) -> Result {
         print_json(&v);
     } else {
         print_stats(&s);
-        println!("{:<19} {}", "latency", latency_text(latency));
+        println!("{:<19} {}", "latency", millis(latency.as_millis() as u64));
     }
     Ok(())
 }
@@ -150,7 +142,7 @@ fn print_stats(s: &QueueStats) {
 fn stats_rows(s: &QueueStats) -> [(&'static str, String); 14] {
     [
         ("queue", s.queue.clone()),
-        ("state", if s.paused { "paused" } else { "running" }.into()),
+        ("state", queue_state(s.paused).into()),
         ("partitions", s.partitions.to_string()),
         ("pending", s.pending.to_string()),
         ("active", s.active.to_string()),

@@ -9,15 +9,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableSt
 use ratatui::Frame;
 
 use super::App;
-use crate::output::age;
-
-fn latency(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        age(0, ms)
-    }
-}
+use crate::output::{age, millis, queue_state};
 
 pub fn draw(f: &mut Frame, app: &App) {
     let m = &app.model;
@@ -47,7 +39,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         let s = &q.stats;
         Row::new([
             s.queue.clone(),
-            if s.paused { "paused" } else { "running" }.into(),
+            queue_state(s.paused).into(),
             s.pending.to_string(),
             s.active.to_string(),
             s.delayed.to_string(),
@@ -55,7 +47,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             s.dead.to_string(),
             s.completed.to_string(),
             format!("{:.0}", q.throughput),
-            latency(q.latency_ms),
+            millis(q.latency_ms),
             format!("{:.1}%", q.error_rate()),
         ])
     });
