@@ -230,10 +230,14 @@ mod tests {
         for cell in ["running", "1234", "7", "2s"] {
             assert!(row.contains(cell), "{cell} in {row}");
         }
-        assert!(first.contains("Throughput 0/s, last 0m 1s"), "{first}");
+        assert!(first.contains("Throughput 0/s, 0m 1s"), "{first}");
         app.model.update(snapshot(2_000, 500));
         let second = screen(&app);
-        assert!(second.contains("Throughput 500/s, last 0m 2s"), "{second}");
+        assert!(second.contains("Throughput 500/s, 0m 2s"), "{second}");
+        assert!(
+            second.contains("emails 500/s, 0m 2s"),
+            "the selected queue's own chart: {second}"
+        );
         let row = second.lines().find(|l| l.contains("emails")).unwrap();
         assert!(row.contains("500"), "{row}");
         // The sparkline drew a bar for the new point.

@@ -75,7 +75,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     let mut state = TableState::default().with_selected(Some(app.selected));
     f.render_stateful_widget(table, queues, &mut state);
 
-    let [tput, depth, errors] = Layout::horizontal([
+    let [tput, depth, errors, selected] = Layout::horizontal([
+        Constraint::Fill(1),
         Constraint::Fill(1),
         Constraint::Fill(1),
         Constraint::Fill(1),
@@ -91,22 +92,29 @@ pub fn draw(f: &mut Frame, app: &App) {
     };
     f.render_widget(
         spark(
-            format!(" Throughput {}/s, last {span} ", last(&m.throughput)),
+            format!(" Throughput {}/s, {span} ", last(&m.throughput)),
             &m.throughput,
         ),
         tput,
     );
     f.render_widget(
-        spark(format!(" Depth {}, last {span} ", last(&m.depth)), &m.depth),
+        spark(format!(" Depth {}, {span} ", last(&m.depth)), &m.depth),
         depth,
     );
     f.render_widget(
-        spark(
-            format!(" Error rate {}%, last {span} ", last(&m.errors)),
-            &m.errors,
-        ),
+        spark(format!(" Errors {}%, {span} ", last(&m.errors)), &m.errors),
         errors,
     );
+
+    // The selected queue's own throughput history.
+    if let Some(q) = m.snapshot.queues.get(app.selected) {
+        let empty = std::collections::VecDeque::new();
+        let h = m.queue_throughput.get(&q.stats.queue).unwrap_or(&empty);
+        f.render_widget(
+            spark(format!(" {} {}/s, {span} ", q.stats.queue, last(h)), h),
+            selected,
+        );
+    }
 
     let now = m.snapshot.at_ms;
     let wrows = m.snapshot.workers.iter().map(|w| {
