@@ -57,6 +57,7 @@ impl Tmux {
     fn running(&self) -> bool {
         Command::new("tmux")
             .args(["-L", &self.socket, "has-session", "-t", "dash"])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -79,6 +80,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -163,6 +165,19 @@ async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation(
     let screen = tmux.wait_for("paused ").await;
     let row = screen.lines().find(|l| l.contains("reports")).unwrap();
     assert!(row.contains("paused"), "{screen}");
+
+    // Browse the selected queue's tasks, open one, switch state, and go back.
+    tmux.keys("Enter");
+    tmux.wait_for("Tasks of reports (1 shown): [pending]").await;
+    tmux.keys("Enter");
+    let details = tmux.wait_for("type         work").await;
+    assert!(details.contains("state        Pending"), "{details}");
+    tmux.keys("Escape");
+    tmux.wait_for("Tasks of reports (1 shown)").await;
+    tmux.keys("Tab");
+    tmux.wait_for("[active]").await;
+    tmux.keys("Escape");
+    tmux.wait_for("Queues (2)").await;
 
     tmux.keys("q");
     let deadline = Instant::now() + Duration::from_secs(5);

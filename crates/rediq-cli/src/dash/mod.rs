@@ -14,6 +14,7 @@ use rediq::Inspector;
 
 pub use model::Model;
 
+use crate::cli::State;
 use crate::commands::Result;
 use crate::output::now_ms;
 
@@ -24,9 +25,36 @@ enum Action {
     Resume(String),
 }
 
+/// The states a queue's tasks are browsed by, in tab order.
+pub const STATES: [State; 7] = [
+    State::Pending,
+    State::Active,
+    State::Scheduled,
+    State::Retry,
+    State::Waiting,
+    State::Dead,
+    State::Completed,
+];
+
+/// Tasks shown per state tab (the first page).
+const PAGE: usize = 100;
+
+/// A queue's tasks in one state, opened with Enter.
+pub struct Browse {
+    pub queue: String,
+    /// Index into [`STATES`].
+    pub state: usize,
+    pub tasks: Vec<rediq::Task>,
+    pub selected: usize,
+    /// The selected task's details, opened with Enter.
+    pub details: Option<Box<rediq::TaskDetails>>,
+}
+
 /// The dashboard's state: what was read, and what the operator is doing.
 pub struct App {
     pub model: Model,
+    /// A queue being browsed (`None`: the overview).
+    pub browse: Option<Browse>,
     /// The selected queue's row.
     pub selected: usize,
     pub help: bool,
@@ -41,6 +69,7 @@ impl App {
     pub fn new(interval: Duration) -> App {
         App {
             model: Model::new(interval.as_millis() as u64),
+            browse: None,
             selected: 0,
             help: false,
             confirm: None,
@@ -78,9 +107,25 @@ impl App {
             }
             return true;
         }
+        if self.browse.is_some() {
+            self.browse_key(i, code).await;
+            return true;
+        }
         let n = self.model.snapshot.queues.len();
         match code {
             KeyCode::Char('q') | KeyCode::Esc => return false,
+            KeyCode::Enter => {
+                if let Some(queue) = self.selected_queue() {
+                    self.browse = Some(Browse {
+                        queue,
+                        state: 0,
+                        tasks: Vec::new(),
+                        selected: 0,
+                        details: None,
+                    });
+                    self.read_tasks(i).await;
+                }
+            }
             KeyCode::Char('j') | KeyCode::Down => {
                 self.selected = (self.selected + 1).min(n.saturating_sub(1));
             }
@@ -103,8 +148,69 @@ impl App {
         true
     }
 
+    /// Keys while a queue's tasks are open: states with `h`/`l`/Tab, rows with `j`/`k`, a
+    /// task's details with Enter, back with `q`/Esc.
+    async fn browse_key(&mut self, i: &Inspector, code: KeyCode) {
+        let Some(b) = self.browse.as_mut() else {
+            return;
+        };
+        if b.details.is_some() {
+            if matches!(code, KeyCode::Char('q') | KeyCode::Esc | KeyCode::Enter) {
+                b.details = None;
+            }
+            return;
+        }
+        match code {
+            KeyCode::Char('q') | KeyCode::Esc => self.browse = None,
+            KeyCode::Char('l') | KeyCode::Right | KeyCode::Tab => {
+                b.state = (b.state + 1) % STATES.len();
+                b.selected = 0;
+                self.read_tasks(i).await;
+            }
+            KeyCode::Char('h') | KeyCode::Left | KeyCode::BackTab => {
+                b.state = (b.state + STATES.len() - 1) % STATES.len();
+                b.selected = 0;
+                self.read_tasks(i).await;
+            }
+            KeyCode::Char('j') | KeyCode::Down => {
+                b.selected = (b.selected + 1).min(b.tasks.len().saturating_sub(1));
+            }
+            KeyCode::Char('k') | KeyCode::Up => b.selected = b.selected.saturating_sub(1),
+            KeyCode::Enter => {
+                if let Some(t) = b.tasks.get(b.selected) {
+                    match i.task(&t.id, Some(&b.queue)).await {
+                        Ok(Some(d)) => b.details = Some(Box::new(d)),
+                        Ok(None) => self.message = Some(format!("task {} has moved on", t.id)),
+                        Err(e) => self.message = Some(format!("failed: {e}")),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads the first page of the browsed queue's tasks in its state.
+    async fn read_tasks(&mut self, i: &Inspector) {
+        let Some(b) = self.browse.as_mut() else {
+            return;
+        };
+        match i
+            .list_page(&b.queue, STATES[b.state].to_library(), 0, PAGE)
+            .await
+        {
+            Ok(tasks) => {
+                b.selected = b.selected.min(tasks.len().saturating_sub(1));
+                b.tasks = tasks;
+            }
+            Err(e) => self.model.error = Some(e.to_string()),
+        }
+    }
+
     /// One refresh: a failure keeps the last snapshot and shows a banner.
     pub async fn refresh(&mut self, i: &Inspector) {
+        if self.browse.as_ref().is_some_and(|b| b.details.is_none()) {
+            self.read_tasks(i).await;
+        }
         match Model::read(i, now_ms()).await {
             Ok(s) => {
                 self.model.update(s);
@@ -245,6 +351,43 @@ mod tests {
         assert!(bars(&second) > bars(&first), "{second}");
         app.model.error = Some("connection refused".into());
         assert!(screen(&app).contains("Redis cannot be read, retrying: connection refused"));
+    }
+
+    #[test]
+    fn a_browsed_queue_shows_its_state_tabs_tasks_and_details() {
+        let mut app = App::new(Duration::from_secs(1));
+        app.model.update(snapshot(1_000, 0));
+        let task = rediq::Task::builder("email:send")
+            .queue("emails")
+            .payload(&serde_json::json!({"to": "a@b"}))
+            .unwrap()
+            .build()
+            .unwrap();
+        app.browse = Some(Browse {
+            queue: "emails".into(),
+            state: 5,
+            tasks: vec![task.clone()],
+            selected: 0,
+            details: None,
+        });
+        let s = screen(&app);
+        assert!(s.contains("Tasks of emails (1 shown): pending active scheduled retry waiting [dead] completed"), "{s}");
+        assert!(s.contains(&task.id) && s.contains(r#"{"to":"a@b"}"#), "{s}");
+        if let Some(b) = app.browse.as_mut() {
+            b.details = Some(Box::new(rediq::TaskDetails {
+                task: task.clone(),
+                state: rediq::TaskState::Dead,
+                lease: None,
+                waiting_for: Vec::new(),
+                dependents: vec![("0190-x".into(), "later".into())],
+            }));
+        }
+        let s = screen(&app);
+        assert!(s.contains(&format!("Task {}", task.id)), "{s}");
+        assert!(
+            s.contains("state        Dead") && s.contains("dependents   0190-x (later)"),
+            "{s}"
+        );
     }
 
     #[test]

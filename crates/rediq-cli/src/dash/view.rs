@@ -11,6 +11,99 @@ use ratatui::Frame;
 use super::App;
 use crate::output::{age, millis, queue_state};
 
+/// A queue's tasks in one state (tabs of states above), or one task's details.
+fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, now: u64) {
+    use crate::output::payload_text;
+    if let Some(d) = &b.details {
+        let t = &d.task;
+        let mut lines = vec![
+            format!("id           {}", t.id),
+            format!("type         {}", t.task_type),
+            format!("queue        {}", t.queue),
+            format!("state        {:?}", d.state),
+            format!("priority     {}", t.options.priority),
+            format!(
+                "attempts     {} failed of {} retries",
+                t.retry_cnt, t.options.max_retry
+            ),
+            format!("last error   {}", t.last_error.as_deref().unwrap_or("-")),
+            format!(
+                "unique key   {}",
+                t.options.unique_key.as_deref().unwrap_or("-")
+            ),
+        ];
+        if let Some(l) = &d.lease {
+            lines.push(format!("running on   {} (token {})", l.server, l.token));
+        }
+        if !d.waiting_for.is_empty() {
+            lines.push(format!("waiting for  {}", d.waiting_for.join(", ")));
+        }
+        if !d.dependents.is_empty() {
+            let deps: Vec<String> = d
+                .dependents
+                .iter()
+                .map(|(id, q)| format!("{id} ({q})"))
+                .collect();
+            lines.push(format!("dependents   {}", deps.join(", ")));
+        }
+        lines.push(format!("payload      {}", payload_text(&t.payload)));
+        f.render_widget(
+            Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!(" Task {} ", t.id)),
+            ),
+            area,
+        );
+        return;
+    }
+    let tabs: Vec<String> = super::STATES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i == b.state {
+                format!("[{}]", s.name())
+            } else {
+                s.name().to_string()
+            }
+        })
+        .collect();
+    let rows = b.tasks.iter().map(|t| {
+        Row::new([
+            t.id.clone(),
+            t.task_type.clone(),
+            t.retry_cnt.to_string(),
+            t.created_at_ms().map_or("-".into(), |c| age(c, now)),
+            t.last_error.clone().unwrap_or_else(|| "-".into()),
+            payload_text(&t.payload),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(37),
+            Constraint::Length(16),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new(["ID", "TYPE", "ATTEMPTS", "AGE", "LAST ERROR", "PAYLOAD"])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::default().borders(Borders::ALL).title(format!(
+        " Tasks of {} ({} shown): {} ",
+        b.queue,
+        b.tasks.len(),
+        tabs.join(" ")
+    )))
+    .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(Some(b.selected));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
 pub fn draw(f: &mut Frame, app: &App) {
     let m = &app.model;
     let [banner, queues, charts, workers, status] = Layout::vertical([
@@ -72,8 +165,13 @@ pub fn draw(f: &mut Frame, app: &App) {
                 .title(format!(" Queues ({}) ", m.snapshot.queues.len())),
         )
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(Some(app.selected));
-    f.render_stateful_widget(table, queues, &mut state);
+    match &app.browse {
+        Some(b) => draw_browse(f, b, queues, m.snapshot.at_ms),
+        None => {
+            let mut state = TableState::default().with_selected(Some(app.selected));
+            f.render_stateful_widget(table, queues, &mut state);
+        }
+    }
 
     let [tput, depth, errors, selected] = Layout::horizontal([
         Constraint::Fill(1),
@@ -162,7 +260,16 @@ pub fn draw(f: &mut Frame, app: &App) {
     );
     f.render_widget(wtable, workers);
 
-    let line = if let Some(c) = &app.confirm {
+    let line = if let Some(b) = &app.browse {
+        Line::from(if b.details.is_some() {
+            " Esc back to the list".to_string()
+        } else {
+            format!(
+                " {} · h/l or Tab: state · j/k: move · Enter: details · Esc: back to the queues",
+                app.message.as_deref().unwrap_or("browsing")
+            )
+        })
+    } else if let Some(c) = &app.confirm {
         Line::from(format!(" {c} [y/N]")).style(Style::default().fg(Color::Black).bg(Color::Yellow))
     } else if app.help {
         Line::from(" j/k or ↑/↓ move · p pause · r resume (asks first) · ? help · q/Esc quit")
