@@ -186,6 +186,20 @@ impl State {
         }
     }
 
+    /// The CLI's name for a library state.
+    pub fn of(s: rediq::TaskState) -> State {
+        use rediq::TaskState as S;
+        match s {
+            S::Pending => State::Pending,
+            S::Active => State::Active,
+            S::Delayed => State::Scheduled,
+            S::Retry => State::Retry,
+            S::Waiting => State::Waiting,
+            S::Dead => State::Dead,
+            S::Completed => State::Completed,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             State::Pending => "pending",

@@ -144,6 +144,20 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The columns every task table shows, and a task's cells for them.
+pub const TASK_COLUMNS: [&str; 6] = ["ID", "TYPE", "ATTEMPTS", "AGE", "LAST ERROR", "PAYLOAD"];
+
+pub fn task_cells(t: &rediq::Task, now_ms: u64) -> [String; 6] {
+    [
+        t.id.clone(),
+        t.task_type.clone(),
+        t.retry_cnt.to_string(),
+        t.created_at_ms().map_or("-".into(), |c| age(c, now_ms)),
+        t.last_error.clone().unwrap_or_else(|| "-".into()),
+        payload_text(&t.payload),
+    ]
+}
+
 /// A task as JSON (the fields docs/cli.md lists).
 pub fn task_json(t: &rediq::Task, state: &str) -> Value {
     let (payload, encoding) = payload_json(&t.payload);

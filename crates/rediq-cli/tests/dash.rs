@@ -171,7 +171,7 @@ async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation(
     tmux.wait_for("Tasks of reports (1 shown): [pending]").await;
     tmux.keys("Enter");
     let details = tmux.wait_for("type         work").await;
-    assert!(details.contains("state        Pending"), "{details}");
+    assert!(details.contains("state        pending"), "{details}");
     tmux.keys("Escape");
     tmux.wait_for("Tasks of reports (1 shown)").await;
     tmux.keys("Tab");

@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 
 use super::{known_queue, Result};
 use crate::cli::{State, TaskCmd};
-use crate::output::{age, now_ms, payload_text, print_json, task_json, Table};
+use crate::output::{
+    age, now_ms, payload_text, print_json, task_cells, task_json, Table, TASK_COLUMNS,
+};
 
 pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
     match cmd {
@@ -32,25 +34,14 @@ pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
                 return Ok(());
             }
             let now = now_ms();
-            let mut table = Table::new(&[
-                "ID",
-                "TYPE",
-                "PRIORITY",
-                "ATTEMPTS",
-                "AGE",
-                "LAST ERROR",
-                "PAYLOAD",
-            ]);
+            // Priority after the type: the order a page runs in.
+            let mut headers = TASK_COLUMNS.to_vec();
+            headers.insert(2, "PRIORITY");
+            let mut table = Table::new(&headers);
             for t in &tasks {
-                table.row(vec![
-                    t.id.clone(),
-                    t.task_type.clone(),
-                    t.options.priority.to_string(),
-                    t.retry_cnt.to_string(),
-                    t.created_at_ms().map_or("-".into(), |c| age(c, now)),
-                    t.last_error.clone().unwrap_or_else(|| "-".into()),
-                    payload_text(&t.payload),
-                ]);
+                let mut cells = task_cells(t, now).to_vec();
+                cells.insert(2, t.options.priority.to_string());
+                table.row(cells);
             }
             table.print();
             println!(
@@ -141,16 +132,9 @@ async fn find(
         return Ok(());
     }
     let now = now_ms();
-    let mut table = Table::new(&["ID", "TYPE", "ATTEMPTS", "AGE", "LAST ERROR", "PAYLOAD"]);
+    let mut table = Table::new(&TASK_COLUMNS);
     for t in &found {
-        table.row(vec![
-            t.id.clone(),
-            t.task_type.clone(),
-            t.retry_cnt.to_string(),
-            t.created_at_ms().map_or("-".into(), |c| age(c, now)),
-            t.last_error.clone().unwrap_or_else(|| "-".into()),
-            payload_text(&t.payload),
-        ]);
+        table.row(task_cells(t, now).to_vec());
     }
     table.print();
     match &cursor {
@@ -168,19 +152,6 @@ async fn find(
     Ok(())
 }
 
-fn state_name(s: rediq::TaskState) -> &'static str {
-    use rediq::TaskState as S;
-    match s {
-        S::Pending => "pending",
-        S::Active => "active",
-        S::Delayed => "scheduled",
-        S::Retry => "retry",
-        S::Waiting => "waiting",
-        S::Dead => "dead",
-        S::Completed => "completed",
-    }
-}
-
 async fn inspect(i: &Inspector, id: &str, queue: Option<&str>, json: bool) -> Result {
     if let Some(q) = queue {
         known_queue(i, q).await?;
@@ -193,7 +164,7 @@ async fn inspect(i: &Inspector, id: &str, queue: Option<&str>, json: bool) -> Re
     };
     let t = &d.task;
     if json {
-        let mut v = task_json(t, state_name(d.state));
+        let mut v = task_json(t, State::of(d.state).name());
         v["timeout_ms"] = json!(t.options.timeout.as_millis() as u64);
         v["depends_on"] = json!(t.options.depends_on.clone().unwrap_or_default());
         v["waiting_for"] = json!(d.waiting_for);
@@ -216,7 +187,7 @@ async fn inspect(i: &Inspector, id: &str, queue: Option<&str>, json: bool) -> Re
         ("id", t.id.clone()),
         ("type", t.task_type.clone()),
         ("queue", t.queue.clone()),
-        ("state", state_name(d.state).into()),
+        ("state", State::of(d.state).name().into()),
         ("priority", t.options.priority.to_string()),
         (
             "attempts",

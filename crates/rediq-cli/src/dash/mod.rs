@@ -385,7 +385,7 @@ mod tests {
         let s = screen(&app);
         assert!(s.contains(&format!("Task {}", task.id)), "{s}");
         assert!(
-            s.contains("state        Dead") && s.contains("dependents   0190-x (later)"),
+            s.contains("state        dead") && s.contains("dependents   0190-x (later)"),
             "{s}"
         );
     }

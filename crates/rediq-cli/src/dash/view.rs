@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableSt
 use ratatui::Frame;
 
 use super::App;
-use crate::output::{age, millis, queue_state};
+use crate::output::{age, millis, queue_state, task_cells, TASK_COLUMNS};
 
 /// A queue's tasks in one state (tabs of states above), or one task's details.
 fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, now: u64) {
@@ -20,7 +20,7 @@ fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, no
             format!("id           {}", t.id),
             format!("type         {}", t.task_type),
             format!("queue        {}", t.queue),
-            format!("state        {:?}", d.state),
+            format!("state        {}", crate::cli::State::of(d.state).name()),
             format!("priority     {}", t.options.priority),
             format!(
                 "attempts     {} failed of {} retries",
@@ -68,16 +68,7 @@ fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, no
             }
         })
         .collect();
-    let rows = b.tasks.iter().map(|t| {
-        Row::new([
-            t.id.clone(),
-            t.task_type.clone(),
-            t.retry_cnt.to_string(),
-            t.created_at_ms().map_or("-".into(), |c| age(c, now)),
-            t.last_error.clone().unwrap_or_else(|| "-".into()),
-            payload_text(&t.payload),
-        ])
-    });
+    let rows = b.tasks.iter().map(|t| Row::new(task_cells(t, now)));
     let table = Table::new(
         rows,
         [
@@ -89,10 +80,7 @@ fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, no
             Constraint::Fill(1),
         ],
     )
-    .header(
-        Row::new(["ID", "TYPE", "ATTEMPTS", "AGE", "LAST ERROR", "PAYLOAD"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
+    .header(Row::new(TASK_COLUMNS).style(Style::default().add_modifier(Modifier::BOLD)))
     .block(Block::default().borders(Borders::ALL).title(format!(
         " Tasks of {} ({} shown): {} ",
         b.queue,
