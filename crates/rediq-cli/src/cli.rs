@@ -60,6 +60,9 @@ pub enum Command {
         /// Only this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Also the counts of each of the last N days (1-90; Redis keeps 90).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=90))]
+        days: Option<u32>,
     },
     /// Periodic (cron) entries: list, pause, resume, remove.
     #[command(subcommand)]
@@ -70,8 +73,13 @@ pub enum Command {
 pub enum QueueCmd {
     /// Every queue with its counts.
     List,
-    /// One queue's counts and totals.
-    Inspect { name: String },
+    /// One queue's counts, totals, latency, memory and counts per day.
+    Inspect {
+        name: String,
+        /// Days of history to show (1-90; Redis keeps 90).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=90))]
+        days: u32,
+    },
     /// Stop servers fetching from the queue (kept in Redis across restarts).
     Pause { name: String },
     /// Let servers fetch from the queue again.

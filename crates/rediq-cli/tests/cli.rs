@@ -295,6 +295,40 @@ async fn task_worker_and_cron_commands() {
         assert!(std::time::Instant::now() < deadline, "tasks did not die");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Per day and memory: the four deaths are today's failed attempts.
+    let one = json(&url, &["queue", "inspect", "emails", "--days", "3"]);
+    assert!(one["memory_bytes"].as_u64().unwrap() > 0, "{one}");
+    let days = one["history"].as_array().unwrap();
+    assert_eq!(days.len(), 3);
+    assert_eq!(
+        (days[2]["processed"].as_u64(), days[2]["failed"].as_u64()),
+        (Some(0), Some(4))
+    );
+    assert_eq!(days[2]["date"].as_str().unwrap().len(), 10);
+    let out = rediq(&url, &["queue", "inspect", "emails"]);
+    assert!(
+        out.stdout.contains("memory              ")
+            && out.stdout.contains("DATE (UTC)")
+            && out.stdout.lines().filter(|l| l.starts_with("20")).count() == 7,
+        "{}",
+        out.stdout
+    );
+    let totals = json(&url, &["stats", "--days", "2"]);
+    assert_eq!(totals["failed_today"], 4);
+    assert_eq!(totals["history"].as_array().unwrap().len(), 2);
+    let out = rediq(&url, &["stats"]);
+    assert!(
+        out.stdout.contains("failed today        4"),
+        "{}",
+        out.stdout
+    );
+    let out = rediq(&url, &["stats", "--days", "91"]);
+    assert!(
+        !out.ok && out.stderr.contains("91 is not in 1..=90"),
+        "{}",
+        out.stderr
+    );
+
     let workers = json(&url, &["worker", "list"]);
     assert_eq!(workers.as_array().unwrap().len(), 1);
     assert_eq!(workers[0]["queues"], serde_json::json!(["emails"]));
@@ -404,18 +438,22 @@ async fn task_worker_and_cron_commands() {
     let nightly = Task::builder("report:build")
         .queue("reports")
         .unique_key("nightly")
-        .cron("0 0 3 * * *")
+        .cron("CRON_TZ=Asia/Shanghai 0 0 11 * * *")
         .build()
         .unwrap();
     client.register_cron(&nightly).await.unwrap();
     let entries = json(&url, &["cron", "list"]);
     assert_eq!(entries[0]["id"], "nightly");
+    assert_eq!(entries[0]["time_zone"], "Asia/Shanghai");
     assert_eq!(entries[0]["queue"], "reports");
     assert_eq!(entries[0]["paused"], false);
     assert!(entries[0]["next_run_ms"].as_u64().is_some());
     let out = rediq(&url, &["cron", "list"]);
     assert!(
-        out.stdout.contains("nightly") && out.stdout.contains("03:00:00"),
+        out.stdout.contains("nightly")
+            && out.stdout.contains("03:00:00")
+            && out.stdout.contains("Asia/Shanghai")
+            && out.stdout.contains(" 0 0 11 * * * "),
         "{}",
         out.stdout
     );

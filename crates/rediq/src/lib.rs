@@ -72,7 +72,7 @@ pub use broker::{FlushCounts, QueueStats, TaskState};
 pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
 pub use inspector::{
-    CancelOutcome, CronEntry, Found, Inspector, InspectorBuilder, Lease, TaskDetails,
+    CancelOutcome, CronEntry, DailyStats, Found, Inspector, InspectorBuilder, Lease, TaskDetails,
     WorkerDetails, WorkerInfo, MAX_FIND_SCAN,
 };
 pub use task::{Task, TaskBuilder, TaskOptions};

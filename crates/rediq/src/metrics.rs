@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::broker::{record, Broker, QueueStats};
+use crate::broker::{Broker, QueueStats};
 
 /// Buckets of the handler duration histogram, in seconds: 0.5 ms … 5 min.
 const DURATION_BUCKETS: [f64; 16] = [
@@ -374,7 +374,7 @@ async fn read_depths(
         }
     }
     let waiting = s.waiting;
-    let age = pending_age(broker, queue).await?.as_secs_f64();
+    let age = s.latency.as_secs_f64();
     Ok((
         [
             s.pending,
@@ -388,42 +388,6 @@ async fn read_depths(
         age,
         enqueued,
     ))
-}
-
-/// How long the task of `queue` that has waited longest in pending has been due (zero when
-/// none is pending): the oldest of the heads of its priority bands, over its partitions, by the
-/// Redis clock. One read per band head: O(bands × partitions), whatever the backlog.
-pub(crate) async fn pending_age(
-    broker: &Broker,
-    queue: &str,
-) -> crate::Result<std::time::Duration> {
-    let mut oldest: Option<u64> = None;
-    let mut now_ms = 0;
-    for p in broker.partitions(queue).await?.iter() {
-        let (heads, now) = broker.pending_heads(p).await?;
-        now_ms = now_ms.max(now);
-        let since = heads
-            .iter()
-            .filter_map(|rec| pending_since_ms(queue, rec))
-            .min();
-        oldest = oldest.into_iter().chain(since).min();
-    }
-    Ok(std::time::Duration::from_millis(
-        oldest.map_or(0, |since| now_ms.saturating_sub(since)),
-    ))
-}
-
-/// When a pending record became due (Unix ms), as far as the record tells: its creation (the
-/// timestamp of its UUIDv7 id) plus its delay, or its last failure when later (a retried or
-/// recovered task). The retry backoff is not stored, so for a retried task this is early by at
-/// most its backoff; a dead task re-run counts from its creation.
-pub(crate) fn pending_since_ms(queue: &str, rec: &[u8]) -> Option<u64> {
-    let task = record::decode(queue, rec).ok()?;
-    let id = uuid::Uuid::parse_str(&task.id).ok()?;
-    let (secs, nanos) = id.get_timestamp()?.to_unix();
-    let created = secs * 1000 + u64::from(nanos) / 1_000_000;
-    let due = created + task.options.delay.map_or(0, |d| d.as_millis() as u64);
-    Some(due.max(task.last_failed_at.unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -469,22 +433,5 @@ mod tests {
         }
         // Resolved once: the same handles come back.
         assert!(Arc::ptr_eq(&t, &m.task(0, "email:send")));
-    }
-
-    #[test]
-    fn pending_since_counts_delay_and_last_failure() {
-        let mut t = crate::Task::builder("t")
-            .delay(std::time::Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let id = uuid::Uuid::parse_str(&t.id).unwrap();
-        let (s, n) = id.get_timestamp().unwrap().to_unix();
-        let created = s * 1000 + u64::from(n) / 1_000_000;
-        let rec = record::encode(&t).unwrap();
-        assert_eq!(pending_since_ms("default", &rec), Some(created + 60_000));
-        t.last_failed_at = Some(created + 120_000);
-        let rec = record::encode(&t).unwrap();
-        assert_eq!(pending_since_ms("default", &rec), Some(created + 120_000));
-        assert_eq!(pending_since_ms("default", b"junk"), None);
     }
 }

@@ -24,20 +24,18 @@ pub(crate) enum Schedule {
 impl Schedule {
     /// Parses an expression; the error is the parser's message.
     pub fn parse(expr: &str) -> Result<Schedule, String> {
-        let expr = expr.trim();
-        let (tz, rest) = match expr
-            .strip_prefix("CRON_TZ=")
-            .or_else(|| expr.strip_prefix("TZ="))
-        {
-            Some(r) => {
-                let (zone, rest) = r
-                    .split_once(char::is_whitespace)
-                    .ok_or_else(|| format!("nothing follows the time zone in {expr:?}"))?;
-                let tz =
-                    Tz::from_str(zone).map_err(|e| format!("unknown time zone {zone:?}: {e}"))?;
-                (tz, rest.trim())
+        let (zone, rest) = split_zone(expr);
+        let tz = match zone {
+            Some("") => {
+                return Err(format!(
+                    "nothing follows the time zone in {:?}",
+                    expr.trim()
+                ))
             }
-            None => (Tz::UTC, expr),
+            Some(zone) => {
+                Tz::from_str(zone).map_err(|e| format!("unknown time zone {zone:?}: {e}"))?
+            }
+            None => Tz::UTC,
         };
         if let Some(every) = rest.strip_prefix("@every") {
             let d = parse_every(every.trim())?;
@@ -64,6 +62,22 @@ impl Schedule {
                 u64::try_from(next.with_timezone(&Utc).timestamp_millis()).ok()
             }
         }
+    }
+}
+
+/// An expression's time zone prefix (`CRON_TZ=<zone> ` or `TZ=<zone> `; `Some("")` when
+/// nothing follows it) and the schedule after it.
+pub(crate) fn split_zone(expr: &str) -> (Option<&str>, &str) {
+    let expr = expr.trim();
+    match expr
+        .strip_prefix("CRON_TZ=")
+        .or_else(|| expr.strip_prefix("TZ="))
+    {
+        Some(r) => match r.split_once(char::is_whitespace) {
+            Some((zone, rest)) => (Some(zone), rest.trim()),
+            None => (Some(""), r),
+        },
+        None => (None, expr),
     }
 }
 
@@ -125,10 +139,22 @@ mod tests {
             "@every 0s",
             "@every 5x",
             "CRON_TZ=Mars/Base 0 * * * *",
+            "CRON_TZ=Europe/Berlin",
         ] {
             let e = Schedule::parse(bad).unwrap_err();
             assert!(!e.is_empty(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_time_zone_is_split_from_the_schedule() {
+        assert_eq!(
+            split_zone(" CRON_TZ=Asia/Shanghai  0 2 * * *"),
+            (Some("Asia/Shanghai"), "0 2 * * *")
+        );
+        assert_eq!(split_zone("TZ=UTC @hourly"), (Some("UTC"), "@hourly"));
+        assert_eq!(split_zone("*/5 * * * *"), (None, "*/5 * * * *"));
+        assert_eq!(split_zone("TZ=Europe/Berlin"), (Some(""), "Europe/Berlin"));
     }
 
     #[test]

@@ -148,6 +148,7 @@ async fn entries_update_pause_resume_and_remove() {
     let next = nightly.next_run_ms.unwrap();
     assert_eq!(next % 3_600_000, 0, "on the hour");
     assert!(nightly.last_run_ms.is_none() && !nightly.paused);
+    assert_eq!(nightly.time_zone, "UTC");
 
     assert!(env.inspector.pause_cron("nightly").await.unwrap());
     let e = env.inspector.cron_entries().await.unwrap();
@@ -168,6 +169,19 @@ async fn entries_update_pause_resume_and_remove() {
     assert!(!env.inspector.remove_cron("nightly").await.unwrap());
     assert!(!env.inspector.pause_cron("nope").await.unwrap());
     assert_eq!(env.inspector.cron_entries().await.unwrap().len(), 1);
+    // A time zone is shown apart from the schedule: 02:00 in Shanghai is 18:00 UTC.
+    env.client
+        .enqueue(keyed("CRON_TZ=Asia/Shanghai 0 2 * * *", 5))
+        .await
+        .unwrap();
+    let e = env.inspector.cron_entries().await.unwrap();
+    let tz = e.iter().find(|e| e.id == "nightly").unwrap();
+    assert_eq!(
+        (tz.time_zone.as_str(), tz.schedule()),
+        ("Asia/Shanghai", "0 2 * * *")
+    );
+    assert_eq!(tz.next_run_ms.unwrap() % 86_400_000, 18 * 3_600_000);
+    assert!(env.inspector.remove_cron("nightly").await.unwrap());
     // An expression that can never fire is refused, not stored.
     let never = Task::builder("x").queue("rep").cron("0 0 30 2 *").build();
     match never {

@@ -422,3 +422,175 @@ async fn latency_is_the_age_of_the_oldest_pending_task() {
         "the oldest task, in whichever partition and band: {l:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_counts_each_day_and_keeps_ninety_days_and_memory_is_measured() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    c.partition_queue("daily", 2).await.unwrap();
+    // Counts an earlier day left behind: one within the 90 days, one past them, and a field
+    // that is not ours. Today's first count keeps the first and drops the other two.
+    let today = rediq_now_ms() / 86_400_000;
+    let mut raw = env.raw().await;
+    let _: () = redis::cmd("HSET")
+        .arg("rediq:{daily}:stat:daily")
+        .arg(format!("p:{}", today - 3))
+        .arg(5)
+        .arg(format!("f:{}", today - 3))
+        .arg(2)
+        .arg(format!("p:{}", today - 95))
+        .arg(7)
+        .arg("junk")
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        i.memory_usage("daily").await.unwrap().map(|b| b > 0),
+        Some(true)
+    );
+    let before = i.memory_usage("daily").await.unwrap().unwrap();
+
+    let mut tasks = Vec::new();
+    for n in 0..30u32 {
+        tasks.push(
+            Task::builder("work")
+                .queue("daily")
+                .max_retry(0)
+                .payload(&n)
+                .unwrap()
+                .build()
+                .unwrap(),
+        );
+    }
+    c.enqueue_batch(tasks).await.unwrap();
+    let grown = i.memory_usage("daily").await.unwrap().unwrap();
+    assert!(
+        grown > before,
+        "30 pending tasks weigh something: {before} -> {grown}"
+    );
+
+    let mux = mux_with("work", |t: Task| async move {
+        let n: u32 = t.payload_json()?;
+        if n.is_multiple_of(3) {
+            Err(rediq::Error::handler(format!("task {n} fails")))
+        } else {
+            Ok(())
+        }
+    });
+    let running = start(env.server().queues(&["daily"]), mux).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let s = i.queue_stats("daily").await.unwrap();
+            s.processed_total == 20 && s.dead == 10
+        })
+        .await
+    );
+    running.shutdown().await;
+
+    let week = i.history("daily", 7).await.unwrap();
+    assert_eq!(week.len(), 7);
+    let (first, last) = (&week[0], &week[6]);
+    assert_eq!(last.date.to_string().len(), 10, "{}", last.date);
+    assert_eq!(
+        (last.processed, last.failed),
+        (20, 10),
+        "today, both partitions"
+    );
+    assert_eq!(
+        (week[3].processed, week[3].failed),
+        (5, 2),
+        "three days ago"
+    );
+    assert!(
+        week.windows(2).all(|w| w[0].date < w[1].date),
+        "oldest first"
+    );
+    assert_eq!(
+        (last.date - first.date).num_days(),
+        6,
+        "{} .. {}",
+        first.date,
+        last.date
+    );
+    let all = i.history("daily", 90).await.unwrap();
+    assert_eq!(all.iter().map(|d| d.processed).sum::<u64>(), 25);
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("rediq:{daily}:stat:daily")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        !fields.contains(&format!("p:{}", today - 95)) && !fields.contains(&"junk".to_string()),
+        "past the retention and foreign fields are dropped: {fields:?}"
+    );
+    for bad in [0, 91] {
+        let e = i.history("daily", bad).await.unwrap_err().to_string();
+        assert!(e.contains(&bad.to_string()) && e.contains("90"), "{e}");
+    }
+    assert!(i.history("no queue", 7).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_queue_stats_reads_every_queue_as_queue_stats_does() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    assert!(i.all_queue_stats().await.unwrap().is_empty());
+    c.partition_queue("wide", 3).await.unwrap();
+    for (n, q) in ["wide", "narrow", "wide", "other", "wide"]
+        .iter()
+        .enumerate()
+    {
+        c.enqueue(
+            Task::builder("work")
+                .queue(*q)
+                .priority(n as i32)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    c.enqueue(
+        Task::builder("work")
+            .queue("other")
+            .delay(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    i.pause_queue("narrow").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = i.all_queue_stats().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(names, i.queues().await.unwrap());
+    for s in &all {
+        let one = i.queue_stats(&s.queue).await.unwrap();
+        let latency_gap = one.latency.abs_diff(s.latency);
+        assert!(latency_gap < Duration::from_secs(1), "{one:?} vs {s:?}");
+        assert_eq!(
+            QueueStatsNoLatency::from(&one),
+            QueueStatsNoLatency::from(s)
+        );
+        assert!(s.latency >= Duration::from_millis(250), "{s:?}");
+    }
+    let wide = all.iter().find(|s| s.queue == "wide").unwrap();
+    assert_eq!((wide.pending, wide.partitions), (3, 3));
+    let other = all.iter().find(|s| s.queue == "other").unwrap();
+    assert_eq!((other.pending, other.delayed), (1, 1));
+    assert!(all.iter().find(|s| s.queue == "narrow").unwrap().paused);
+}
+
+/// A queue's stats apart from its latency (which grows between two reads).
+#[derive(Debug, PartialEq)]
+struct QueueStatsNoLatency(rediq::QueueStats);
+
+impl From<&rediq::QueueStats> for QueueStatsNoLatency {
+    fn from(s: &rediq::QueueStats) -> Self {
+        QueueStatsNoLatency(rediq::QueueStats {
+            latency: Duration::ZERO,
+            ..s.clone()
+        })
+    }
+}

@@ -31,7 +31,7 @@ pub async fn run(cmd: Command, g: &Global) -> Result {
         Command::Queue(c) => queue::run(&i, c, g.json).await,
         Command::Task(c) => task::run(&i, c, g.json).await,
         Command::Worker(c) => worker::run(&i, c, g.json).await,
-        Command::Stats { queue } => queue::stats(&i, queue.as_deref(), g.json).await,
+        Command::Stats { queue, days } => queue::stats(&i, queue.as_deref(), days, g.json).await,
         Command::Cron(c) => cron::run(&i, c, g.json).await,
         Command::Dash { interval } => crate::dash::run(&i, interval).await,
     }

@@ -2,17 +2,17 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use rediq::{Inspector, QueueStats};
+use rediq::{DailyStats, Inspector, QueueStats};
 use serde_json::{json, Value};
 
 use super::{known_queue, Result};
 use crate::cli::QueueCmd;
-use crate::output::{millis, print_json, queue_state, Table};
+use crate::output::{bytes, millis, print_json, queue_state, Table};
 
 pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
     match cmd {
         QueueCmd::List => list(i, json).await,
-        QueueCmd::Inspect { name } => inspect(i, &name, json).await,
+        QueueCmd::Inspect { name, days } => inspect(i, &name, days, json).await,
         QueueCmd::Pause { name } => {
             known_queue(i, &name).await?;
             i.pause_queue(&name).await?;
@@ -54,30 +54,14 @@ fn stats_json(s: &QueueStats) -> Value {
         "failed_total": s.failed_total,
         "cancelled_total": s.cancelled_total,
         "dead_trimmed_total": s.dead_trimmed_total,
+        "latency_ms": s.latency.as_millis() as u64,
     })
 }
 
-async fn all_stats(i: &Inspector) -> Result<Vec<QueueStats>> {
-    let mut out = Vec::new();
-    for q in i.queues().await? {
-        out.push(i.queue_stats(&q).await?);
-    }
-    Ok(out)
-}
-
 async fn list(i: &Inspector, json: bool) -> Result {
-    let all = all_stats(i).await?;
-    let mut latency = Vec::with_capacity(all.len());
-    for s in &all {
-        latency.push(i.latency(&s.queue).await?);
-    }
+    let all = i.all_queue_stats().await?;
     if json {
-        let rows = all.iter().zip(&latency).map(|(s, l)| {
-            let mut v = stats_json(s);
-            v["latency_ms"] = json!(l.as_millis() as u64);
-            v
-        });
-        print_json(&Value::Array(rows.collect()));
+        print_json(&Value::Array(all.iter().map(stats_json).collect()));
         return Ok(());
     }
     let mut t = Table::new(&[
@@ -94,11 +78,11 @@ async fn list(i: &Inspector, json: bool) -> Result {
         "PROCESSED",
         "FAILED",
     ]);
-    for (s, l) in all.iter().zip(&latency) {
+    for s in &all {
         t.row(vec![
             s.queue.clone(),
             queue_state(s.paused).into(),
-            millis(l.as_millis() as u64),
+            millis(s.latency.as_millis() as u64),
             s.pending.to_string(),
             s.active.to_string(),
             s.delayed.to_string(),
@@ -117,19 +101,45 @@ async fn list(i: &Inspector, json: bool) -> Result {
     Ok(())
 }
 
-async fn inspect(i: &Inspector, name: &str, json: bool) -> Result {
+async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
     known_queue(i, name).await?;
     let s = i.queue_stats(name).await?;
-    let latency = i.latency(name).await?;
+    let memory = i.memory_usage(name).await?;
+    let history = i.history(name, days).await?;
     if json {
         let mut v = stats_json(&s);
-        v["latency_ms"] = json!(latency.as_millis() as u64);
+        v["memory_bytes"] = json!(memory);
+        v["history"] = history_json(&history);
         print_json(&v);
     } else {
         print_stats(&s);
-        println!("{:<19} {}", "latency", millis(latency.as_millis() as u64));
+        let memory = memory.map_or("unknown (Redis refuses MEMORY USAGE)".into(), bytes);
+        println!("{:<19} {memory}", "memory");
+        println!();
+        print_history(&history);
     }
     Ok(())
+}
+
+/// Counts per day as JSON: `[{"date": "2026-12-07", "processed": 1, "failed": 0}, …]`.
+fn history_json(days: &[DailyStats]) -> Value {
+    days.iter()
+        .map(
+            |d| json!({ "date": d.date.to_string(), "processed": d.processed, "failed": d.failed }),
+        )
+        .collect()
+}
+
+fn print_history(days: &[DailyStats]) {
+    let mut t = Table::new(&["DATE (UTC)", "PROCESSED", "FAILED"]);
+    for d in days {
+        t.row(vec![
+            d.date.to_string(),
+            d.processed.to_string(),
+            d.failed.to_string(),
+        ]);
+    }
+    t.print();
 }
 
 fn print_stats(s: &QueueStats) {
@@ -139,7 +149,7 @@ fn print_stats(s: &QueueStats) {
 }
 
 /// A queue's counts as label and value, in the order `queue inspect` prints them.
-fn stats_rows(s: &QueueStats) -> [(&'static str, String); 14] {
+fn stats_rows(s: &QueueStats) -> [(&'static str, String); 15] {
     [
         ("queue", s.queue.clone()),
         ("state", queue_state(s.paused).into()),
@@ -155,6 +165,7 @@ fn stats_rows(s: &QueueStats) -> [(&'static str, String); 14] {
         ("failed total", s.failed_total.to_string()),
         ("cancelled total", s.cancelled_total.to_string()),
         ("dead trimmed total", s.dead_trimmed_total.to_string()),
+        ("latency", millis(s.latency.as_millis() as u64)),
     ]
 }
 
@@ -201,20 +212,22 @@ async fn flush(i: &Inspector, name: &str, yes: bool, json: bool) -> Result {
     Ok(())
 }
 
-/// `rediq stats [--queue q]`: one queue's counts, or the sums over every queue.
-pub async fn stats(i: &Inspector, queue: Option<&str>, json: bool) -> Result {
+/// `rediq stats [--queue q] [--days n]`: one queue's counts, or the sums over every queue,
+/// with today's counts (and those of the last `days` days).
+pub async fn stats(i: &Inspector, queue: Option<&str>, days: Option<u32>, json: bool) -> Result {
     let all = match queue {
         Some(q) => {
             known_queue(i, q).await?;
             vec![i.queue_stats(q).await?]
         }
-        None => all_stats(i).await?,
+        None => i.all_queue_stats().await?,
     };
     let mut total = QueueStats {
         queue: queue.unwrap_or_default().to_string(),
         paused: !all.is_empty() && all.iter().all(|s| s.paused),
         ..QueueStats::default()
     };
+    let mut history: Vec<DailyStats> = Vec::new();
     for s in &all {
         total.pending += s.pending;
         total.active += s.active;
@@ -228,9 +241,26 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, json: bool) -> Result {
         total.cancelled_total += s.cancelled_total;
         total.dead_trimmed_total += s.dead_trimmed_total;
         total.partitions = s.partitions;
+        let h = i.history(&s.queue, days.unwrap_or(1)).await?;
+        if history.is_empty() {
+            history = h;
+        } else {
+            for (sum, d) in history.iter_mut().zip(h) {
+                sum.processed += d.processed;
+                sum.failed += d.failed;
+            }
+        }
     }
+    let (today_done, today_failed) = history.last().map_or((0, 0), |d| (d.processed, d.failed));
     // Over every queue, a name, a pause flag and a partition count mean nothing.
-    let whole = ["queue", "state", "partitions", "paused"];
+    let whole = [
+        "queue",
+        "state",
+        "partitions",
+        "paused",
+        "latency",
+        "latency_ms",
+    ];
     if json {
         let mut v = stats_json(&total);
         if let Some(o) = v.as_object_mut() {
@@ -238,6 +268,11 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, json: bool) -> Result {
                 o.retain(|k, _| !whole.contains(&k.as_str()));
             }
             o.insert("queues".into(), json!(all.len()));
+            o.insert("processed_today".into(), json!(today_done));
+            o.insert("failed_today".into(), json!(today_failed));
+            if days.is_some() {
+                o.insert("history".into(), history_json(&history));
+            }
         }
         print_json(&v);
     } else {
@@ -246,6 +281,12 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, json: bool) -> Result {
             if queue.is_some() || !whole.contains(&k) {
                 println!("{k:<19} {v}");
             }
+        }
+        println!("{:<19} {today_done}", "processed today");
+        println!("{:<19} {today_failed}", "failed today");
+        if days.is_some() && !history.is_empty() {
+            println!();
+            print_history(&history);
         }
     }
     Ok(())

@@ -72,19 +72,20 @@ impl Model {
         }
     }
 
-    /// Reads every queue and server once.
+    /// Reads every queue and server once: the queues' reads are pipelined (two round trips
+    /// for all of them), then one read of the servers.
     pub async fn read(i: &Inspector, now_ms: u64) -> rediq::Result<Snapshot> {
-        let mut queues = Vec::new();
-        for q in i.queues().await? {
-            let stats = i.queue_stats(&q).await?;
-            let latency_ms = i.latency(&q).await?.as_millis() as u64;
-            queues.push(QueueRow {
+        let queues = i
+            .all_queue_stats()
+            .await?
+            .into_iter()
+            .map(|stats| QueueRow {
+                latency_ms: stats.latency.as_millis() as u64,
                 stats,
-                latency_ms,
                 throughput: 0.0,
                 failures: 0.0,
-            });
-        }
+            })
+            .collect();
         Ok(Snapshot {
             at_ms: now_ms,
             queues,

@@ -1,81 +1,15 @@
-//! Reading and steering a queue as a whole: per-state counts and listings, pause and resume,
+//! Reading and steering a queue as a whole: listings, pause and resume,
 //! the dead-letter queue (listing, re-running), flush, and the registry of queues and servers.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
 
 use super::bands::{band_of, bands_of, Bands};
 use super::keys::{self, QueueKeys};
 use super::{record, Broker, MAX_SCRIPT_BATCH, SCRIPTS};
-use crate::{Error, Result};
-
-/// Task counts of one queue, per state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// The queue.
-    pub queue: String,
-    /// Ready to run.
-    pub pending: u64,
-    /// Leased to a server and running (or about to be acknowledged).
-    pub active: u64,
-    /// Waiting for their delay.
-    pub delayed: u64,
-    /// Waiting for their next attempt.
-    pub retry: u64,
-    /// In the dead-letter queue.
-    pub dead: u64,
-    /// Kept after success (only with a completed-task retention).
-    pub completed: u64,
-    /// Waiting for their dependencies to complete.
-    pub waiting: u64,
-    /// Tasks completed successfully, ever.
-    pub processed_total: u64,
-    /// Failed attempts, ever.
-    pub failed_total: u64,
-    /// Dead tasks dropped by the dead-letter limits, ever.
-    pub dead_trimmed_total: u64,
-    /// Tasks cancelled, ever.
-    pub cancelled_total: u64,
-    /// Whether the queue is paused (hands out nothing; on a partitioned queue: every
-    /// partition is).
-    pub paused: bool,
-    /// Its partitions (1 when it is not partitioned; see `Inspector::partition_queue`).
-    pub partitions: u16,
-}
-
-impl QueueStats {
-    /// The number of tasks in `state`.
-    pub(crate) fn count(&self, state: TaskState) -> u64 {
-        match state {
-            TaskState::Pending => self.pending,
-            TaskState::Active => self.active,
-            TaskState::Delayed => self.delayed,
-            TaskState::Retry => self.retry,
-            TaskState::Dead => self.dead,
-            TaskState::Completed => self.completed,
-            TaskState::Waiting => self.waiting,
-        }
-    }
-
-    /// Adds the counts of one partition.
-    pub(crate) fn absorb(&mut self, p: &QueueStats) {
-        self.pending += p.pending;
-        self.active += p.active;
-        self.delayed += p.delayed;
-        self.retry += p.retry;
-        self.dead += p.dead;
-        self.completed += p.completed;
-        self.waiting += p.waiting;
-        self.processed_total += p.processed_total;
-        self.failed_total += p.failed_total;
-        self.dead_trimmed_total += p.dead_trimmed_total;
-        self.cancelled_total += p.cancelled_total;
-        self.paused &= p.paused;
-        self.partitions += 1;
-    }
-}
+use crate::Result;
 
 /// How many tasks of each state a flush removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -203,87 +137,10 @@ impl Broker {
         Ok(out)
     }
 
-    /// Counts per state of one queue.
-    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let k = QueueKeys::new(queue);
-        let mut c = self.conn.clone();
-        #[allow(clippy::type_complexity)]
-        let (legacy, foreign, delayed, retry, dead, completed, waiting, p, f, t, cancelled, paused): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            bool,
-        ) = redis::pipe()
-            .zcard(&k.legacy_pending)
-            .llen(&k.foreign)
-            .zcard(&k.delayed)
-            .zcard(&k.retry)
-            .zcard(&k.dead)
-            .zcard(&k.completed)
-            .hlen(&k.waiting)
-            .get(&k.processed)
-            .get(&k.failed)
-            .get(&k.dead_trimmed)
-            .get(&k.cancelled)
-            .exists(&k.paused)
-            .query_async(&mut c)
-            .await?;
-        // Garbage on its way to the dead-letter queue counts as pending until it gets there.
-        let pending = legacy + foreign + self.pending_len(&k).await?;
-        let mut active = 0;
-        for server in self.lease_holders(queue).await? {
-            let n: u64 = c.hlen(k.active(&server)).await?;
-            active += n;
-        }
-        Ok(QueueStats {
-            queue: queue.to_string(),
-            pending,
-            active,
-            delayed,
-            retry,
-            dead,
-            completed,
-            waiting,
-            processed_total: p.unwrap_or(0),
-            failed_total: f.unwrap_or(0),
-            dead_trimmed_total: t.unwrap_or(0),
-            cancelled_total: cancelled.unwrap_or(0),
-            paused,
-            partitions: 1,
-        })
-    }
-
     /// Tasks enqueued into `queue`, ever, per task type (by every producer and scheduler).
     pub async fn enqueued_counts(&self, queue: &str) -> Result<Vec<(String, u64)>> {
         let mut c = self.conn.clone();
         Ok(c.hgetall(&QueueKeys::new(queue).enqueued).await?)
-    }
-
-    /// The head of every priority band of `queue`'s pending set (what has waited longest in
-    /// each), with the Redis time in Unix ms (read only).
-    pub async fn pending_heads(&self, queue: &str) -> Result<(Vec<Vec<u8>>, u64)> {
-        let k = QueueKeys::new(queue);
-        let v: Value = self
-            .with_bands(queue, &k, &SCRIPTS.oldest, Bands::Seen(0), |_| {})
-            .await?;
-        let Value::Array(mut parts) = v else {
-            return Err(Error::Serialization(format!("oldest.lua returned {v:?}")));
-        };
-        if parts.is_empty() {
-            return Err(Error::Serialization("oldest.lua returned nothing".into()));
-        }
-        let bad = |e: redis::ParsingError| Error::Serialization(format!("oldest.lua reply: {e}"));
-        let now: u64 = redis::from_redis_value(parts.remove(0)).map_err(bad)?;
-        let heads: Vec<Vec<u8>> = redis::from_redis_value(Value::Array(parts)).map_err(bad)?;
-        Ok((heads, now))
     }
 
     /// Raw records of one state, oldest first (at most `limit`).

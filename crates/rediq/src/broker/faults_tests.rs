@@ -196,6 +196,13 @@ async fn retry_kill_and_requeue_leave_the_task_active_when_a_key_is_corrupt() {
         "a string",
     );
     f.del(&f.k.retry).await;
+    f.set(&f.k.daily, "x").await;
+    corrupt(
+        f.b.retry(Q, S, &ids[0], t, r0, Duration::ZERO).await,
+        &f.k.daily,
+        "a string",
+    );
+    f.del(&f.k.daily).await;
     f.set(&f.k.failed, "x").await;
     corrupt(
         f.b.retry(Q, S, &ids[0], t, r0, Duration::ZERO).await,
@@ -210,7 +217,7 @@ async fn retry_kill_and_requeue_leave_the_task_active_when_a_key_is_corrupt() {
     };
     corrupt(kill(1).await, &f.k.failed, "non-integer");
     f.del(&f.k.failed).await;
-    for key in [&f.k.dead, &f.k.failed_ids] {
+    for key in [&f.k.dead, &f.k.failed_ids, &f.k.daily] {
         f.set(key, "x").await;
         corrupt(kill(1).await, key, "a string");
         f.del(key).await;
@@ -240,6 +247,9 @@ async fn retry_kill_and_requeue_leave_the_task_active_when_a_key_is_corrupt() {
         "non-integer",
     );
     f.del(&f.k.failed).await;
+    f.set(&f.k.daily, "x").await;
+    corrupt(f.b.requeue(Q, S, &back, true).await, &f.k.daily, "a string");
+    f.del(&f.k.daily).await;
     assert_eq!(f.where_().await, (0, 0, 0, 0, 3));
 
     // Garbage gone: every transition lands.
@@ -270,6 +280,7 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         (&f.k.ix_meta, "a string"),
         (&f.k.completed, "a string"),
         (&done, "a string"),
+        (&f.k.daily, "a string"),
     ] {
         f.set(key, "x").await;
         corrupt(
@@ -279,6 +290,18 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         );
         f.del(key).await;
     }
+    // A count of today that is no integer.
+    let today = f.b.time_ms().await.unwrap() / 86_400_000;
+    {
+        let mut c = f.b.conn.clone();
+        let _: () = c.hset(&f.k.daily, format!("p:{today}"), "x").await.unwrap();
+    }
+    corrupt(
+        f.b.complete(Q, S, &acks, keep, rand::random()).await,
+        &f.k.daily,
+        "non-integer",
+    );
+    f.del(&f.k.daily).await;
     assert_eq!(f.active().await, 50);
     assert_eq!(f.card(&f.k.completed).await, 0);
 
@@ -293,6 +316,7 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
     let mut c = f.b.conn.clone();
     let processed: u64 = c.get(&f.k.processed).await.unwrap();
     assert_eq!(processed, 50, "refused calls counted nothing");
+    assert_eq!(f.b.daily(Q).await.unwrap()[&today], (50, 0));
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ pub(crate) struct QueueKeys {
     pub wake: String,
     pub processed: String,
     pub failed: String,
+    /// Completions and failed attempts per day, the last 90 days (hash; prelude.lua,
+    /// `daily_add`).
+    pub daily: String,
     pub dead_trimmed: String,
     pub paused: String,
     pub cancelled: String,
@@ -109,6 +112,7 @@ impl QueueKeys {
             wake: k("wake"),
             processed: k("stat:processed"),
             failed: k("stat:failed"),
+            daily: k("stat:daily"),
             dead_trimmed: k("stat:dead_trimmed"),
             paused: k("paused"),
             cancelled: k("stat:cancelled"),
@@ -166,6 +170,47 @@ impl QueueKeys {
     /// name shares the buckets' prefix, so dropping a generation drops it too.
     pub fn ix_done(&self, gen: u64) -> String {
         format!("{}:ix:{gen}:done", self.base)
+    }
+
+    /// Every key of the queue whose name is fixed (the rest: band lists, active hashes and
+    /// receipts per server, index buckets and done hashes per generation, unique-key locks).
+    pub fn fixed(&self) -> [&str; 34] {
+        [
+            &self.bands,
+            &self.foreign,
+            &self.legacy_pending,
+            &self.delayed,
+            &self.retry,
+            &self.dead,
+            &self.completed,
+            &self.leases,
+            &self.token,
+            &self.wake,
+            &self.processed,
+            &self.failed,
+            &self.daily,
+            &self.dead_trimmed,
+            &self.paused,
+            &self.cancelled,
+            &self.enqueued,
+            &self.cron,
+            &self.cron_next,
+            &self.cron_last,
+            &self.waiting,
+            &self.needs,
+            &self.failed_ids,
+            &self.dependents,
+            &self.outbox,
+            &self.early,
+            &self.set_aside,
+            &self.set_aside_why,
+            &self.outbox_claim,
+            &self.ix_meta,
+            &self.finished,
+            &self.legacy[0],
+            &self.legacy[1],
+            &self.legacy[2],
+        ]
     }
 
     /// The lock of a unique key.
@@ -244,44 +289,27 @@ mod tests {
     #[test]
     fn every_queue_key_shares_the_hash_tag() {
         let k = QueueKeys::new("emails");
-        for key in [
-            &k.bands,
-            &k.band(0),
-            &k.band(100),
-            &k.foreign,
-            &k.legacy_pending,
-            &k.delayed,
-            &k.retry,
-            &k.dead,
-            &k.completed,
-            &k.leases,
-            &k.active("host:1:ab"),
-            &k.token,
-            &k.wake,
-            &k.processed,
-            &k.failed,
-            &k.dead_trimmed,
-            &k.paused,
-            &k.cancelled,
-            &k.enqueued,
-            &k.cron,
-            &k.cron_next,
-            &k.cron_last,
-            &k.unique("x"),
-            &k.waiting,
-            &k.needs,
-            &k.failed_ids,
-            &k.dependents,
-            &k.outbox,
-            &k.early,
-            &k.set_aside,
-            &k.set_aside_why,
-            &k.outbox_claim,
-            &k.ix_meta,
-            &k.finished,
-            &k.ix_bucket(2, 77),
-        ] {
+        let dynamic = [
+            k.band(0),
+            k.band(100),
+            k.active("host:1:ab"),
+            k.ack_receipt("host:1:ab"),
+            k.unique("x"),
+            k.ix_bucket(2, 77),
+            k.ix_done(2),
+        ];
+        for key in k
+            .fixed()
+            .into_iter()
+            .chain(dynamic.iter().map(String::as_str))
+        {
             assert!(key.starts_with("rediq:{emails}:"), "{key}");
         }
+        let distinct: std::collections::HashSet<&str> = k.fixed().into_iter().collect();
+        assert_eq!(
+            distinct.len(),
+            k.fixed().len(),
+            "no fixed key is listed twice"
+        );
     }
 }

@@ -22,10 +22,11 @@
 //! This file holds the connection and the script registry; the transitions of a task are in
 //! `transitions.rs`, the leases around them in `leases.rs`, the pending band lists in
 //! `bands.rs`, the id index in `index.rs`, script calls in `call.rs`, reading and steering whole
-//! queues (counts, listings, pause, flush, the registry) in `admin.rs`, dependencies in
+//! queues (listings, pause, flush, the registry) in `admin.rs`, their counts in `stats.rs`, dependencies in
 //! `deps.rs` and `outbox.rs`, periodic entries in `cron.rs`, cancellation in `cancel.rs`,
 //! setting garbage aside in `garbage.rs`, which physical queues (partitions) make up a queue
-//! in `partitions.rs`, and searching records in bounded steps in `find.rs`.
+//! in `partitions.rs`, searching records in bounded steps in `find.rs`, and per-day counts and
+//! memory readings in `usage.rs`.
 
 mod admin;
 mod bands;
@@ -47,10 +48,14 @@ pub(crate) mod outbox;
 mod partitions;
 pub(crate) use partitions::logical;
 pub(crate) mod record;
+mod stats;
 mod transitions;
-pub use admin::{FlushCounts, QueueStats, TaskState};
+mod usage;
+pub use admin::{FlushCounts, TaskState};
 pub(crate) use leases::{Expired, Waited};
+pub use stats::QueueStats;
 pub(crate) use transitions::{Ack, EnqueueMode, Fetched, NewTask, NotWritten, Waiting};
+pub(crate) use usage::DAILY_KEEP;
 // What the broker's own test modules (`use super::*`) reach for.
 use leases::{parse_active, token_text};
 #[cfg(test)]
@@ -92,7 +97,6 @@ struct Scripts {
     dep_aside: Lua,
     dep_begin: Lua,
     dep_claim: Lua,
-    oldest: Lua,
     migrate: Lua,
     bury: Lua,
     resume: Lua,
@@ -143,7 +147,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_aside: guarded!("dep_aside.lua"),
     dep_begin: guarded!("dep_begin.lua"),
     dep_claim: guarded!("dep_claim.lua"),
-    oldest: guarded!("bands.lua", "oldest.lua"),
     migrate: guarded!("bands.lua", "migrate.lua"),
     bury: guarded!("bury.lua"),
     resume: guarded!("resume.lua"),

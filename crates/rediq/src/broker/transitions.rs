@@ -290,7 +290,8 @@ impl Broker {
                     .key(&k.finished)
                     .key(&k.dependents)
                     .key(&k.outbox)
-                    .key(k.ack_receipt(server));
+                    .key(k.ack_receipt(server))
+                    .key(&k.daily);
                 for l in &locks {
                     inv.key(k.unique(l));
                 }
@@ -345,6 +346,7 @@ impl Broker {
             .key(k.active(server))
             .key(&k.retry)
             .key(&k.failed)
+            .key(&k.daily)
             .arg(id)
             .arg(token_text(token))
             .arg(record)
@@ -379,7 +381,8 @@ impl Broker {
                     .key(&k.failed_ids)
                     .key(&k.dependents)
                     .key(&k.outbox)
-                    .key(&k.finished);
+                    .key(&k.finished)
+                    .key(&k.daily);
                 if let Some(key) = unique_key {
                     inv.key(k.unique(key));
                 }
@@ -439,6 +442,7 @@ impl Broker {
                         .key(&k.leases)
                         .key(&k.wake)
                         .key(&k.failed)
+                        .key(&k.daily)
                         .arg(if expired_only { "1" } else { "0" })
                         .arg(server)
                         .arg(chunk.len());

@@ -1,8 +1,11 @@
 //! Read access to queues, tasks and servers, for dashboards, the CLI and tests. Finding tasks
-//! (by text or id, in bounded steps) and one task's details are in `lookup.rs`.
+//! (by text or id, in bounded steps) and one task's details are in `lookup.rs`; a queue's
+//! history per day and its memory in `usage.rs`.
 
 mod lookup;
+mod usage;
 pub use lookup::{Found, Lease, TaskDetails, MAX_FIND_SCAN};
+pub use usage::DailyStats;
 
 use std::collections::HashMap;
 
@@ -50,8 +53,10 @@ pub struct CronEntry {
     pub id: String,
     /// The queue its tasks go to.
     pub queue: String,
-    /// The schedule expression.
+    /// The schedule expression, as registered (with its `CRON_TZ=` prefix, if it has one).
     pub expr: String,
+    /// The IANA time zone the expression is evaluated in (`"UTC"` unless it names one).
+    pub time_zone: String,
     /// The task every tick enqueues a copy of (with a fresh id).
     pub task: Task,
     /// Whether the entry is paused.
@@ -60,6 +65,21 @@ pub struct CronEntry {
     pub last_run_ms: Option<u64>,
     /// The next tick (Unix ms); `None` while paused.
     pub next_run_ms: Option<u64>,
+}
+
+impl CronEntry {
+    /// The expression without its time zone prefix ([`CronEntry::time_zone`] names the zone).
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+    /// for e in inspector.cron_entries().await? {
+    ///     println!("{}: {} ({})", e.id, e.schedule(), e.time_zone);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn schedule(&self) -> &str {
+        crate::schedule::split_zone(&self.expr).1
+    }
 }
 
 /// A registered server, as its heartbeat last described it.
@@ -151,23 +171,60 @@ impl Inspector {
         self.broker.queues().await
     }
 
-    /// Counts per state of a queue (summed over its partitions, when it has some).
+    /// Counts per state, totals and latency of a queue (summed over its partitions, when it
+    /// has some). Two round trips to Redis.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
         validate_queue_name(queue)?;
-        let parts = self.broker.partitions(queue).await?;
-        let mut total = QueueStats {
-            queue: queue.to_string(),
-            paused: true,
-            ..QueueStats::default()
-        };
-        for p in parts.iter() {
-            total.absorb(&self.broker.stats(p).await?);
+        let mut all = self.stats_of(&[queue.to_string()]).await?;
+        // stats_of returns one entry per queue asked for.
+        all.pop()
+            .ok_or_else(|| crate::Error::Serialization("no counts read".into()))
+    }
+
+    /// [`Inspector::queue_stats`] of every queue, in [`Inspector::queues`]' order: what a
+    /// dashboard reads on each refresh. The reads of all queues are pipelined: two round trips
+    /// whatever the number of queues (about 19 commands per queue, none per task).
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+    /// for s in inspector.all_queue_stats().await? {
+    ///     println!("{}: {} pending, {:?} behind", s.queue, s.pending, s.latency);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn all_queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let queues = self.queues().await?;
+        self.stats_of(&queues).await
+    }
+
+    /// The stats of each logical queue, summed over its partitions.
+    async fn stats_of(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
+        let mut parts = Vec::with_capacity(queues.len());
+        for q in queues {
+            parts.push(self.broker.partitions(q).await?);
         }
-        Ok(total)
+        let physical: Vec<&str> = parts
+            .iter()
+            .flat_map(|p| p.iter().map(String::as_str))
+            .collect();
+        let mut read = self.broker.stats_many(&physical).await?.into_iter();
+        let mut out = Vec::with_capacity(queues.len());
+        for (q, p) in queues.iter().zip(&parts) {
+            let mut total = QueueStats {
+                queue: q.clone(),
+                paused: true,
+                ..QueueStats::default()
+            };
+            for s in read.by_ref().take(p.len()) {
+                total.absorb(&s);
+            }
+            out.push(total);
+        }
+        Ok(out)
     }
 
     /// How long the task that has waited longest in the queue's pending state has been due
-    /// (zero when nothing is pending): the queue's latency. O(priority bands in use) reads.
+    /// (zero when nothing is pending): the queue's latency, as [`QueueStats::latency`] has it.
     ///
     /// ```no_run
     /// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
@@ -176,8 +233,7 @@ impl Inspector {
     /// # Ok(()) }
     /// ```
     pub async fn latency(&self, queue: &str) -> Result<std::time::Duration> {
-        validate_queue_name(queue)?;
-        crate::metrics::pending_age(&self.broker, queue).await
+        Ok(self.queue_stats(queue).await?.latency)
     }
 
     /// Gives a queue `partitions` partitions (1 ..= 64), so that on a Redis Cluster one hot
@@ -524,6 +580,10 @@ impl Inspector {
                     CronEntry {
                         id,
                         queue: name.clone(),
+                        time_zone: crate::schedule::split_zone(&e.expr)
+                            .0
+                            .unwrap_or("UTC")
+                            .to_string(),
                         expr: e.expr,
                         task,
                         paused: e.paused,

@@ -7,7 +7,8 @@
 -- KEYS[5]   dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[6]   outbox list (the resolver tells the dependents)
 -- KEYS[7]   the calling server's acknowledgement receipt (string, kept 10 minutes)
--- KEYS[8..] unique-key locks, referenced by index from ARGV
+-- KEYS[8]   daily counts hash (prelude.lua, daily_add: 'p:<day>' counts the completions)
+-- KEYS[9..] unique-key locks, referenced by index from ARGV
 -- then      the index block, without ids (index.lua): this script writes only its done hash
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
@@ -15,7 +16,7 @@
 -- then      r; then r runs of 16-digit fencing token, number of tasks: the tokens of the
 --           tasks in order (a batch is mostly the tasks of a few fetches: one value per task)
 -- then      u; then u pairs: position of a task with a unique key (1-based), its lock's index
---           into KEYS counted from KEYS[8] as 1
+--           into KEYS counted from KEYS[9] as 1
 -- then      the call's nonce (the same on every retry of one batch)
 -- then      the index block's descriptor
 --
@@ -38,7 +39,7 @@
 -- every call.
 --
 -- Faults (prelude.lua): every read (the active entries, unique locks, dependents) and a check of
--- every key written later (counters, completed set, done hash, finished list, outbox) come before
+-- every key written later (counters, the daily count, completed set, done hash, finished list, outbox) come before
 -- the tasks leave the active hash, so a wrong-type key or a non-integer counter raises CORRUPT
 -- naming the key and every task stays active. The checks cost a few commands per call, not per
 -- task.
@@ -85,8 +86,8 @@ for i = 1, n do
   if v and str_sub(v, 1, 16) == tokens[i] then
     ok[#ok + 1] = ids[i]
     local u = lock_of[i]
-    if u and rcall('GET', KEYS[7 + u]) == ids[i] then
-      release[#release + 1] = KEYS[7 + u]
+    if u and rcall('GET', KEYS[8 + u]) == ids[i] then
+      release[#release + 1] = KEYS[8 + u]
     end
     if retention > 0 then
       done[#done + 1] = now + retention
@@ -113,9 +114,11 @@ if #ok > 0 then
   want(ix.done, 'hash')
   if #done > 0 then want(KEYS[2], 'zset') end
   counter(KEYS[3])
+  daily_check(KEYS[8], 'p', day_of(now))
   -- Nothing below can fail: every key written was checked above.
   ix_done_all(ix, ok, stamp)
   redis.call('INCRBY', KEYS[3], #ok)
+  daily_add(KEYS[8], 'p', day_of(now), #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
   for i = 1, #release do redis.call('DEL', release[i]) end
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end

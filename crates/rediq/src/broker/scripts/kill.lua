@@ -9,7 +9,8 @@
 -- KEYS[7] dependents hash (id -> references of the tasks that depend on it)
 -- KEYS[8] outbox list      (the resolver tells the dependents)
 -- KEYS[9] finished list     (id + finish time: the id index forgets the task after it)
--- KEYS[10] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[10] daily counts hash (prelude.lua, daily_add: 'f:<day>' counts the failed attempts)
+-- KEYS[11] (optional) the task's unique-key lock, released when it still names this task
 -- then    the index block of the task's id (index.lua): the id is marked 'F'
 --
 -- ARGV[1] task id
@@ -25,12 +26,12 @@
 -- is stale or (ARGV[6]) the lease was renewed meanwhile.
 --
 -- Faults (prelude.lua): every read and check (the unique lock, the dependents, the types of the
--- failure records and outbox, the counters) and the write to the dead set come before the task
--- leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT naming the
--- key and the task stays active, never a stale refusal.
+-- failure records and outbox, the counters, the daily count) and the write to the dead set come
+-- before the task leaves the active hash; a wrong-type key or a non-integer counter raises
+-- CORRUPT naming the key and the task stays active, never a stale refusal.
 
 local ix = ix_open()
-local lock = ix.base >= 10 and KEYS[10] or nil
+local lock = ix.base >= 11 and KEYS[11] or nil
 local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
@@ -43,6 +44,7 @@ local release = lock and rcall('GET', lock) == ARGV[1]
 local refs = rcall('HGET', KEYS[7], ARGV[1])
 counter(KEYS[4])
 counter(KEYS[5])
+daily_check(KEYS[10], 'f', day_of(now))
 want(KEYS[6], 'zset')
 want(KEYS[9], 'list')
 if refs then want(KEYS[8], 'list') end
@@ -52,6 +54,7 @@ ix_set_all(ix, {1}, {ARGV[1]}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[5])
+daily_add(KEYS[10], 'f', day_of(now), 1)
 if release then redis.call('DEL', lock) end
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 redis.call('RPUSH', KEYS[9], ARGV[1] .. stamp6(now))

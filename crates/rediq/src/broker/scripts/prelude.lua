@@ -49,6 +49,35 @@ local function counter(key)
   end
 end
 
+-- Per-day counters: the queue's daily hash holds 'p:<day>' (tasks completed) and 'f:<day>'
+-- (failed attempts), <day> counted in days since 1970-01-01 UTC by the Redis clock. Bounded:
+-- the first count of a day drops every field older than DAILY_KEEP days, so the hash holds at
+-- most 2 * (DAILY_KEEP + 1) fields (a few KB) whatever the throughput.
+local DAILY_KEEP = 90
+
+local function day_of(ms) return math.floor(ms / 86400000) end
+
+-- Raises unless the daily hash is absent or a hash whose field for (kind, day) HINCRBY accepts:
+-- called before a script's first destructive step.
+local function daily_check(key, kind, day)
+  local v = rcall('HGET', key, kind .. ':' .. day)
+  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+    corrupt(key, 'holds a non-integer count for ' .. kind .. ':' .. day)
+  end
+end
+
+-- Adds n to the (kind, day) count; checked by daily_check, so it cannot fail.
+local function daily_add(key, kind, day, n)
+  if redis_call('HINCRBY', key, kind .. ':' .. day, n) ~= n then return end
+  -- The day's first count: forget the days past the retention (and any field not ours).
+  local old = {}
+  for _, f in ipairs(redis_call('HKEYS', key)) do
+    local d = tonumber(str_sub(f, 3))
+    if not d or d <= day - DAILY_KEEP then old[#old + 1] = f end
+  end
+  if #old > 0 then redis_call('HDEL', key, unpack(old)) end
+end
+
 -- A time (Unix ms) as the 6 bytes that follow an id in the finished list (see ix_evict.lua).
 local function stamp6(ms)
   local b = {}

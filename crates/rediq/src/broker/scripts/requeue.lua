@@ -6,6 +6,7 @@
 -- KEYS[2] leases zset
 -- KEYS[3] wake marker zset
 -- KEYS[4] failed counter (a lapsed lease counts a failed attempt per task given back)
+-- KEYS[5] daily counts hash (prelude.lua, daily_add: 'f:<day>', the same failed attempts)
 -- then    the band block (bands.lua) of the bands the tasks go back to
 --
 -- ARGV[1] "1" = only if the server's lease has lapsed (recoverer), "0" = any (shutdown)
@@ -20,7 +21,7 @@
 -- ARGV[1] = "1" nothing happens while the lease is still valid, and a lapsed lease whose active
 -- hash is empty afterwards is removed (the server is gone and owns nothing).
 --
--- Faults (prelude.lua): the entries are read, the failed counter and band lists checked and the
+-- Faults (prelude.lua): the entries are read, the failed counters and band lists checked and the
 -- tasks written to their bands before they leave the active hash; a wrong-type key or a non-integer counter raises
 -- CORRUPT naming the key and every task stays active. A wrong-type wake marker is replaced.
 local bands = bands_open(#KEYS, #ARGV)
@@ -48,12 +49,18 @@ for i = 1, n do
 end
 bands_check(bands)
 if #moved > 0 then
-  if now then counter(KEYS[4]) end
+  if now then
+    counter(KEYS[4])
+    daily_check(KEYS[5], 'f', day_of(now))
+  end
   -- Nothing below can fail.
   for p, records in pairs(back) do bands_give_back(bands, p, records, 64) end
   redis.call('HDEL', KEYS[1], unpack(moved))
   wake(KEYS[3])
-  if now then redis.call('INCRBY', KEYS[4], #moved) end
+  if now then
+    redis.call('INCRBY', KEYS[4], #moved)
+    daily_add(KEYS[5], 'f', day_of(now), #moved)
+  end
 end
 if now and rcall('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])

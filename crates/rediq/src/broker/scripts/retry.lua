@@ -3,6 +3,7 @@
 -- KEYS[1] the server's active hash
 -- KEYS[2] retry zset       (member = record, score = due time in Unix ms, Redis clock)
 -- KEYS[3] failed counter
+-- KEYS[4] daily counts hash (prelude.lua, daily_add: 'f:<day>' counts the failed attempts)
 --
 -- ARGV[1] task id
 -- ARGV[2] 16-digit fencing token
@@ -11,7 +12,7 @@
 --
 -- Returns 1, or 0 when the caller's token is stale (nothing changes).
 --
--- Faults (prelude.lua): the failed counter is checked and the task written to the retry set
+-- Faults (prelude.lua): the failed counters are checked and the task written to the retry set
 -- before it leaves the active hash; a wrong-type key or a non-integer counter raises CORRUPT
 -- naming the key and the task stays active (the heartbeat's orphan sweep or the recoverer
 -- puts it back), never a stale refusal.
@@ -19,9 +20,11 @@ local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 counter(KEYS[3])
 local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
-rcall('ZADD', KEYS[2], due, ARGV[3])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+daily_check(KEYS[4], 'f', day_of(now))
+rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 -- Nothing below can fail.
 redis.call('INCR', KEYS[3])
+daily_add(KEYS[4], 'f', day_of(now), 1)
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
