@@ -1,6 +1,6 @@
 //! `rediq dash` in a real terminal: tmux runs it against a private Redis with a live server;
-//! the test reads the screen, sends keys (move, pause with confirmation, quit) and checks what
-//! the screen and Redis show.
+//! the test reads the screen, sends keys (move, pause with confirmation, browse, page, find,
+//! quit) and checks what the screen and Redis show.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -96,7 +96,7 @@ impl Handler for Slow {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation() {
+async fn the_dashboard_shows_a_live_workload_pauses_a_queue_and_pages_and_finds_tasks() {
     let redis = RedisServer::start();
     let url = redis.url();
     let client = Client::builder().redis_url(&url).build().await.unwrap();
@@ -110,6 +110,25 @@ async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation(
         .enqueue(Task::builder("work").queue("reports").build().unwrap())
         .await
         .unwrap();
+    // Nobody serves `uploads`: two pages of pending tasks, one of them (on page 2) findable.
+    let mut needle = String::new();
+    for n in 0..150 {
+        let file = if n == 120 {
+            "needle-report.pdf".to_string()
+        } else {
+            format!("f{n}.png")
+        };
+        let t = Task::builder("work")
+            .queue("uploads")
+            .payload(&serde_json::json!({ "file": file }))
+            .unwrap()
+            .build()
+            .unwrap();
+        if n == 120 {
+            needle = t.id.clone();
+        }
+        client.enqueue(t).await.unwrap();
+    }
     let mut mux = Mux::new();
     mux.handle("work", Slow);
     let state = ServerBuilder::new()
@@ -129,9 +148,9 @@ async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation(
         env!("CARGO_BIN_EXE_rediq")
     ));
     let screen = tmux.wait_for("Servers (1)").await;
-    assert!(screen.contains("Queues (2)"), "{screen}");
+    assert!(screen.contains("Queues (3)"), "{screen}");
     assert!(
-        screen.contains("emails") && screen.contains("reports"),
+        screen.contains("emails") && screen.contains("reports") && screen.contains("uploads"),
         "{screen}"
     );
     // Throughput shows once two refreshes have seen the counters grow.
@@ -168,16 +187,73 @@ async fn the_dashboard_shows_a_live_workload_and_pauses_a_queue_on_confirmation(
 
     // Browse the selected queue's tasks, open one, switch state, and go back.
     tmux.keys("Enter");
-    tmux.wait_for("Tasks of reports (1 shown): [pending]").await;
+    tmux.wait_for("Tasks of reports, page 1 (1–1 of 1): [pending]")
+        .await;
     tmux.keys("Enter");
     let details = tmux.wait_for("type         work").await;
     assert!(details.contains("state        pending"), "{details}");
     tmux.keys("Escape");
-    tmux.wait_for("Tasks of reports (1 shown)").await;
+    tmux.wait_for("Tasks of reports, page 1 (1–1 of 1)").await;
     tmux.keys("Tab");
     tmux.wait_for("[active]").await;
     tmux.keys("Escape");
-    tmux.wait_for("Queues (2)").await;
+    tmux.wait_for("Queues (3)").await;
+
+    // Find from the queue table: `/` on `uploads`, type, Enter; the match is on page 2.
+    tmux.keys("j");
+    tmux.keys("/");
+    tmux.wait_for("find: ▏ (Enter: search pending of uploads")
+        .await;
+    tmux.keys("needle-rex");
+    tmux.wait_for("find: needle-rex▏").await;
+    tmux.keys("BSpace");
+    tmux.keys("port");
+    tmux.wait_for("find: needle-report▏").await;
+    tmux.keys("Enter");
+    let found = tmux
+        .wait_for(r#"find "needle-report" in pending of uploads, step 1: 1 found"#)
+        .await;
+    assert!(
+        found.contains(&needle) && found.contains("needle-report.pdf"),
+        "{found}"
+    );
+    assert!(!found.contains("f7.png"), "only the match: {found}");
+    tmux.keys("Enter");
+    let details = tmux.wait_for(&format!("Task {needle}")).await;
+    assert!(details.contains("needle-report.pdf"), "{details}");
+    tmux.keys("Escape");
+    tmux.wait_for("searched to the end").await;
+    // Esc leaves the search for the pages: page 1 of 150, PgDn to page 2, PgUp back.
+    tmux.keys("Escape");
+    tmux.wait_for("Tasks of uploads, page 1 (1–100 of 150): [pending]")
+        .await;
+    tmux.keys("PageDown");
+    let page2 = tmux
+        .wait_for("Tasks of uploads, page 2 (101–150 of 150)")
+        .await;
+    assert!(page2.contains(&needle), "{page2}");
+    tmux.keys("PageDown");
+    tmux.wait_for("last page").await;
+    tmux.keys("[");
+    tmux.wait_for("Tasks of uploads, page 1 (1–100 of 150)")
+        .await;
+    tmux.keys("]");
+    tmux.wait_for("Tasks of uploads, page 2").await;
+    tmux.keys("PageUp");
+    tmux.wait_for("Tasks of uploads, page 1").await;
+    // Find inside the browser: the current queue and state.
+    tmux.keys("/");
+    tmux.wait_for("(Enter: search pending of uploads").await;
+    tmux.keys("f149.png");
+    tmux.keys("Enter");
+    let found = tmux
+        .wait_for(r#"find "f149.png" in pending of uploads, step 1: 1 found"#)
+        .await;
+    assert!(!found.contains("needle-report.pdf"), "{found}");
+    tmux.keys("Escape");
+    tmux.wait_for("Tasks of uploads, page 1").await;
+    tmux.keys("Escape");
+    tmux.wait_for("Queues (3)").await;
 
     tmux.keys("q");
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -423,6 +423,51 @@ async fn latency_is_the_age_of_the_oldest_pending_task() {
     );
 }
 
+/// The bytes of every key matching `pattern` on every master, each measured whole
+/// (`MEMORY USAGE … SAMPLES 0`).
+async fn exact_memory(env: &Env, pattern: &str) -> u64 {
+    let mut exact = 0;
+    for mut node in env.nodes().await {
+        // A replica holds copies (and redirects MEMORY USAGE to its master).
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut node).await.unwrap();
+        if role.first() != Some(&redis::Value::BulkString(b"master".to_vec())) {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        for k in keys {
+            let b: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&k)
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(&mut node)
+                .await
+                .unwrap();
+            exact += b.unwrap_or(0);
+        }
+    }
+    exact
+}
+
+/// 30 tasks of `daily`; those whose payload is a multiple of 3 fail.
+fn tasks_again() -> Vec<Task> {
+    (0..30u32)
+        .map(|n| {
+            Task::builder("work")
+                .queue("daily")
+                .max_retry(0)
+                .payload(&n)
+                .unwrap()
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_counts_each_day_and_keeps_ninety_days_and_memory_is_measured() {
     let env = Env::new().await;
@@ -451,24 +496,35 @@ async fn history_counts_each_day_and_keeps_ninety_days_and_memory_is_measured() 
     );
     let before = i.memory_usage("daily").await.unwrap().unwrap();
 
-    let mut tasks = Vec::new();
-    for n in 0..30u32 {
-        tasks.push(
-            Task::builder("work")
-                .queue("daily")
-                .max_retry(0)
-                .payload(&n)
-                .unwrap()
-                .build()
-                .unwrap(),
-        );
-    }
-    c.enqueue_batch(tasks).await.unwrap();
+    c.enqueue_batch(tasks_again()).await.unwrap();
     let grown = i.memory_usage("daily").await.unwrap().unwrap();
     assert!(
         grown > before,
         "30 pending tasks weigh something: {before} -> {grown}"
     );
+    // Against the exact size of every key of both partitions, found on each node: before a
+    // flush (no index generation written yet) and after one.
+    for round in 0..2 {
+        for n in 0..3000u32 {
+            let t = Task::builder("filler")
+                .queue("daily")
+                .delay(Duration::from_secs(3600))
+                .payload(&n)
+                .unwrap()
+                .build()
+                .unwrap();
+            c.enqueue(t).await.unwrap();
+        }
+        let estimate = i.memory_usage("daily").await.unwrap().unwrap();
+        let exact = exact_memory(&env, "rediq:{daily*").await;
+        let off = estimate.abs_diff(exact) as f64 / exact as f64;
+        assert!(
+            off < 0.1,
+            "round {round}: estimate {estimate} vs exact {exact}"
+        );
+        i.flush_queue("daily").await.unwrap();
+    }
+    c.enqueue_batch(tasks_again()).await.unwrap();
 
     let mux = mux_with("work", |t: Task| async move {
         let n: u32 = t.payload_json()?;

@@ -1,9 +1,10 @@
 //! `rediq dash`: a live terminal dashboard (ratatui). `model.rs` reads through the `Inspector`
-//! and keeps a bounded history; `view.rs` draws; this module runs the loop: refresh every
-//! interval, draw, handle keys. The terminal is restored on exit, on Ctrl-C and on a panic
-//! (`ratatui::init` installs the hook); a failed refresh shows a banner and the next refresh
-//! tries again.
+//! and keeps a bounded history; `browse.rs` pages and searches a queue's tasks; `view.rs`
+//! draws; this module runs the loop: refresh every interval, draw, handle keys. The terminal is
+//! restored on exit, on Ctrl-C and on a panic (`ratatui::init` installs the hook); a failed
+//! refresh shows a banner and the next refresh tries again.
 
+mod browse;
 mod model;
 mod view;
 
@@ -12,9 +13,9 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use rediq::Inspector;
 
+pub use browse::{Browse, Input, STATES};
 pub use model::Model;
 
-use crate::cli::State;
 use crate::commands::Result;
 use crate::output::now_ms;
 
@@ -25,31 +26,6 @@ enum Action {
     Resume(String),
 }
 
-/// The states a queue's tasks are browsed by, in tab order.
-pub const STATES: [State; 7] = [
-    State::Pending,
-    State::Active,
-    State::Scheduled,
-    State::Retry,
-    State::Waiting,
-    State::Dead,
-    State::Completed,
-];
-
-/// Tasks shown per state tab (the first page).
-const PAGE: usize = 100;
-
-/// A queue's tasks in one state, opened with Enter.
-pub struct Browse {
-    pub queue: String,
-    /// Index into [`STATES`].
-    pub state: usize,
-    pub tasks: Vec<rediq::Task>,
-    pub selected: usize,
-    /// The selected task's details, opened with Enter.
-    pub details: Option<Box<rediq::TaskDetails>>,
-}
-
 /// The dashboard's state: what was read, and what the operator is doing.
 pub struct App {
     pub model: Model,
@@ -58,6 +34,8 @@ pub struct App {
     /// The selected queue's row.
     pub selected: usize,
     pub help: bool,
+    /// The `find:` line, while it is open (it takes every key).
+    pub input: Option<Input>,
     /// A question on the status line, answered with `y`.
     pub confirm: Option<String>,
     action: Option<Action>,
@@ -72,6 +50,7 @@ impl App {
             browse: None,
             selected: 0,
             help: false,
+            input: None,
             confirm: None,
             action: None,
             message: None,
@@ -107,6 +86,10 @@ impl App {
             }
             return true;
         }
+        if self.input.is_some() {
+            self.input_key(i, code).await;
+            return true;
+        }
         if self.browse.is_some() {
             self.browse_key(i, code).await;
             return true;
@@ -116,14 +99,13 @@ impl App {
             KeyCode::Char('q') | KeyCode::Esc => return false,
             KeyCode::Enter => {
                 if let Some(queue) = self.selected_queue() {
-                    self.browse = Some(Browse {
-                        queue,
-                        state: 0,
-                        tasks: Vec::new(),
-                        selected: 0,
-                        details: None,
-                    });
+                    self.browse = Some(Browse::new(queue, 0));
                     self.read_tasks(i).await;
+                }
+            }
+            KeyCode::Char('/') => {
+                if let Some(queue) = self.selected_queue() {
+                    self.open_input(queue, 0);
                 }
             }
             KeyCode::Char('j') | KeyCode::Down => {
@@ -148,67 +130,14 @@ impl App {
         true
     }
 
-    /// Keys while a queue's tasks are open: states with `h`/`l`/Tab, rows with `j`/`k`, a
-    /// task's details with Enter, back with `q`/Esc.
-    async fn browse_key(&mut self, i: &Inspector, code: KeyCode) {
-        let Some(b) = self.browse.as_mut() else {
-            return;
-        };
-        if b.details.is_some() {
-            if matches!(code, KeyCode::Char('q') | KeyCode::Esc | KeyCode::Enter) {
-                b.details = None;
-            }
-            return;
-        }
-        match code {
-            KeyCode::Char('q') | KeyCode::Esc => self.browse = None,
-            KeyCode::Char('l') | KeyCode::Right | KeyCode::Tab => {
-                b.state = (b.state + 1) % STATES.len();
-                b.selected = 0;
-                self.read_tasks(i).await;
-            }
-            KeyCode::Char('h') | KeyCode::Left | KeyCode::BackTab => {
-                b.state = (b.state + STATES.len() - 1) % STATES.len();
-                b.selected = 0;
-                self.read_tasks(i).await;
-            }
-            KeyCode::Char('j') | KeyCode::Down => {
-                b.selected = (b.selected + 1).min(b.tasks.len().saturating_sub(1));
-            }
-            KeyCode::Char('k') | KeyCode::Up => b.selected = b.selected.saturating_sub(1),
-            KeyCode::Enter => {
-                if let Some(t) = b.tasks.get(b.selected) {
-                    match i.task(&t.id, Some(&b.queue)).await {
-                        Ok(Some(d)) => b.details = Some(Box::new(d)),
-                        Ok(None) => self.message = Some(format!("task {} has moved on", t.id)),
-                        Err(e) => self.message = Some(format!("failed: {e}")),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Reads the first page of the browsed queue's tasks in its state.
-    async fn read_tasks(&mut self, i: &Inspector) {
-        let Some(b) = self.browse.as_mut() else {
-            return;
-        };
-        match i
-            .list_page(&b.queue, STATES[b.state].to_library(), 0, PAGE)
-            .await
-        {
-            Ok(tasks) => {
-                b.selected = b.selected.min(tasks.len().saturating_sub(1));
-                b.tasks = tasks;
-            }
-            Err(e) => self.model.error = Some(e.to_string()),
-        }
-    }
-
     /// One refresh: a failure keeps the last snapshot and shows a banner.
     pub async fn refresh(&mut self, i: &Inspector) {
-        if self.browse.as_ref().is_some_and(|b| b.details.is_none()) {
+        // A search's results stay as they are: stepping on is the operator's `n`.
+        if self
+            .browse
+            .as_ref()
+            .is_some_and(|b| b.details.is_none() && b.search.is_none())
+        {
             self.read_tasks(i).await;
         }
         match Model::read(i, now_ms()).await {
@@ -336,13 +265,18 @@ mod tests {
         for cell in ["running", "1234", "7", "2s"] {
             assert!(row.contains(cell), "{cell} in {row}");
         }
-        assert!(first.contains("Throughput 0/s, 0m 1s"), "{first}");
+        assert!(first.contains("Throughput 0/s "), "{first}");
+        assert!(
+            first.contains(" 0m 1s "),
+            "the span under each chart: {first}"
+        );
         app.model.update(snapshot(2_000, 500));
         let second = screen(&app);
-        assert!(second.contains("Throughput 500/s, 0m 2s"), "{second}");
+        assert!(second.contains("Throughput 500/s "), "{second}");
+        assert_eq!(second.matches(" 0m 2s ").count(), 5, "{second}");
         assert!(
-            second.contains("emails 500/s, 0m 2s"),
-            "the selected queue's own chart: {second}"
+            second.contains("emails 500/s ") && second.contains("emails depth 1234 "),
+            "the selected queue's own charts: {second}"
         );
         let row = second.lines().find(|l| l.contains("emails")).unwrap();
         assert!(row.contains("500"), "{row}");
@@ -353,25 +287,37 @@ mod tests {
         assert!(screen(&app).contains("Redis cannot be read, retrying: connection refused"));
     }
 
+    fn task(payload: &str) -> rediq::Task {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        rediq::Task::builder("email:send")
+            .queue("emails")
+            .payload(&v)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    /// The status line: the screen's last line.
+    fn status(s: &str) -> &str {
+        s.lines().last().unwrap_or_default()
+    }
+
     #[test]
     fn a_browsed_queue_shows_its_state_tabs_tasks_and_details() {
         let mut app = App::new(Duration::from_secs(1));
         app.model.update(snapshot(1_000, 0));
-        let task = rediq::Task::builder("email:send")
-            .queue("emails")
-            .payload(&serde_json::json!({"to": "a@b"}))
-            .unwrap()
-            .build()
-            .unwrap();
-        app.browse = Some(Browse {
-            queue: "emails".into(),
-            state: 5,
-            tasks: vec![task.clone()],
-            selected: 0,
-            details: None,
-        });
+        let task = task(r#"{"to":"a@b"}"#);
+        let mut b = Browse::new("emails".into(), 5);
+        b.tasks = vec![task.clone()];
+        app.browse = Some(b);
         let s = screen(&app);
-        assert!(s.contains("Tasks of emails (1 shown): pending active scheduled retry waiting [dead] completed"), "{s}");
+        assert!(
+            s.contains(
+                "Tasks of emails, page 1 (1–1 of 7): \
+                 pending active scheduled retry waiting [dead] completed"
+            ),
+            "{s}"
+        );
         assert!(s.contains(&task.id) && s.contains(r#"{"to":"a@b"}"#), "{s}");
         if let Some(b) = app.browse.as_mut() {
             b.details = Some(Box::new(rediq::TaskDetails {
@@ -388,6 +334,104 @@ mod tests {
             s.contains("state        dead") && s.contains("dependents   0190-x (later)"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_page_is_titled_with_its_number_and_the_states_total() {
+        let mut app = App::new(Duration::from_secs(1));
+        app.model.update(snapshot(1_000, 0));
+        let mut b = Browse::new("emails".into(), 0);
+        b.page = 1;
+        b.tasks = (0..100).map(|n| task(&format!(r#"{{"n":{n}}}"#))).collect();
+        app.browse = Some(b);
+        let s = screen(&app);
+        assert!(
+            s.contains("Tasks of emails, page 2 (101–200 of 1234): [pending] active scheduled"),
+            "{s}"
+        );
+        assert!(
+            status(&s).contains("PgDn/PgUp: page · /: find · Enter: details"),
+            "{s}"
+        );
+        // A queue the last refresh did not read has no known total; an empty page says so.
+        app.browse = Some(Browse::new("later".into(), 0));
+        let s = screen(&app);
+        assert!(
+            s.contains("Tasks of later, page 1 (none): [pending]"),
+            "{s}"
+        );
+        app.help = true;
+        let s = screen(&app);
+        assert!(
+            status(&s).contains("PgDn/PgUp or ]/[: page · /: find · n: next find step"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_find_line_shows_what_is_typed_and_where_it_searches() {
+        let mut app = App::new(Duration::from_secs(1));
+        app.model.update(snapshot(1_000, 0));
+        app.open_input("emails".into(), 5);
+        let s = screen(&app);
+        assert!(
+            status(&s).starts_with(" find: ▏ (Enter: search dead of emails"),
+            "{s}"
+        );
+        if let Some(input) = app.input.as_mut() {
+            input.text.push_str("user@ex");
+        }
+        let s = screen(&app);
+        assert!(status(&s).contains("find: user@ex▏"), "{s}");
+        assert!(status(&s).contains("Esc: cancel"), "{s}");
+        // The queue table stays in view above the line.
+        assert!(s.contains("Queues (1)"), "{s}");
+        app.help = true;
+        assert!(status(&screen(&app)).contains("find: user@ex▏"));
+        app.input = None;
+        assert!(
+            status(&screen(&app)).contains("/: find in a queue"),
+            "the help names the key"
+        );
+    }
+
+    #[test]
+    fn search_results_are_titled_with_what_was_searched() {
+        let mut app = App::new(Duration::from_secs(1));
+        app.model.update(snapshot(1_000, 0));
+        let found = task(r#"{"to":"abc@x"}"#);
+        let mut b = Browse::new("emails".into(), 5);
+        b.page = 3;
+        b.tasks = vec![found.clone()];
+        b.search = Some(browse::Search {
+            text: "abc".into(),
+            cursor: Some("1000".into()),
+            step: 1,
+        });
+        app.browse = Some(b);
+        let s = screen(&app);
+        assert!(
+            s.contains(r#" find "abc" in dead of emails, step 1: 1 found, n: next step "#),
+            "{s}"
+        );
+        assert!(s.contains(&found.id) && s.contains("abc@x"), "{s}");
+        assert!(!s.contains("page 4"), "a search is not a page: {s}");
+        assert!(status(&s).contains("found · n: next step"), "{s}");
+        assert!(status(&s).contains("Esc: back to the pages"), "{s}");
+        if let Some(b) = app.browse.as_mut() {
+            b.tasks.clear();
+            b.search = Some(browse::Search {
+                text: "abc".into(),
+                cursor: None,
+                step: 2,
+            });
+        }
+        let s = screen(&app);
+        assert!(
+            s.contains(r#"find "abc" in dead of emails, step 2: 0 found, searched to the end"#),
+            "{s}"
+        );
+        assert!(!status(&s).contains("n: next step"), "{s}");
     }
 
     #[test]

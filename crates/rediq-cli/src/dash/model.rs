@@ -49,12 +49,19 @@ pub struct Model {
     pub depth: VecDeque<u64>,
     /// Per queue: throughput per refresh.
     pub queue_throughput: HashMap<String, VecDeque<u64>>,
+    /// Per queue: depth (pending + scheduled + retry) per refresh.
+    pub queue_depth: HashMap<String, VecDeque<u64>>,
     /// Error rate (percent) per refresh.
     pub errors: VecDeque<u64>,
     /// The last refresh's error, shown as a banner until a refresh works again.
     pub error: Option<String>,
     /// Milliseconds between refreshes, for the time span the charts cover.
     pub interval_ms: u64,
+}
+
+/// The tasks a queue has yet to run: pending, scheduled and retry.
+fn depth_of(s: &QueueStats) -> u64 {
+    s.pending + s.delayed + s.retry
 }
 
 fn push(h: &mut VecDeque<u64>, v: u64) {
@@ -123,14 +130,12 @@ impl Model {
                 .entry(row.stats.queue.clone())
                 .or_default();
             push(h, row.throughput.round() as u64);
+            let d = self.queue_depth.entry(row.stats.queue.clone()).or_default();
+            push(d, depth_of(&row.stats));
         }
         let total: f64 = s.queues.iter().map(|q| q.throughput).sum();
         let failures: f64 = s.queues.iter().map(|q| q.failures).sum();
-        let depth: u64 = s
-            .queues
-            .iter()
-            .map(|q| q.stats.pending + q.stats.delayed + q.stats.retry)
-            .sum();
+        let depth: u64 = s.queues.iter().map(|q| depth_of(&q.stats)).sum();
         push(&mut self.throughput, total.round() as u64);
         push(&mut self.depth, depth);
         let rate = if total + failures > 0.0 {
@@ -140,8 +145,9 @@ impl Model {
         };
         push(&mut self.errors, rate.round() as u64);
         // Queues that are gone leave the history too (it stays bounded by the live queues).
-        self.queue_throughput
-            .retain(|q, _| s.queues.iter().any(|r| &r.stats.queue == q));
+        let live = |q: &String| s.queues.iter().any(|r| &r.stats.queue == q);
+        self.queue_throughput.retain(|q, _| live(q));
+        self.queue_depth.retain(|q, _| live(q));
         self.snapshot = s;
         self.error = None;
     }
@@ -194,6 +200,8 @@ mod tests {
         }
         assert_eq!(m.throughput.len(), HISTORY);
         assert_eq!(m.queue_throughput["emails"].len(), HISTORY);
+        assert_eq!(m.queue_depth["emails"].len(), HISTORY);
+        assert_eq!(m.queue_depth["emails"].back(), Some(&1));
         assert_eq!(m.span(), "2m 0s");
     }
 }

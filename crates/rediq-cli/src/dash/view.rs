@@ -1,6 +1,7 @@
-//! Drawing the dashboard: a queue table, sparklines of throughput and depth with the span they
-//! cover, an error-rate sparkline, a worker table, and a status line (help, confirmations, a
-//! banner while Redis cannot be read).
+//! Drawing the dashboard: a queue table (or a queue's tasks: a page, a search's matches, one
+//! task's details), sparklines of throughput and depth with the span they cover, an error-rate
+//! sparkline, a worker table, and a status line (key hints, help, confirmations, the `find:`
+//! line), with a banner while Redis cannot be read.
 
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -11,8 +12,15 @@ use ratatui::Frame;
 use super::App;
 use crate::output::{age, millis, queue_state, task_cells, TASK_COLUMNS};
 
-/// A queue's tasks in one state (tabs of states above), or one task's details.
-fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, now: u64) {
+/// A queue's tasks in one state (a page, with tabs of states; or a search's matches), or one
+/// task's details. `total`: the state's count at the last refresh, when known.
+fn draw_browse(
+    f: &mut Frame,
+    b: &super::Browse,
+    area: ratatui::layout::Rect,
+    now: u64,
+    total: Option<u64>,
+) {
     use crate::output::payload_text;
     if let Some(d) = &b.details {
         let t = &d.task;
@@ -81,12 +89,16 @@ fn draw_browse(f: &mut Frame, b: &super::Browse, area: ratatui::layout::Rect, no
         ],
     )
     .header(Row::new(TASK_COLUMNS).style(Style::default().add_modifier(Modifier::BOLD)))
-    .block(Block::default().borders(Borders::ALL).title(format!(
-        " Tasks of {} ({} shown): {} ",
-        b.queue,
-        b.tasks.len(),
-        tabs.join(" ")
-    )))
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(if b.search.is_some() {
+                // The state is named in the title; h/l search the next one.
+                format!(" {} ", b.title(total))
+            } else {
+                format!(" {}: {} ", b.title(total), tabs.join(" "))
+            }),
+    )
     .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default().with_selected(Some(b.selected));
     f.render_stateful_widget(table, area, &mut state);
@@ -154,51 +166,66 @@ pub fn draw(f: &mut Frame, app: &App) {
         )
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     match &app.browse {
-        Some(b) => draw_browse(f, b, queues, m.snapshot.at_ms),
+        Some(b) => {
+            let total = m
+                .snapshot
+                .queues
+                .iter()
+                .find(|q| q.stats.queue == b.queue)
+                .map(|q| super::browse::count(&q.stats, super::STATES[b.state]));
+            draw_browse(f, b, queues, m.snapshot.at_ms, total)
+        }
         None => {
             let mut state = TableState::default().with_selected(Some(app.selected));
             f.render_stateful_widget(table, queues, &mut state);
         }
     }
 
-    let [tput, depth, errors, selected] = Layout::horizontal([
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-    ])
-    .areas(charts);
+    let [tput, depth, errors, selected, selected_depth] =
+        Layout::horizontal([Constraint::Fill(1); 5]).areas(charts);
     let span = m.span();
     let last = |h: &std::collections::VecDeque<u64>| h.back().copied().unwrap_or(0);
+    // The value in the top border, the span covered in the bottom one: five charts share the
+    // width, so each title stays short.
     let spark = |title: String, data: &std::collections::VecDeque<u64>| {
         Sparkline::default()
-            .block(Block::default().borders(Borders::ALL).title(title))
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(title)
+                    .title_bottom(Line::from(format!(" {span} ")).right_aligned()),
+            )
             .data(data.iter().copied().collect::<Vec<u64>>())
             .style(Style::default().fg(Color::Cyan))
     };
     f.render_widget(
         spark(
-            format!(" Throughput {}/s, {span} ", last(&m.throughput)),
+            format!(" Throughput {}/s ", last(&m.throughput)),
             &m.throughput,
         ),
         tput,
     );
     f.render_widget(
-        spark(format!(" Depth {}, {span} ", last(&m.depth)), &m.depth),
+        spark(format!(" Depth {} ", last(&m.depth)), &m.depth),
         depth,
     );
     f.render_widget(
-        spark(format!(" Errors {}%, {span} ", last(&m.errors)), &m.errors),
+        spark(format!(" Errors {}% ", last(&m.errors)), &m.errors),
         errors,
     );
 
-    // The selected queue's own throughput history.
+    // The selected queue's own throughput and depth histories.
     if let Some(q) = m.snapshot.queues.get(app.selected) {
         let empty = std::collections::VecDeque::new();
         let h = m.queue_throughput.get(&q.stats.queue).unwrap_or(&empty);
         f.render_widget(
-            spark(format!(" {} {}/s, {span} ", q.stats.queue, last(h)), h),
+            spark(format!(" {} {}/s ", q.stats.queue, last(h)), h),
             selected,
+        );
+        let d = m.queue_depth.get(&q.stats.queue).unwrap_or(&empty);
+        f.render_widget(
+            spark(format!(" {} depth {} ", q.stats.queue, last(d)), d),
+            selected_depth,
         );
     }
 
@@ -248,25 +275,56 @@ pub fn draw(f: &mut Frame, app: &App) {
     );
     f.render_widget(wtable, workers);
 
-    let line = if let Some(b) = &app.browse {
-        Line::from(if b.details.is_some() {
-            " Esc back to the list".to_string()
-        } else {
-            format!(
-                " {} · h/l or Tab: state · j/k: move · Enter: details · Esc: back to the queues",
-                app.message.as_deref().unwrap_or("browsing")
-            )
-        })
-    } else if let Some(c) = &app.confirm {
-        Line::from(format!(" {c} [y/N]")).style(Style::default().fg(Color::Black).bg(Color::Yellow))
-    } else if app.help {
-        Line::from(" j/k or ↑/↓ move · p pause · r resume (asks first) · ? help · q/Esc quit")
-    } else {
-        Line::from(format!(
-            " {} · refresh every {} ms · ? help · q quit",
-            app.message.as_deref().unwrap_or("rediq dash"),
-            m.interval_ms
+    f.render_widget(Paragraph::new(status_line(app)), status);
+}
+
+/// Every key of the queue table (`?`).
+const QUEUES_HELP: &str = " j/k or ↑/↓ move · Enter: tasks · /: find in a queue · p pause · \
+     r resume (asks first) · ? help · q/Esc quit";
+
+/// Every key of the task browser (`?`).
+const BROWSE_HELP: &str = " h/l or Tab: state · j/k: move · PgDn/PgUp or ]/[: page · /: find · \
+     n: next find step · Enter: details · Esc: back";
+
+/// The bottom line: the `find:` line while it is open, a question to confirm, or key hints
+/// (all keys with `?`).
+fn status_line(app: &App) -> Line<'static> {
+    let message = app.message.as_deref();
+    if let Some(input) = &app.input {
+        return Line::from(format!(
+            " find: {}▏ (Enter: search {} of {} · Backspace: delete · Esc: cancel)",
+            input.text,
+            super::STATES[input.state].name(),
+            input.queue
         ))
-    };
-    f.render_widget(Paragraph::new(line), status);
+        .style(Style::default().fg(Color::Black).bg(Color::Cyan));
+    }
+    if let Some(c) = &app.confirm {
+        return Line::from(format!(" {c} [y/N]"))
+            .style(Style::default().fg(Color::Black).bg(Color::Yellow));
+    }
+    Line::from(match &app.browse {
+        Some(b) if b.details.is_some() => " Esc back to the list".to_string(),
+        Some(_) if app.help => BROWSE_HELP.into(),
+        Some(b) if b.search.is_some() => format!(
+            " {} · {}h/l: same find in another state · Enter: details · Esc: back to the pages",
+            message.unwrap_or("found"),
+            if b.search.as_ref().is_some_and(|s| s.cursor.is_some()) {
+                "n: next step · "
+            } else {
+                ""
+            }
+        ),
+        Some(_) => format!(
+            " {} · h/l: state · j/k: move · PgDn/PgUp: page · /: find · Enter: details · \
+             ? help · Esc: back",
+            message.unwrap_or("browsing")
+        ),
+        None if app.help => QUEUES_HELP.into(),
+        None => format!(
+            " {} · refresh every {} ms · ? help · q quit",
+            message.unwrap_or("rediq dash"),
+            app.model.interval_ms
+        ),
+    })
 }

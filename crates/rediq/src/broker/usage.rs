@@ -25,7 +25,8 @@ const MEMORY_SAMPLES: u32 = 5;
 /// average (buckets hold 40–100 entries each, so they differ little).
 const BUCKETS_SAMPLED: u64 = 16;
 
-/// The id index's level, split pointer and generation (absent before the first task).
+/// The id index's level, split pointer and generation (no level before the first task; no
+/// generation before the first flush).
 type IndexShape = (Option<u64>, Option<u64>, Option<u64>);
 
 /// One day's counts of a physical queue: (tasks completed, failed attempts).
@@ -76,7 +77,9 @@ impl Broker {
         // The index: its done hash, and a sample of its buckets (linear hashing: 2^l + s).
         let mut sampled = Vec::new();
         let mut buckets = 0;
-        if let (Some(l), Some(g)) = (meta.0, meta.2) {
+        if let Some(l) = meta.0 {
+            // The generation is written at the first flush; before it, it is 0.
+            let g = meta.2.unwrap_or(0);
             keys.push(k.ix_done(g));
             buckets = (1u64 << l.min(40)) + meta.1.unwrap_or(0);
             let step = buckets.div_ceil(BUCKETS_SAMPLED).max(1);
