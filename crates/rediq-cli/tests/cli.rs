@@ -194,6 +194,7 @@ async fn queue_commands_print_tables_and_json() {
         (one["queues"].as_u64(), one["pending"].as_u64()),
         (Some(1), Some(1))
     );
+    assert!(one["latency_ms"].as_u64().unwrap() > 0, "{one}");
     let out = rediq(&url, &["stats"]);
     assert!(
         out.stdout.contains("pending             4"),

@@ -487,6 +487,8 @@ async fn history_counts_each_day_and_keeps_ninety_days_and_memory_is_measured() 
         .arg(7)
         .arg("junk")
         .arg(1)
+        .arg(format!("f:{}", today - 2))
+        .arg("oops")
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -558,6 +560,7 @@ async fn history_counts_each_day_and_keeps_ninety_days_and_memory_is_measured() 
         (5, 2),
         "three days ago"
     );
+    assert_eq!(week[4].failed, 0, "a count that is no integer is skipped");
     assert!(
         week.windows(2).all(|w| w[0].date < w[1].date),
         "oldest first"
@@ -649,4 +652,34 @@ impl From<&rediq::QueueStats> for QueueStatsNoLatency {
             ..s.clone()
         })
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_unknown_where_redis_refuses_memory_usage() {
+    // A user whose ACL forbids MEMORY, on a standalone server of its own.
+    let redis = rediq::testing::RedisServer::start();
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "viewer", "on", ">pw", "~*", "&*", "+@all", "-memory",
+        ])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://viewer:pw@127.0.0.1:{}", redis.port());
+    let i = rediq::Inspector::connect(&url).await.unwrap();
+    let c = rediq::Client::builder()
+        .redis_url(&url)
+        .build()
+        .await
+        .unwrap();
+    c.enqueue(Task::builder("work").queue("acl").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(i.memory_usage("acl").await.unwrap(), None);
+    assert_eq!(i.queue_stats("acl").await.unwrap().pending, 1);
 }

@@ -227,7 +227,8 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, days: Option<u32>, json: 
         paused: !all.is_empty() && all.iter().all(|s| s.paused),
         ..QueueStats::default()
     };
-    let mut history: Vec<DailyStats> = Vec::new();
+    // Summed by date: a queue read after midnight UTC has one day more than one read before.
+    let mut by_day: std::collections::BTreeMap<_, (u64, u64)> = Default::default();
     for s in &all {
         total.pending += s.pending;
         total.active += s.active;
@@ -241,16 +242,23 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, days: Option<u32>, json: 
         total.cancelled_total += s.cancelled_total;
         total.dead_trimmed_total += s.dead_trimmed_total;
         total.partitions = s.partitions;
-        let h = i.history(&s.queue, days.unwrap_or(1)).await?;
-        if history.is_empty() {
-            history = h;
-        } else {
-            for (sum, d) in history.iter_mut().zip(h) {
-                sum.processed += d.processed;
-                sum.failed += d.failed;
-            }
+        total.latency = total.latency.max(s.latency);
+        for d in i.history(&s.queue, days.unwrap_or(1)).await? {
+            let e = by_day.entry(d.date).or_default();
+            e.0 += d.processed;
+            e.1 += d.failed;
         }
     }
+    let keep = days.unwrap_or(1) as usize;
+    let history: Vec<DailyStats> = by_day
+        .iter()
+        .skip(by_day.len().saturating_sub(keep))
+        .map(|(date, (processed, failed))| DailyStats {
+            date: *date,
+            processed: *processed,
+            failed: *failed,
+        })
+        .collect();
     let (today_done, today_failed) = history.last().map_or((0, 0), |d| (d.processed, d.failed));
     // Over every queue, a name, a pause flag and a partition count mean nothing.
     let whole = [

@@ -322,7 +322,14 @@ impl App {
                 b.tasks = found.tasks;
                 b.selected = 0;
             }
-            Err(e) => self.model.error = Some(e.to_string()),
+            Err(e) => {
+                // A first step that failed searched nothing: leave the search rather than
+                // let its title say it reached the end (the banner says why).
+                if s.step == 0 {
+                    b.search = None;
+                }
+                self.model.error = Some(e.to_string());
+            }
         }
     }
 }

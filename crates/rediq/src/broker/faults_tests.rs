@@ -290,18 +290,34 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
         );
         f.del(key).await;
     }
-    // A count of today that is no integer.
+    // A count of today that HINCRBY would refuse ("01" looks like a number but is not one
+    // to Redis), and a counter INCRBY would refuse the same way.
     let today = f.b.time_ms().await.unwrap() / 86_400_000;
-    {
-        let mut c = f.b.conn.clone();
-        let _: () = c.hset(&f.k.daily, format!("p:{today}"), "x").await.unwrap();
+    for bad in ["x", "01", "-0"] {
+        {
+            let mut c = f.b.conn.clone();
+            let _: () = c.hset(&f.k.daily, format!("p:{today}"), bad).await.unwrap();
+        }
+        corrupt(
+            f.b.complete(Q, S, &acks, keep, rand::random()).await,
+            &f.k.daily,
+            "non-integer",
+        );
+        f.del(&f.k.daily).await;
     }
+    f.set(&f.k.processed, "007").await;
     corrupt(
         f.b.complete(Q, S, &acks, keep, rand::random()).await,
-        &f.k.daily,
+        &f.k.processed,
         "non-integer",
     );
-    f.del(&f.k.daily).await;
+    f.del(&f.k.processed).await;
+    // Thousands of fields that are not ours: the day's first count drops them in slices.
+    {
+        let mut c = f.b.conn.clone();
+        let junk: Vec<(String, u8)> = (0..9000).map(|n| (format!("junk{n}"), 1)).collect();
+        let _: () = c.hset_multiple(&f.k.daily, &junk).await.unwrap();
+    }
     assert_eq!(f.active().await, 50);
     assert_eq!(f.card(&f.k.completed).await, 0);
 
@@ -317,6 +333,8 @@ async fn complete_leaves_every_task_active_when_a_key_is_corrupt() {
     let processed: u64 = c.get(&f.k.processed).await.unwrap();
     assert_eq!(processed, 50, "refused calls counted nothing");
     assert_eq!(f.b.daily(Q).await.unwrap()[&today], (50, 0));
+    let fields: u64 = c.hlen(&f.k.daily).await.unwrap();
+    assert_eq!(fields, 1, "only today's count is left");
 }
 
 #[tokio::test]

@@ -34,23 +34,34 @@ pub(crate) type DayCounts = (u64, u64);
 
 impl Broker {
     /// The per-day counts of one physical queue, by day since 1970-01-01 UTC (Redis clock).
-    /// A field that is not ours is skipped (the next day's first count drops it).
+    /// A field that is not ours is skipped (the next day's first count drops it); a count
+    /// that is not an integer is logged and skipped, so one damaged queue does not hide the
+    /// others' history (its scripts refuse to count into it, naming the key).
     pub async fn daily(&self, queue: &str) -> Result<HashMap<u64, DayCounts>> {
+        let key = &QueueKeys::new(queue).daily;
         let mut c = self.conn.clone();
-        let raw: HashMap<String, u64> = c.hgetall(&QueueKeys::new(queue).daily).await?;
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(key).await?;
         let mut out: HashMap<u64, DayCounts> = HashMap::new();
         for (field, n) in raw {
-            let Some((kind, day)) = field.split_once(':') else {
+            let field = String::from_utf8_lossy(&field);
+            let Some((kind @ ("p" | "f"), day)) = field.split_once(':') else {
                 continue;
             };
             let Ok(day) = day.parse::<u64>() else {
                 continue;
             };
+            let Some(n) = std::str::from_utf8(&n)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                tracing::warn!(key = %key, field = %field, "a daily count is not an integer; skipped");
+                continue;
+            };
             let e = out.entry(day).or_default();
-            match kind {
-                "p" => e.0 += n,
-                "f" => e.1 += n,
-                _ => {}
+            if kind == "p" {
+                e.0 += n;
+            } else {
+                e.1 += n;
             }
         }
         Ok(out)
@@ -98,10 +109,16 @@ impl Broker {
         }
         let sizes: Vec<Option<u64>> = match pipe.query_async(&mut c).await {
             Ok(v) => v,
-            // A reply that is an error (unknown or forbidden command), not a lost connection.
-            Err(e) if e.code().is_some() => return Ok(None),
+            Err(e) if refused(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        if sizes.len() != keys.len() + sampled.len() {
+            return Err(crate::Error::Serialization(format!(
+                "{} replies to {} MEMORY USAGE calls",
+                sizes.len(),
+                keys.len() + sampled.len()
+            )));
+        }
         let (fixed, sample) = sizes.split_at(keys.len());
         let mut total: u64 = fixed.iter().flatten().sum();
         if !sample.is_empty() {
@@ -109,5 +126,17 @@ impl Broker {
             total += measured * buckets / sample.len() as u64;
         }
         Ok(Some(total))
+    }
+}
+
+/// Whether Redis refused `MEMORY USAGE` itself (unknown or renamed command, or forbidden by an
+/// ACL), rather than failing for a reason that passes (loading, a failover).
+fn refused(e: &redis::RedisError) -> bool {
+    match e.code() {
+        Some("NOPERM") => true,
+        Some("ERR") => e
+            .detail()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("unknown command")),
+        _ => false,
     }
 }

@@ -39,7 +39,7 @@ if ARGV[6] ~= '0' then
   bands_check(bands)
   local n = rcall('HGET', KEYS[4], ARGV[7])
   -- At most 18 digits: HINCRBY would also refuse a count that overflows.
-  if n and not (#n <= 18 and string.find(n, '^%-?%d+$')) then
+  if n and not is_count(n) then
     corrupt(KEYS[4], 'holds a non-integer count for ' .. ARGV[7])
   end
 end

@@ -69,7 +69,7 @@ end
 -- else).
 local function check_enqueued()
   local v = rcall('HGET', KEYS[8], ARGV[7])
-  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+  if v and not is_count(v) then
     corrupt(KEYS[8], 'holds a non-integer value for ' .. ARGV[7])
   end
 end

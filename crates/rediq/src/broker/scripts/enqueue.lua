@@ -106,7 +106,7 @@ do
   for j = 1, #counts do fields[j] = ARGV[types + j * 2 - 1] end
   local have = rcall('HMGET', KEYS[3], unpack(fields))
   for j = 1, #counts do
-    if have[j] and not (#have[j] <= 18 and string.find(have[j], '^%-?%d+$')) then
+    if have[j] and not is_count(have[j]) then
       corrupt(KEYS[3], 'holds a non-integer count for ' .. fields[j])
     end
   end

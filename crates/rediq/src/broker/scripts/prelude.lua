@@ -41,10 +41,17 @@ local function want(key, t)
   end
 end
 
+-- Whether INCRBY/HINCRBY accept v as a count: an integer as Redis writes one (no sign but
+-- '-', no leading zero: Redis refuses '01' and '-0'), at most 18 digits so that adding a
+-- batch cannot overflow.
+local function is_count(v)
+  return #v <= 18 and (v == '0' or string.find(v, '^%-?[1-9]%d*$') ~= nil)
+end
+
 -- Raises unless the key is absent or a counter INCRBY accepts.
 local function counter(key)
   local v = rcall('GET', key)
-  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+  if v and not is_count(v) then
     corrupt(key, 'holds a non-integer value')
   end
 end
@@ -61,7 +68,7 @@ local function day_of(ms) return math.floor(ms / 86400000) end
 -- called before a script's first destructive step.
 local function daily_check(key, kind, day)
   local v = rcall('HGET', key, kind .. ':' .. day)
-  if v and not (#v <= 18 and string.find(v, '^%-?%d+$')) then
+  if v and not is_count(v) then
     corrupt(key, 'holds a non-integer count for ' .. kind .. ':' .. day)
   end
 end
@@ -70,10 +77,17 @@ end
 local function daily_add(key, kind, day, n)
   if redis_call('HINCRBY', key, kind .. ':' .. day, n) ~= n then return end
   -- The day's first count: forget the days past the retention (and any field not ours).
+  -- In slices: unpack of thousands of fields (a hash someone else filled) would raise.
   local old = {}
   for _, f in ipairs(redis_call('HKEYS', key)) do
     local d = tonumber(str_sub(f, 3))
-    if not d or d <= day - DAILY_KEEP then old[#old + 1] = f end
+    if not d or d <= day - DAILY_KEEP then
+      old[#old + 1] = f
+      if #old == 500 then
+        redis_call('HDEL', key, unpack(old))
+        old = {}
+      end
+    end
   end
   if #old > 0 then redis_call('HDEL', key, unpack(old)) end
 end
