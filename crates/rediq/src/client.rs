@@ -429,6 +429,12 @@ impl Client {
         self.inspector().partition_queue(queue, partitions).await
     }
 
+    /// Sets a queue's flow-control limits (see [`Inspector::set_queue_limits`] and
+    /// [`QueueLimits`](crate::QueueLimits)).
+    pub async fn set_queue_limits(&self, queue: &str, limits: &crate::QueueLimits) -> Result<()> {
+        self.inspector().set_queue_limits(queue, limits).await
+    }
+
     /// Pauses a queue (see [`Inspector::pause_queue`]).
     pub async fn pause_queue(&self, queue: &str) -> Result<()> {
         self.inspector().pause_queue(queue).await

@@ -30,6 +30,10 @@ pub(crate) struct QueueKeys {
     pub wake: String,
     pub processed: String,
     pub failed: String,
+    /// Flow-control limits (hash; see `limits.rs`).
+    pub limits: String,
+    /// The rate limit's token bucket (`tokens|Unix ms`, see fetch.lua).
+    pub rate: String,
     /// Completions and failed attempts per day, the last 90 days (hash; prelude.lua,
     /// `daily_add`).
     pub daily: String,
@@ -113,6 +117,8 @@ impl QueueKeys {
             processed: k("stat:processed"),
             failed: k("stat:failed"),
             daily: k("stat:daily"),
+            limits: k("limits"),
+            rate: k("rate"),
             dead_trimmed: k("stat:dead_trimmed"),
             paused: k("paused"),
             cancelled: k("stat:cancelled"),
@@ -174,7 +180,7 @@ impl QueueKeys {
 
     /// Every key of the queue whose name is fixed (the rest: band lists, active hashes and
     /// receipts per server, index buckets and done hashes per generation, unique-key locks).
-    pub fn fixed(&self) -> [&str; 34] {
+    pub fn fixed(&self) -> [&str; 36] {
         [
             &self.bands,
             &self.foreign,
@@ -189,6 +195,8 @@ impl QueueKeys {
             &self.processed,
             &self.failed,
             &self.daily,
+            &self.limits,
+            &self.rate,
             &self.dead_trimmed,
             &self.paused,
             &self.cancelled,

@@ -106,8 +106,9 @@ impl Broker {
         timeout: Duration,
     ) -> Result<Waited> {
         let k = QueueKeys::new(queue);
+        let holders = self.holders.get(queue);
         let call = self.band_call(queue, &k, &SCRIPTS.fetch, |inv| {
-            fetch_args(inv, &k, server, n, lease)
+            fetch_args(inv, &k, server, n, lease, &holders)
         });
         // Never 0: BZPOPMIN 0 waits forever.
         let timeout = timeout.clamp(Duration::from_millis(1), MAX_BLOCK);

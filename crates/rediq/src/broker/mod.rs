@@ -44,6 +44,8 @@ mod index;
 pub(crate) use deps::MAX_DEPENDENCIES;
 pub(crate) mod keys;
 mod leases;
+mod limits;
+pub use limits::{QueueLimits, RateLimit};
 pub(crate) mod outbox;
 mod partitions;
 pub(crate) use partitions::logical;
@@ -196,6 +198,8 @@ pub(crate) struct Broker {
     durability: Option<(u32, Duration)>,
     /// The partitioned queues, as last read.
     parts: partitions::PartitionCache,
+    /// The servers holding leases per queue, as the last limited fetch named them.
+    holders: limits::HolderCache,
 }
 
 /// How long completion records are kept, so a task may depend on one that already completed.
@@ -260,6 +264,7 @@ impl Broker {
             finished: Default::default(),
             durability: None,
             parts: Default::default(),
+            holders: Default::default(),
         })
     }
 
@@ -327,6 +332,7 @@ impl Broker {
             finished: self.finished.clone(),
             durability: self.durability,
             parts: self.parts.clone(),
+            holders: self.holders.clone(),
         })
     }
 

@@ -66,6 +66,8 @@ pub(crate) struct Fetched {
     /// Why setting the rest of them aside failed, if it did: they stay in the foreign list
     /// (the janitor tries again), and the caller backs off this queue as after a failed fetch.
     pub bury_error: Option<Error>,
+    /// The queue's limits (concurrency, rate) allow nothing now: ask again after this long.
+    pub held_for: Option<Duration>,
 }
 
 /// A successful task to acknowledge.
@@ -211,12 +213,28 @@ impl Broker {
         lease: Duration,
     ) -> Result<Option<Fetched>> {
         let k = QueueKeys::new(queue);
-        let v: Value = self
-            .with_bands(queue, &k, &SCRIPTS.fetch, Bands::Seen(0), |inv| {
-                fetch_args(inv, &k, server, n, lease)
-            })
-            .await?;
-        self.fetched_from(queue, v).await
+        // Under a concurrency limit the script counts every live holder's tasks and names them
+        // when the call lacked one (HOLDERS): at most a few rounds while servers come and go.
+        for _ in 0..8 {
+            let holders = self.holders.get(queue);
+            let v: std::result::Result<Value, Error> = self
+                .with_bands(queue, &k, &SCRIPTS.fetch, Bands::Seen(0), |inv| {
+                    fetch_args(inv, &k, server, n, lease, &holders)
+                })
+                .await;
+            match v {
+                Err(Error::Redis(e)) => match super::limits::holders_named(&e) {
+                    Some(named) => self.holders.set(queue, named),
+                    None => return Err(Error::Redis(e)),
+                },
+                Err(e) => return Err(e),
+                Ok(v) => return self.fetched_from(queue, v).await,
+            }
+        }
+        Err(Error::Corrupt {
+            key: k.leases.clone(),
+            reason: "fetches kept naming servers they were given".into(),
+        })
     }
 
     /// Reads fetch.lua's reply (setting aside the foreign members it names).
@@ -226,6 +244,18 @@ impl Broker {
         };
         if parts.is_empty() {
             return Ok(None);
+        }
+        // {"L", ms}: the queue's limits allow nothing now; try again in about that long.
+        if parts.len() == 2 && matches!(&parts[0], Value::BulkString(b) if b == b"L") {
+            let ms: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil))
+                .map_err(|e| Error::Serialization(format!("fetch.lua reply: {e}")))?;
+            return Ok(Some(Fetched {
+                token: 0,
+                records: Vec::new(),
+                buried: 0,
+                bury_error: None,
+                held_for: Some(Duration::from_millis(ms)),
+            }));
         }
         let (mut buried, mut bury_error) = (0, None);
         if parts.len() == 3 {
@@ -252,6 +282,7 @@ impl Broker {
             records,
             buried,
             bury_error,
+            held_for: None,
         }))
     }
 
@@ -503,14 +534,31 @@ impl Broker {
 }
 
 /// The keys and arguments of a fetch.lua call (before its band block).
-pub(super) fn fetch_args(inv: &mut Call, k: &QueueKeys, server: &str, n: usize, lease: Duration) {
+pub(super) fn fetch_args(
+    inv: &mut Call,
+    k: &QueueKeys,
+    server: &str,
+    n: usize,
+    lease: Duration,
+    holders: &[String],
+) {
     inv.key(&k.foreign)
         .key(&k.leases)
         .key(k.active(server))
         .key(&k.token)
         .key(&k.wake)
         .key(&k.paused)
-        .arg(n)
+        .key(&k.limits)
+        .key(&k.rate);
+    let others: Vec<&String> = holders.iter().filter(|h| *h != server).collect();
+    for h in &others {
+        inv.key(k.active(h));
+    }
+    inv.arg(n)
         .arg(lease.as_millis() as u64)
-        .arg(server);
+        .arg(server)
+        .arg(others.len());
+    for h in others {
+        inv.arg(h);
+    }
 }

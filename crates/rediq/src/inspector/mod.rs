@@ -2,6 +2,7 @@
 //! (by text or id, in bounded steps) and one task's details are in `lookup.rs`; a queue's
 //! history per day and its memory in `usage.rs`.
 
+mod limits;
 mod lookup;
 mod usage;
 pub use lookup::{Found, Lease, TaskDetails, MAX_FIND_SCAN};

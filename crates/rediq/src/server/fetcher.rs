@@ -114,6 +114,9 @@ impl Hand<'_> {
             Some(e) => health.failed(q, ctx.queue_name(q), &e),
             None => health.succeeded(q, ctx.queue_name(q)),
         }
+        if let Some(wait) = batch.as_ref().and_then(|b| b.held_for) {
+            health.hold(q, wait);
+        }
         // Garbage the fetch moved to the dead-letter queue is dead-lettered like an
         // undecodable record a worker kills, and counted the same way.
         if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {
@@ -317,6 +320,13 @@ impl Health {
         }
         self.failures[q] = 0;
         self.retry_at[q] = None;
+    }
+
+    /// The queue's limits (concurrency, rate) allow nothing now: skip it for `wait`, as a
+    /// queue in backoff is skipped, without counting a failure. Its tasks stay pending and
+    /// occupy no slot; the other queues are served meanwhile.
+    fn hold(&mut self, q: usize, wait: Duration) {
+        self.retry_at[q] = Some(Instant::now() + wait);
     }
 
     /// Time until the next queue in backoff is due, if any is.

@@ -8,12 +8,27 @@
 -- KEYS[4] token counter   (one fencing token per fetch; every delivery of a task gets a new one)
 -- KEYS[5] wake marker zset
 -- KEYS[6] paused flag (while it exists the queue hands out nothing)
+-- KEYS[7] limits hash     (fields `concurrency`, `rate`, `period_ms`; see broker/limits.rs)
+-- KEYS[8] rate bucket     (string "tokens|Unix ms": the rate limit's token bucket)
+-- KEYS[9 .. 8+h] the active hashes of the other servers holding a lease on the queue, as the
+--         caller last knew them (only read under a concurrency limit)
 -- then    the band block (bands.lua): every band of the bands zset must be in it
 --
 -- ARGV[1] N, the most tasks to take
 -- ARGV[2] lease duration in ms
 -- ARGV[3] server id
--- ARGV[4] the band block's descriptor
+-- ARGV[4] h, then h server ids (ARGV[5 .. 4+h]), the owners of KEYS[9 .. 8+h] in order
+-- then    the band block's descriptor
+--
+-- Limits (flow control): with a concurrency limit C, at most C tasks of the queue are leased
+-- at once across every server whose lease has not lapsed (a lapsed server's tasks are being
+-- taken back: its slots count no more). The script counts them itself, HLEN of each live
+-- holder's active hash, so the check and the lease are one atomic step and exact under races;
+-- a live holder whose active hash the caller did not pass fails the call with
+-- "HOLDERS id ..." (every live holder) before anything is written, and the caller calls again
+-- with them. With a rate limit of R per P ms, a token bucket (R/P tokens per ms, holding at
+-- most max(1, R/10)) allows one start per token, across every server. When the limits allow
+-- nothing while tasks wait, the reply is {"L", ms}: try again in about that long.
 --
 -- Tasks are taken from the head of the lowest band first (priority 0 runs first), then the
 -- next band, until N. The lease belongs to the server, not to each task: one ZADD per fetch
@@ -37,8 +52,45 @@ local b = bands_open(#KEYS, #ARGV)
 local live = bands_all_live(b)
 if #live == 0 then return {} end
 
--- Read (LRANGE) band after band; nothing leaves a band before every check has passed.
 local need = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms')
+local conc, rate, period = tonumber(lim[1]), tonumber(lim[2]), tonumber(lim[3])
+local bucket
+if conc then
+  local h = tonumber(ARGV[4])
+  local passed = {}
+  for i = 1, h do passed[ARGV[4 + i]] = KEYS[8 + i] end
+  local holders = rcall('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local running, missing, alive = rcall('HLEN', KEYS[3]), false, {}
+  for i = 1, #holders, 2 do
+    local id = holders[i]
+    if id ~= ARGV[3] and tonumber(holders[i + 1]) > now then
+      alive[#alive + 1] = id
+      if passed[id] then running = running + rcall('HLEN', passed[id]) else missing = true end
+    end
+  end
+  if missing then error({ err = 'HOLDERS ' .. table.concat(alive, ' ') }) end
+  if conc - running < need then need = conc - running end
+  -- Nothing to lease until a running task ends: poll again shortly.
+  if need < 1 then return { 'L', 50 } end
+end
+if rate and period and rate > 0 and period > 0 then
+  local cap = math.max(1, math.floor(rate / 10))
+  local tokens, last = cap, now
+  local v = rcall('GET', KEYS[8])
+  if v then
+    local tk, at = string.match(v, '^([%d.]+)|(%d+)$')
+    if tk then tokens, last = tonumber(tk), tonumber(at) end
+  end
+  tokens = math.min(cap, tokens + math.max(0, now - last) * rate / period)
+  if math.floor(tokens) < need then need = math.floor(tokens) end
+  if need < 1 then return { 'L', math.max(1, math.ceil((1 - tokens) * period / rate)) } end
+  bucket = tokens
+end
+
+-- Read (LRANGE) band after band; nothing leaves a band before every check has passed.
 local out, taken, last = {}, {}, 0
 for i = 1, #live do
   local p = live[i]
@@ -71,8 +123,7 @@ end
 if foreign then want(KEYS[1], 'list') end
 
 local token = rcall('INCR', KEYS[4])
-local t = redis.call('TIME')
-rcall('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]), ARGV[3])
+rcall('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 local prefix = string.format('%016d', token) .. '|'
 local active = {}
 for i = 1, #leased do
@@ -80,7 +131,11 @@ for i = 1, #leased do
   active[2 * i] = prefix .. leased[i]
 end
 if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end
--- Nothing below can fail: the bands were read as lists above.
+-- Nothing below can fail: the bands were read as lists above (SET replaces any type).
+if bucket then
+  redis.call('SET', KEYS[8], string.format('%.6f', bucket - #leased) .. '|' .. now,
+    'PX', math.max(1000, 2 * period))
+end
 for i = 1, #taken do
   local p, n, emptied = taken[i][1], taken[i][2], taken[i][3]
   if n > 0 then redis.call('LTRIM', b.keys[p], n, -1) end

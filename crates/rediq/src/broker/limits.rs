@@ -1,0 +1,163 @@
+//! Flow control kept in Redis: a queue's limits, which every server's fetch reads, and the
+//! servers holding leases on it, which a fetch under a concurrency limit counts.
+//!
+//! The limits live in `rediq:{q}:limits` (fields `concurrency`, `rate`, `period_ms`) so that
+//! they change without a restart and every server sees the same; fetch.lua reads them on every
+//! call (one `HMGET`) and enforces them in the same atomic step that leases the tasks. The
+//! rate limit's token bucket is `rediq:{q}:rate`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::keys::QueueKeys;
+use super::Broker;
+use crate::{Error, Result};
+
+/// A queue's flow-control limits, kept in Redis and enforced by every server's fetch.
+///
+/// ```no_run
+/// # async fn demo(inspector: rediq::Inspector) -> rediq::Result<()> {
+/// use std::time::Duration;
+/// use rediq::{QueueLimits, RateLimit};
+/// // At most 5 `payments` tasks run at once, and at most 100 start per second, across every
+/// // server of the queue.
+/// let limits = QueueLimits {
+///     concurrency: Some(5),
+///     rate: Some(RateLimit { count: 100, period: Duration::from_secs(1) }),
+/// };
+/// inspector.set_queue_limits("payments", &limits).await?;
+/// assert_eq!(inspector.queue_limits("payments").await?, limits);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// At most this many of the queue's tasks leased (running, or about to) at once, across
+    /// every server whose lease has not lapsed. `None`: no limit.
+    pub concurrency: Option<u32>,
+    /// At most `count` task starts per `period`, across every server. `None`: no limit.
+    pub rate: Option<RateLimit>,
+}
+
+/// A rate: at most `count` task starts per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts allowed per period (at least 1).
+    pub count: u32,
+    /// The period (at least 1 ms).
+    pub period: Duration,
+}
+
+impl QueueLimits {
+    /// Refuses a zero concurrency, a zero count or a period under 1 ms, naming the value.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.concurrency == Some(0) {
+            return Err(Error::Validation {
+                what: "concurrency limit",
+                reason: "0 would run nothing; use pause_queue to stop a queue".into(),
+            });
+        }
+        if let Some(r) = self.rate {
+            if r.count == 0 || r.period < Duration::from_millis(1) {
+                return Err(Error::Validation {
+                    what: "rate limit",
+                    reason: format!(
+                        "{} per {:?}: needs at least 1 start per period of at least 1 ms",
+                        r.count, r.period
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.concurrency.is_none() && self.rate.is_none()
+    }
+}
+
+/// The servers holding a lease on each queue, as the last fetch under a concurrency limit
+/// named them (fetch.lua's `HOLDERS` answer).
+#[derive(Debug, Default, Clone)]
+pub(super) struct HolderCache(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+impl HolderCache {
+    pub fn get(&self, queue: &str) -> Vec<String> {
+        // A poisoned lock only means another thread panicked while inserting a finished value.
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(queue).cloned().unwrap_or_default()
+    }
+
+    pub fn set(&self, queue: &str, holders: Vec<String>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded by the queues this process fetches from.
+        m.insert(queue.to_string(), holders);
+    }
+}
+
+/// The live holders a `HOLDERS` error names, or `None` for any other error.
+pub(super) fn holders_named(e: &redis::RedisError) -> Option<Vec<String>> {
+    if e.code() != Some("HOLDERS") {
+        return None;
+    }
+    let detail = e.detail().unwrap_or_default();
+    // Redis appends where the script raised; server ids never contain it.
+    let detail = detail.rsplit_once(" script: ").map_or(detail, |(d, _)| d);
+    Some(detail.split_whitespace().map(str::to_string).collect())
+}
+
+impl Broker {
+    /// Writes a queue's limits (one atomic step: fields not set are removed).
+    pub async fn set_limits(&self, queue: &str, limits: &QueueLimits) -> Result<()> {
+        limits.validate()?;
+        let k = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&k.limits);
+        if let Some(c) = limits.concurrency {
+            pipe.hset(&k.limits, "concurrency", c);
+        }
+        if let Some(r) = limits.rate {
+            pipe.hset(&k.limits, "rate", r.count).hset(
+                &k.limits,
+                "period_ms",
+                r.period.as_millis() as u64,
+            );
+        }
+        // A new rate starts from a full bucket.
+        pipe.del(&k.rate);
+        let mut c = self.conn.clone();
+        let _: () = pipe.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// A queue's limits as kept in Redis (a field that does not parse is `Error::Corrupt`).
+    pub async fn limits(&self, queue: &str) -> Result<QueueLimits> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let (conc, rate, period): (Option<String>, Option<String>, Option<String>) = c
+            .hmget(&k.limits, &["concurrency", "rate", "period_ms"])
+            .await?;
+        let bad = |field: &str, v: &str| Error::Corrupt {
+            key: k.limits.clone(),
+            reason: format!("field {field} holds {v:?}, not a positive integer"),
+        };
+        let num = |field: &str, v: Option<String>| -> Result<Option<u64>> {
+            match v {
+                None => Ok(None),
+                Some(v) => v.parse::<u64>().map(Some).map_err(|_| bad(field, &v)),
+            }
+        };
+        let concurrency = num("concurrency", conc)?.map(|c| u32::try_from(c).unwrap_or(u32::MAX));
+        let rate = match (num("rate", rate)?, num("period_ms", period)?) {
+            (Some(count), Some(ms)) => Some(RateLimit {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                period: Duration::from_millis(ms),
+            }),
+            _ => None,
+        };
+        Ok(QueueLimits { concurrency, rate })
+    }
+}

@@ -1,0 +1,246 @@
+//! Flow control against real Redis (on the topology `REDIQ_TEST_TOPOLOGY` names): a queue's
+//! concurrency limit holds across several servers and gives a crashed server's slots back when
+//! its lease lapses; a rate limit paces starts across servers; limits are validated, kept in
+//! Redis and read back.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rediq::{QueueLimits, RateLimit, Task};
+use support::*;
+
+/// Counts the handlers running now and the most that ever ran at once, and records when each
+/// task started (outside Rediq, as the handler sees it).
+#[derive(Default)]
+struct Probe {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    done: AtomicUsize,
+    starts: Mutex<Vec<Instant>>,
+}
+
+fn probing(probe: &Arc<Probe>, hold: Duration) -> rediq::processor::Mux {
+    let probe = probe.clone();
+    mux_with("work", move |_t: Task| {
+        let p = probe.clone();
+        async move {
+            p.starts.lock().unwrap().push(Instant::now());
+            let now = p.running.fetch_add(1, Ordering::SeqCst) + 1;
+            p.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(hold).await;
+            p.running.fetch_sub(1, Ordering::SeqCst);
+            p.done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+}
+
+async fn fill(env: &Env, queue: &str, n: usize) {
+    let tasks: Vec<Task> = (0..n)
+        .map(|_| Task::builder("work").queue(queue).build().unwrap())
+        .collect();
+    for chunk in tasks.chunks(500) {
+        env.client.enqueue_batch(chunk.to_vec()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrency_limit_holds_across_servers() {
+    let env = Env::new().await;
+    let limit = QueueLimits {
+        concurrency: Some(3),
+        rate: None,
+    };
+    env.client.set_queue_limits("api", &limit).await.unwrap();
+    fill(&env, "api", 45).await;
+    let probe = Arc::new(Probe::default());
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(
+            start(
+                env.server().queues(&["api"]).concurrency(10),
+                probing(&probe, Duration::from_millis(60)),
+            )
+            .await,
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            probe.done.load(Ordering::SeqCst) == 45
+        })
+        .await,
+        "all ran: {}",
+        probe.done.load(Ordering::SeqCst)
+    );
+    let most = probe.most.load(Ordering::SeqCst);
+    assert_eq!(most, 3, "never more than the limit, and the limit is used");
+    for s in servers {
+        s.shutdown().await;
+    }
+    assert_eq!(
+        env.inspector
+            .queue_stats("api")
+            .await
+            .unwrap()
+            .processed_total,
+        45
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_servers_slots_come_back_when_its_lease_lapses() {
+    let env = Env::new().await;
+    let limit = QueueLimits {
+        concurrency: Some(2),
+        rate: None,
+    };
+    env.inspector.set_queue_limits("api", &limit).await.unwrap();
+    fill(&env, "api", 6).await;
+    // A server that died holding two tasks: its lease runs 1.5 s more, its active hash holds
+    // two entries (written by hand: a dead process cannot be asked to fetch).
+    let mut raw = env.raw().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+    let lapses = secs * 1000 + micros / 1000 + 1500;
+    let _: () = redis::cmd("ZADD")
+        .arg("rediq:{api}:leases")
+        .arg(lapses)
+        .arg("ghost:1:dead")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("rediq:{api}:active:ghost:1:dead")
+        .arg("aaaaaaaaaaaaaaaa")
+        .arg("0000000000000001|x")
+        .arg("bbbbbbbbbbbbbbbb")
+        .arg("0000000000000001|y")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let set_up = Instant::now();
+    let probe = Arc::new(Probe::default());
+    let heir = start(
+        env.server().queues(&["api"]).concurrency(5),
+        probing(&probe, Duration::from_millis(10)),
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            probe.done.load(Ordering::SeqCst) == 6
+        })
+        .await,
+        "the heir ran every task once the dead server's slots came back"
+    );
+    let first = probe.starts.lock().unwrap()[0];
+    assert!(
+        first.duration_since(set_up) >= Duration::from_millis(1200),
+        "no slot while the dead server's lease held: {:?}",
+        first.duration_since(set_up)
+    );
+    assert!(probe.most.load(Ordering::SeqCst) <= 2);
+    heir.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_paces_starts_across_servers() {
+    let env = Env::new().await;
+    let limit = QueueLimits {
+        concurrency: None,
+        rate: Some(RateLimit {
+            count: 40,
+            period: Duration::from_secs(1),
+        }),
+    };
+    env.client.set_queue_limits("mail", &limit).await.unwrap();
+    fill(&env, "mail", 1000).await;
+    let probe = Arc::new(Probe::default());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(
+            start(
+                env.server().queues(&["mail"]).concurrency(20),
+                probing(&probe, Duration::ZERO),
+            )
+            .await,
+        );
+    }
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for s in servers {
+        s.shutdown().await;
+    }
+    let starts = probe.starts.lock().unwrap().clone();
+    let within = starts
+        .iter()
+        .filter(|t| t.duration_since(began) <= Duration::from_secs(5))
+        .count();
+    // 40 a second for 5 s, ± 10 %.
+    assert!(
+        (180..=220).contains(&within),
+        "{within} starts in 5 s at 40/s"
+    );
+}
+
+#[tokio::test]
+async fn limits_are_validated_kept_and_read_back() {
+    let env = Env::new().await;
+    let i = &env.inspector;
+    assert_eq!(i.queue_limits("q").await.unwrap(), QueueLimits::default());
+    let both = QueueLimits {
+        concurrency: Some(7),
+        rate: Some(RateLimit {
+            count: 100,
+            period: Duration::from_millis(1500),
+        }),
+    };
+    i.set_queue_limits("q", &both).await.unwrap();
+    assert_eq!(i.queue_limits("q").await.unwrap(), both);
+    let fewer = QueueLimits {
+        concurrency: None,
+        ..both
+    };
+    env.client.set_queue_limits("q", &fewer).await.unwrap();
+    assert_eq!(i.queue_limits("q").await.unwrap(), fewer);
+    i.set_queue_limits("q", &QueueLimits::default())
+        .await
+        .unwrap();
+    assert!(i.queue_limits("q").await.unwrap().is_empty());
+
+    let zero = QueueLimits {
+        concurrency: Some(0),
+        rate: None,
+    };
+    let e = i
+        .set_queue_limits("q", &zero)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("concurrency limit") && e.contains("pause_queue"),
+        "{e}"
+    );
+    let no_rate = QueueLimits {
+        concurrency: None,
+        rate: Some(RateLimit {
+            count: 0,
+            period: Duration::from_secs(1),
+        }),
+    };
+    let e = i
+        .set_queue_limits("q", &no_rate)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("0 per 1s"), "{e}");
+    assert!(i.set_queue_limits("bad queue", &both).await.is_err());
+    env.client.partition_queue("wide", 2).await.unwrap();
+    let e = i
+        .set_queue_limits("wide", &both)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("partitioned queue \"wide\""), "{e}");
+}
