@@ -112,6 +112,14 @@ pub enum Error {
         /// Whether the task may be retried.
         retryable: bool,
     },
+    /// The handler was told to slow down by the service it called (a quota, HTTP 429): the
+    /// task goes back to wait `retry_after` without using an attempt or counting as a failure.
+    /// Made with [`Error::rate_limited`].
+    #[error("rate limited; trying again in {retry_after:?}")]
+    RateLimited {
+        /// How long the task waits before it runs again.
+        retry_after: Duration,
+    },
     /// No handler is registered for the task's type.
     #[error("no handler registered for type {0}")]
     NoHandler(String),
@@ -149,6 +157,20 @@ impl Error {
             message: message.into(),
             retryable: true,
         }
+    }
+
+    /// The service the handler called said "slow down" (a quota, HTTP 429 with `Retry-After`):
+    /// the task goes back and runs again after `retry_after`, without using an attempt, without
+    /// counting as a failure, and without a retry backoff.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rediq::Error;
+    /// let e = Error::rate_limited(Duration::from_secs(30));
+    /// assert!(e.to_string().contains("30s"));
+    /// ```
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Error::RateLimited { retry_after }
     }
 
     /// A permanent handler failure: the task goes to the dead-letter queue without retries.

@@ -244,3 +244,59 @@ async fn limits_are_validated_kept_and_read_back() {
         .to_string();
     assert!(e.contains("partitioned queue \"wide\""), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limited_handler_sends_its_task_back_without_using_an_attempt() {
+    let env = Env::new().await;
+    let runs: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+    let r = runs.clone();
+    let mux = mux_with("work", move |t: Task| {
+        let r = r.clone();
+        async move {
+            let first = {
+                let mut runs = r.lock().unwrap();
+                runs.push((Instant::now(), t.attempt()));
+                runs.len() <= 2
+            };
+            if first {
+                Err(rediq::Error::rate_limited(Duration::from_millis(400)))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    env.client
+        .enqueue(
+            Task::builder("work")
+                .queue("quota")
+                .max_retry(0)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let server = start(env.server().queues(&["quota"]), mux).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            env.inspector
+                .queue_stats("quota")
+                .await
+                .unwrap()
+                .processed_total
+                == 1
+        })
+        .await,
+        "done after being told to slow down twice, though it may not retry at all"
+    );
+    server.shutdown().await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "{runs:?}");
+    for w in runs.windows(2) {
+        assert!(w[1].0.duration_since(w[0].0) >= Duration::from_millis(380));
+    }
+    let s = env.inspector.queue_stats("quota").await.unwrap();
+    assert_eq!((s.failed_total, s.dead, s.retry), (0, 0, 0));
+    let today = env.inspector.history("quota", 1).await.unwrap();
+    assert_eq!((today[0].processed, today[0].failed), (1, 0));
+}

@@ -370,6 +370,23 @@ impl Broker {
         record: &[u8],
         backoff: Duration,
     ) -> Result<bool> {
+        self.retry_after(queue, server, id, token, record, backoff, true)
+            .await
+    }
+
+    /// Like [`Broker::retry`]; `failed: false` (the handler was rate limited) counts no
+    /// failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retry_after(
+        &self,
+        queue: &str,
+        server: &str,
+        id: &[u8],
+        token: u64,
+        record: &[u8],
+        backoff: Duration,
+        failed: bool,
+    ) -> Result<bool> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
         let r: i64 = SCRIPTS
@@ -382,6 +399,7 @@ impl Broker {
             .arg(token_text(token))
             .arg(record)
             .arg(backoff.as_millis() as u64)
+            .arg(if failed { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
         Ok(r == 1)

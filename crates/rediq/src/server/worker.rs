@@ -173,7 +173,8 @@ async fn execute(
             Step::Ran(Ok(())) => Outcome::Succeeded,
             Step::Ran(Err(error)) => Outcome::Failed {
                 error,
-                will_retry: error.is_retryable() && task.retry_cnt < task.options.max_retry,
+                will_retry: matches!(error, Error::RateLimited { .. })
+                    || (error.is_retryable() && task.retry_cnt < task.options.max_retry),
             },
             Step::Skipped(reason) => Outcome::Skipped { reason },
             Step::ShutDown => Outcome::Interrupted,
@@ -214,6 +215,18 @@ async fn execute(
             if acks.send(done).await.is_err() {
                 tracing::warn!(task = %task.id, "acker gone; the lease will expire and the task run again");
             }
+        }
+        Step::Ran(Err(Error::RateLimited { retry_after })) => {
+            Box::pin(slow_down(
+                ctx,
+                queue,
+                &id,
+                token,
+                &task,
+                retry_after,
+                trace.as_deref(),
+            ))
+            .await
         }
         Step::Ran(Err(e)) => {
             Box::pin(fail(
@@ -362,6 +375,42 @@ async fn fail(
             settled.count(m, &m.dead);
         }
     }
+}
+
+/// The handler was told to slow down: the task waits `retry_after` in the retry set, its
+/// record unchanged (no attempt used, no last error), counted as no failure.
+async fn slow_down(
+    ctx: &Ctx,
+    queue: usize,
+    id: &[u8],
+    token: u64,
+    task: &Task,
+    retry_after: Duration,
+    trace: Option<&str>,
+) {
+    let qname = ctx.queue_name(queue);
+    let record = match record::encode_traced(task, trace) {
+        Ok(r) => r,
+        Err(e) => {
+            // The heartbeat's orphan sweep puts the task back to pending.
+            tracing::error!(task = %task.id, error = %e, "cannot re-encode a rate-limited task");
+            ctx.inflight.remove(queue, id, token);
+            return;
+        }
+    };
+    tracing::info!(task_id = %task.id, task_type = %task.task_type, queue = qname, retry_after_ms = retry_after.as_millis() as u64, "handler was rate limited; the task waits without using an attempt");
+    settle(ctx, queue, id, token, || {
+        ctx.broker.retry_after(
+            qname,
+            &ctx.server_id,
+            id,
+            token,
+            &record,
+            retry_after,
+            false,
+        )
+    })
+    .await;
 }
 
 async fn requeue(ctx: &Ctx, queue: usize, id: &[u8], token: u64) {

@@ -9,6 +9,8 @@
 -- ARGV[2] 16-digit fencing token
 -- ARGV[3] the updated record (attempt count and last error)
 -- ARGV[4] backoff in ms
+-- ARGV[5] "1" = a failed attempt (counted in KEYS[3] and KEYS[4]); "0" = the handler was told
+--         to slow down (Error::rate_limited): the task waits without counting as a failure
 --
 -- Returns 1, or 0 when the caller's token is stale (nothing changes).
 --
@@ -18,13 +20,18 @@
 -- puts it back), never a stale refusal.
 local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
-counter(KEYS[3])
+local failed = ARGV[5] ~= '0'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-daily_check(KEYS[4], 'f', day_of(now))
+if failed then
+  counter(KEYS[3])
+  daily_check(KEYS[4], 'f', day_of(now))
+end
 rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 -- Nothing below can fail.
-redis.call('INCR', KEYS[3])
-daily_add(KEYS[4], 'f', day_of(now), 1)
+if failed then
+  redis.call('INCR', KEYS[3])
+  daily_add(KEYS[4], 'f', day_of(now), 1)
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
