@@ -80,6 +80,23 @@ pub enum QueueCmd {
         #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=90))]
         days: u32,
     },
+    /// Show or set the queue's flow-control limits, kept in Redis for every server.
+    ///
+    /// Without options, shows them. `--concurrency 5` allows at most 5 of the queue's tasks
+    /// running at once across all servers; `--rate 100/1s` at most 100 starts per second.
+    /// `none` removes one limit, `--clear` both; a limit not named is kept.
+    Limit {
+        name: String,
+        /// Most tasks running at once across all servers, or `none`.
+        #[arg(long, value_parser = parse_concurrency)]
+        concurrency: Option<Limit<u32>>,
+        /// Most starts per period, as COUNT/PERIOD (`100/1s`, `5/500ms`, `1000/60s`), or `none`.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<Limit<rediq::RateLimit>>,
+        /// Remove every limit of the queue.
+        #[arg(long, conflicts_with_all = ["concurrency", "rate"])]
+        clear: bool,
+    },
     /// Stop servers fetching from the queue (kept in Redis across restarts).
     Pause { name: String },
     /// Let servers fetch from the queue again.
@@ -217,6 +234,82 @@ impl State {
             State::Waiting => "waiting",
             State::Dead => "dead",
             State::Completed => "completed",
+        }
+    }
+}
+
+/// A limit to set, or `none` to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit<T> {
+    Set(T),
+    Remove,
+}
+
+fn parse_concurrency(s: &str) -> Result<Limit<u32>, String> {
+    if s == "none" {
+        return Ok(Limit::Remove);
+    }
+    match s.parse::<u32>() {
+        Ok(0) => Err(
+            "0 would run nothing: use `rediq queue pause`, or `none` to remove the limit".into(),
+        ),
+        Ok(n) => Ok(Limit::Set(n)),
+        Err(_) => Err(format!("{s:?} is not a count of tasks (or `none`)")),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<Limit<rediq::RateLimit>, String> {
+    if s == "none" {
+        return Ok(Limit::Remove);
+    }
+    let bad = || format!("{s:?} is not COUNT/PERIOD such as 100/1s or 5/500ms (or `none`)");
+    let (count, period) = s.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let period = period.trim();
+    let period = if let Some(ms) = period.strip_suffix("ms") {
+        ms.parse::<u64>().map(std::time::Duration::from_millis).ok()
+    } else if let Some(m) = period.strip_suffix('m') {
+        m.parse::<u64>()
+            .map(|m| std::time::Duration::from_secs(m * 60))
+            .ok()
+    } else {
+        period
+            .trim_end_matches('s')
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .ok()
+    }
+    .ok_or_else(bad)?;
+    if count == 0 || period.is_zero() {
+        return Err(format!(
+            "{s:?}: needs at least 1 start per period of at least 1 ms"
+        ));
+    }
+    Ok(Limit::Set(rediq::RateLimit { count, period }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse() {
+        assert_eq!(parse_concurrency("5"), Ok(Limit::Set(5)));
+        assert_eq!(parse_concurrency("none"), Ok(Limit::Remove));
+        assert!(parse_concurrency("0").unwrap_err().contains("pause"));
+        let r = |count, ms| {
+            Ok(Limit::Set(rediq::RateLimit {
+                count,
+                period: std::time::Duration::from_millis(ms),
+            }))
+        };
+        assert_eq!(parse_rate("100/1s"), r(100, 1000));
+        assert_eq!(parse_rate("5/500ms"), r(5, 500));
+        assert_eq!(parse_rate("1000/2m"), r(1000, 120_000));
+        assert_eq!(parse_rate("7/3"), r(7, 3000));
+        assert_eq!(parse_rate("none"), Ok(Limit::Remove));
+        for bad in ["100", "x/1s", "0/1s", "5/0s", "5/abc"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 }

@@ -204,6 +204,46 @@ pub fn task_json(t: &rediq::Task, state: &str) -> Value {
     })
 }
 
+/// A queue's limits in a table cell: `≤5 100/1s`, `-` when it has none.
+pub fn limits_short(l: &rediq::QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.concurrency {
+        parts.push(format!("≤{c}"));
+    }
+    if let Some(r) = l.rate {
+        parts.push(format!(
+            "{}/{}",
+            r.count,
+            millis(r.period.as_millis() as u64)
+        ));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// A queue's limits as `concurrency 5, rate 100 per 1s` (`none` when it has none).
+pub fn limits_text(l: &rediq::QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.concurrency {
+        parts.push(format!("concurrency {c}"));
+    }
+    if let Some(r) = l.rate {
+        parts.push(format!(
+            "rate {} per {}",
+            r.count,
+            millis(r.period.as_millis() as u64)
+        ));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

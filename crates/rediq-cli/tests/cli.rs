@@ -174,6 +174,64 @@ async fn queue_commands_print_tables_and_json() {
     );
     assert_eq!(json(&url, &["queue", "inspect", "emails"])["paused"], false);
 
+    // Limits: shown, set, kept where not named, shown by inspect and list, cleared.
+    let out = rediq(&url, &["queue", "limit", "emails"]);
+    assert_eq!(out.stdout.trim(), "limits of queue emails are: none");
+    let out = rediq(
+        &url,
+        &[
+            "queue",
+            "limit",
+            "emails",
+            "--concurrency",
+            "5",
+            "--rate",
+            "100/1s",
+        ],
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "limits of queue emails set: concurrency 5, rate 100 per 1s"
+    );
+    let l = json(&url, &["queue", "limit", "emails", "--rate", "none"]);
+    assert_eq!(l["concurrency"], 5);
+    assert_eq!(l["rate"], serde_json::Value::Null);
+    let l = json(&url, &["queue", "limit", "emails", "--rate", "20/500ms"]);
+    assert_eq!(
+        (l["rate"]["count"].as_u64(), l["rate"]["period_ms"].as_u64()),
+        (Some(20), Some(500))
+    );
+    let one = json(&url, &["queue", "inspect", "emails"]);
+    assert_eq!(one["limits"]["concurrency"], 5);
+    let out = rediq(&url, &["queue", "inspect", "emails"]);
+    assert!(
+        out.stdout
+            .contains("limits              concurrency 5, rate 20 per 500ms"),
+        "{}",
+        out.stdout
+    );
+    let out = rediq(&url, &["queue", "list"]);
+    assert!(
+        out.stdout.contains("LIMITS") && out.stdout.contains("≤5 20/500ms"),
+        "{}",
+        out.stdout
+    );
+    let out = rediq(&url, &["queue", "limit", "emails", "--concurrency", "0"]);
+    assert!(
+        !out.ok && out.stderr.contains("rediq queue pause"),
+        "{}",
+        out.stderr
+    );
+    fails(
+        &rediq(&url, &["queue", "limit", "nope", "--concurrency", "1"]),
+        &["unknown queue \"nope\""],
+    );
+    let l = json(&url, &["queue", "limit", "emails", "--clear"]);
+    assert_eq!(
+        (l["concurrency"].clone(), l["rate"].clone()),
+        (serde_json::Value::Null, serde_json::Value::Null)
+    );
+
     // A typo names the queues that exist.
     fails(
         &rediq(&url, &["queue", "inspect", "emials"]),

@@ -198,6 +198,7 @@ async fn limits_are_validated_kept_and_read_back() {
     };
     i.set_queue_limits("q", &both).await.unwrap();
     assert_eq!(i.queue_limits("q").await.unwrap(), both);
+    assert_eq!(i.queue_stats("q").await.unwrap().limits, both, "shown with the counts");
     let fewer = QueueLimits {
         concurrency: None,
         ..both

@@ -2,12 +2,12 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use rediq::{DailyStats, Inspector, QueueStats};
+use rediq::{DailyStats, Inspector, QueueLimits, QueueStats};
 use serde_json::{json, Value};
 
 use super::{known_queue, Result};
-use crate::cli::QueueCmd;
-use crate::output::{bytes, millis, print_json, queue_state, Table};
+use crate::cli::{Limit, QueueCmd};
+use crate::output::{bytes, limits_short, limits_text, millis, print_json, queue_state, Table};
 
 pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
     match cmd {
@@ -26,6 +26,41 @@ pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
             Ok(())
         }
         QueueCmd::Flush { name, yes } => flush(i, &name, yes, json).await,
+        QueueCmd::Limit {
+            name,
+            concurrency,
+            rate,
+            clear,
+        } => {
+            known_queue(i, &name).await?;
+            let mut l = i.queue_limits(&name).await?;
+            let changed = clear || concurrency.is_some() || rate.is_some();
+            if clear {
+                l = QueueLimits::default();
+            }
+            match concurrency {
+                Some(Limit::Set(n)) => l.concurrency = Some(n),
+                Some(Limit::Remove) => l.concurrency = None,
+                None => {}
+            }
+            match rate {
+                Some(Limit::Set(r)) => l.rate = Some(r),
+                Some(Limit::Remove) => l.rate = None,
+                None => {}
+            }
+            if changed {
+                i.set_queue_limits(&name, &l).await?;
+            }
+            if json {
+                let mut v = limits_json(&l);
+                v["queue"] = json!(name);
+                print_json(&v);
+            } else {
+                let verb = if changed { "set" } else { "are" };
+                println!("limits of queue {name} {verb}: {}", limits_text(&l));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -55,6 +90,7 @@ fn stats_json(s: &QueueStats) -> Value {
         "cancelled_total": s.cancelled_total,
         "dead_trimmed_total": s.dead_trimmed_total,
         "latency_ms": s.latency.as_millis() as u64,
+        "limits": limits_json(&s.limits),
     })
 }
 
@@ -77,6 +113,7 @@ async fn list(i: &Inspector, json: bool) -> Result {
         "COMPLETED",
         "PROCESSED",
         "FAILED",
+        "LIMITS",
     ]);
     for s in &all {
         t.row(vec![
@@ -92,6 +129,7 @@ async fn list(i: &Inspector, json: bool) -> Result {
             s.completed.to_string(),
             s.processed_total.to_string(),
             s.failed_total.to_string(),
+            limits_short(&s.limits),
         ]);
     }
     t.print();
@@ -115,10 +153,20 @@ async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
         print_stats(&s);
         let memory = memory.map_or("unknown (Redis refuses MEMORY USAGE)".into(), bytes);
         println!("{:<19} {memory}", "memory");
+        println!("{:<19} {}", "limits", limits_text(&s.limits));
         println!();
         print_history(&history);
     }
     Ok(())
+}
+
+/// A queue's limits as JSON: `{"concurrency": 5, "rate": {"count": 100, "period_ms": 1000}}`,
+/// `null` for a limit not set.
+fn limits_json(l: &QueueLimits) -> Value {
+    json!({
+        "concurrency": l.concurrency,
+        "rate": l.rate.map(|r| json!({ "count": r.count, "period_ms": r.period.as_millis() as u64 })),
+    })
 }
 
 /// Counts per day as JSON: `[{"date": "2026-12-07", "processed": 1, "failed": 0}, …]`.
@@ -243,6 +291,7 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, days: Option<u32>, json: 
         total.dead_trimmed_total += s.dead_trimmed_total;
         total.partitions = s.partitions;
         total.latency = total.latency.max(s.latency);
+        total.limits = s.limits;
         for d in i.history(&s.queue, days.unwrap_or(1)).await? {
             let e = by_day.entry(d.date).or_default();
             e.0 += d.processed;
@@ -268,6 +317,7 @@ pub async fn stats(i: &Inspector, queue: Option<&str>, days: Option<u32>, json: 
         "paused",
         "latency",
         "latency_ms",
+        "limits",
     ];
     if json {
         let mut v = stats_json(&total);

@@ -243,6 +243,13 @@ mod tests {
                     pending: 1234,
                     dead: 7,
                     processed_total: processed,
+                    limits: rediq::QueueLimits {
+                        concurrency: Some(3),
+                        rate: Some(rediq::RateLimit {
+                            count: 100,
+                            period: Duration::from_secs(1),
+                        }),
+                    },
                     ..QueueStats::default()
                 },
                 latency_ms: 2500,
@@ -262,7 +269,7 @@ mod tests {
             .lines()
             .find(|l| l.contains("emails"))
             .expect("a queue row");
-        for cell in ["running", "1234", "7", "2s"] {
+        for cell in ["running", "1234", "7", "2s", "≤3 100/1s"] {
             assert!(row.contains(cell), "{cell} in {row}");
         }
         assert!(first.contains("Throughput 0/s "), "{first}");

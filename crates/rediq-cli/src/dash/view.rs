@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableSt
 use ratatui::Frame;
 
 use super::App;
-use crate::output::{age, millis, queue_state, task_cells, TASK_COLUMNS};
+use crate::output::{age, limits_short, millis, queue_state, task_cells, TASK_COLUMNS};
 
 /// A queue's tasks in one state (a page, with tabs of states; or a search's matches), or one
 /// task's details. `total`: the state's count at the last refresh, when known.
@@ -125,7 +125,7 @@ pub fn draw(f: &mut Frame, app: &App) {
 
     let header = Row::new([
         "QUEUE", "STATE", "PENDING", "ACTIVE", "SCHED", "RETRY", "DEAD", "DONE", "TASKS/S",
-        "LATENCY", "ERRORS",
+        "LATENCY", "ERRORS", "LIMITS",
     ])
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = m.snapshot.queues.iter().map(|q| {
@@ -142,6 +142,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             format!("{:.0}", q.throughput),
             millis(q.latency_ms),
             format!("{:.1}%", q.error_rate()),
+            limits_short(&s.limits),
         ])
     });
     let widths = [
@@ -156,6 +157,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Constraint::Length(8),
         Constraint::Length(8),
         Constraint::Length(7),
+        Constraint::Length(14),
     ];
     let table = Table::new(rows, widths)
         .header(header)

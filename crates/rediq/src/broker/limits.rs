@@ -137,27 +137,35 @@ impl Broker {
     pub async fn limits(&self, queue: &str) -> Result<QueueLimits> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let (conc, rate, period): (Option<String>, Option<String>, Option<String>) = c
+        let fields: LimitFields = c
             .hmget(&k.limits, &["concurrency", "rate", "period_ms"])
             .await?;
-        let bad = |field: &str, v: &str| Error::Corrupt {
+        from_fields(fields).map_err(|(field, v)| Error::Corrupt {
             key: k.limits.clone(),
             reason: format!("field {field} holds {v:?}, not a positive integer"),
-        };
-        let num = |field: &str, v: Option<String>| -> Result<Option<u64>> {
-            match v {
-                None => Ok(None),
-                Some(v) => v.parse::<u64>().map(Some).map_err(|_| bad(field, &v)),
-            }
-        };
-        let concurrency = num("concurrency", conc)?.map(|c| u32::try_from(c).unwrap_or(u32::MAX));
-        let rate = match (num("rate", rate)?, num("period_ms", period)?) {
-            (Some(count), Some(ms)) => Some(RateLimit {
-                count: u32::try_from(count).unwrap_or(u32::MAX),
-                period: Duration::from_millis(ms),
-            }),
-            _ => None,
-        };
-        Ok(QueueLimits { concurrency, rate })
+        })
     }
+}
+
+/// The limits hash's `concurrency`, `rate` and `period_ms` fields, as read.
+pub(super) type LimitFields = (Option<String>, Option<String>, Option<String>);
+
+/// The limits the fields say; `Err` names a field that does not parse, and its value.
+pub(super) fn from_fields(
+    (c, r, p): LimitFields,
+) -> std::result::Result<QueueLimits, (&'static str, String)> {
+    let num = |field: &'static str, v: Option<String>| match v {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| (field, v)),
+    };
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let concurrency = num("concurrency", c)?.map(count);
+    let rate = match (num("rate", r)?, num("period_ms", p)?) {
+        (Some(n), Some(ms)) => Some(RateLimit {
+            count: count(n),
+            period: Duration::from_millis(ms),
+        }),
+        _ => None,
+    };
+    Ok(QueueLimits { concurrency, rate })
 }

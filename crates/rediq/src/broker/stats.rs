@@ -12,11 +12,12 @@ use redis::Value;
 
 use super::admin::TaskState;
 use super::keys::QueueKeys;
+use super::limits::{self, QueueLimits};
 use super::{record, Broker};
 use crate::{Error, Result};
 
 /// Reads of the first round, per queue (the order `stats_many` queues them in).
-const FIRST_ROUND: usize = 14;
+const FIRST_ROUND: usize = 15;
 
 /// Task counts of one queue, per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct QueueStats {
     /// How long the task that has waited longest in pending has been due (zero when none is
     /// pending): the queue's latency, by the Redis clock.
     pub latency: Duration,
+    /// Its flow-control limits (see `Inspector::set_queue_limits`).
+    pub limits: QueueLimits,
 }
 
 impl QueueStats {
@@ -85,6 +88,9 @@ impl QueueStats {
         self.paused &= p.paused;
         self.partitions += 1;
         self.latency = self.latency.max(p.latency);
+        if self.limits.is_empty() {
+            self.limits = p.limits;
+        }
     }
 }
 
@@ -120,6 +126,7 @@ impl Broker {
                 .get(&k.dead_trimmed)
                 .get(&k.cancelled)
                 .exists(&k.paused)
+                .hmget(&k.limits, &["concurrency", "rate", "period_ms"])
                 .zrange(&k.bands, 0, -1)
                 .zrange(&k.leases, 0, -1);
         }
@@ -142,6 +149,13 @@ impl Broker {
             let mut r: Vec<Value> = rest.drain(..FIRST_ROUND).collect();
             let holders: Vec<String> = parse(r.pop().unwrap_or(Value::Nil))?;
             let bands: Vec<u8> = parse(r.pop().unwrap_or(Value::Nil))?;
+            // A limit that does not parse shows as unset here (`Broker::limits` names it).
+            let limits = limits::from_fields(parse(r.pop().unwrap_or(Value::Nil))?).unwrap_or_else(
+                |(field, value)| {
+                    tracing::warn!(queue, field, %value, "a limit does not parse; shown as unset");
+                    QueueLimits::default()
+                },
+            );
             let mut n = r.into_iter();
             let mut next = || -> Result<u64> {
                 let v: Option<u64> = parse(n.next().unwrap_or(Value::Nil))?;
@@ -162,6 +176,7 @@ impl Broker {
                 dead_trimmed_total: next()?,
                 cancelled_total: next()?,
                 partitions: 1,
+                limits,
                 ..QueueStats::default()
             };
             s.paused = next()? == 1;
