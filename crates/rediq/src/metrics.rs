@@ -62,6 +62,13 @@ struct QueueLabels {
     queue: String,
 }
 
+/// Labels of the counter of tasks a queue's limits held back.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    queue: String,
+    limit: &'static str,
+}
+
 /// Labels of the cron firing counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CronLabels {
@@ -91,6 +98,7 @@ struct Families {
     cron: Family<CronLabels, Counter>,
     depth: Family<DepthLabels, Gauge>,
     oldest: Family<QueueLabels, AgeGauge>,
+    held: Family<LimitLabels, Counter>,
 }
 
 /// The metric handles of one (queue, task type) pair, resolved once and shared.
@@ -154,6 +162,7 @@ impl Metrics {
             cron: Family::default(),
             depth: Family::default(),
             oldest: Family::default(),
+            held: Family::default(),
         };
         let mut r = Registry::with_prefix("rediq");
         let f = &families;
@@ -230,6 +239,11 @@ impl Metrics {
             Unit::Seconds,
             f.oldest.clone(),
         );
+        r.register(
+            "queue_limit_held",
+            "Tasks this server asked for that a queue's limit refused (they stayed pending), per limit: concurrency or rate",
+            f.held.clone(),
+        );
         Metrics {
             registry: r,
             families,
@@ -278,6 +292,22 @@ impl Metrics {
             stale: f.stale.get_or_create_owned(&l),
             in_flight: f.in_flight.get_or_create_owned(&l),
             duration: f.duration.get_or_create_owned(&l),
+        }
+    }
+
+    /// A fetch from served queue number `queue` was held back by its limits.
+    pub fn held(&self, queue: usize, held: crate::broker::Held) {
+        let queue = self.queues.get(queue).cloned().unwrap_or_default();
+        for (limit, n) in [("concurrency", held.concurrency), ("rate", held.rate)] {
+            if n > 0 {
+                self.families
+                    .held
+                    .get_or_create(&LimitLabels {
+                        queue: queue.clone(),
+                        limit,
+                    })
+                    .inc_by(n);
+            }
         }
     }
 

@@ -157,21 +157,29 @@ async fn a_rate_limit_paces_starts_across_servers() {
     env.client.set_queue_limits("mail", &limit).await.unwrap();
     fill(&env, "mail", 1000).await;
     let probe = Arc::new(Probe::default());
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        servers.push(
-            start(
-                env.server().queues(&["mail"]).concurrency(20),
-                probing(&probe, Duration::ZERO),
-            )
-            .await,
-        );
-    }
+    let (watched, addr) = start_with_metrics(
+        env.server().queues(&["mail"]).concurrency(20),
+        probing(&probe, Duration::ZERO),
+    )
+    .await;
+    let other = start(
+        env.server().queues(&["mail"]).concurrency(20),
+        probing(&probe, Duration::ZERO),
+    )
+    .await;
     let began = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for s in servers {
-        s.shutdown().await;
-    }
+    let (_, text) = http_get(addr, "/metrics").await.unwrap();
+    let held = sample(
+        &text,
+        "rediq_queue_limit_held_total{queue=\"mail\",limit=\"rate\"}",
+    );
+    assert!(
+        held.is_some_and(|n| n > 0.0),
+        "held back by the rate: {held:?}"
+    );
+    watched.shutdown().await;
+    other.shutdown().await;
     let starts = probe.starts.lock().unwrap().clone();
     let within = starts
         .iter()
@@ -198,7 +206,11 @@ async fn limits_are_validated_kept_and_read_back() {
     };
     i.set_queue_limits("q", &both).await.unwrap();
     assert_eq!(i.queue_limits("q").await.unwrap(), both);
-    assert_eq!(i.queue_stats("q").await.unwrap().limits, both, "shown with the counts");
+    assert_eq!(
+        i.queue_stats("q").await.unwrap().limits,
+        both,
+        "shown with the counts"
+    );
     let fewer = QueueLimits {
         concurrency: None,
         ..both

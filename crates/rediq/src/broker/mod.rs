@@ -56,7 +56,7 @@ mod usage;
 pub use admin::{FlushCounts, TaskState};
 pub(crate) use leases::{Expired, Waited};
 pub use stats::QueueStats;
-pub(crate) use transitions::{Ack, EnqueueMode, Fetched, NewTask, NotWritten, Waiting};
+pub(crate) use transitions::{Ack, EnqueueMode, Fetched, Held, NewTask, NotWritten, Waiting};
 pub(crate) use usage::DAILY_KEEP;
 // What the broker's own test modules (`use super::*`) reach for.
 use leases::{parse_active, token_text};

@@ -68,6 +68,15 @@ pub(crate) struct Fetched {
     pub bury_error: Option<Error>,
     /// The queue's limits (concurrency, rate) allow nothing now: ask again after this long.
     pub held_for: Option<Duration>,
+    /// The tasks asked for that each limit refused (for the metrics).
+    pub held: Held,
+}
+
+/// Tasks a fetch asked for that the queue's limits refused, per limit.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Held {
+    pub concurrency: u64,
+    pub rate: u64,
 }
 
 /// A successful task to acknowledge.
@@ -245,16 +254,31 @@ impl Broker {
         if parts.is_empty() {
             return Ok(None);
         }
-        // {"L", ms}: the queue's limits allow nothing now; try again in about that long.
-        if parts.len() == 2 && matches!(&parts[0], Value::BulkString(b) if b == b"L") {
-            let ms: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil))
-                .map_err(|e| Error::Serialization(format!("fetch.lua reply: {e}")))?;
+        let bad = |e: redis::ParsingError| Error::Serialization(format!("fetch.lua reply: {e}"));
+        // {"L", ms, held, held}: the queue's limits allow nothing now; try again in about that
+        // long. Otherwise the last two of five parts are the tasks each limit held back.
+        let mut held = Held::default();
+        let limited = matches!(&parts[0], Value::BulkString(b) if b == b"L");
+        if parts.len() == 5 || (limited && parts.len() == 4) {
+            let rate: u64 =
+                redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+            let conc: u64 =
+                redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+            held = Held {
+                concurrency: conc,
+                rate,
+            };
+        }
+        if limited {
+            let ms: u64 =
+                redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
             return Ok(Some(Fetched {
                 token: 0,
                 records: Vec::new(),
                 buried: 0,
                 bury_error: None,
                 held_for: Some(Duration::from_millis(ms)),
+                held,
             }));
         }
         let (mut buried, mut bury_error) = (0, None);
@@ -263,9 +287,11 @@ impl Broker {
             // tasks leased meanwhile are handed out whatever happens to them; what could not
             // be moved stays in pending for the next fetch.
             let foreign = parts.pop().unwrap_or(Value::Nil);
-            let (n, done) = self.bury_foreign(queue, foreign).await;
-            buried = n;
-            bury_error = done.err();
+            if !matches!(&foreign, Value::Array(a) if a.is_empty()) {
+                let (n, done) = self.bury_foreign(queue, foreign).await;
+                buried = n;
+                bury_error = done.err();
+            }
         }
         if parts.len() != 2 {
             return Err(Error::Serialization(format!(
@@ -273,7 +299,6 @@ impl Broker {
                 parts.len()
             )));
         }
-        let bad = |e: redis::ParsingError| Error::Serialization(format!("fetch.lua reply: {e}"));
         let records: Vec<Vec<u8>> =
             redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
         let token: u64 = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
@@ -283,6 +308,7 @@ impl Broker {
             buried,
             bury_error,
             held_for: None,
+            held,
         }))
     }
 

@@ -117,6 +117,11 @@ impl Hand<'_> {
         if let Some(wait) = batch.as_ref().and_then(|b| b.held_for) {
             health.hold(q, wait);
         }
+        if let (Some(m), Some(b)) = (&ctx.metrics, batch.as_ref()) {
+            if b.held.concurrency + b.held.rate > 0 {
+                m.held(q, b.held);
+            }
+        }
         // Garbage the fetch moved to the dead-letter queue is dead-lettered like an
         // undecodable record a worker kills, and counted the same way.
         if let (Some(m), Some(n)) = (&ctx.metrics, batch.as_ref().map(|b| b.buried)) {

@@ -28,7 +28,10 @@
 -- "HOLDERS id ..." (every live holder) before anything is written, and the caller calls again
 -- with them. With a rate limit of R per P ms, a token bucket (R/P tokens per ms, holding at
 -- most max(1, R/10)) allows one start per token, across every server. When the limits allow
--- nothing while tasks wait, the reply is {"L", ms}: try again in about that long.
+-- nothing while tasks wait, the reply is {"L", ms, held by concurrency, held by rate}: try
+-- again in about that long. A reply that leased tasks while a limit held some back carries
+-- the same two counts after its foreign list ({} when there is none): the tasks asked for that
+-- each limit refused (for the metrics).
 --
 -- Tasks are taken from the head of the lowest band first (priority 0 runs first), then the
 -- next band, until N. The lease belongs to the server, not to each task: one ZADD per fetch
@@ -57,7 +60,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms')
 local conc, rate, period = tonumber(lim[1]), tonumber(lim[2]), tonumber(lim[3])
-local bucket
+local bucket, held_c, held_r = nil, 0, 0
 if conc then
   local h = tonumber(ARGV[4])
   local passed = {}
@@ -72,9 +75,12 @@ if conc then
     end
   end
   if missing then error({ err = 'HOLDERS ' .. table.concat(alive, ' ') }) end
-  if conc - running < need then need = conc - running end
+  if conc - running < need then
+    held_c = need - math.max(0, conc - running)
+    need = conc - running
+  end
   -- Nothing to lease until a running task ends: poll again shortly.
-  if need < 1 then return { 'L', 50 } end
+  if need < 1 then return { 'L', 50, held_c, 0 } end
 end
 if rate and period and rate > 0 and period > 0 then
   local cap = math.max(1, math.floor(rate / 10))
@@ -85,8 +91,13 @@ if rate and period and rate > 0 and period > 0 then
     if tk then tokens, last = tonumber(tk), tonumber(at) end
   end
   tokens = math.min(cap, tokens + math.max(0, now - last) * rate / period)
-  if math.floor(tokens) < need then need = math.floor(tokens) end
-  if need < 1 then return { 'L', math.max(1, math.ceil((1 - tokens) * period / rate)) } end
+  if math.floor(tokens) < need then
+    held_r = need - math.floor(tokens)
+    need = math.floor(tokens)
+  end
+  if need < 1 then
+    return { 'L', math.max(1, math.ceil((1 - tokens) * period / rate)), held_c, held_r }
+  end
   bucket = tokens
 end
 
@@ -150,5 +161,6 @@ end
 if not taken[#taken][3] or last < #live then
   wake(KEYS[5])
 end
+if held_c + held_r > 0 then return {token, leased, foreign or {}, held_c, held_r} end
 if foreign then return {token, leased, foreign} end
 return {token, out}
