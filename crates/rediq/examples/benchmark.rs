@@ -148,6 +148,13 @@ struct Args {
     /// the server's own default, 8 × the concurrency from 8 slots up, at most 500; 0 turns lease-ahead off).
     #[arg(long)]
     prefetch: Option<usize>,
+    /// Process phase: give the queue this concurrency limit (`QueueLimits::concurrency`), to
+    /// measure what the check costs (a limit above the server's concurrency never binds).
+    #[arg(long)]
+    limit_concurrency: Option<u32>,
+    /// Process phase: give the queue a rate limit of this many starts per second.
+    #[arg(long)]
+    limit_rate: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -520,6 +527,14 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     let inspector = Inspector::from_client(&client);
     enqueue_in_batches(&client, QUEUE, args.tasks, args.batch_size).await?;
     check_pending(&inspector, QUEUE, args.tasks).await?;
+    let limits = rediq::QueueLimits {
+        concurrency: args.limit_concurrency,
+        rate: args.limit_rate.map(|count| rediq::RateLimit {
+            count,
+            period: Duration::from_secs(1),
+        }),
+    };
+    inspector.set_queue_limits(QUEUE, &limits).await?;
 
     let (completion, done) = Completion::new(args.tasks);
     let handler = Arc::new(CountHandler { completion });
@@ -567,8 +582,10 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
 
     report(
         &format!(
-            "process: no-op handler, concurrency {}, metrics {:?}",
-            args.concurrency, args.metrics
+            "process: no-op handler, concurrency {}, metrics {:?}{}",
+            args.concurrency,
+            args.metrics,
+            if limits.is_empty() { "" } else { ", limited" }
         ),
         jobs_per_sec(args.tasks, elapsed),
     );
