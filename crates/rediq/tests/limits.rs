@@ -249,13 +249,42 @@ async fn limits_are_validated_kept_and_read_back() {
         .to_string();
     assert!(e.contains("0 per 1s"), "{e}");
     assert!(i.set_queue_limits("bad queue", &both).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_partitioned_queue_each_partition_enforces_the_limits() {
+    let env = Env::new().await;
+    let limit = QueueLimits {
+        concurrency: Some(2),
+        rate: None,
+    };
+    // Set before the partitions are declared: the new partitions get them too.
+    env.client.set_queue_limits("wide", &limit).await.unwrap();
     env.client.partition_queue("wide", 2).await.unwrap();
-    let e = i
-        .set_queue_limits("wide", &both)
+    assert_eq!(env.inspector.queue_stats("wide").await.unwrap().limits, limit);
+    fill(&env, "wide", 60).await;
+    let probe = Arc::new(Probe::default());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(
+            start(
+                env.server().queues(&["wide"]).concurrency(10),
+                probing(&probe, Duration::from_millis(50)),
+            )
+            .await,
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            probe.done.load(Ordering::SeqCst) == 60
+        })
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("partitioned queue \"wide\""), "{e}");
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+    // Two partitions, each at most 2: up to 4 at once, which 60 tasks of 50 ms reach.
+    assert_eq!(probe.most.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

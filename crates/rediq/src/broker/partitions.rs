@@ -210,10 +210,16 @@ impl Broker {
         let set: bool = c
             .hset_nx(keys::partitions(), queue, names.join("\n"))
             .await?;
-        if set && self.stats(queue).await?.paused {
-            // A paused queue stays paused as a whole.
+        if set {
+            let s = self.stats(queue).await?;
+            // A paused queue stays paused as a whole, and its limits apply to each partition.
             for p in &names[1..] {
-                self.pause(p).await?;
+                if s.paused {
+                    self.pause(p).await?;
+                }
+                if !s.limits.is_empty() {
+                    self.set_limits(p, &s.limits).await?;
+                }
             }
         }
         // Another declaration may have won the race: its names stand.

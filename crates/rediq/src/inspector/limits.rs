@@ -3,22 +3,24 @@
 
 use super::{validate_queue_name, Inspector};
 use crate::broker::QueueLimits;
-use crate::{Error, Result};
+use crate::Result;
 
 impl Inspector {
     /// Sets a queue's limits, replacing the ones it had (`QueueLimits::default()` removes
     /// them). Every server applies them at its next fetch, without a restart. See
     /// [`QueueLimits`] for an example.
+    ///
+    /// On a [partitioned](Inspector::partition_queue) queue each partition enforces the limits
+    /// by itself (its keys live on their own shard, where a fetch can check them atomically):
+    /// with P partitions, up to P × `concurrency` tasks run at once and up to P × `count`
+    /// start per period. Divide by P for a total.
     pub async fn set_queue_limits(&self, queue: &str, limits: &QueueLimits) -> Result<()> {
         validate_queue_name(queue)?;
         limits.validate()?;
-        if self.broker.partitions(queue).await?.len() > 1 {
-            return Err(Error::NotSupported(format!(
-                "limits on the partitioned queue {queue:?}: each partition would apply them on \
-                 its own; set them on a queue that is not partitioned"
-            )));
+        for p in self.broker.partitions(queue).await?.iter() {
+            self.broker.set_limits(p, limits).await?;
         }
-        self.broker.set_limits(queue, limits).await
+        Ok(())
     }
 
     /// A queue's limits as kept in Redis (`QueueLimits::default()` when it has none).
