@@ -261,7 +261,10 @@ async fn on_a_partitioned_queue_each_partition_enforces_the_limits() {
     // Set before the partitions are declared: the new partitions get them too.
     env.client.set_queue_limits("wide", &limit).await.unwrap();
     env.client.partition_queue("wide", 2).await.unwrap();
-    assert_eq!(env.inspector.queue_stats("wide").await.unwrap().limits, limit);
+    assert_eq!(
+        env.inspector.queue_stats("wide").await.unwrap().limits,
+        limit
+    );
     fill(&env, "wide", 60).await;
     let probe = Arc::new(Probe::default());
     let mut servers = Vec::new();
