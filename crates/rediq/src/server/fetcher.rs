@@ -270,6 +270,17 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             }
             continue;
         }
+        // A queue held by its limits is due again soon (the next token, a slot's poll): a
+        // plain timer, since a blocking wait's timeout is only as fine as Redis's event loop
+        // (up to 100 ms late), which would lose a rate limit's starts. The other queues are
+        // fetched again when it fires.
+        if let Some(held) = health.until_held().filter(|d| *d < IDLE_WAIT) {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = tokio::time::sleep(held) => {}
+            }
+            continue;
+        }
         // Every queue was empty: sleep on the wake markers until an enqueue or forward sets one
         // (or a queue in backoff is due again). A server of one queue whose fetch just worked
         // has the fetch ride along with the wait.
@@ -291,6 +302,8 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
 struct Health {
     failures: Vec<u32>,
     retry_at: Vec<Option<Instant>>,
+    /// Whether `retry_at` is a limit's hold (not a failure's backoff).
+    held: Vec<bool>,
 }
 
 /// The longest a failing queue waits between two fetch attempts.
@@ -301,6 +314,7 @@ impl Health {
         Health {
             failures: vec![0; n],
             retry_at: vec![None; n],
+            held: vec![false; n],
         }
     }
 
@@ -313,6 +327,7 @@ impl Health {
         let n = self.failures[q];
         let backoff = (Duration::from_millis(50) * 2u32.pow(n.min(6) - 1)).min(MAX_BACKOFF);
         self.retry_at[q] = Some(Instant::now() + backoff);
+        self.held[q] = false;
         // The first failure, then one line per ~minute at most while it lasts.
         if n == 1 || n.is_multiple_of(30) {
             tracing::warn!(queue = name, error = %e, failures = n, "fetch failed; this queue is retried with backoff, the others are served as usual");
@@ -325,6 +340,7 @@ impl Health {
         }
         self.failures[q] = 0;
         self.retry_at[q] = None;
+        self.held[q] = false;
     }
 
     /// The queue's limits (concurrency, rate) allow nothing now: skip it for `wait`, as a
@@ -332,6 +348,19 @@ impl Health {
     /// occupy no slot; the other queues are served meanwhile.
     fn hold(&mut self, q: usize, wait: Duration) {
         self.retry_at[q] = Some(Instant::now() + wait);
+        self.held[q] = true;
+    }
+
+    /// Time until the next held queue may be asked again, if a queue is held by its limits.
+    fn until_held(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.retry_at
+            .iter()
+            .zip(&self.held)
+            .filter(|(_, h)| **h)
+            .filter_map(|(at, _)| *at)
+            .map(|at| at.saturating_duration_since(now))
+            .min()
     }
 
     /// Time until the next queue in backoff is due, if any is.
