@@ -114,8 +114,12 @@ impl Hand<'_> {
             Some(e) => health.failed(q, ctx.queue_name(q), &e),
             None => health.succeeded(q, ctx.queue_name(q)),
         }
-        if let Some(wait) = batch.as_ref().and_then(|b| b.held_for) {
-            health.hold(q, wait);
+        if let Some(b) = batch.as_ref() {
+            if let Some(wait) = b.held_for {
+                // Held by the concurrency limit alone: a local release may end it early.
+                let by_slots = b.held.rate == 0;
+                health.hold(q, wait, by_slots.then(|| ctx.inflight.released(q)));
+            }
         }
         if let (Some(m), Some(b)) = (&ctx.metrics, batch.as_ref()) {
             if b.held.concurrency + b.held.rate > 0 {
@@ -219,6 +223,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             if got == asked {
                 break;
             }
+            health.release(q, ctx.inflight.released(q));
             // A queue whose fetch keeps failing waits out its own backoff; the others go on.
             if !health.due(q) {
                 continue;
@@ -278,6 +283,8 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             tokio::select! {
                 _ = stop.stopped() => return,
                 _ = tokio::time::sleep(held) => {}
+                // One of this server's tasks was let go of: perhaps a slot of a held queue.
+                _ = ctx.inflight.freed() => {}
             }
             continue;
         }
@@ -304,6 +311,9 @@ struct Health {
     retry_at: Vec<Option<Instant>>,
     /// Whether `retry_at` is a limit's hold (not a failure's backoff).
     held: Vec<bool>,
+    /// For a hold by the concurrency limit: the queue's release count at the hold (a release
+    /// of one of its tasks by this server frees a slot, so the hold ends early).
+    held_at_release: Vec<Option<u64>>,
 }
 
 /// The longest a failing queue waits between two fetch attempts.
@@ -315,6 +325,7 @@ impl Health {
             failures: vec![0; n],
             retry_at: vec![None; n],
             held: vec![false; n],
+            held_at_release: vec![None; n],
         }
     }
 
@@ -346,9 +357,19 @@ impl Health {
     /// The queue's limits (concurrency, rate) allow nothing now: skip it for `wait`, as a
     /// queue in backoff is skipped, without counting a failure. Its tasks stay pending and
     /// occupy no slot; the other queues are served meanwhile.
-    fn hold(&mut self, q: usize, wait: Duration) {
+    fn hold(&mut self, q: usize, wait: Duration, released: Option<u64>) {
         self.retry_at[q] = Some(Instant::now() + wait);
         self.held[q] = true;
+        self.held_at_release[q] = released;
+    }
+
+    /// Ends a concurrency hold early when this server has let go of one of the queue's tasks
+    /// since: that freed a slot (Redis applied it before the release was counted).
+    fn release(&mut self, q: usize, released: u64) {
+        if self.held[q] && self.held_at_release[q].is_some_and(|at| released > at) {
+            self.retry_at[q] = None;
+            self.held_at_release[q] = None;
+        }
     }
 
     /// Time until the next held queue may be asked again, if a queue is held by its limits.

@@ -13,6 +13,11 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct InFlight {
     map: Mutex<HashMap<(usize, Vec<u8>), u64>>,
     fetches: Mutex<FetchTickets>,
+    /// Per queue: tasks this server let go of (acknowledged, retried, given back ...), after
+    /// Redis applied it. A queue held at its concurrency limit has a slot again then.
+    released: Mutex<Vec<u64>>,
+    /// Notified at each release.
+    freed: tokio::sync::Notify,
 }
 
 /// Fetch calls on their way: each gets the next ticket number when it starts.
@@ -83,7 +88,26 @@ impl InFlight {
         let key = (queue, id.to_vec());
         if m.get(&key) == Some(&token) {
             m.remove(&key);
+            drop(m);
+            let mut r = self.released.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() <= queue {
+                r.resize(queue + 1, 0);
+            }
+            r[queue] += 1;
+            drop(r);
+            self.freed.notify_waiters();
         }
+    }
+
+    /// How many tasks of `queue` this server has let go of so far.
+    pub fn released(&self, queue: usize) -> u64 {
+        let r = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(queue).copied().unwrap_or(0)
+    }
+
+    /// Resolves at the next release of any task.
+    pub async fn freed(&self) {
+        self.freed.notified().await
     }
 
     /// Held tasks grouped by queue.
