@@ -47,6 +47,41 @@ async fn fill(env: &Env, queue: &str, n: usize) {
     }
 }
 
+/// Runs `servers` servers of `slots` each on `queue`, their handlers holding each task for
+/// `hold`, until `total` tasks are done; returns what the probe saw.
+async fn serve_all(
+    env: &Env,
+    queue: &str,
+    servers: usize,
+    slots: usize,
+    hold: Duration,
+    total: usize,
+) -> Arc<Probe> {
+    let probe = Arc::new(Probe::default());
+    let mut running = Vec::new();
+    for _ in 0..servers {
+        running.push(
+            start(
+                env.server().queues(&[queue]).concurrency(slots),
+                probing(&probe, hold),
+            )
+            .await,
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            probe.done.load(Ordering::SeqCst) == total
+        })
+        .await,
+        "all ran: {} of {total}",
+        probe.done.load(Ordering::SeqCst)
+    );
+    for s in running {
+        s.shutdown().await;
+    }
+    probe
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrency_limit_holds_across_servers() {
     let env = Env::new().await;
@@ -56,30 +91,9 @@ async fn a_concurrency_limit_holds_across_servers() {
     };
     env.client.set_queue_limits("api", &limit).await.unwrap();
     fill(&env, "api", 45).await;
-    let probe = Arc::new(Probe::default());
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(
-            start(
-                env.server().queues(&["api"]).concurrency(10),
-                probing(&probe, Duration::from_millis(60)),
-            )
-            .await,
-        );
-    }
-    assert!(
-        wait_for(Duration::from_secs(30), || async {
-            probe.done.load(Ordering::SeqCst) == 45
-        })
-        .await,
-        "all ran: {}",
-        probe.done.load(Ordering::SeqCst)
-    );
+    let probe = serve_all(&env, "api", 3, 10, Duration::from_millis(60), 45).await;
     let most = probe.most.load(Ordering::SeqCst);
     assert_eq!(most, 3, "never more than the limit, and the limit is used");
-    for s in servers {
-        s.shutdown().await;
-    }
     assert_eq!(
         env.inspector
             .queue_stats("api")
@@ -266,26 +280,7 @@ async fn on_a_partitioned_queue_each_partition_enforces_the_limits() {
         limit
     );
     fill(&env, "wide", 60).await;
-    let probe = Arc::new(Probe::default());
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        servers.push(
-            start(
-                env.server().queues(&["wide"]).concurrency(10),
-                probing(&probe, Duration::from_millis(50)),
-            )
-            .await,
-        );
-    }
-    assert!(
-        wait_for(Duration::from_secs(30), || async {
-            probe.done.load(Ordering::SeqCst) == 60
-        })
-        .await
-    );
-    for s in servers {
-        s.shutdown().await;
-    }
+    let probe = serve_all(&env, "wide", 2, 10, Duration::from_millis(50), 60).await;
     // Two partitions, each at most 2: up to 4 at once, which 60 tasks of 50 ms reach.
     assert_eq!(probe.most.load(Ordering::SeqCst), 4);
 }
