@@ -115,6 +115,9 @@ impl Hand<'_> {
             None => health.succeeded(q, ctx.queue_name(q)),
         }
         if let Some(b) = batch.as_ref() {
+            if b.held_for.is_some() || b.held.concurrency + b.held.rate > 0 {
+                health.limited(q);
+            }
             if let Some(wait) = b.held_for {
                 // Held by the concurrency limit alone: a local release may end it early.
                 let by_slots = b.held.rate == 0;
@@ -228,17 +231,21 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             if !health.due(q) {
                 continue;
             }
+            // A limited queue is asked for free slots only (no lease-ahead).
+            let want = if health.is_limited(q) {
+                (asked - got).min(permits.len())
+            } else {
+                asked - got
+            };
+            if want == 0 {
+                continue;
+            }
             tried += 1;
             // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
             let ticket = ctx.inflight.begin_fetch();
             match ctx
                 .broker
-                .fetch(
-                    ctx.queue_name(q),
-                    &ctx.server_id,
-                    asked - got,
-                    ctx.cfg.lease,
-                )
+                .fetch(ctx.queue_name(q), &ctx.server_id, want, ctx.cfg.lease)
                 .await
             {
                 Ok(batch) => got += hand.take(q, batch, &mut permits, ahead, &mut health),
@@ -314,7 +321,14 @@ struct Health {
     /// For a hold by the concurrency limit: the queue's release count at the hold (a release
     /// of one of its tasks by this server frees a slot, so the hold ends early).
     held_at_release: Vec<Option<u64>>,
+    /// Until when a queue counts as limited (a limit held back one of its fetches lately):
+    /// it is then asked only for free slots, never for lease-ahead, so a server with busy
+    /// slots does not keep the queue's few slots in its buffer while others could run them.
+    limited_until: Vec<Option<Instant>>,
 }
+
+/// How long a queue counts as limited after a limit last held back one of its fetches.
+const LIMITED_FOR: Duration = Duration::from_secs(10);
 
 /// The longest a failing queue waits between two fetch attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -326,6 +340,7 @@ impl Health {
             retry_at: vec![None; n],
             held: vec![false; n],
             held_at_release: vec![None; n],
+            limited_until: vec![None; n],
         }
     }
 
@@ -361,6 +376,16 @@ impl Health {
         self.retry_at[q] = Some(Instant::now() + wait);
         self.held[q] = true;
         self.held_at_release[q] = released;
+    }
+
+    /// A limit held back one of the queue's fetches.
+    fn limited(&mut self, q: usize) {
+        self.limited_until[q] = Some(Instant::now() + LIMITED_FOR);
+    }
+
+    /// Whether a limit held back one of the queue's fetches lately.
+    fn is_limited(&self, q: usize) -> bool {
+        self.limited_until[q].is_some_and(|at| Instant::now() < at)
     }
 
     /// Ends a concurrency hold early when this server has let go of one of the queue's tasks
