@@ -62,8 +62,12 @@ async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Done>, mut stop: Stop) {
                 return;
             }
         };
+        // A queue held at its limit reuses a slot only once the ack reached Redis: no waiting
+        // for company then.
+        let urgent = ctx.inflight.is_limited(first.queue);
         let mut batch = vec![first];
-        let linger_until = tokio::time::Instant::now() + LINGER;
+        let linger_until =
+            tokio::time::Instant::now() + if urgent { Duration::ZERO } else { LINGER };
         while batch.len() < MAX_SCRIPT_BATCH {
             match rx.try_recv() {
                 Ok(d) => batch.push(d),

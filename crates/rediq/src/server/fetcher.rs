@@ -116,7 +116,7 @@ impl Hand<'_> {
         }
         if let Some(b) = batch.as_ref() {
             if b.held_for.is_some() || b.held.concurrency + b.held.rate > 0 {
-                health.limited(q);
+                ctx.inflight.mark_limited(q);
             }
             if let Some(wait) = b.held_for {
                 // Held by the concurrency limit alone: a local release may end it early.
@@ -232,7 +232,7 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
                 continue;
             }
             // A limited queue is asked for free slots only (no lease-ahead).
-            let want = if health.is_limited(q) {
+            let want = if ctx.inflight.is_limited(q) {
                 (asked - got).min(permits.len())
             } else {
                 asked - got
@@ -321,14 +321,7 @@ struct Health {
     /// For a hold by the concurrency limit: the queue's release count at the hold (a release
     /// of one of its tasks by this server frees a slot, so the hold ends early).
     held_at_release: Vec<Option<u64>>,
-    /// Until when a queue counts as limited (a limit held back one of its fetches lately):
-    /// it is then asked only for free slots, never for lease-ahead, so a server with busy
-    /// slots does not keep the queue's few slots in its buffer while others could run them.
-    limited_until: Vec<Option<Instant>>,
 }
-
-/// How long a queue counts as limited after a limit last held back one of its fetches.
-const LIMITED_FOR: Duration = Duration::from_secs(10);
 
 /// The longest a failing queue waits between two fetch attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -340,7 +333,6 @@ impl Health {
             retry_at: vec![None; n],
             held: vec![false; n],
             held_at_release: vec![None; n],
-            limited_until: vec![None; n],
         }
     }
 
@@ -376,16 +368,6 @@ impl Health {
         self.retry_at[q] = Some(Instant::now() + wait);
         self.held[q] = true;
         self.held_at_release[q] = released;
-    }
-
-    /// A limit held back one of the queue's fetches.
-    fn limited(&mut self, q: usize) {
-        self.limited_until[q] = Some(Instant::now() + LIMITED_FOR);
-    }
-
-    /// Whether a limit held back one of the queue's fetches lately.
-    fn is_limited(&self, q: usize) -> bool {
-        self.limited_until[q].is_some_and(|at| Instant::now() < at)
     }
 
     /// Ends a concurrency hold early when this server has let go of one of the queue's tasks

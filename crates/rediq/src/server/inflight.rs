@@ -18,7 +18,15 @@ pub(crate) struct InFlight {
     released: Mutex<Vec<u64>>,
     /// Notified at each release.
     freed: tokio::sync::Notify,
+    /// Per queue: until when it counts as limited (a limit held back one of its fetches
+    /// lately). The fetcher then asks it for free slots only (no lease-ahead, which would keep
+    /// its few slots in a busy server's buffer), and the acknowledger sends its acks at once
+    /// (a slot is reused only after its ack reached Redis).
+    limited_until: Mutex<Vec<Option<std::time::Instant>>>,
 }
+
+/// How long a queue counts as limited after a limit last held back one of its fetches.
+const LIMITED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Fetch calls on their way: each gets the next ticket number when it starts.
 #[derive(Debug, Default)]
@@ -97,6 +105,24 @@ impl InFlight {
             drop(r);
             self.freed.notify_waiters();
         }
+    }
+
+    /// A limit held back one of `queue`'s fetches.
+    pub fn mark_limited(&self, queue: usize) {
+        let mut l = self.limited_until.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() <= queue {
+            l.resize(queue + 1, None);
+        }
+        l[queue] = Some(std::time::Instant::now() + LIMITED_FOR);
+    }
+
+    /// Whether a limit held back one of `queue`'s fetches lately.
+    pub fn is_limited(&self, queue: usize) -> bool {
+        let l = self.limited_until.lock().unwrap_or_else(|p| p.into_inner());
+        l.get(queue)
+            .copied()
+            .flatten()
+            .is_some_and(|at| std::time::Instant::now() < at)
     }
 
     /// How many tasks of `queue` this server has let go of so far.
