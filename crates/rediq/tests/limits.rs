@@ -262,6 +262,19 @@ async fn limits_are_validated_kept_and_read_back() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("0 per 1s"), "{e}");
+    let long = QueueLimits {
+        concurrency: None,
+        rate: Some(RateLimit {
+            count: 1,
+            period: Duration::MAX,
+        }),
+    };
+    let e = i
+        .set_queue_limits("q", &long)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("365 days"), "{e}");
     assert!(i.set_queue_limits("bad queue", &both).await.is_err());
 }
 
@@ -539,4 +552,40 @@ impl Probe2 {
             Probe2::Cluster(c) => cmd.query_async(c).await.unwrap(),
         };
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_limited_queue_still_runs_beside_a_busy_unlimited_one() {
+    let env = Env::new().await;
+    let limit = QueueLimits {
+        concurrency: Some(4),
+        rate: None,
+    };
+    env.client.set_queue_limits("small", &limit).await.unwrap();
+    fill(&env, "small", 20).await;
+    fill(&env, "busy", 100_000).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let mux = mux_with("work", move |t: Task| {
+        let d = d.clone();
+        async move {
+            if t.queue == "small" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    });
+    let server = start(env.server().queues(&["busy", "small"]).concurrency(16), mux).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            done.load(Ordering::SeqCst) == 20
+        })
+        .await,
+        "the limited queue ran beside the busy one: {} of 20",
+        done.load(Ordering::SeqCst)
+    );
+    let busy = env.inspector.queue_stats("busy").await.unwrap().pending;
+    server.shutdown().await;
+    assert!(busy > 0, "while the busy queue still had a backlog");
 }

@@ -123,10 +123,48 @@ async fn fetch_moves_nothing_when_its_keys_are_corrupt() {
     assert_eq!(f.where_().await, (200, 0, 0, 0, 0));
     f.del(&f.k.leases).await;
 
+    // Limits: a field that is no positive integer (a period that would make the bucket's
+    // expiry no integer, a count that is a word) is refused before anything is written.
+    let mut c = f.b.conn.clone();
+    for (field, bad) in [
+        ("period_ms", "1000.25"),
+        ("concurrency", "abc"),
+        ("rate", "0"),
+    ] {
+        let _: () = c.del(&f.k.limits).await.unwrap();
+        let _: () = c
+            .hset_multiple(
+                &f.k.limits,
+                &[("rate", "5"), ("period_ms", "1000"), (field, bad)],
+            )
+            .await
+            .unwrap();
+        corrupt(
+            f.b.fetch(Q, S, 100, LEASE).await,
+            &f.k.limits,
+            "not a positive integer",
+        );
+        assert_eq!(f.where_().await, (200, 0, 0, 0, 0), "{field} = {bad}");
+    }
+    f.set(&f.k.limits, "x").await;
+    corrupt(f.b.fetch(Q, S, 100, LEASE).await, &f.k.limits, "a string");
+    f.del(&f.k.limits).await;
+    // A bucket that does not parse is a full one: the fetch goes on.
+    let _: () = c
+        .hset_multiple(&f.k.limits, &[("rate", "1000"), ("period_ms", "1000")])
+        .await
+        .unwrap();
+    f.set(&f.k.rate, ".|1").await;
+    let got = f.b.fetch(Q, S, 1, LEASE).await.unwrap().unwrap();
+    assert_eq!(got.records.len(), 1);
+    f.del(&f.k.limits).await;
+    f.del(&f.k.rate).await;
+    let got = f.b.fetch(Q, S, 99, LEASE).await.unwrap().unwrap();
+    assert_eq!(got.records.len(), 99);
+    assert_eq!(f.where_().await, (100, 0, 0, 0, 100));
+
     // A wrong-type wake marker carries nothing: it is replaced.
     f.set(&f.k.wake, "x").await;
-    let got = f.b.fetch(Q, S, 100, LEASE).await.unwrap().unwrap();
-    assert_eq!(got.records.len(), 100);
     let got = f.b.fetch(Q, S, 100, LEASE).await.unwrap().unwrap();
     assert_eq!(got.records.len(), 100);
     assert_eq!(f.where_().await, (0, 0, 0, 0, 200));

@@ -41,12 +41,15 @@ pub struct QueueLimits {
     pub rate: Option<RateLimit>,
 }
 
+/// The longest rate-limit period.
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A rate: at most `count` task starts per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Starts allowed per period (at least 1).
     pub count: u32,
-    /// The period (at least 1 ms).
+    /// The period (1 ms to 365 days).
     pub period: Duration,
 }
 
@@ -60,11 +63,11 @@ impl QueueLimits {
             });
         }
         if let Some(r) = self.rate {
-            if r.count == 0 || r.period < Duration::from_millis(1) {
+            if r.count == 0 || r.period < Duration::from_millis(1) || r.period > MAX_PERIOD {
                 return Err(Error::Validation {
                     what: "rate limit",
                     reason: format!(
-                        "{} per {:?}: needs at least 1 start per period of at least 1 ms",
+                        "{} per {:?}: needs at least 1 start per period of 1 ms to 365 days",
                         r.count, r.period
                     ),
                 });

@@ -223,8 +223,9 @@ impl Broker {
     ) -> Result<Option<Fetched>> {
         let k = QueueKeys::new(queue);
         // Under a concurrency limit the script counts every live holder's tasks and names them
-        // when the call lacked one (HOLDERS): at most a few rounds while servers come and go.
-        for _ in 0..8 {
+        // when the call lacked one (HOLDERS): at most a few rounds while servers come and go;
+        // the last round's answer is returned as it is (the fetcher backs off and asks again).
+        for round in 0..8 {
             let holders = self.holders.get(queue);
             let v: std::result::Result<Value, Error> = self
                 .with_bands(queue, &k, &SCRIPTS.fetch, Bands::Seen(0), |inv| {
@@ -233,17 +234,15 @@ impl Broker {
                 .await;
             match v {
                 Err(Error::Redis(e)) => match super::limits::holders_named(&e) {
-                    Some(named) => self.holders.set(queue, named),
-                    None => return Err(Error::Redis(e)),
+                    Some(named) if round < 7 => self.holders.set(queue, named),
+                    _ => return Err(Error::Redis(e)),
                 },
                 Err(e) => return Err(e),
                 Ok(v) => return self.fetched_from(queue, v).await,
             }
         }
-        Err(Error::Corrupt {
-            key: k.leases.clone(),
-            reason: "fetches kept naming servers they were given".into(),
-        })
+        // The loop returns in its last round.
+        Err(Error::Serialization("no fetch round ran".into()))
     }
 
     /// Reads fetch.lua's reply (setting aside the foreign members it names).

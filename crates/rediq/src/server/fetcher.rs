@@ -231,15 +231,14 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
             if !health.due(q) {
                 continue;
             }
-            // A limited queue is asked for free slots only (no lease-ahead).
+            // A limited queue is asked for free slots only (no lease-ahead), but for one task
+            // at least: tasks leased ahead from other queues may have taken every free slot,
+            // and a limited queue asked for nothing would never run beside a busy one.
             let want = if ctx.inflight.is_limited(q) {
-                (asked - got).min(permits.len())
+                (asked - got).min(permits.len().max(1))
             } else {
                 asked - got
             };
-            if want == 0 {
-                continue;
-            }
             tried += 1;
             // Held until the leased tasks are tracked: the heartbeat's orphan sweep waits for it.
             let ticket = ctx.inflight.begin_fetch();

@@ -191,6 +191,15 @@ async fn execute(
         m.in_flight.dec();
     }
 
+    // A middleware's before hook may be told to slow down too (it calls the same service).
+    let step = match step {
+        Step::Ran(Err(Error::Middleware { source, .. }))
+            if matches!(*source, Error::RateLimited { .. }) =>
+        {
+            Step::Ran(Err(*source))
+        }
+        step => step,
+    };
     match step {
         // Shutdown ran out of patience: the handler's future is dropped and the task goes back
         // without counting an attempt.

@@ -59,7 +59,17 @@ local need = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms')
-local conc, rate, period = tonumber(lim[1]), tonumber(lim[2]), tonumber(lim[3])
+-- A limit field is a positive integer of at most 15 digits (broker/limits.rs writes no other),
+-- checked before anything is written: anything else raises CORRUPT naming the limits hash.
+local function limit(i, field)
+  local v = lim[i]
+  if not v then return nil end
+  if #v > 15 or not string.find(v, '^[1-9]%d*$') then
+    corrupt(KEYS[7], 'field ' .. field .. ' holds ' .. string.format('%q', v) .. ', not a positive integer')
+  end
+  return tonumber(v)
+end
+local conc, rate, period = limit(1, 'concurrency'), limit(2, 'rate'), limit(3, 'period_ms')
 local bucket, held_c, held_r = nil, 0, 0
 if conc then
   local h = tonumber(ARGV[4])
@@ -82,13 +92,15 @@ if conc then
   -- Nothing to lease until a running task ends: poll again shortly.
   if need < 1 then return { 'L', 50, held_c, 0 } end
 end
-if rate and period and rate > 0 and period > 0 then
+if rate and period then
   local cap = math.max(1, math.floor(rate / 10))
   local tokens, last = cap, now
   local v = rcall('GET', KEYS[8])
   if v then
+    -- A bucket that does not parse is a full one (it only paces; nothing is lost).
     local tk, at = string.match(v, '^([%d.]+)|(%d+)$')
-    if tk then tokens, last = tonumber(tk), tonumber(at) end
+    tk, at = tonumber(tk), tonumber(at)
+    if tk and at then tokens, last = tk, at end
   end
   tokens = math.min(cap, tokens + math.max(0, now - last) * rate / period)
   if math.floor(tokens) < need then
@@ -145,7 +157,7 @@ if #active > 0 then rcall('HSET', KEYS[3], unpack(active)) end
 -- Nothing below can fail: the bands were read as lists above (SET replaces any type).
 if bucket then
   redis.call('SET', KEYS[8], string.format('%.6f', bucket - #leased) .. '|' .. now,
-    'PX', math.max(1000, 2 * period))
+    'PX', string.format('%d', math.max(1000, 2 * period)))
 end
 for i = 1, #taken do
   local p, n, emptied = taken[i][1], taken[i][2], taken[i][3]
