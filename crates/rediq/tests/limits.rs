@@ -38,6 +38,14 @@ fn probing(probe: &Arc<Probe>, hold: Duration) -> rediq::processor::Mux {
     })
 }
 
+/// A concurrency limit of `n`, no rate limit.
+fn at_most(n: u32) -> QueueLimits {
+    QueueLimits {
+        concurrency: Some(n),
+        rate: None,
+    }
+}
+
 async fn fill(env: &Env, queue: &str, n: usize) {
     let tasks: Vec<Task> = (0..n)
         .map(|_| Task::builder("work").queue(queue).build().unwrap())
@@ -85,10 +93,7 @@ async fn serve_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrency_limit_holds_across_servers() {
     let env = Env::new().await;
-    let limit = QueueLimits {
-        concurrency: Some(3),
-        rate: None,
-    };
+    let limit = at_most(3);
     env.client.set_queue_limits("api", &limit).await.unwrap();
     fill(&env, "api", 45).await;
     let probe = serve_all(&env, "api", 3, 10, Duration::from_millis(60), 45).await;
@@ -107,10 +112,7 @@ async fn a_concurrency_limit_holds_across_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_servers_slots_come_back_when_its_lease_lapses() {
     let env = Env::new().await;
-    let limit = QueueLimits {
-        concurrency: Some(2),
-        rate: None,
-    };
+    let limit = at_most(2);
     env.inspector.set_queue_limits("api", &limit).await.unwrap();
     fill(&env, "api", 6).await;
     // A server that died holding two tasks: its lease runs 1.5 s more, its active hash holds
@@ -236,10 +238,7 @@ async fn limits_are_validated_kept_and_read_back() {
         .unwrap();
     assert!(i.queue_limits("q").await.unwrap().is_empty());
 
-    let zero = QueueLimits {
-        concurrency: Some(0),
-        rate: None,
-    };
+    let zero = at_most(0);
     let e = i
         .set_queue_limits("q", &zero)
         .await
@@ -281,10 +280,7 @@ async fn limits_are_validated_kept_and_read_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_partitioned_queue_each_partition_enforces_the_limits() {
     let env = Env::new().await;
-    let limit = QueueLimits {
-        concurrency: Some(2),
-        rate: None,
-    };
+    let limit = at_most(2);
     // Set before the partitions are declared: the new partitions get them too.
     env.client.set_queue_limits("wide", &limit).await.unwrap();
     env.client.partition_queue("wide", 2).await.unwrap();
@@ -366,10 +362,7 @@ const GATE_LIMIT: u32 = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_processes_never_run_more_than_the_limit_also_when_one_is_killed() {
     let env = Env::new().await;
-    let limit = QueueLimits {
-        concurrency: Some(GATE_LIMIT),
-        rate: None,
-    };
+    let limit = at_most(GATE_LIMIT);
     env.client.set_queue_limits("gate", &limit).await.unwrap();
     fill(&env, "gate", GATE_TASKS).await;
     let spawn = |n: usize| {
@@ -557,10 +550,7 @@ impl Probe2 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_limited_queue_still_runs_beside_a_busy_unlimited_one() {
     let env = Env::new().await;
-    let limit = QueueLimits {
-        concurrency: Some(4),
-        rate: None,
-    };
+    let limit = at_most(4);
     env.client.set_queue_limits("small", &limit).await.unwrap();
     fill(&env, "small", 20).await;
     fill(&env, "busy", 100_000).await;
