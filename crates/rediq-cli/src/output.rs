@@ -206,41 +206,29 @@ pub fn task_json(t: &rediq::Task, state: &str) -> Value {
 
 /// A queue's limits in a table cell: `≤5 100/1s`, `-` when it has none.
 pub fn limits_short(l: &rediq::QueueLimits) -> String {
-    let mut parts = Vec::new();
-    if let Some(c) = l.concurrency {
-        parts.push(format!("≤{c}"));
-    }
-    if let Some(r) = l.rate {
-        parts.push(format!(
-            "{}/{}",
-            r.count,
-            millis(r.period.as_millis() as u64)
-        ));
-    }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" ")
-    }
+    limits_in(l, ["≤", "", "/", " ", "-"])
 }
 
 /// A queue's limits as `concurrency 5, rate 100 per 1s` (`none` when it has none).
 pub fn limits_text(l: &rediq::QueueLimits) -> String {
+    limits_in(l, ["concurrency ", "rate ", " per ", ", ", "none"])
+}
+
+/// The limits in words: `[before the concurrency, before the count, between count and
+/// period, between the two limits, when there is none]`.
+fn limits_in(l: &rediq::QueueLimits, [conc, rate, per, sep, none]: [&str; 5]) -> String {
     let mut parts = Vec::new();
     if let Some(c) = l.concurrency {
-        parts.push(format!("concurrency {c}"));
+        parts.push(format!("{conc}{c}"));
     }
     if let Some(r) = l.rate {
-        parts.push(format!(
-            "rate {} per {}",
-            r.count,
-            millis(r.period.as_millis() as u64)
-        ));
+        let period = millis(r.period.as_millis() as u64);
+        parts.push(format!("{rate}{}{per}{period}", r.count));
     }
     if parts.is_empty() {
-        "none".into()
+        none.into()
     } else {
-        parts.join(", ")
+        parts.join(sep)
     }
 }
 

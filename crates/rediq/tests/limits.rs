@@ -390,13 +390,7 @@ async fn several_processes_never_run_more_than_the_limit_also_when_one_is_killed
     let mut raw = env.raw().await;
     let mut running_child = None;
     for _ in 0..50 {
-        let events: Vec<String> = redis::cmd("LRANGE")
-            .arg("probe:{gate}")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        let events = probe_events(&mut raw).await;
         running_child = open_runs(&events)
             .keys()
             .filter_map(|run| run.split('-').next()?.parse::<usize>().ok())
@@ -423,13 +417,7 @@ async fn several_processes_never_run_more_than_the_limit_also_when_one_is_killed
         c.wait().unwrap();
     }
     // Intervals from the handlers' own records; a start without an end was cut by the kill.
-    let events: Vec<String> = redis::cmd("LRANGE")
-        .arg("probe:{gate}")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let events = probe_events(&mut raw).await;
     let mut edges: Vec<(u64, i32)> = events
         .iter()
         .map(|e| {
@@ -455,6 +443,17 @@ async fn several_processes_never_run_more_than_the_limit_also_when_one_is_killed
         most, GATE_LIMIT as i32,
         "never more than the limit, and the limit used"
     );
+}
+
+/// What the children's handlers recorded so far (`S|E <run> <Unix ms>`, in order).
+async fn probe_events(raw: &mut Raw) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg("probe:{gate}")
+        .arg(0)
+        .arg(-1)
+        .query_async(raw)
+        .await
+        .unwrap()
 }
 
 /// The runs with a start and no end yet, and when they started.
