@@ -435,6 +435,25 @@ impl Client {
         self.inspector().set_queue_limits(queue, limits).await
     }
 
+    /// Sets the limits every group of a queue follows (see [`Inspector::set_group_limits`]
+    /// and [`crate::GroupLimits`]).
+    pub async fn set_group_limits(&self, queue: &str, rule: &crate::QueueLimits) -> Result<()> {
+        self.inspector().set_group_limits(queue, rule).await
+    }
+
+    /// Gives a named group its own limits, or removes them with `None` (see
+    /// [`Inspector::set_group_override`]).
+    pub async fn set_group_override(
+        &self,
+        queue: &str,
+        group: &str,
+        limits: Option<&crate::QueueLimits>,
+    ) -> Result<()> {
+        self.inspector()
+            .set_group_override(queue, group, limits)
+            .await
+    }
+
     /// Pauses a queue (see [`Inspector::pause_queue`]).
     pub async fn pause_queue(&self, queue: &str) -> Result<()> {
         self.inspector().pause_queue(queue).await

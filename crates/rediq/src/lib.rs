@@ -68,7 +68,9 @@ mod task;
 pub mod testing;
 
 pub use async_trait::async_trait;
-pub use broker::{FlushCounts, QueueLimits, QueueStats, RateLimit, TaskState};
+pub use broker::{
+    FlushCounts, GroupInfo, GroupLimits, QueueLimits, QueueStats, RateLimit, TaskState,
+};
 pub use client::{Client, ClientBuilder, Enqueued, Existing};
 pub use error::{Error, Result};
 pub use inspector::{

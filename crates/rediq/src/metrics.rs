@@ -241,7 +241,7 @@ impl Metrics {
         );
         r.register(
             "queue_limit_held",
-            "Tasks this server asked for that a queue's limit refused (they stayed pending), per limit: concurrency or rate",
+            "Tasks this server asked for that a queue's limit refused (they stayed pending), per limit: concurrency or rate; for group_concurrency and group_rate, the groups a fetch found at their limit",
             f.held.clone(),
         );
         Metrics {
@@ -298,7 +298,12 @@ impl Metrics {
     /// A fetch from served queue number `queue` was held back by its limits.
     pub fn held(&self, queue: usize, held: crate::broker::Held) {
         let queue = self.queues.get(queue).cloned().unwrap_or_default();
-        for (limit, n) in [("concurrency", held.concurrency), ("rate", held.rate)] {
+        for (limit, n) in [
+            ("concurrency", held.concurrency),
+            ("rate", held.rate),
+            ("group_concurrency", held.group_concurrency),
+            ("group_rate", held.group_rate),
+        ] {
             if n > 0 {
                 self.families
                     .held

@@ -206,7 +206,14 @@ impl Broker {
                 if out.len() < limit {
                     let (a, b) = range(skip, limit - out.len());
                     let old: Vec<Vec<u8>> = c.zrange(&k.legacy_pending, a, b).await?;
+                    let len: usize = c.zcard(&k.legacy_pending).await?;
+                    skip = skip.saturating_sub(len);
                     out.extend(old);
+                }
+                // Then the tasks of groups (groups.rs).
+                if out.len() < limit {
+                    let more = self.list_grouped(&k, skip, limit - out.len()).await?;
+                    out.extend(more);
                 }
                 out
             }

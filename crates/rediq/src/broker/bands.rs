@@ -80,9 +80,10 @@ impl BandCache {
     }
 }
 
-/// Appends the band block (see bands.lua) to a script invocation.
+/// Appends the band block (see bands.lua) to a script invocation: the bands zset, the group
+/// block (groups.lua: grouped tasks are pushed to their group instead of a band), the bands.
 pub(super) fn block(inv: &mut Call, k: &QueueKeys, set: BandSet) {
-    inv.key(&k.bands);
+    inv.key(&k.bands).keys(&k.groups);
     let mut descriptor = String::new();
     for p in members(set) {
         inv.key(k.band(p));
@@ -213,7 +214,7 @@ impl Broker {
                 start += PAGE;
             }
         }
-        Ok(None)
+        Ok(self.find_grouped(k, id).await?.map(|(_, r)| r))
     }
 
     /// Moves the pending tasks an earlier version left in its pending set into the band lists

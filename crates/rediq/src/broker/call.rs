@@ -50,6 +50,14 @@ impl Call<'_> {
     }
 
     /// Appends an argument (`ARGV[i]`).
+    /// Appends several keys in order (a block of keys such as the group block).
+    pub fn keys<T: ToRedisArgs>(&mut self, keys: &[T]) -> &mut Self {
+        for k in keys {
+            self.key(k);
+        }
+        self
+    }
+
     pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         arg.write_redis_args(&mut self.args);
         self

@@ -71,10 +71,21 @@ impl Broker {
         let k = QueueKeys::new(queue);
         let id = record::raw_id(stored);
         let band = k.band(super::bands::band_of(stored));
+        let field = match state {
+            TaskState::Pending if record::group_of(stored).is_some() => {
+                match self.grouped_field(&k, stored).await? {
+                    Some(f) => f,
+                    None => return Ok(false),
+                }
+            }
+            _ => Vec::new(),
+        };
         let places = match state {
             TaskState::Waiting => vec![(&k.waiting, "blocked", id, stored)],
             TaskState::Delayed => vec![(&k.delayed, "queued", stored, id)],
             TaskState::Retry => vec![(&k.retry, "queued", stored, id)],
+            // In its group.
+            _ if !field.is_empty() => vec![(&k.groups[0], "grouped", stored, id)],
             // In its band, or still in the pending set of an earlier version (migrate.lua).
             _ => vec![
                 (&band, "pending", stored, id),
@@ -87,6 +98,9 @@ impl Broker {
                     inv.key(place);
                     self.cancel_keys(inv, &k, unique_key);
                     inv.arg(mode).arg(a2).arg(a3);
+                    if mode == "grouped" {
+                        inv.arg(&field[..]);
+                    }
                 })
                 .await?;
             if r == 1 {
@@ -108,7 +122,8 @@ impl Broker {
             .key(&k.dependents)
             .key(&k.outbox)
             .key(&k.needs)
-            .key(&k.finished);
+            .key(&k.finished)
+            .keys(&k.groups);
         if let Some(key) = unique_key {
             inv.key(k.unique(key));
         }

@@ -82,6 +82,13 @@ impl Broker {
         }
         match state {
             TaskState::Pending => {
+                // After the bands, the tasks of groups: `g:<HSCAN cursor>`.
+                if let Some(at) = cursor.strip_prefix("g:") {
+                    let at: u64 = at.parse().map_err(|_| bad_cursor(cursor))?;
+                    let (window, next) = self.scan_grouped(&k, at, budget).await?;
+                    let found = window.into_iter().filter(|r| contains(r, needle)).collect();
+                    return Ok((found, next.map(|n| format!("g:{n}"))));
+                }
                 // `band:index` of the next record to look at, bands lowest first.
                 let (band, index) = match cursor {
                     "" => (0u8, 0usize),
@@ -91,8 +98,13 @@ impl Broker {
                         .ok_or_else(|| bad_cursor(c))?,
                 };
                 let bands = self.live_bands(&k).await?;
+                let gc = c.clone();
+                let grouped = || async {
+                    let n: u64 = gc.clone().hlen(&k.groups[0]).await?;
+                    Ok::<_, crate::Error>((n > 0).then(|| "g:0".to_string()))
+                };
                 let Some(&band) = bands.iter().find(|b| **b >= band) else {
-                    return Ok((Vec::new(), None));
+                    return Ok((Vec::new(), grouped().await?));
                 };
                 let index = if cursor.is_empty() || cursor.starts_with(&format!("{band}:")) {
                     index
@@ -106,7 +118,10 @@ impl Broker {
                 let next = if window.len() == budget {
                     Some(format!("{band}:{}", index + budget))
                 } else {
-                    bands.iter().find(|b| **b > band).map(|b| format!("{b}:0"))
+                    match bands.iter().find(|b| **b > band) {
+                        Some(b) => Some(format!("{b}:0")),
+                        None => grouped().await?,
+                    }
                 };
                 let found = window.into_iter().filter(|r| contains(r, needle)).collect();
                 Ok((found, next))

@@ -73,7 +73,13 @@ pub(crate) struct QueueKeys {
     /// Ids of finished tasks, oldest first (16 id bytes + 6 bytes of finish time, Unix ms):
     /// how long the index remembers them (see ix_evict.lua).
     pub finished: String,
+    /// The group block (groups.lua): the pending tasks of every group and the round robin
+    /// across groups, in the order the scripts open it.
+    pub groups: [String; GROUP_KEYS],
 }
+
+/// Keys of the group block (groups.lua's `groups_open`).
+pub(crate) const GROUP_KEYS: usize = 8;
 
 /// The key sets built so far, per queue name: every transition needs one, and building one is
 /// ~35 allocations (a tenth of the client's CPU per fetch and acknowledgement when rebuilt on
@@ -138,6 +144,16 @@ impl QueueKeys {
             ix_meta: k("ix"),
             finished: k("finished"),
             legacy: [k("deps:done"), k("deps:done:count"), k("deps:flushes")],
+            groups: [
+                k("g:tasks"),
+                k("g:seq"),
+                k("g:turn"),
+                k("g:wait"),
+                k("g:full"),
+                k("g:run"),
+                k("g:limits"),
+                k("g:rate"),
+            ],
             base,
         }
     }
@@ -180,7 +196,7 @@ impl QueueKeys {
 
     /// Every key of the queue whose name is fixed (the rest: band lists, active hashes and
     /// receipts per server, index buckets and done hashes per generation, unique-key locks).
-    pub fn fixed(&self) -> [&str; 36] {
+    pub fn fixed(&self) -> [&str; 36 + GROUP_KEYS] {
         [
             &self.bands,
             &self.foreign,
@@ -218,6 +234,14 @@ impl QueueKeys {
             &self.legacy[0],
             &self.legacy[1],
             &self.legacy[2],
+            &self.groups[0],
+            &self.groups[1],
+            &self.groups[2],
+            &self.groups[3],
+            &self.groups[4],
+            &self.groups[5],
+            &self.groups[6],
+            &self.groups[7],
         ]
     }
 

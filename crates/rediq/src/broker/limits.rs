@@ -113,12 +113,14 @@ pub(super) fn holders_named(e: &redis::RedisError) -> Option<Vec<String>> {
 }
 
 impl Broker {
-    /// Writes a queue's limits (one atomic step: fields not set are removed).
+    /// Writes a queue's limits (one atomic step: fields not set are removed; the group rule's
+    /// fields stay).
     pub async fn set_limits(&self, queue: &str, limits: &QueueLimits) -> Result<()> {
         limits.validate()?;
         let k = QueueKeys::new(queue);
         let mut pipe = redis::pipe();
-        pipe.atomic().del(&k.limits);
+        pipe.atomic()
+            .hdel(&k.limits, &["concurrency", "rate", "period_ms"]);
         if let Some(c) = limits.concurrency {
             pipe.hset(&k.limits, "concurrency", c);
         }

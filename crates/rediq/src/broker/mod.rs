@@ -42,8 +42,10 @@ mod find;
 mod garbage;
 mod index;
 pub(crate) use deps::MAX_DEPENDENCIES;
+mod groups;
 pub(crate) mod keys;
 mod leases;
+pub use groups::{GroupInfo, GroupLimits};
 mod limits;
 pub use limits::{QueueLimits, RateLimit};
 pub(crate) mod outbox;
@@ -126,30 +128,30 @@ macro_rules! indexed {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: guarded!("bands.lua", "index.lua", "enqueue.lua"),
-    fetch: guarded!("bands.lua", "fetch.lua"),
-    complete: indexed!("complete.lua"),
-    retry: guarded!("retry.lua"),
-    kill: indexed!("kill.lua"),
-    requeue: guarded!("bands.lua", "requeue.lua"),
-    forward: guarded!("bands.lua", "forward.lua"),
+    enqueue: guarded!("groups.lua", "bands.lua", "index.lua", "enqueue.lua"),
+    fetch: guarded!("groups.lua", "bands.lua", "fetch.lua"),
+    complete: guarded!("groups.lua", "index.lua", "complete.lua"),
+    retry: guarded!("groups.lua", "retry.lua"),
+    kill: guarded!("groups.lua", "index.lua", "kill.lua"),
+    requeue: guarded!("groups.lua", "bands.lua", "requeue.lua"),
+    forward: guarded!("groups.lua", "bands.lua", "forward.lua"),
     extend: Lua::new(include_str!("scripts/extend.lua")),
     expired: Lua::new(include_str!("scripts/expired.lua")),
     janitor: guarded!("janitor.lua"),
-    rerun: guarded!("bands.lua", "index.lua", "rerun.lua"),
-    flush: guarded!("bands.lua", "flush.lua"),
-    cron_fire: guarded!("bands.lua", "index.lua", "cron_fire.lua"),
+    rerun: guarded!("groups.lua", "bands.lua", "index.lua", "rerun.lua"),
+    flush: guarded!("groups.lua", "bands.lua", "flush.lua"),
+    cron_fire: guarded!("groups.lua", "bands.lua", "index.lua", "cron_fire.lua"),
     cron_set: Lua::new(include_str!("scripts/cron_set.lua")),
     rewake: guarded!("rewake.lua"),
-    cancel: indexed!("cancel.lua"),
+    cancel: guarded!("groups.lua", "index.lua", "cancel.lua"),
     dep_register: indexed!("dep_register.lua"),
-    dep_enqueue: guarded!("bands.lua", "index.lua", "dep_enqueue.lua"),
-    dep_satisfy: guarded!("bands.lua", "dep_satisfy.lua"),
+    dep_enqueue: guarded!("groups.lua", "bands.lua", "index.lua", "dep_enqueue.lua"),
+    dep_satisfy: guarded!("groups.lua", "bands.lua", "dep_satisfy.lua"),
     dep_fail: indexed!("dep_fail.lua"),
     dep_aside: guarded!("dep_aside.lua"),
     dep_begin: guarded!("dep_begin.lua"),
     dep_claim: guarded!("dep_claim.lua"),
-    migrate: guarded!("bands.lua", "migrate.lua"),
+    migrate: guarded!("groups.lua", "bands.lua", "migrate.lua"),
     bury: guarded!("bury.lua"),
     resume: guarded!("resume.lua"),
     ix_lookup: indexed!("ix_lookup.lua"),
@@ -413,6 +415,8 @@ mod cluster_tests;
 mod deps_faults_tests;
 #[cfg(test)]
 mod faults_tests;
+#[cfg(test)]
+mod groups_tests;
 #[cfg(test)]
 mod index_tests;
 #[cfg(test)]

@@ -212,6 +212,7 @@ impl Broker {
             .await?;
         if set {
             let s = self.stats(queue).await?;
+            let groups = self.group_limits(queue).await?;
             // A paused queue stays paused as a whole, and its limits apply to each partition.
             for p in &names[1..] {
                 if s.paused {
@@ -220,6 +221,7 @@ impl Broker {
                 if !s.limits.is_empty() {
                     self.set_limits(p, &s.limits).await?;
                 }
+                self.copy_group_limits(&groups, p).await?;
             }
         }
         // Another declaration may have won the race: its names stand.

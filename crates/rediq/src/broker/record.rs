@@ -1,8 +1,9 @@
 //! The stored task record.
 //!
-//! A record is one Redis string: `[format=1][priority][16 id bytes][MessagePack body]`. The fixed
-//! head lets Lua scripts read the priority and id with `string.byte`/`string.sub` without decoding
-//! anything; the body is a MessagePack map with one-letter names in which default values are left
+//! A record is one Redis string: `[format=1][priority][16 id bytes][MessagePack body]`, or for a
+//! task in a group `[format=2][priority][16 id bytes][group length][group][MessagePack body]`.
+//! The fixed head lets Lua scripts read the priority, id and group with
+//! `string.byte`/`string.sub` without decoding anything (groups.lua's `group_of`); the body is a MessagePack map with one-letter names in which default values are left
 //! out, so a typical small task costs ~60 bytes. The record is itself the element of its band's
 //! pending list (no separate hash per task): that is what keeps a pending task under 100 bytes
 //! of Redis memory. Unknown body fields are ignored, so newer writers stay readable.
@@ -12,8 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::task::{Task, TaskOptions, DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT};
 use crate::{Error, Result};
 
-/// Format byte of the current record layout.
+/// Format byte of the record layout of a task without a group.
 const FORMAT: u8 = 1;
+/// Format byte of a task in a group: the head is followed by the group's length (one byte)
+/// and name.
+const FORMAT_GROUPED: u8 = 2;
 /// Task type of the stand-in record for bytes that could not be decoded.
 pub(crate) const UNDECODABLE_TYPE: &str = "rediq:undecodable";
 /// Length of the fixed head.
@@ -127,7 +131,7 @@ pub(crate) fn encode(task: &Task) -> Result<Vec<u8>> {
 
 /// The trace context (W3C `traceparent`) a record carries, if any.
 pub(crate) fn trace_of(record: &[u8]) -> Option<String> {
-    let body = record.get(HEAD..)?;
+    let body = record.get(body_at(record).ok()?..)?;
     body_from::<TraceOnly>(body).ok()?.trace
 }
 
@@ -159,6 +163,14 @@ pub(crate) fn encode_traced(task: &Task, trace: Option<&str>) -> Result<Vec<u8>>
     // Validated to 0..=100 at build(); clamp anyway so a hand-made Task cannot corrupt the order.
     out.push(o.priority.clamp(0, 100) as u8);
     out.extend_from_slice(&id);
+    if let Some(g) = &o.group {
+        // Validated to 1..=128 bytes at build() and at enqueue.
+        let len = u8::try_from(g.len())
+            .map_err(|_| Error::validation("group", format!("{} bytes is too long", g.len())))?;
+        out[0] = FORMAT_GROUPED;
+        out.push(len);
+        out.extend_from_slice(g.as_bytes());
+    }
     rmp_serde::encode::write_named(&mut out, &body)
         .map_err(|e| Error::Serialization(format!("cannot encode task {}: {e}", task.id)))?;
     Ok(out)
@@ -172,10 +184,16 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
             record.len()
         ));
     }
-    if record[0] != FORMAT {
-        return Err(format!("unknown record format {}", record[0]));
-    }
-    let body: Body = body_from(&record[HEAD..])?;
+    let at = body_at(record)?;
+    let group = match record[0] {
+        FORMAT_GROUPED => Some(
+            std::str::from_utf8(&record[HEAD + 1..at])
+                .map_err(|_| "group name is not UTF-8".to_string())?
+                .to_string(),
+        ),
+        _ => None,
+    };
+    let body: Body = body_from(&record[at..])?;
     Ok(Task {
         id: id_text(&record[2..HEAD]),
         task_type: body.task_type,
@@ -192,12 +210,40 @@ pub(crate) fn decode(queue: &str, record: &[u8]) -> std::result::Result<Task, St
             unique_ttl: body.unique_ttl_s.map(std::time::Duration::from_secs),
             depends_on: (!body.depends_on.is_empty())
                 .then(|| body.depends_on.iter().map(|d| id_text(d)).collect()),
+            group,
             ..TaskOptions::default()
         },
         retry_cnt: body.retry_cnt,
         last_error: body.last_error,
         last_failed_at: body.last_failed_at,
     })
+}
+
+/// Where the body of a record starts: after the head, and after the group of a grouped one.
+fn body_at(record: &[u8]) -> std::result::Result<usize, String> {
+    match record.first() {
+        Some(&FORMAT) => Ok(HEAD),
+        Some(&FORMAT_GROUPED) => {
+            let len = usize::from(*record.get(HEAD).ok_or("grouped record without its group")?);
+            if len == 0 || record.len() < HEAD + 1 + len {
+                return Err(format!(
+                    "grouped record too short for its group of {len} bytes"
+                ));
+            }
+            Ok(HEAD + 1 + len)
+        }
+        Some(f) => Err(format!("unknown record format {f}")),
+        None => Err("empty record".into()),
+    }
+}
+
+/// The group a record names (format 2), as groups.lua's `group_of` reads it.
+pub(crate) fn group_of(record: &[u8]) -> Option<&[u8]> {
+    if record.first() != Some(&FORMAT_GROUPED) {
+        return None;
+    }
+    let at = body_at(record).ok()?;
+    record.get(HEAD + 1..at)
 }
 
 /// A dead-letter record for bytes that could not be decoded: type `rediq:undecodable`, the raw
@@ -267,6 +313,35 @@ mod tests {
         assert_eq!(u.as_bytes()[14..16], queue_hint("emails"));
         assert_ne!(queue_hint("emails"), queue_hint("payments"));
         assert_ne!(new_id("emails"), new_id("emails"));
+    }
+
+    #[test]
+    fn a_grouped_record_carries_its_group_in_the_head() {
+        let t = Task::builder("x")
+            .group("customer-42")
+            .priority(7)
+            .build()
+            .unwrap();
+        let rec = encode_traced(&t, Some("tp")).unwrap();
+        assert_eq!(rec[0], FORMAT_GROUPED);
+        assert_eq!(rec[1], 7);
+        assert_eq!(usize::from(rec[HEAD]), "customer-42".len());
+        assert_eq!(group_of(&rec), Some(&b"customer-42"[..]));
+        assert_eq!(raw_id(&rec), &id_bytes(&t.id).unwrap());
+        assert_eq!(decode("default", &rec).unwrap(), t);
+        assert_eq!(trace_of(&rec).as_deref(), Some("tp"));
+        let plain = encode(&Task::builder("x").build().unwrap()).unwrap();
+        assert_eq!(group_of(&plain), None);
+        // A group longer than the record, or of length 0, is refused with a reason.
+        let mut cut = rec.clone();
+        cut.truncate(HEAD + 5);
+        assert!(decode("default", &cut).unwrap_err().contains("too short"));
+        let mut zero = rec.clone();
+        zero[HEAD] = 0;
+        assert!(decode("default", &zero).is_err());
+        assert!(Task::builder("x").group("").build().is_err());
+        assert!(Task::builder("x").group("a\nb").build().is_err());
+        assert!(Task::builder("x").group("g".repeat(129)).build().is_err());
     }
 
     #[test]

@@ -17,7 +17,11 @@ use super::{record, Broker};
 use crate::{Error, Result};
 
 /// Reads of the first round, per queue (the order `stats_many` queues them in).
-const FIRST_ROUND: usize = 15;
+const FIRST_ROUND: usize = 17;
+
+/// Groups next in turn whose head task the latency looks at (the oldest grouped task is
+/// usually among them: a group waits longest right before its turn).
+const GROUP_HEADS: isize = 4;
 
 /// Task counts of one queue, per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +120,7 @@ impl Broker {
             first
                 .zcard(&k.legacy_pending)
                 .llen(&k.foreign)
+                .hlen(&k.groups[0])
                 .zcard(&k.delayed)
                 .zcard(&k.retry)
                 .zcard(&k.dead)
@@ -128,7 +133,8 @@ impl Broker {
                 .exists(&k.paused)
                 .hmget(&k.limits, &["concurrency", "rate", "period_ms"])
                 .zrange(&k.bands, 0, -1)
-                .zrange(&k.leases, 0, -1);
+                .zrange(&k.leases, 0, -1)
+                .zrange(&k.groups[2], 0, GROUP_HEADS - 1);
         }
         let mut got: Vec<Value> = first.query_async(&mut c).await?;
         if got.len() != 1 + FIRST_ROUND * queues.len() {
@@ -147,6 +153,7 @@ impl Broker {
         let mut out = Vec::with_capacity(queues.len());
         for (queue, k) in queues.iter().zip(&keys) {
             let mut r: Vec<Value> = rest.drain(..FIRST_ROUND).collect();
+            let turn: Vec<String> = parse(r.pop().unwrap_or(Value::Nil))?;
             let holders: Vec<String> = parse(r.pop().unwrap_or(Value::Nil))?;
             let bands: Vec<u8> = parse(r.pop().unwrap_or(Value::Nil))?;
             // A limit that does not parse shows as unset here (`Broker::limits` names it).
@@ -165,7 +172,7 @@ impl Broker {
                 queue: queue.to_string(),
                 // Garbage on its way to the dead-letter queue counts as pending until it
                 // gets there.
-                pending: next()? + next()?,
+                pending: next()? + next()? + next()?,
                 delayed: next()?,
                 retry: next()?,
                 dead: next()?,
@@ -186,16 +193,23 @@ impl Broker {
             for h in &holders {
                 second.hlen(k.active(h));
             }
-            shapes.push((bands.len(), holders.len()));
+            let groups: Vec<String> = turn.into_iter().filter(|g| !g.is_empty()).collect();
+            for g in &groups {
+                second.hget(&k.groups[1], g);
+            }
+            shapes.push((bands.len(), holders.len(), groups));
             out.push(s);
         }
-        let mut got: Vec<Value> = if shapes.iter().all(|&(b, h)| b + h == 0) {
+        let mut got: Vec<Value> = if shapes.iter().all(|(b, h, g)| b + h + g.len() == 0) {
             Vec::new()
         } else {
             second.query_async(&mut c).await?
         };
         let mut got = got.drain(..);
-        for (s, (bands, holders)) in out.iter_mut().zip(shapes) {
+        // Third round, for queues with groups: the head task of the groups next in turn.
+        let mut third = redis::pipe();
+        let mut heads = Vec::with_capacity(out.len());
+        for (s, (bands, holders, groups)) in out.iter_mut().zip(shapes) {
             let mut oldest: Option<u64> = None;
             for _ in 0..bands {
                 let len: u64 = parse(got.next().unwrap_or(Value::Nil))?;
@@ -207,6 +221,28 @@ impl Broker {
             for _ in 0..holders {
                 let n: u64 = parse(got.next().unwrap_or(Value::Nil))?;
                 s.active += n;
+            }
+            let mut asked = 0;
+            for g in groups {
+                let seq: Option<String> = parse(got.next().unwrap_or(Value::Nil))?;
+                if let Some(head) = seq.as_deref().and_then(|v| v.split(' ').next()) {
+                    third.hget(&QueueKeys::new(&s.queue).groups[0], format!("{g}|{head}"));
+                    asked += 1;
+                }
+            }
+            heads.push((oldest, asked));
+        }
+        let got: Vec<Value> = if heads.iter().all(|(_, n)| *n == 0) {
+            Vec::new()
+        } else {
+            third.query_async(&mut c).await?
+        };
+        let mut got = got.into_iter();
+        for (s, (mut oldest, asked)) in out.iter_mut().zip(heads) {
+            for _ in 0..asked {
+                let head: Option<Vec<u8>> = parse(got.next().unwrap_or(Value::Nil))?;
+                let since = head.and_then(|rec| pending_since_ms(&s.queue, &rec));
+                oldest = oldest.into_iter().chain(since).min();
             }
             s.latency = Duration::from_millis(oldest.map_or(0, |t| now_ms.saturating_sub(t)));
         }

@@ -77,6 +77,21 @@ pub(crate) struct Fetched {
 pub(crate) struct Held {
     pub concurrency: u64,
     pub rate: u64,
+    /// Groups held at their concurrency limit by this fetch (groups.lua).
+    pub group_concurrency: u64,
+    /// Groups held for their next rate token by this fetch.
+    pub group_rate: u64,
+    /// The queue has groups (the reply came from the round robin): like a limited queue, it
+    /// is asked for free slots only, so that a task of another group does not wait behind
+    /// tasks leased ahead.
+    pub grouped: bool,
+}
+
+impl Held {
+    /// Whether any limit held tasks back.
+    pub fn any(&self) -> bool {
+        self.concurrency + self.rate + self.group_concurrency + self.group_rate > 0
+    }
 }
 
 /// A successful task to acknowledge.
@@ -255,18 +270,24 @@ impl Broker {
         }
         let bad = |e: redis::ParsingError| Error::Serialization(format!("fetch.lua reply: {e}"));
         // {"L", ms, held, held}: the queue's limits allow nothing now; try again in about that
-        // long. Otherwise the last two of five parts are the tasks each limit held back.
+        // long. Otherwise the last two of five parts are the tasks each limit held back. With
+        // groups two more: the groups each group limit held (seven parts, or six after "L").
         let mut held = Held::default();
         let limited = matches!(&parts[0], Value::BulkString(b) if b == b"L");
+        if parts.len() == 7 || (limited && parts.len() == 6) {
+            held.group_rate =
+                redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+            held.group_concurrency =
+                redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
+            held.grouped = true;
+        }
         if parts.len() == 5 || (limited && parts.len() == 4) {
             let rate: u64 =
                 redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
             let conc: u64 =
                 redis::from_redis_value(parts.pop().unwrap_or(Value::Nil)).map_err(bad)?;
-            held = Held {
-                concurrency: conc,
-                rate,
-            };
+            held.concurrency = conc;
+            held.rate = rate;
         }
         if limited {
             let ms: u64 =
@@ -347,7 +368,8 @@ impl Broker {
                     .key(&k.dependents)
                     .key(&k.outbox)
                     .key(k.ack_receipt(server))
-                    .key(&k.daily);
+                    .key(&k.daily)
+                    .keys(&k.groups);
                 for l in &locks {
                     inv.key(k.unique(l));
                 }
@@ -420,6 +442,7 @@ impl Broker {
             .key(&k.retry)
             .key(&k.failed)
             .key(&k.daily)
+            .keys(&k.groups)
             .arg(id)
             .arg(token_text(token))
             .arg(record)
@@ -456,7 +479,8 @@ impl Broker {
                     .key(&k.dependents)
                     .key(&k.outbox)
                     .key(&k.finished)
-                    .key(&k.daily);
+                    .key(&k.daily)
+                    .keys(&k.groups);
                 if let Some(key) = unique_key {
                     inv.key(k.unique(key));
                 }

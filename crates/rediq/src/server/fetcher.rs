@@ -115,17 +115,17 @@ impl Hand<'_> {
             None => health.succeeded(q, ctx.queue_name(q)),
         }
         if let Some(b) = batch.as_ref() {
-            if b.held_for.is_some() || b.held.concurrency + b.held.rate > 0 {
+            if b.held_for.is_some() || b.held.any() || b.held.grouped {
                 ctx.inflight.mark_limited(q);
             }
             if let Some(wait) = b.held_for {
                 // Held by the concurrency limit alone: a local release may end it early.
-                let by_slots = b.held.rate == 0;
+                let by_slots = b.held.rate + b.held.group_rate == 0;
                 health.hold(q, wait, by_slots.then(|| ctx.inflight.released(q)));
             }
         }
         if let (Some(m), Some(b)) = (&ctx.metrics, batch.as_ref()) {
-            if b.held.concurrency + b.held.rate > 0 {
+            if b.held.any() {
                 m.held(q, b.held);
             }
         }

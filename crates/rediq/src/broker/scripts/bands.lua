@@ -17,7 +17,8 @@
 -- Every key a script touches is in KEYS, so the caller passes the band keys it expects the
 -- script to touch in a band block, right before the index block (or at the end of KEYS and
 -- ARGV when the script has none):
---   KEYS[..] the bands zset, then one key per band of the block
+--   KEYS[..] the bands zset, the group block (groups.lua: a task of a group goes to its group,
+--            not to a band), then one key per band of the block
 --   ARGV[..] "p1,p2,...": the block's bands, in KEYS order ("" for none)
 -- A script that needs a band the block lacks fails with "BANDS p ..." before it writes
 -- anything; the caller adds those bands and calls again (broker/bands.rs).
@@ -38,9 +39,10 @@ local function bands_open(kend, aend)
   end
   local list = {}
   for p in string.gmatch(d, '%d+') do list[#list + 1] = tonumber(p) end
-  local first = kend - #list
-  local b = { zset = KEYS[first], first = first, keys = {}, miss = {}, missed = {}, missing = false }
-  for i = 1, #list do b.keys[list[i]] = KEYS[first + i] end
+  local first = kend - #list - GROUP_KEYS
+  local b = { zset = KEYS[first], first = first, keys = {}, miss = {}, missed = {}, missing = false,
+    g = groups_open(first + 1) }
+  for i = 1, #list do b.keys[list[i]] = KEYS[first + GROUP_KEYS + i] end
   return b
 end
 
@@ -98,9 +100,21 @@ local function bands_ready(b, p)
   if band_key(b, p) then bands_want(b, p) end
 end
 
+-- A record will be pushed: its group is readied (groups_ready), or its band (bands_ready).
+local function pend_ready(b, record)
+  local name = group_of(record)
+  if name then groups_ready(b.g, name) else bands_ready(b, band_of(record)) end
+end
+
 -- Adds a record to groups[p], the records bound for band p, readying band p the first time it
--- comes up.
-local function bands_group(b, groups, p, record)
+-- comes up; a record of a group is noted for its group instead (at its head when `front`),
+-- and written by groups_flush(b.g).
+local function bands_group(b, groups, p, record, front)
+  local name = group_of(record)
+  if name then
+    groups_add(b.g, name, record, front)
+    return
+  end
   local g = groups[p]
   if not g then
     g = {}
@@ -117,6 +131,17 @@ local function bands_push(b, p, cmd, records)
     redis.call(cmd, b.keys[p], unpack(records, i, math.min(i + 3999, #records)))
   end
   redis.call('ZADD', b.zset, p, tostring(p))
+end
+
+-- Pushes one record at the tail of its band or group (readied by pend_ready).
+local function pend_push(b, record)
+  local name = group_of(record)
+  if name then
+    groups_add(b.g, name, record, false)
+    groups_flush(b.g)
+  else
+    bands_push(b, band_of(record), 'RPUSH', { record })
+  end
 end
 
 -- Puts tasks given back (shutdown, a lapsed lease) at the front of band p, in order of id among

@@ -8,7 +8,8 @@
 -- KEYS[6]   outbox list (the resolver tells the dependents)
 -- KEYS[7]   the calling server's acknowledgement receipt (string, kept 10 minutes)
 -- KEYS[8]   daily counts hash (prelude.lua, daily_add: 'p:<day>' counts the completions)
--- KEYS[9..] unique-key locks, referenced by index from ARGV
+-- KEYS[9..16] the group block (groups.lua: a task of a group leaves its group's running count)
+-- KEYS[17..] unique-key locks, referenced by index from ARGV
 -- then      the index block, without ids (index.lua): this script writes only its done hash
 --
 -- ARGV[1]   retention of completed tasks in ms (0 = delete at once)
@@ -16,7 +17,7 @@
 -- then      r; then r runs of 16-digit fencing token, number of tasks: the tokens of the
 --           tasks in order (a batch is mostly the tasks of a few fetches: one value per task)
 -- then      u; then u pairs: position of a task with a unique key (1-based), its lock's index
---           into KEYS counted from KEYS[9] as 1
+--           into KEYS counted from KEYS[17] as 1
 -- then      the call's nonce (the same on every retry of one batch)
 -- then      the index block's descriptor
 --
@@ -58,6 +59,7 @@ if prev and str_sub(prev, 1, #nonce + 1) == nonce .. '|' then
   return reply
 end
 local ix = ix_open()
+local g = groups_open(9)
 local ids, tokens, lock_of = {}, {}, {}
 for i = 1, n do ids[i] = ARGV[2 + i] end
 do
@@ -86,9 +88,10 @@ for i = 1, n do
   if v and str_sub(v, 1, 16) == tokens[i] then
     ok[#ok + 1] = ids[i]
     local u = lock_of[i]
-    if u and rcall('GET', KEYS[8 + u]) == ids[i] then
-      release[#release + 1] = KEYS[8 + u]
+    if u and rcall('GET', KEYS[16 + u]) == ids[i] then
+      release[#release + 1] = KEYS[16 + u]
     end
+    groups_leaving(g, str_sub(v, 18))
     if retention > 0 then
       done[#done + 1] = now + retention
       done[#done + 1] = str_sub(v, string.find(v, '|', 17, true) + 1)
@@ -120,6 +123,7 @@ if #ok > 0 then
   redis.call('INCRBY', KEYS[3], #ok)
   daily_add(KEYS[8], 'p', day_of(now), #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
+  groups_release(g)
   for i = 1, #release do redis.call('DEL', release[i]) end
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
   local marks = {}

@@ -35,7 +35,7 @@ local was
 if ARGV[6] ~= '0' then
   was = ix_get(ix, 1, string.sub(ARGV[4], 3, 18))
   want(KEYS[2], 'hash')
-  bands_ready(bands, band_of(ARGV[4]))
+  pend_ready(bands, ARGV[4])
   bands_check(bands)
   local n = rcall('HGET', KEYS[4], ARGV[7])
   -- At most 18 digits: HINCRBY would also refuse a count that overflows.
@@ -56,7 +56,7 @@ if lock and not redis.call('SET', lock, string.sub(record, 3, 18), 'NX', 'EX', A
   return 3
 end
 redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
-bands_push(bands, band_of(record), 'RPUSH', { record })
+pend_push(bands, record)
 ix_put(ix, 1, string.sub(record, 3, 18), 'L', not was)
 ix_close(ix)
 wake(KEYS[3])

@@ -120,7 +120,7 @@ if #rest > 0 then
 elseif delay > 0 then
   want(KEYS[4], 'zset')
 else
-  bands_ready(bands, band_of(record))
+  pend_ready(bands, record)
   bands_check(bands)
 end
 
@@ -149,7 +149,7 @@ if delay > 0 then
   ix_close(ix)
   return {'delayed'}
 end
-bands_push(bands, band_of(record), 'RPUSH', { record })
+pend_push(bands, record)
 wake(KEYS[5])
 forget_early()
 ix_put(ix, 1, id, 'L', not was)

@@ -63,18 +63,17 @@ if not record then
   return 0
 end
 local lock = lock_key and rcall('GET', lock_key) == id
-local p = band_of(record)
 if delay > 0 then
   want(KEYS[4], 'zset')
 else
-  bands_ready(bands, p)
+  pend_ready(bands, record)
   bands_check(bands)
 end
 -- Nothing below can fail (the wake marker is replaced when it is of the wrong type).
 if delay > 0 then
   redis.call('ZADD', KEYS[4], now + delay, record)
 else
-  bands_push(bands, p, 'RPUSH', { record })
+  pend_push(bands, record)
   wake(KEYS[5])
 end
 if lock then redis.call('EXPIRE', lock_key, ARGV[3]) end

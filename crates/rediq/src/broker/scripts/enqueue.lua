@@ -92,10 +92,15 @@ for i = 1, n do
   if extra[i] and extra[i][1] > 0 then
     any_delayed = true
   else
-    local p = band_of(ARGV[2 + i])
-    if not pend[p] then
-      pend[p] = {}
-      bands_ready(bands, p)
+    local name = group_of(ARGV[2 + i])
+    if name then
+      groups_ready(bands.g, name)
+    else
+      local p = band_of(ARGV[2 + i])
+      if not pend[p] then
+        pend[p] = {}
+        bands_ready(bands, p)
+      end
     end
   end
 end
@@ -175,8 +180,13 @@ for i = 1, n do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = record
     else
-      local band = pend[band_of(record)]
-      band[#band + 1] = record
+      local name = group_of(record)
+      if name then
+        groups_add(bands.g, name, record, false)
+      else
+        local band = pend[band_of(record)]
+        band[#band + 1] = record
+      end
       any_pending = true
     end
   end
@@ -189,6 +199,7 @@ end
 for p, records in pairs(pend) do
   if #records > 0 then bands_push(bands, p, 'RPUSH', records) end
 end
+groups_flush(bands.g)
 if any_pending then wake(KEYS[2]) end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[1], unpack(delayed))

@@ -9,7 +9,9 @@
 --          counted and removed with the pending tasks)
 -- KEYS[13 .. 12+m]         the active hashes of the m servers holding a lease (ARGV[1] = m)
 -- KEYS[13+m ..]            unique-key locks of the removed tasks
--- then    the band block (bands.lua): every band of the bands zset must be in it
+-- then    the band block (bands.lua): every band of the bands zset must be in it; its group
+--         block's pending tasks count as pending and go too, with the round robin's state
+--         and the running counts (the active hashes go); group limits and buckets stay
 --
 -- ARGV[1] m; then, per unique-key lock in KEYS order, the id of the task it belongs to (a lock
 --         is deleted only while it still names that task)
@@ -44,7 +46,7 @@ local active = 0
 for i = 13, 12 + m do
   active = active + rcall('HLEN', KEYS[i])
 end
-counts[1] = counts[1] + rcall('LLEN', KEYS[12])
+counts[1] = counts[1] + rcall('LLEN', KEYS[12]) + rcall('HLEN', bands.g.tasks)
 counts[6] = active
 counts[7] = rcall('HLEN', KEYS[7])
 local release = {}
@@ -76,6 +78,8 @@ redis.call('HDEL', KEYS[11], 'l', 's', 'n')
 redis.call('DEL', unpack(KEYS, 1, 5))
 redis.call('DEL', bands.zset, unpack(band_keys))
 redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[12])
+local g = bands.g
+redis.call('DEL', g.tasks, g.seq, g.turn, g.wait, g.full, g.run)
 if m > 0 then redis.call('DEL', unpack(KEYS, 13, 12 + m)) end
 counts[#counts + 1] = tonumber(gen) or 0
 return counts

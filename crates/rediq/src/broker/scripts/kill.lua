@@ -10,7 +10,8 @@
 -- KEYS[8] outbox list      (the resolver tells the dependents)
 -- KEYS[9] finished list     (id + finish time: the id index forgets the task after it)
 -- KEYS[10] daily counts hash (prelude.lua, daily_add: 'f:<day>' counts the failed attempts)
--- KEYS[11] (optional) the task's unique-key lock, released when it still names this task
+-- KEYS[11..18] the group block (groups.lua: a task of a group leaves its group's running count)
+-- KEYS[19] (optional) the task's unique-key lock, released when it still names this task
 -- then    the index block of the task's id (index.lua): the id is marked 'F'
 --
 -- ARGV[1] task id
@@ -31,7 +32,8 @@
 -- CORRUPT naming the key and the task stays active, never a stale refusal.
 
 local ix = ix_open()
-local lock = ix.base >= 11 and KEYS[11] or nil
+local lock = ix.base >= 19 and KEYS[19] or nil
+local g = groups_open(11)
 local v = rcall('HGET', KEYS[1], ARGV[1])
 if not v or string.sub(v, 1, 16) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
@@ -42,6 +44,7 @@ if ARGV[6] == '1' then
 end
 local release = lock and rcall('GET', lock) == ARGV[1]
 local refs = rcall('HGET', KEYS[7], ARGV[1])
+groups_leaving(g, string.sub(v, 18))
 counter(KEYS[4])
 counter(KEYS[5])
 daily_check(KEYS[10], 'f', day_of(now))
@@ -53,6 +56,7 @@ want(KEYS[3], 'zset')
 ix_set_all(ix, {1}, {ARGV[1]}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
+groups_release(g)
 redis.call('INCR', KEYS[5])
 daily_add(KEYS[10], 'f', day_of(now), 1)
 if release then redis.call('DEL', lock) end

@@ -14,7 +14,7 @@
 -- ARGV[3] n; then 3 values per task: id, 16-digit fencing token, new record ("" = keep it)
 -- then    the band block's descriptor
 --
--- A task put back goes to the front of its band: it was taken from the front. Tasks put back
+-- A task put back goes to the front of its band (or group): it was taken from the front. Tasks put back
 -- are ordered by id among themselves, also across calls (bands_give_back): oldest first.
 -- Returns the 1-based positions of the tasks that went back; entries whose token is stale are
 -- left alone. With
@@ -44,7 +44,8 @@ for i = 1, n do
     if record == '' then record = string.sub(v, bar + 1) end
     moved[#moved + 1] = id
     which[#which + 1] = i
-    bands_group(bands, back, band_of(record), record)
+    bands_group(bands, back, band_of(record), record, true)
+    groups_leaving(bands.g, string.sub(v, bar + 1))
   end
 end
 bands_check(bands)
@@ -55,6 +56,8 @@ if #moved > 0 then
   end
   -- Nothing below can fail.
   for p, records in pairs(back) do bands_give_back(bands, p, records, 64) end
+  groups_flush(bands.g)
+  groups_release(bands.g)
   redis.call('HDEL', KEYS[1], unpack(moved))
   wake(KEYS[3])
   if now then

@@ -1,0 +1,171 @@
+//! Groups (groups.lua, groups.rs) against a real redis-server, at the broker's level: what a
+//! crash leaves behind is repaired by the same scripts (a lapsed lease's tasks go back to the
+//! head of their group and its running count drops, so a group at its limit runs again), and a
+//! corrupt group record refuses with `Error::Corrupt` before anything moves.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::*;
+use crate::testing::RedisServer;
+use crate::{Error, Task};
+
+const Q: &str = "groups";
+const S: &str = "host:1:groups";
+const HEIR: &str = "host:2:heir";
+
+fn task(group: &str) -> (NewTask, Vec<u8>) {
+    let t = Task::builder("g").queue(Q).group(group).build().unwrap();
+    let id = record::id_bytes(&t.id).unwrap().to_vec();
+    let new = NewTask {
+        record: record::encode(&t).unwrap(),
+        task_type: "g".into(),
+        delay_ms: 0,
+        unique: None,
+    };
+    (new, id)
+}
+
+async fn fill(b: &Broker, group: &str, n: usize) -> Vec<Vec<u8>> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (t, id) = task(group);
+        b.enqueue(Q, &[t], EnqueueMode::Each).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_gives_group_tasks_back_to_the_head_and_frees_the_groups_slots() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    b.set_group_rule(
+        Q,
+        &QueueLimits {
+            concurrency: Some(2),
+            rate: None,
+        },
+    )
+    .await
+    .unwrap();
+    let ids = fill(&b, "acme", 5).await;
+    // A server leases two (the group's limit) and dies: its lease lapses in 200 ms.
+    let f = b
+        .fetch(Q, S, 10, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<Vec<u8>> = f
+        .records
+        .iter()
+        .map(|r| record::raw_id(r).to_vec())
+        .collect();
+    assert_eq!(got, ids[..2].to_vec(), "the limit holds: two, oldest first");
+    let mut c = b.conn.clone();
+    let run: Option<u64> = c.hget(&k.groups[5], "acme").await.unwrap();
+    assert_eq!(run, Some(2));
+    // Nothing more for another server while the two are leased: the group is held.
+    let held = b
+        .fetch(Q, HEIR, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held.records.is_empty() && held.held_for.is_some());
+    let full: bool = c.sismember(&k.groups[4], "acme").await.unwrap();
+    assert!(full, "held at its limit");
+    // The recoverer's call, once the lease lapsed: back to the head, counts down, group runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back: Vec<Requeue> = f
+        .records
+        .iter()
+        .map(|r| (record::raw_id(r).to_vec(), f.token, None))
+        .collect();
+    assert_eq!(b.requeue(Q, S, &back, true).await.unwrap(), 2);
+    let run: Option<u64> = c.hget(&k.groups[5], "acme").await.unwrap();
+    assert_eq!(run, None, "no task of the group runs");
+    let full: bool = c.sismember(&k.groups[4], "acme").await.unwrap();
+    assert!(!full);
+    let again = b
+        .fetch(Q, HEIR, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<Vec<u8>> = again
+        .records
+        .iter()
+        .map(|r| record::raw_id(r).to_vec())
+        .collect();
+    assert_eq!(got, ids[..2].to_vec(), "the same two, first again");
+    // Acknowledged: the count drops and the last three run.
+    b.complete(Q, HEIR, &test_util::acks(&again), None, 1)
+        .await
+        .unwrap();
+    let last = b
+        .fetch(Q, HEIR, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.records.len(), 2);
+    b.complete(Q, HEIR, &test_util::acks(&last), None, 2)
+        .await
+        .unwrap();
+    let last = b
+        .fetch(Q, HEIR, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.records.len(), 1);
+    b.complete(Q, HEIR, &test_util::acks(&last), None, 3)
+        .await
+        .unwrap();
+    // Everything of the group is gone: no state is left behind.
+    for key in &k.groups[..6] {
+        let n: bool = c.exists(key).await.unwrap();
+        assert!(!n, "{key} is empty");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_group_record_refuses_before_anything_moves() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    fill(&b, "acme", 2).await;
+    let mut c = b.conn.clone();
+    let _: () = c.hset(&k.groups[1], "acme", "x y z").await.unwrap();
+    let (t, _) = task("acme");
+    match b.enqueue(Q, &[t], EnqueueMode::Each).await {
+        Err(Error::Corrupt { key, reason }) => {
+            assert_eq!(key, k.groups[1]);
+            assert!(reason.contains("acme"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    match b.fetch(Q, S, 10, Duration::from_secs(60)).await {
+        Err(Error::Corrupt { key, .. }) => assert_eq!(key, k.groups[1]),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let n: u64 = c.hlen(&k.groups[0]).await.unwrap();
+    assert_eq!(n, 2, "nothing moved");
+    let leased: bool = c.exists(k.active(S)).await.unwrap();
+    assert!(!leased);
+    // Repaired by hand, the same calls work.
+    let _: () = c.hset(&k.groups[1], "acme", "0 1 2").await.unwrap();
+    let f = b
+        .fetch(Q, S, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.records.len(), 2);
+    // A running count that is no integer: the ack refuses and the tasks stay leased.
+    let _: () = c.hset(&k.groups[5], "acme", "many").await.unwrap();
+    match b.complete(Q, S, &test_util::acks(&f), None, 4).await {
+        Err(Error::Corrupt { key, .. }) => assert_eq!(key, k.groups[5]),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let n: u64 = c.hlen(k.active(S)).await.unwrap();
+    assert_eq!(n, 2, "still leased");
+}
