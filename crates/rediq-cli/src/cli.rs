@@ -85,8 +85,18 @@ pub enum QueueCmd {
     /// Without options, shows them. `--concurrency 5` allows at most 5 of the queue's tasks
     /// running at once across all servers; `--rate 100/1s` at most 100 starts per second.
     /// `none` removes one limit, `--clear` both; a limit not named is kept.
+    ///
+    /// With `--per-group` the same options set the rule every group (tenant) of the queue
+    /// follows; with `--group NAME` they set that group's override of the rule (`--clear`
+    /// removes the override).
     Limit {
         name: String,
+        /// Set or show the rule for every group of the queue instead.
+        #[arg(long, conflicts_with = "group")]
+        per_group: bool,
+        /// Set or show one group's override of the group rule instead.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
         /// Most tasks running at once across all servers, or `none`.
         #[arg(long, value_parser = parse_concurrency)]
         concurrency: Option<Limit<u32>>,
@@ -96,6 +106,13 @@ pub enum QueueCmd {
         /// Remove every limit of the queue.
         #[arg(long, conflicts_with_all = ["concurrency", "rate"])]
         clear: bool,
+    },
+    /// The queue's groups (tenants) with tasks pending or running, or held by a limit.
+    Groups {
+        name: String,
+        /// Most groups to show (by name).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Stop servers fetching from the queue (kept in Redis across restarts).
     Pause { name: String },

@@ -204,6 +204,20 @@ pub fn task_json(t: &rediq::Task, state: &str) -> Value {
     })
 }
 
+/// A queue's limits and its group rule in a table cell: `≤5 100/1s`, `≤5 · group ≤2`, `-`
+/// when it has none.
+pub fn limits_cell(s: &rediq::QueueStats) -> String {
+    match (s.limits.is_empty(), s.group_limits.is_empty()) {
+        (_, true) => limits_short(&s.limits),
+        (true, false) => format!("group {}", limits_short(&s.group_limits)),
+        (false, false) => format!(
+            "{} · group {}",
+            limits_short(&s.limits),
+            limits_short(&s.group_limits)
+        ),
+    }
+}
+
 /// A queue's limits in a table cell: `≤5 100/1s`, `-` when it has none.
 pub fn limits_short(l: &rediq::QueueLimits) -> String {
     limits_in(l, ["≤", "", "/", " ", "-"])

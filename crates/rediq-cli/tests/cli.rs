@@ -232,6 +232,125 @@ async fn queue_commands_print_tables_and_json() {
         (serde_json::Value::Null, serde_json::Value::Null)
     );
 
+    // Groups: a rule for every group, an override for one, the groups listed.
+    let mut grouped: Vec<String> = Vec::new();
+    for (g, n) in [("acme", 3u32), ("zeta", 1)] {
+        for k in 0..n {
+            let t = Task::builder("send")
+                .queue("emails")
+                .group(g)
+                .payload(&k)
+                .unwrap()
+                .build()
+                .unwrap();
+            grouped.push(t.id.clone());
+            client.enqueue(t).await.unwrap();
+        }
+    }
+    let out = rediq(
+        &url,
+        &[
+            "queue",
+            "limit",
+            "emails",
+            "--per-group",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "limits of every group of queue emails set: concurrency 2",
+        "{}",
+        out.stderr
+    );
+    let l = json(
+        &url,
+        &[
+            "queue", "limit", "emails", "--group", "acme", "--rate", "10/1s",
+        ],
+    );
+    assert_eq!(
+        (l["concurrency"].as_u64(), l["override"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(l["rate"]["count"], 10);
+    let out = rediq(&url, &["queue", "limit", "emails"]);
+    assert!(
+        out.stdout.contains("group rule          concurrency 2")
+            && out
+                .stdout
+                .contains("group acme          concurrency 2, rate 10 per 1s"),
+        "{}",
+        out.stdout
+    );
+    let out = rediq(&url, &["queue", "groups", "emails"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("GROUP") && lines[0].contains("PENDING"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("acme") && lines[1].contains("≤2 10/1s"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].starts_with("zeta") && lines[2].contains("≤2"),
+        "{}",
+        out.stdout
+    );
+    let g = json(&url, &["queue", "groups", "emails"]);
+    assert_eq!(g["groups"][0]["group"], "acme");
+    assert_eq!(g["groups"][0]["pending"], 3);
+    let out = rediq(&url, &["queue", "list"]);
+    assert!(out.stdout.contains("group ≤2"), "{}", out.stdout);
+    let one = json(&url, &["queue", "inspect", "emails"]);
+    assert_eq!(one["group_limits"]["rule"]["concurrency"], 2);
+    assert_eq!(
+        one["group_limits"]["overrides"]["acme"]["rate"]["count"],
+        10
+    );
+    assert_eq!(one["groups"], 2);
+    let l = json(
+        &url,
+        &["queue", "limit", "emails", "--group", "acme", "--clear"],
+    );
+    assert_eq!(
+        (l["override"].as_bool(), l["rate"].clone()),
+        (Some(false), serde_json::Value::Null)
+    );
+    let l = json(
+        &url,
+        &["queue", "limit", "emails", "--per-group", "--clear"],
+    );
+    assert_eq!(l["concurrency"], serde_json::Value::Null);
+    fails(
+        &rediq(
+            &url,
+            &[
+                "queue",
+                "limit",
+                "emails",
+                "--group",
+                "",
+                "--concurrency",
+                "1",
+            ],
+        ),
+        &["group"],
+    );
+    // The grouped tasks go again (the counts below are of the other tasks).
+    let inspector = rediq::Inspector::connect(&url).await.unwrap();
+    assert_eq!(grouped.len(), 4);
+    for id in grouped {
+        assert_eq!(
+            inspector.cancel_task("emails", &id).await.unwrap(),
+            rediq::CancelOutcome::Removed
+        );
+    }
+
     // A typo names the queues that exist.
     fails(
         &rediq(&url, &["queue", "inspect", "emials"]),

@@ -2,12 +2,14 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use rediq::{DailyStats, Inspector, QueueLimits, QueueStats};
+use rediq::{DailyStats, GroupLimits, Inspector, QueueLimits, QueueStats};
 use serde_json::{json, Value};
 
 use super::{known_queue, Result};
 use crate::cli::{Limit, QueueCmd};
-use crate::output::{bytes, limits_short, limits_text, millis, print_json, queue_state, Table};
+use crate::output::{
+    bytes, limits_cell, limits_short, limits_text, millis, print_json, queue_state, Table,
+};
 
 pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
     match cmd {
@@ -26,14 +28,27 @@ pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
             Ok(())
         }
         QueueCmd::Flush { name, yes } => flush(i, &name, yes, json).await,
+        QueueCmd::Groups { name, limit } => groups(i, &name, limit, json).await,
         QueueCmd::Limit {
             name,
+            per_group,
+            group,
             concurrency,
             rate,
             clear,
         } => {
             known_queue(i, &name).await?;
-            let mut l = i.queue_limits(&name).await?;
+            let scope = match (per_group, group) {
+                (true, _) => Scope::Rule,
+                (false, Some(g)) => Scope::Group(g),
+                (false, None) => Scope::Queue,
+            };
+            let groups = i.group_limits(&name).await?;
+            let mut l = match &scope {
+                Scope::Queue => i.queue_limits(&name).await?,
+                Scope::Rule => groups.rule,
+                Scope::Group(g) => groups.for_group(g),
+            };
             let changed = clear || concurrency.is_some() || rate.is_some();
             if clear {
                 l = QueueLimits::default();
@@ -49,19 +64,122 @@ pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
                 None => {}
             }
             if changed {
-                i.set_queue_limits(&name, &l).await?;
+                match &scope {
+                    Scope::Queue => i.set_queue_limits(&name, &l).await?,
+                    Scope::Rule => i.set_group_limits(&name, &l).await?,
+                    Scope::Group(g) if clear => i.set_group_override(&name, g, None).await?,
+                    Scope::Group(g) => i.set_group_override(&name, g, Some(&l)).await?,
+                }
             }
+            let groups = i.group_limits(&name).await?;
+            if let Scope::Group(g) = &scope {
+                l = groups.for_group(g);
+            }
+            let verb = if changed { "set" } else { "are" };
+            let what = match &scope {
+                Scope::Queue => format!("limits of queue {name}"),
+                Scope::Rule => format!("limits of every group of queue {name}"),
+                Scope::Group(g) if groups.overrides.contains_key(g) => {
+                    format!("limits of group {g} of queue {name} (its override)")
+                }
+                Scope::Group(g) => format!("limits of group {g} of queue {name} (the rule)"),
+            };
             if json {
                 let mut v = limits_json(&l);
                 v["queue"] = json!(name);
+                if let Scope::Group(g) = &scope {
+                    v["group"] = json!(g);
+                    v["override"] = json!(groups.overrides.contains_key(g));
+                }
+                if matches!(scope, Scope::Queue) {
+                    v["groups"] = group_limits_json(&groups);
+                }
                 print_json(&v);
             } else {
-                let verb = if changed { "set" } else { "are" };
-                println!("limits of queue {name} {verb}: {}", limits_text(&l));
+                println!("{what} {verb}: {}", limits_text(&l));
+                if matches!(scope, Scope::Queue) {
+                    print_group_limits(&groups);
+                }
             }
             Ok(())
         }
     }
+}
+
+/// What `queue limit` sets or shows.
+enum Scope {
+    Queue,
+    Rule,
+    Group(String),
+}
+
+/// The group rule and overrides as JSON: `{"rule": {...}, "overrides": {"acme": {...}}}`.
+fn group_limits_json(g: &GroupLimits) -> Value {
+    let overrides: serde_json::Map<String, Value> = g
+        .overrides
+        .iter()
+        .map(|(name, l)| (name.clone(), limits_json(l)))
+        .collect();
+    json!({ "rule": limits_json(&g.rule), "overrides": overrides })
+}
+
+/// The group rule and overrides, one line each (nothing when neither is set).
+fn print_group_limits(g: &GroupLimits) {
+    if g.rule.is_empty() && g.overrides.is_empty() {
+        return;
+    }
+    println!("{:<19} {}", "group rule", limits_text(&g.rule));
+    for (name, l) in &g.overrides {
+        println!("{:<19} {}", format!("group {name}"), limits_text(l));
+    }
+}
+
+async fn groups(i: &Inspector, name: &str, limit: usize, json: bool) -> Result {
+    known_queue(i, name).await?;
+    let groups = i.groups(name, limit).await?;
+    let limits = i.group_limits(name).await?;
+    let now = rediq_now_ms();
+    if json {
+        let v: Vec<Value> = groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "group": g.name,
+                    "pending": g.pending,
+                    "running": g.running,
+                    "at_limit": g.at_limit,
+                    "held_until_ms": g.held_until_ms,
+                    "limits": limits_json(&limits.for_group(&g.name)),
+                })
+            })
+            .collect();
+        print_json(&json!({ "queue": name, "groups": v }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["GROUP", "PENDING", "RUNNING", "HELD", "LIMITS"]);
+    for g in &groups {
+        let held = match (g.at_limit, g.held_until_ms) {
+            (true, _) => "at limit".to_string(),
+            (false, Some(at)) => format!("{} more", millis(at.saturating_sub(now))),
+            (false, None) => "-".to_string(),
+        };
+        t.row(vec![
+            g.name.clone(),
+            g.pending.to_string(),
+            g.running.to_string(),
+            held,
+            limits_short(&limits.for_group(&g.name)),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+/// Unix ms by this machine's clock (a held group's time left is shown to the second or so).
+fn rediq_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn done(json: bool, what: &str, queue: &str) {
@@ -91,6 +209,8 @@ fn stats_json(s: &QueueStats) -> Value {
         "dead_trimmed_total": s.dead_trimmed_total,
         "latency_ms": s.latency.as_millis() as u64,
         "limits": limits_json(&s.limits),
+        "group_limits_rule": limits_json(&s.group_limits),
+        "groups_pending": s.groups,
     })
 }
 
@@ -129,7 +249,7 @@ async fn list(i: &Inspector, json: bool) -> Result {
             s.completed.to_string(),
             s.processed_total.to_string(),
             s.failed_total.to_string(),
-            limits_short(&s.limits),
+            limits_cell(s),
         ]);
     }
     t.print();
@@ -144,9 +264,13 @@ async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
     let s = i.queue_stats(name).await?;
     let memory = i.memory_usage(name).await?;
     let history = i.history(name, days).await?;
+    let groups = i.group_limits(name).await?;
+    let group_list = i.groups(name, GROUPS_SHOWN).await?;
     if json {
         let mut v = stats_json(&s);
         v["memory_bytes"] = json!(memory);
+        v["group_limits"] = group_limits_json(&groups);
+        v["groups"] = json!(group_list.len());
         v["history"] = history_json(&history);
         print_json(&v);
     } else {
@@ -154,10 +278,23 @@ async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
         let memory = memory.map_or("unknown (Redis refuses MEMORY USAGE)".into(), bytes);
         println!("{:<19} {memory}", "memory");
         println!("{:<19} {}", "limits", limits_text(&s.limits));
+        print_group_limits(&groups);
+        println!("{:<19} {}", "groups", group_count(&group_list));
         println!();
         print_history(&history);
     }
     Ok(())
+}
+
+/// Most groups `queue inspect` counts (`queue groups` lists them).
+const GROUPS_SHOWN: usize = 1000;
+
+fn group_count(groups: &[rediq::GroupInfo]) -> String {
+    match groups.len() {
+        0 => "none".into(),
+        n if n >= GROUPS_SHOWN => format!("{n} or more (rediq queue groups lists them)"),
+        n => format!("{n} (rediq queue groups lists them)"),
+    }
 }
 
 /// A queue's limits as JSON: `{"concurrency": 5, "rate": {"count": 100, "period_ms": 1000}}`,

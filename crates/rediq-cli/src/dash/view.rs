@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableSt
 use ratatui::Frame;
 
 use super::App;
-use crate::output::{age, limits_short, millis, queue_state, task_cells, TASK_COLUMNS};
+use crate::output::{age, limits_cell, millis, queue_state, task_cells, TASK_COLUMNS};
 
 /// A queue's tasks in one state (a page, with tabs of states; or a search's matches), or one
 /// task's details. `total`: the state's count at the last refresh, when known.
@@ -142,7 +142,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             format!("{:.0}", q.throughput),
             millis(q.latency_ms),
             format!("{:.1}%", q.error_rate()),
-            limits_short(&s.limits),
+            limits_cell(s),
         ])
     });
     let widths = [

@@ -2,7 +2,8 @@
 //!
 //! A dashboard refreshes every queue every second, so the reads are pipelined across queues:
 //! two round trips for any number of queues (the fixed keys of each, then the band lists and
-//! active hashes the first round named), where one queue at a time cost four round trips per
+//! active hashes the first round named; a third when queues have groups, for the head task of
+//! the groups next in turn), where one queue at a time cost four round trips per
 //! queue. Read only, and not a snapshot of one instant: counts taken while tasks move may be
 //! off by the tasks moving.
 
@@ -17,7 +18,7 @@ use super::{record, Broker};
 use crate::{Error, Result};
 
 /// Reads of the first round, per queue (the order `stats_many` queues them in).
-const FIRST_ROUND: usize = 17;
+const FIRST_ROUND: usize = 18;
 
 /// Groups next in turn whose head task the latency looks at (the oldest grouped task is
 /// usually among them: a group waits longest right before its turn).
@@ -60,6 +61,11 @@ pub struct QueueStats {
     pub latency: Duration,
     /// Its flow-control limits (see `Inspector::set_queue_limits`).
     pub limits: QueueLimits,
+    /// The limits every group of it follows unless overridden (see
+    /// `Inspector::set_group_limits`).
+    pub group_limits: QueueLimits,
+    /// Groups with tasks pending (waiting for their turn, or held).
+    pub groups: u64,
 }
 
 impl QueueStats {
@@ -95,6 +101,11 @@ impl QueueStats {
         if self.limits.is_empty() {
             self.limits = p.limits;
         }
+        if self.group_limits.is_empty() {
+            self.group_limits = p.group_limits;
+        }
+        // A group's tasks may be spread over partitions: counted in each.
+        self.groups += p.groups;
     }
 }
 
@@ -121,6 +132,7 @@ impl Broker {
                 .zcard(&k.legacy_pending)
                 .llen(&k.foreign)
                 .hlen(&k.groups[0])
+                .hlen(&k.groups[1])
                 .zcard(&k.delayed)
                 .zcard(&k.retry)
                 .zcard(&k.dead)
@@ -131,7 +143,17 @@ impl Broker {
                 .get(&k.dead_trimmed)
                 .get(&k.cancelled)
                 .exists(&k.paused)
-                .hmget(&k.limits, &["concurrency", "rate", "period_ms"])
+                .hmget(
+                    &k.limits,
+                    &[
+                        "concurrency",
+                        "rate",
+                        "period_ms",
+                        "g_concurrency",
+                        "g_rate",
+                        "g_period_ms",
+                    ],
+                )
                 .zrange(&k.bands, 0, -1)
                 .zrange(&k.leases, 0, -1)
                 .zrange(&k.groups[2], 0, GROUP_HEADS - 1);
@@ -157,12 +179,18 @@ impl Broker {
             let holders: Vec<String> = parse(r.pop().unwrap_or(Value::Nil))?;
             let bands: Vec<u8> = parse(r.pop().unwrap_or(Value::Nil))?;
             // A limit that does not parse shows as unset here (`Broker::limits` names it).
-            let limits = limits::from_fields(parse(r.pop().unwrap_or(Value::Nil))?).unwrap_or_else(
-                |(field, value)| {
+            let fields: Vec<Option<String>> = parse(r.pop().unwrap_or(Value::Nil))?;
+            let mut f = fields.into_iter();
+            let mut three = || (f.next().flatten(), f.next().flatten(), f.next().flatten());
+            // A limit that does not parse shows as unset here (`Broker::limits` names it).
+            let read = |fields| {
+                limits::from_fields(fields).unwrap_or_else(|(field, value)| {
                     tracing::warn!(queue, field, %value, "a limit does not parse; shown as unset");
                     QueueLimits::default()
-                },
-            );
+                })
+            };
+            let limits = read(three());
+            let group_limits = read(three());
             let mut n = r.into_iter();
             let mut next = || -> Result<u64> {
                 let v: Option<u64> = parse(n.next().unwrap_or(Value::Nil))?;
@@ -173,6 +201,7 @@ impl Broker {
                 // Garbage on its way to the dead-letter queue counts as pending until it
                 // gets there.
                 pending: next()? + next()? + next()?,
+                groups: next()?,
                 delayed: next()?,
                 retry: next()?,
                 dead: next()?,
@@ -184,6 +213,7 @@ impl Broker {
                 cancelled_total: next()?,
                 partitions: 1,
                 limits,
+                group_limits,
                 ..QueueStats::default()
             };
             s.paused = next()? == 1;
