@@ -155,6 +155,13 @@ struct Args {
     /// Process phase: give the queue a rate limit of this many starts per second.
     #[arg(long)]
     limit_rate: Option<u32>,
+    /// Process phase: spread the tasks over this many groups (`TaskBuilder::group`, task n in
+    /// group n mod N), to measure what the round robin costs.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    groups: Option<u64>,
+    /// Process phase: give every group this concurrency limit (`Client::set_group_limits`).
+    #[arg(long, requires = "groups")]
+    group_concurrency: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -525,8 +532,35 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     const QUEUE: &str = "bench_proc";
     let client = connect_client(url).await?;
     let inspector = Inspector::from_client(&client);
-    enqueue_in_batches(&client, QUEUE, args.tasks, args.batch_size).await?;
+    match args.groups {
+        Some(groups) => {
+            for first in (0..args.tasks).step_by(args.batch_size as usize) {
+                let end = (first + args.batch_size).min(args.tasks);
+                let tasks = (first..end)
+                    .map(|n| {
+                        let mut t = bench_task(QUEUE, n)?;
+                        t.options.group = Some(format!("g{}", n % groups));
+                        Ok(t)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                client
+                    .enqueue_batch(tasks)
+                    .await
+                    .context("grouped enqueue")?;
+            }
+        }
+        None => enqueue_in_batches(&client, QUEUE, args.tasks, args.batch_size).await?,
+    }
     check_pending(&inspector, QUEUE, args.tasks).await?;
+    inspector
+        .set_group_limits(
+            QUEUE,
+            &rediq::QueueLimits {
+                concurrency: args.group_concurrency,
+                rate: None,
+            },
+        )
+        .await?;
     let limits = rediq::QueueLimits {
         concurrency: args.limit_concurrency,
         rate: args.limit_rate.map(|count| rediq::RateLimit {

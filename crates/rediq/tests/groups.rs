@@ -176,6 +176,7 @@ async fn a_backlog_in_one_group_does_not_delay_another() {
     let mut lat = picked.lock().unwrap().clone();
     lat.sort();
     let p99 = lat[lat.len() - 1];
+    eprintln!("pickup latency of the small group, sorted: {lat:?}");
     assert!(
         big_left.iter().any(|g| g.name == "big" && g.pending > 1000),
         "the backlog was still there at the end: {big_left:?}"
@@ -460,4 +461,94 @@ async fn grouped_tasks_are_listed_found_cancelled_and_flushed() {
     assert_eq!(counts.pending, 5);
     assert!(env.inspector.groups("look", 10).await.unwrap().is_empty());
     assert_eq!(env.inspector.queue_stats("look").await.unwrap().pending, 0);
+}
+
+/// On a partitioned queue a group's tasks spread over the partitions, and each partition runs
+/// the round robin and the group limits for the tasks it holds: a rule of 2 over 2 partitions
+/// lets a group run up to 4. A rule set before the declaration reaches the new partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_partitioned_queue_each_partition_enforces_the_group_limits() {
+    let env = Env::new().await;
+    let rule = QueueLimits {
+        concurrency: Some(2),
+        rate: None,
+    };
+    env.client.set_group_limits("wide", &rule).await.unwrap();
+    env.client.partition_queue("wide", 2).await.unwrap();
+    assert_eq!(
+        env.inspector
+            .queue_stats("wide")
+            .await
+            .unwrap()
+            .group_limits,
+        rule
+    );
+    fill(&env, "wide", Some("tenant"), 60).await;
+    let groups = env.inspector.groups("wide", 10).await.unwrap();
+    assert_eq!(
+        (groups.len(), groups[0].pending),
+        (1, 60),
+        "one group, summed over the partitions"
+    );
+    let probe = Arc::new(Probe::default());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(
+            start(
+                env.server().queues(&["wide"]).concurrency(10),
+                probing(&probe, Duration::from_millis(50)),
+            )
+            .await,
+        );
+    }
+    wait_done(&probe, 60, Duration::from_secs(30)).await;
+    for s in servers {
+        s.shutdown().await;
+    }
+    assert_eq!(
+        probe.most.lock().unwrap().get("tenant"),
+        Some(&4),
+        "2 per partition, 4 in all"
+    );
+}
+
+/// A queue whose only tasks left are of one group held at its limit is not idle: the server
+/// asks again as soon as one of the group's tasks ends (before the fix, once the other group
+/// was done, it slept on the wake marker for up to a second per task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_at_its_limit_runs_its_next_task_as_soon_as_one_ends() {
+    let env = Env::new().await;
+    let one = QueueLimits {
+        concurrency: Some(1),
+        rate: None,
+    };
+    env.client.set_group_limits("serial", &one).await.unwrap();
+    fill(&env, "serial", Some("only"), 10).await;
+    fill(&env, "serial", Some("brief"), 6).await;
+    let probe = Arc::new(Probe::default());
+    let server = start(
+        env.server().queues(&["serial"]).concurrency(4),
+        probing(&probe, Duration::from_millis(20)),
+    )
+    .await;
+    wait_done(&probe, 16, Duration::from_secs(30)).await;
+    server.shutdown().await;
+    let starts: Vec<_> = probe
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(g, _, _)| g == "only")
+        .cloned()
+        .collect();
+    let gaps: Vec<Duration> = starts
+        .windows(2)
+        .map(|w| w[1].2.duration_since(w[0].2))
+        .collect();
+    assert_eq!(probe.most.lock().unwrap().get("only"), Some(&1));
+    // 20 ms of work, then the next start: far from the second a sleep on the wake marker took.
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(200)),
+        "{gaps:?}"
+    );
 }

@@ -361,10 +361,35 @@ const GATE_LIMIT: u32 = 3;
 /// slots come back only when its lease lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_processes_never_run_more_than_the_limit_also_when_one_is_killed() {
+    gate_under_kill(false).await;
+}
+
+/// The same with the limit on a group instead of the queue: every task is of group `tenant`,
+/// whose rule allows 3 at once (the group's running count, kept by the scripts, is what holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_never_run_more_than_a_group_limit_also_when_one_is_killed() {
+    gate_under_kill(true).await;
+}
+
+async fn gate_under_kill(grouped: bool) {
     let env = Env::new().await;
     let limit = at_most(GATE_LIMIT);
-    env.client.set_queue_limits("gate", &limit).await.unwrap();
-    fill(&env, "gate", GATE_TASKS).await;
+    if grouped {
+        env.client.set_group_limits("gate", &limit).await.unwrap();
+        let tasks: Vec<Task> = (0..GATE_TASKS)
+            .map(|_| {
+                Task::builder("work")
+                    .queue("gate")
+                    .group("tenant")
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        env.client.enqueue_batch(tasks).await.unwrap();
+    } else {
+        env.client.set_queue_limits("gate", &limit).await.unwrap();
+        fill(&env, "gate", GATE_TASKS).await;
+    }
     let spawn = |n: usize| {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "limits_child_worker", "--nocapture"])
@@ -482,7 +507,7 @@ fn now_ms() -> u64 {
 /// In a child process: serves `gate` with 10 slots, each handler recording its start and end
 /// (`S|E <run> <Unix ms>`) in a Redis list of its own, until the parent kills the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a child process of several_processes_never_run_more_than_the_limit_also_when_one_is_killed"]
+#[ignore = "a child process of several_processes_never_run_more_than_the_limit_also_when_one_is_killed and of its group twin"]
 async fn limits_child_worker() {
     let Ok(url) = std::env::var("REDIQ_LIMITS_URL") else {
         return;

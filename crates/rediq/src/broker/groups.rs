@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 
 use super::keys::QueueKeys;
 use super::limits::{from_fields, QueueLimits};
-use super::{record, Broker};
+use super::{record, Broker, SCRIPTS};
 use crate::{Error, Result};
 
 /// The group limits of a queue: one rule for every group, and overrides for named groups.
@@ -243,6 +243,51 @@ impl Broker {
             at(&mut by, name).held_until_ms = Some(t as u64);
         }
         Ok(by.into_values().take(limit).collect())
+    }
+
+    /// Drops the token buckets of groups that have filled up again (a whole period untouched):
+    /// the bound of the buckets hash, swept by the janitor. Returns how many went.
+    pub async fn prune_group_buckets(&self, queue: &str) -> Result<u64> {
+        let k = QueueKeys::new(queue);
+        let mut c = self.conn.clone();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+        let now = secs * 1000 + micros / 1000;
+        let mut cursor = 0u64;
+        let mut gone = 0;
+        loop {
+            let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&k.groups[7])
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            let mut stale = Vec::new();
+            let mut it = flat.into_iter();
+            while let (Some(group), Some(v)) = (it.next(), it.next()) {
+                let mut parts = v.split('|').skip(1).map(|p| p.parse::<u64>());
+                let full = match (parts.next(), parts.next()) {
+                    (Some(Ok(at)), Some(Ok(period))) => at.saturating_add(period) < now,
+                    _ => true,
+                };
+                if full {
+                    stale.push(group);
+                }
+            }
+            if !stale.is_empty() {
+                let n: u64 = SCRIPTS
+                    .g_prune
+                    .key(&k.groups[7])
+                    .arg(&stale)
+                    .invoke_async(&mut c)
+                    .await?;
+                gone += n;
+            }
+            if next == 0 {
+                return Ok(gone);
+            }
+            cursor = next;
+        }
     }
 
     /// The grouped pending task `id`: its field and record (an `HSCAN` of every group's

@@ -169,3 +169,52 @@ async fn a_corrupt_group_record_refuses_before_anything_moves() {
     let n: u64 = c.hlen(k.active(S)).await.unwrap();
     assert_eq!(n, 2, "still leased");
 }
+
+#[tokio::test]
+async fn the_janitor_drops_group_buckets_once_they_are_full_again() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    b.set_group_rule(
+        Q,
+        &QueueLimits {
+            concurrency: None,
+            rate: Some(crate::RateLimit {
+                count: 50,
+                period: Duration::from_millis(300),
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    fill(&b, "old", 1).await;
+    let f = b
+        .fetch(Q, S, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.records.len(), 1);
+    let mut c = b.conn.clone();
+    let v: Option<String> = c.hget(&k.groups[7], "old").await.unwrap();
+    assert!(v.is_some_and(|v| v.ends_with("|300")), "tokens|ms|period");
+    assert_eq!(
+        b.prune_group_buckets(Q).await.unwrap(),
+        0,
+        "still refilling"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fill(&b, "new", 1).await;
+    let f = b
+        .fetch(Q, S, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.records.len(), 1);
+    assert_eq!(
+        b.prune_group_buckets(Q).await.unwrap(),
+        1,
+        "a period untouched: full"
+    );
+    let left: Vec<String> = c.hkeys(&k.groups[7]).await.unwrap();
+    assert_eq!(left, vec!["new".to_string()]);
+}

@@ -106,6 +106,7 @@ struct Scripts {
     resume: Lua,
     ix_lookup: Lua,
     ix_evict: Lua,
+    g_prune: Lua,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -156,6 +157,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     resume: guarded!("resume.lua"),
     ix_lookup: indexed!("ix_lookup.lua"),
     ix_evict: indexed!("ix_evict.lua"),
+    g_prune: Lua::new(include_str!("scripts/g_prune.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).

@@ -596,6 +596,7 @@ impl Broker {
             .invoke_async(&mut c)
             .await?;
         let records = self.evict_finished(queue).await?;
+        self.prune_group_buckets(queue).await?;
         Ok((done, dead, records))
     }
 }

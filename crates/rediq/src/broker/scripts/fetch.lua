@@ -79,6 +79,9 @@ if #live == 0 and not grouped then
   -- Only held groups: ask again when the first is due (at most 50 ms, so that an idle server
   -- that sleeps on this answer, not on the wake marker, still sees a new task soon).
   if w and w[2] then return { 'L', math.max(1, math.min(50, tonumber(w[2]) - now)), 0, 0, 0, 0 } end
+  -- Only groups at their concurrency limit: one comes back when a task of it ends, which may
+  -- be on another server (this server's own ends wake its fetcher at once).
+  if rcall('SCARD', g.full) > 0 then return { 'L', 50, 0, 0, 0, 0 } end
   return {}
 end
 
@@ -125,7 +128,7 @@ local function refill(v, r, p)
   local cap = math.max(1, math.floor(r / 10))
   local tokens, last = cap, now
   if v then
-    local tk, at = string.match(v, '^([%d.]+)|(%d+)$')
+    local tk, at = string.match(v, '^([%d.]+)|(%d+)')
     tk, at = tonumber(tk), tonumber(at)
     if tk and at then tokens, last = tk, at end
   end
@@ -420,7 +423,8 @@ else
           redis.call('HSET', g.seq, name, s.newh .. ' ' .. s.t .. ' ' .. s.left)
         end
         if s.rate then
-          redis.call('HSET', g.rate, name, string.format('%.6f', s.tokens - take[i]) .. '|' .. now)
+          redis.call('HSET', g.rate, name,
+            string.format('%.6f', s.tokens - take[i]) .. '|' .. now .. '|' .. s.period)
         end
       end
       local left = s.left or s.c

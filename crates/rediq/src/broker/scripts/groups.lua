@@ -24,8 +24,8 @@
 --   run     hash  group -> tasks of the group leased now (the field exists while > 0)
 --   limits  hash  group -> 'concurrency|rate|period_ms' ('' = none): the limits of a named
 --                 group, in place of the queue's rule for every group (broker/limits.rs)
---   rate    hash  group -> 'tokens|Unix ms': each group's token bucket (the janitor drops
---                 buckets that have filled up again)
+--   rate    hash  group -> 'tokens|Unix ms|period ms': each group's token bucket (the janitor
+--                 drops buckets that have filled up again: g_prune.lua)
 -- A group with pending tasks is in exactly one of turn, wait and full (or briefly in none when
 -- a script found it stale; the next push or the janitor repairs that).
 
