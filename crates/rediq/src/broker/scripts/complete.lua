@@ -91,7 +91,8 @@ for i = 1, n do
     if u and rcall('GET', KEYS[16 + u]) == ids[i] then
       release[#release + 1] = KEYS[16 + u]
     end
-    groups_leaving(g, str_sub(v, 18))
+    -- Only a grouped record (format 2) is copied out: most acks skip it.
+    if str_byte(v, 18) == 2 then groups_leaving(g, str_sub(v, 18)) end
     if retention > 0 then
       done[#done + 1] = now + retention
       done[#done + 1] = str_sub(v, string.find(v, '|', 17, true) + 1)

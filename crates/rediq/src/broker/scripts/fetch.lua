@@ -162,7 +162,7 @@ end
 
 -- The round robin's plan (read only): which groups give how many tasks, in which order.
 local out, order = {}, {}
-local cand, gs, take, park, due = {}, {}, {}, {}, {}
+local cand, gs, take, park, due, run_of = {}, {}, {}, {}, {}, {}
 local bands_at, bands_score
 if not grouped then
   read_bands(need)
@@ -171,7 +171,8 @@ else
   if rcall('ZCARD', g.wait) > 0 then
     due = rcall('ZRANGEBYSCORE', g.wait, '-inf', now, 'LIMIT', 0, 100)
   end
-  cand = rcall('ZRANGE', g.turn, 0, need + 31)
+  -- A few more than asked for: a group found held leaves the turn, and the next one serves.
+  cand = rcall('ZRANGE', g.turn, 0, need + 7)
   local seen = {}
   for i = 1, #cand do seen[cand[i]] = true end
   for i = 1, #due do
@@ -189,14 +190,16 @@ else
   for i = 1, #cand do
     if cand[i] ~= '' then names[#names + 1] = cand[i] end
   end
+  local rule = { limit(4, 'g_concurrency'), limit(5, 'g_rate'), limit(6, 'g_period_ms') }
+  -- Running counts, overrides and buckets are read only where a group limit may apply.
   local seqs, runs, overrides, buckets = {}, {}, {}, {}
   if #names > 0 then
     seqs = rcall('HMGET', g.seq, unpack(names))
     runs = rcall('HMGET', g.run, unpack(names))
-    overrides = rcall('HMGET', g.limits, unpack(names))
-    buckets = rcall('HMGET', g.rate, unpack(names))
+    local any_override = rcall('EXISTS', g.limits) == 1
+    if any_override then overrides = rcall('HMGET', g.limits, unpack(names)) end
+    if any_override or rule[2] then buckets = rcall('HMGET', g.rate, unpack(names)) end
   end
-  local rule = { limit(4, 'g_concurrency'), limit(5, 'g_rate'), limit(6, 'g_period_ms') }
   local cap, j = {}, 0
   for i = 1, #cand do
     local name = cand[i]
@@ -231,6 +234,7 @@ else
         end
         running = tonumber(runs[j])
       end
+      run_of[name] = running
       local c = s.c
       if c > 0 and lc and lc - running < c then c = lc - running end
       if c > 0 and lr and lp then
@@ -271,14 +275,38 @@ else
   end
   -- The records of each group: its fields from the head on, stepping over holes (cancelled
   -- tasks), at most 1,000 holes per group and call.
-  local recs = {}
+  -- First one HMGET for every group's first fields (holes are rare), then group by group for
+  -- a group that met one.
+  local recs, first, owner = {}, {}, {}
   for i = 1, #cand do
     local s = gs[i]
     if s and take[i] > 0 then
-      local name, got, fields = cand[i], {}, {}
-      local h, holes = s.h, 0
+      s.fields, s.newh, recs[i] = {}, s.h, {}
+      for x = 0, math.min(take[i], s.t - s.h + 1) - 1 do
+        first[#first + 1] = cand[i] .. '|' .. (s.h + x)
+        owner[#owner + 1] = i
+      end
+    end
+  end
+  if #first > 0 then
+    local vals = rcall('HMGET', g.tasks, unpack(first))
+    for x = 1, #first do
+      local i = owner[x]
+      local s = gs[i]
+      s.newh = s.newh + 1
+      if vals[x] then
+        recs[i][#recs[i] + 1] = vals[x]
+        s.fields[#s.fields + 1] = first[x]
+      end
+    end
+  end
+  for i = 1, #cand do
+    local s = gs[i]
+    if s and take[i] > 0 then
+      local name, got, fields = cand[i], recs[i], s.fields
+      local h, holes = s.newh, #s.fields < take[i] and take[i] - #s.fields or 0
       while #got < take[i] and h <= s.t and holes < 1000 do
-        local n = math.min(take[i] - #got + 8, s.t - h + 1)
+        local n = math.min(take[i] - #got, s.t - h + 1)
         local f = {}
         for x = 0, n - 1 do f[#f + 1] = name .. '|' .. (h + x) end
         local vals = rcall('HMGET', g.tasks, unpack(f))
@@ -403,54 +431,78 @@ else
     local name = group_of(leased[i])
     if name then ran[name] = (ran[name] or 0) + 1 end
   end
-  for name, n in pairs(ran) do redis.call('HINCRBY', g.run, name, n) end
+  -- One command per key for all the groups of the call, not one per group.
+  local function each(cmd, key, args, step)
+    for x = 1, #args, step do
+      redis.call(cmd, key, unpack(args, x, math.min(x + step - 1, #args)))
+    end
+  end
+  local run_set = {}
+  for name, n in pairs(ran) do
+    run_set[#run_set + 1] = name
+    run_set[#run_set + 1] = (run_of[name] or 0) + n
+  end
+  each('HSET', g.run, run_set, 4000)
   -- Served groups go to the end of the turn, in the order of their last task in this call.
   local last_at = {}
   for x, i in ipairs(order) do last_at[i] = x end
-  local to_end = {}
+  local to_end, dels, seq_set, seq_del, rate_set, out_turn, full, wait = {}, {}, {}, {}, {}, {}, {}, {}
   for i = 1, #cand do
     local name, s = cand[i], gs[i]
     if s then
-      if s.fields and #s.fields > 0 then
-        for x = 1, #s.fields, 4000 do
-          redis.call('HDEL', g.tasks, unpack(s.fields, x, math.min(x + 3999, #s.fields)))
-        end
+      if s.fields then
+        for x = 1, #s.fields do dels[#dels + 1] = s.fields[x] end
       end
       if s.newh then
         if s.left == 0 then
-          redis.call('HDEL', g.seq, name)
+          seq_del[#seq_del + 1] = name
         else
-          redis.call('HSET', g.seq, name, s.newh .. ' ' .. s.t .. ' ' .. s.left)
+          seq_set[#seq_set + 1] = name
+          seq_set[#seq_set + 1] = s.newh .. ' ' .. s.t .. ' ' .. s.left
         end
         if s.rate then
-          redis.call('HSET', g.rate, name,
-            string.format('%.6f', s.tokens - take[i]) .. '|' .. now .. '|' .. s.period)
+          rate_set[#rate_set + 1] = name
+          rate_set[#rate_set + 1] =
+            string.format('%.6f', s.tokens - take[i]) .. '|' .. now .. '|' .. s.period
         end
       end
       local left = s.left or s.c
       if left == 0 then
-        redis.call('ZREM', g.turn, name)
+        out_turn[#out_turn + 1] = name
       elseif park[i] == 'full' then
-        redis.call('ZREM', g.turn, name)
-        redis.call('SADD', g.full, name)
+        out_turn[#out_turn + 1] = name
+        full[#full + 1] = name
       elseif park[i] then
-        redis.call('ZREM', g.turn, name)
-        redis.call('ZADD', g.wait, park[i], name)
+        out_turn[#out_turn + 1] = name
+        wait[#wait + 1] = park[i]
+        wait[#wait + 1] = name
       elseif take[i] > 0 or s.due then
         to_end[#to_end + 1] = i
       end
     elseif i == bands_at then
       -- The bands: to the end of the turn while they hold tasks.
       if bands_emptied then
-        redis.call('ZREM', g.turn, '')
+        out_turn[#out_turn + 1] = ''
       elseif take[i] > 0 or not bands_score then
         to_end[#to_end + 1] = i
       end
     end
   end
-  if bands_score and #live == 0 then redis.call('ZREM', g.turn, '') end
+  if bands_score and #live == 0 then out_turn[#out_turn + 1] = '' end
+  each('HDEL', g.tasks, dels, 4000)
+  each('HSET', g.seq, seq_set, 4000)
+  each('HDEL', g.seq, seq_del, 4000)
+  each('HSET', g.rate, rate_set, 4000)
+  each('ZREM', g.turn, out_turn, 4000)
+  each('SADD', g.full, full, 4000)
+  each('ZADD', g.wait, wait, 4000)
   table.sort(to_end, function(x, y) return (last_at[x] or 0) < (last_at[y] or 0) end)
-  for _, i in ipairs(to_end) do redis.call('ZADD', g.turn, groups_next(g), cand[i]) end
+  local turn_add = {}
+  for _, i in ipairs(to_end) do
+    turn_add[#turn_add + 1] = groups_next(g)
+    turn_add[#turn_add + 1] = cand[i]
+  end
+  each('ZADD', g.turn, turn_add, 4000)
   -- No group left to take turns with: the bands alone need no round robin.
   local left = redis.call('ZCARD', g.turn)
   if left == 1 and redis.call('ZSCORE', g.turn, '') then

@@ -157,28 +157,38 @@ local function groups_leaving(g, record)
       corrupt(g.run, 'holds a non-integer count for group ' .. string.format('%q', name))
     end
     if not g.rel_checked then
-      want(g.full, 'set')
       want(g.turn, 'zset')
-      groups_next(g)
+      -- Most calls find no group held at its limit: then no SREM per group.
+      g.any_full = rcall('SCARD', g.full) > 0
+      if g.any_full then groups_next(g) end
       g.rel_checked = true
     end
-    r = 0
+    r = { n = 0, was = tonumber(v or '0') }
     g.rel_order[#g.rel_order + 1] = name
+    g.rel[name] = r
   end
-  g.rel[name] = r + 1
+  r.n = r.n + 1
 end
 
--- Writes what groups_leaving noted (nothing here can fail): the running counts go down, and a
--- group held at its concurrency limit runs again.
+-- Writes what groups_leaving noted (nothing here can fail): the running counts go down (one
+-- HSET and one HDEL for all the groups of the call), and a group held at its concurrency limit
+-- runs again.
 local function groups_release(g)
+  local set, del = {}, {}
   for _, name in ipairs(g.rel_order) do
-    if redis_call('HINCRBY', g.run, name, -g.rel[name]) <= 0 then
-      redis_call('HDEL', g.run, name)
+    local left = g.rel[name].was - g.rel[name].n
+    if left > 0 then
+      set[#set + 1] = name
+      set[#set + 1] = left
+    else
+      del[#del + 1] = name
     end
-    if redis_call('SREM', g.full, name) == 1 then
+    if g.any_full and redis_call('SREM', g.full, name) == 1 then
       redis_call('ZADD', g.turn, 'NX', groups_next(g), name)
     end
   end
+  if #set > 0 then redis_call('HSET', g.run, unpack(set)) end
+  if #del > 0 then redis_call('HDEL', g.run, unpack(del)) end
   g.rel, g.rel_order = {}, {}
 end
 
