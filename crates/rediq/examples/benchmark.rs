@@ -155,8 +155,8 @@ struct Args {
     /// Process phase: give the queue a rate limit of this many starts per second.
     #[arg(long)]
     limit_rate: Option<u32>,
-    /// Process phase: spread the tasks over this many groups (`TaskBuilder::group`, task n in
-    /// group n mod N), to measure what the round robin costs.
+    /// Process and memory phases: spread the tasks over this many groups
+    /// (`TaskBuilder::group`, task n in group `g<n mod N>`), to measure what groups cost.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     groups: Option<u64>,
     /// Process phase: give every group this concurrency limit (`Client::set_group_limits`).
@@ -328,7 +328,14 @@ async fn memory(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     admin.flushall().await?;
 
     let before = admin.used_memory().await?;
-    enqueue_in_batches(&client, "bench_mem", args.tasks, args.batch_size).await?;
+    enqueue_grouped(
+        &client,
+        "bench_mem",
+        args.tasks,
+        args.batch_size,
+        args.groups,
+    )
+    .await?;
     let after = admin.used_memory().await?;
     check_pending(&Inspector::from_client(&client), "bench_mem", args.tasks).await?;
 
@@ -532,25 +539,7 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
     const QUEUE: &str = "bench_proc";
     let client = connect_client(url).await?;
     let inspector = Inspector::from_client(&client);
-    match args.groups {
-        Some(groups) => {
-            for first in (0..args.tasks).step_by(args.batch_size as usize) {
-                let end = (first + args.batch_size).min(args.tasks);
-                let tasks = (first..end)
-                    .map(|n| {
-                        let mut t = bench_task(QUEUE, n)?;
-                        t.options.group = Some(format!("g{}", n % groups));
-                        Ok(t)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                client
-                    .enqueue_batch(tasks)
-                    .await
-                    .context("grouped enqueue")?;
-            }
-        }
-        None => enqueue_in_batches(&client, QUEUE, args.tasks, args.batch_size).await?,
-    }
+    enqueue_grouped(&client, QUEUE, args.tasks, args.batch_size, args.groups).await?;
     check_pending(&inspector, QUEUE, args.tasks).await?;
     inspector
         .set_group_limits(
@@ -906,6 +895,34 @@ fn bench_task(queue: &str, n: u64) -> Result<Task> {
             s: "hello world",
         })?
         .build()?)
+}
+
+/// Like [`enqueue_in_batches`], with task n in group `g<n mod groups>` when `groups` is set.
+async fn enqueue_grouped(
+    client: &Client,
+    queue: &str,
+    total: u64,
+    batch_size: u64,
+    groups: Option<u64>,
+) -> Result<()> {
+    let Some(groups) = groups else {
+        return enqueue_in_batches(client, queue, total, batch_size).await;
+    };
+    for first in (0..total).step_by(batch_size as usize) {
+        let end = (first + batch_size).min(total);
+        let tasks = (first..end)
+            .map(|n| {
+                let mut t = bench_task(queue, n)?;
+                t.options.group = Some(format!("g{}", n % groups));
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        client
+            .enqueue_batch(tasks)
+            .await
+            .with_context(|| format!("grouped enqueue of tasks {first}..{end} into {queue}"))?;
+    }
+    Ok(())
 }
 
 /// Enqueues tasks `0..total` with sequential `enqueue_batch` calls of `batch_size`.

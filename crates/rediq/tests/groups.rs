@@ -286,12 +286,21 @@ async fn a_group_rate_limit_paces_each_group() {
     fill(&env, "paced", Some("b"), 200).await;
     let probe = Arc::new(Probe::default());
     let t0 = Instant::now();
-    let server = start(
+    let (server, addr) = start_with_metrics(
         env.server().queues(&["paced"]).concurrency(20),
         probing(&probe, Duration::from_millis(1)),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, text) = http_get(addr, "/metrics").await.unwrap();
+    let held = sample(
+        &text,
+        "rediq_queue_limit_held_total{queue=\"paced\",limit=\"group_rate\"}",
+    );
+    assert!(
+        held.is_some_and(|n| n > 0.0),
+        "groups held by their rate: {held:?}"
+    );
     server.shutdown().await;
     let starts = probe.starts.lock().unwrap().clone();
     for g in ["a", "b"] {
