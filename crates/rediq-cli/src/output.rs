@@ -270,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn a_limits_cell_shows_the_queue_limits_and_the_group_rule() {
+        let at_most = |n| rediq::QueueLimits {
+            concurrency: Some(n),
+            rate: None,
+        };
+        let mut s = rediq::QueueStats::default();
+        assert_eq!(limits_cell(&s), "-");
+        s.limits = at_most(5);
+        assert_eq!(limits_cell(&s), "≤5");
+        s.group_limits = at_most(2);
+        assert_eq!(limits_cell(&s), "≤5 · group ≤2");
+        s.limits = rediq::QueueLimits::default();
+        assert_eq!(limits_cell(&s), "group ≤2");
+    }
+
+    #[test]
     fn payloads_show_as_json_or_hex() {
         assert_eq!(payload_text(br#"{"to":"a@b"}"#), r#"{"to":"a@b"}"#);
         assert_eq!(payload_text(&[0xff, 0x01]), "0xff01");

@@ -265,12 +265,11 @@ async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
     let memory = i.memory_usage(name).await?;
     let history = i.history(name, days).await?;
     let groups = i.group_limits(name).await?;
-    let group_list = i.groups(name, GROUPS_SHOWN).await?;
     if json {
         let mut v = stats_json(&s);
         v["memory_bytes"] = json!(memory);
         v["group_limits"] = group_limits_json(&groups);
-        v["groups"] = json!(group_list.len());
+        v["groups"] = json!(s.groups);
         v["history"] = history_json(&history);
         print_json(&v);
     } else {
@@ -279,22 +278,16 @@ async fn inspect(i: &Inspector, name: &str, days: u32, json: bool) -> Result {
         println!("{:<19} {memory}", "memory");
         println!("{:<19} {}", "limits", limits_text(&s.limits));
         print_group_limits(&groups);
-        println!("{:<19} {}", "groups", group_count(&group_list));
+        if s.groups > 0 {
+            println!(
+                "{:<19} {} with tasks pending (rediq queue groups lists them)",
+                "groups", s.groups
+            );
+        }
         println!();
         print_history(&history);
     }
     Ok(())
-}
-
-/// Most groups `queue inspect` counts (`queue groups` lists them).
-const GROUPS_SHOWN: usize = 1000;
-
-fn group_count(groups: &[rediq::GroupInfo]) -> String {
-    match groups.len() {
-        0 => "none".into(),
-        n if n >= GROUPS_SHOWN => format!("{n} or more (rediq queue groups lists them)"),
-        n => format!("{n} (rediq queue groups lists them)"),
-    }
 }
 
 /// A queue's limits as JSON: `{"concurrency": 5, "rate": {"count": 100, "period_ms": 1000}}`,

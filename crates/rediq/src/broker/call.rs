@@ -49,7 +49,6 @@ impl Call<'_> {
         self
     }
 
-    /// Appends an argument (`ARGV[i]`).
     /// Appends several keys in order (a block of keys such as the group block).
     pub fn keys<T: ToRedisArgs>(&mut self, keys: &[T]) -> &mut Self {
         for k in keys {
@@ -58,6 +57,7 @@ impl Call<'_> {
         self
     }
 
+    /// Appends an argument (`ARGV[i]`).
     pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         arg.write_redis_args(&mut self.args);
         self

@@ -147,6 +147,23 @@ impl Broker {
         pipe.del(&k.groups[7]);
         let mut c = self.conn.clone();
         let _: () = pipe.query_async(&mut c).await?;
+        self.unhold_groups(&k, "").await
+    }
+
+    /// The groups held under the old limits (all, or `group`) take their turn again
+    /// (g_unhold.lua): a raised limit or a removed rate frees them now, not when their wait ends.
+    async fn unhold_groups(&self, k: &QueueKeys, group: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = SCRIPTS
+            .g_unhold
+            .key(&k.groups[4])
+            .key(&k.groups[3])
+            .key(&k.groups[2])
+            .key(&k.groups[1])
+            .key(&k.wake)
+            .arg(group)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -173,7 +190,7 @@ impl Broker {
         pipe.hdel(&k.groups[7], group);
         let mut c = self.conn.clone();
         let _: () = pipe.query_async(&mut c).await?;
-        Ok(())
+        self.unhold_groups(&k, group).await
     }
 
     /// The group limits of `queue` (a value that does not parse is `Error::Corrupt`).

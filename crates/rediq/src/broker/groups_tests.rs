@@ -218,3 +218,168 @@ async fn the_janitor_drops_group_buckets_once_they_are_full_again() {
     let left: Vec<String> = c.hkeys(&k.groups[7]).await.unwrap();
     assert_eq!(left, vec!["new".to_string()]);
 }
+
+#[tokio::test]
+async fn a_limit_change_lets_the_groups_held_under_the_old_one_run_at_once() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let lease = Duration::from_secs(60);
+    // One start an hour: the second fetch holds the group for about an hour.
+    b.set_group_rule(
+        Q,
+        &QueueLimits {
+            concurrency: None,
+            rate: Some(crate::RateLimit {
+                count: 1,
+                period: Duration::from_secs(3600),
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    fill(&b, "slow", 3).await;
+    assert_eq!(
+        b.fetch(Q, S, 10, lease)
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+    let held = b.fetch(Q, S, 10, lease).await.unwrap().unwrap();
+    assert!(held.records.is_empty() && held.held_for.is_some());
+    let info = b.groups(Q, 10).await.unwrap();
+    assert!(info[0].held_until_ms.is_some(), "{info:?}");
+    // The rate goes: the group runs now, not in an hour.
+    b.set_group_rule(Q, &QueueLimits::default()).await.unwrap();
+    let f = b.fetch(Q, S, 10, lease).await.unwrap().unwrap();
+    assert_eq!(f.records.len(), 2);
+    // Likewise a group at its concurrency limit, freed by an override that raises it.
+    b.set_group_rule(
+        Q,
+        &QueueLimits {
+            concurrency: Some(1),
+            rate: None,
+        },
+    )
+    .await
+    .unwrap();
+    fill(&b, "busy", 3).await;
+    assert_eq!(
+        b.fetch(Q, HEIR, 10, lease)
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+    assert!(b
+        .fetch(Q, HEIR, 10, lease)
+        .await
+        .unwrap()
+        .unwrap()
+        .records
+        .is_empty());
+    assert!(b.groups(Q, 10).await.unwrap().iter().any(|g| g.at_limit));
+    b.set_group_override(
+        Q,
+        "busy",
+        Some(&QueueLimits {
+            concurrency: Some(5),
+            rate: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let f = b.fetch(Q, HEIR, 10, lease).await.unwrap().unwrap();
+    assert_eq!(f.records.len(), 2, "the override freed the held group");
+}
+
+#[tokio::test]
+async fn tasks_given_back_in_several_calls_stay_oldest_first_in_their_group() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    // More than one script call's worth (MAX_SCRIPT_BATCH), enqueued in one batch.
+    let tasks: Vec<(NewTask, Vec<u8>)> = (0..2_500).map(|_| task("big")).collect();
+    let ids: Vec<Vec<u8>> = tasks.iter().map(|(_, id)| id.clone()).collect();
+    let news: Vec<NewTask> = tasks.into_iter().map(|(t, _)| t).collect();
+    for chunk in news.chunks(1000) {
+        b.enqueue(Q, chunk, EnqueueMode::Each).await.unwrap();
+    }
+    let f = b
+        .fetch(Q, S, 2_500, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.records.len(), 2_500);
+    // Given back in an order that is no order (as HGETALL hands them to the recoverer).
+    let mut back: Vec<Requeue> = f
+        .records
+        .iter()
+        .map(|r| (record::raw_id(r).to_vec(), f.token, None))
+        .collect();
+    back.sort_by(|a, b| a.0[10..].cmp(&b.0[10..]));
+    assert_eq!(b.requeue(Q, S, &back, false).await.unwrap(), 2_500);
+    let again = b
+        .fetch(Q, HEIR, 2_500, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<Vec<u8>> = again
+        .records
+        .iter()
+        .map(|r| record::raw_id(r).to_vec())
+        .collect();
+    assert_eq!(got, ids, "oldest first, across the three calls");
+}
+
+#[tokio::test]
+async fn a_stale_band_does_not_hide_held_groups_from_an_idle_server() {
+    let redis = RedisServer::start();
+    let b = Broker::connect(&redis.url()).await.unwrap();
+    let k = QueueKeys::new(Q);
+    b.set_group_rule(
+        Q,
+        &QueueLimits {
+            concurrency: Some(1),
+            rate: None,
+        },
+    )
+    .await
+    .unwrap();
+    fill(&b, "one", 2).await;
+    assert_eq!(
+        b.fetch(Q, S, 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+    // The second fetch finds the group at its limit and holds it.
+    let held = b
+        .fetch(Q, S, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held.records.is_empty());
+    // A band listed though empty (a cancel leaves one): the answer still says "ask again soon".
+    let mut c = b.conn.clone();
+    let _: () = c.zadd(&k.bands, 50, 50).await.unwrap();
+    let f = b
+        .fetch(Q, S, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(f.records.is_empty());
+    assert_eq!(f.held_for, Some(Duration::from_millis(50)));
+    let listed: bool = c
+        .zscore::<_, _, Option<f64>>(&k.bands, 50)
+        .await
+        .unwrap()
+        .is_some();
+    assert!(!listed, "the empty band is no longer listed");
+}

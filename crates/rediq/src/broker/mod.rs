@@ -107,6 +107,7 @@ struct Scripts {
     ix_lookup: Lua,
     ix_evict: Lua,
     g_prune: Lua,
+    g_unhold: Lua,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -158,6 +159,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     ix_lookup: indexed!("ix_lookup.lua"),
     ix_evict: indexed!("ix_evict.lua"),
     g_prune: Lua::new(include_str!("scripts/g_prune.lua")),
+    g_unhold: Lua::new(include_str!("scripts/g_unhold.lua")),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).

@@ -526,7 +526,13 @@ impl Broker {
     ) -> Result<Vec<usize>> {
         let k = QueueKeys::new(queue);
         let mut moved = Vec::new();
-        let mut chunks: Vec<&[Requeue]> = items.chunks(MAX_SCRIPT_BATCH).collect();
+        // Newest first: each call puts its tasks at the head of their group in id order, so
+        // the older ones, given back by a later call, end up in front (bands order themselves
+        // by id in bands_give_back whatever the calls' order).
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|a, b| items[*b].0.cmp(&items[*a].0));
+        let sorted: Vec<&Requeue> = order.iter().map(|i| &items[*i]).collect();
+        let mut chunks: Vec<&[&Requeue]> = sorted.chunks(MAX_SCRIPT_BATCH).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
         }
@@ -551,11 +557,11 @@ impl Broker {
                     }
                 })
                 .await?;
-            moved.extend(
-                which
-                    .into_iter()
-                    .map(|i| n * MAX_SCRIPT_BATCH + i.saturating_sub(1)),
-            );
+            moved.extend(which.into_iter().filter_map(|i| {
+                order
+                    .get(n * MAX_SCRIPT_BATCH + i.saturating_sub(1))
+                    .copied()
+            }));
         }
         Ok(moved)
     }

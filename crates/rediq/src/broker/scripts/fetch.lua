@@ -75,15 +75,18 @@ if not grouped then
   w = rcall('ZRANGE', g.wait, 0, 0, 'WITHSCORES')
   grouped = w[2] ~= nil and tonumber(w[2]) <= now
 end
-if #live == 0 and not grouped then
-  -- Only held groups: ask again when the first is due (at most 50 ms, so that an idle server
-  -- that sleeps on this answer, not on the wake marker, still sees a new task soon).
-  if w and w[2] then return { 'L', math.max(1, math.min(50, tonumber(w[2]) - now)), 0, 0, 0, 0 } end
-  -- Only groups at their concurrency limit: one comes back when a task of it ends, which may
-  -- be on another server (this server's own ends wake its fetcher at once).
+-- The answer when nothing may run now: with groups held, ask again when the first is due (at
+-- most 50 ms, so that an idle server that sleeps on this answer, not on the wake marker, still
+-- sees a new task soon); with groups at their concurrency limit, in 50 ms (one comes back when
+-- a task of it ends, which may be on another server; this server's own ends wake its fetcher
+-- at once); else nothing to do.
+local function idle_answer()
+  if not w then w = rcall('ZRANGE', g.wait, 0, 0, 'WITHSCORES') end
+  if w[2] then return { 'L', math.max(1, math.min(50, tonumber(w[2]) - now)), 0, 0, 0, 0 } end
   if rcall('SCARD', g.full) > 0 then return { 'L', 50, 0, 0, 0, 0 } end
   return {}
 end
+if #live == 0 and not grouped then return idle_answer() end
 
 local need = tonumber(ARGV[1])
 local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms',
@@ -379,8 +382,10 @@ if grouped then
   want(g.wait, 'zset')
 end
 if #out == 0 and not grouped then
+  -- (idle_answer only reads, and a band left listed though empty would be listed again.)
+  local answer = idle_answer()
   for i = 1, #reads do redis.call('ZREM', b.zset, tostring(reads[i][1])) end
-  return {}
+  return answer
 end
 
 local token
@@ -429,7 +434,9 @@ else
   local ran = {}
   for i = 1, #leased do
     local name = group_of(leased[i])
-    if name then ran[name] = (ran[name] or 0) + 1 end
+    -- Only the candidates' counts were read (a grouped record found in a band, which no
+    -- script of ours writes, is leased uncounted rather than written over a count unread).
+    if name and run_of[name] then ran[name] = (ran[name] or 0) + 1 end
   end
   -- One command per key for all the groups of the call, not one per group.
   local function each(cmd, key, args, step)

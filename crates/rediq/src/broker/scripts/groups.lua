@@ -26,8 +26,8 @@
 --                 group, in place of the queue's rule for every group (broker/limits.rs)
 --   rate    hash  group -> 'tokens|Unix ms|period ms': each group's token bucket (the janitor
 --                 drops buckets that have filled up again: g_prune.lua)
--- A group with pending tasks is in exactly one of turn, wait and full (or briefly in none when
--- a script found it stale; the next push or the janitor repairs that).
+-- A group with pending tasks is in exactly one of turn, wait and full; a group without is in
+-- none (or still listed in one, stale, until a fetch or a limit change finds it so).
 
 local GROUP_KEYS = 8
 
