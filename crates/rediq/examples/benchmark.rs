@@ -162,6 +162,9 @@ struct Args {
     /// Process phase: give every group this concurrency limit (`Client::set_group_limits`).
     #[arg(long, requires = "groups")]
     group_concurrency: Option<u32>,
+    /// Process phase: give every group a rate limit of this many starts per second.
+    #[arg(long, requires = "groups")]
+    group_rate: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -546,7 +549,10 @@ async fn processing(args: &Args, url: &str, admin: &mut Admin) -> Result<()> {
             QUEUE,
             &rediq::QueueLimits {
                 concurrency: args.group_concurrency,
-                rate: None,
+                rate: args.group_rate.map(|count| rediq::RateLimit {
+                    count,
+                    period: Duration::from_secs(1),
+                }),
             },
         )
         .await?;

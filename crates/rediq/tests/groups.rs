@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 use rediq::{QueueLimits, RateLimit, Task, TaskState};
 use support::*;
 
+/// A concurrency limit of `n`, no rate limit.
+fn at_most(n: u32) -> QueueLimits {
+    QueueLimits {
+        concurrency: Some(n),
+        rate: None,
+    }
+}
+
 /// What the handlers saw: per group the tasks running now and the most at once, and every
 /// start in order (group, payload, when).
 #[derive(Default)]
@@ -72,6 +80,46 @@ async fn fill(env: &Env, queue: &str, group: Option<&str>, n: u64) {
     }
 }
 
+impl Probe {
+    /// The payloads of one group's tasks, in the order they started.
+    fn of(&self, group: &str) -> Vec<u64> {
+        let starts = self.starts.lock().unwrap();
+        starts
+            .iter()
+            .filter(|(g, _, _)| g == group)
+            .map(|(_, n, _)| *n)
+            .collect()
+    }
+}
+
+/// Runs `servers` servers of `slots` each on `queue`, their handlers holding each task for
+/// `hold`, until `total` tasks are done; returns what the probe saw.
+async fn serve_all(
+    env: &Env,
+    queue: &str,
+    servers: usize,
+    slots: usize,
+    hold: Duration,
+    total: usize,
+) -> Arc<Probe> {
+    let probe = Arc::new(Probe::default());
+    let mut running = Vec::new();
+    for _ in 0..servers {
+        running.push(
+            start(
+                env.server().queues(&[queue]).concurrency(slots),
+                probing(&probe, hold),
+            )
+            .await,
+        );
+    }
+    wait_done(&probe, total, Duration::from_secs(30)).await;
+    for s in running {
+        s.shutdown().await;
+    }
+    probe
+}
+
 async fn wait_done(probe: &Probe, total: usize, within: Duration) {
     assert!(
         wait_for(within, || async {
@@ -92,23 +140,17 @@ async fn groups_take_turns_and_each_runs_in_order() {
     fill(&env, "rr", Some("c"), 2).await;
     let s = env.inspector.queue_stats("rr").await.unwrap();
     assert_eq!(s.pending, 20, "grouped tasks count as pending");
-    let probe = Arc::new(Probe::default());
-    let server = start(
-        env.server().queues(&["rr"]).concurrency(1),
-        probing(&probe, Duration::from_millis(2)),
-    )
-    .await;
-    wait_done(&probe, 20, Duration::from_secs(20)).await;
-    server.shutdown().await;
-    let starts = probe.starts.lock().unwrap().clone();
-    let order: Vec<String> = starts.iter().map(|(g, _, _)| g.clone()).collect();
+    let probe = serve_all(&env, "rr", 1, 1, Duration::from_millis(2), 20).await;
+    let order: Vec<String> = probe
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(g, _, _)| g.clone())
+        .collect();
     // Within a group, in the order enqueued.
     for g in ["a", "b", "", "c"] {
-        let seq: Vec<u64> = starts
-            .iter()
-            .filter(|(x, _, _)| x == g)
-            .map(|(_, n, _)| *n)
-            .collect();
+        let seq = probe.of(g);
         let mut sorted = seq.clone();
         sorted.sort();
         assert_eq!(seq, sorted, "group {g:?} ran in order: {order:?}");
@@ -190,15 +232,9 @@ async fn a_backlog_in_one_group_does_not_delay_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_limit_holds_across_servers_and_an_override_replaces_it() {
     let env = Env::new().await;
-    let rule = QueueLimits {
-        concurrency: Some(2),
-        rate: None,
-    };
+    let rule = at_most(2);
     env.client.set_group_limits("tenants", &rule).await.unwrap();
-    let vip = QueueLimits {
-        concurrency: Some(5),
-        rate: None,
-    };
+    let vip = at_most(5);
     env.client
         .set_group_override("tenants", "vip", Some(&vip))
         .await
@@ -259,13 +295,7 @@ async fn a_group_limit_holds_across_servers_and_an_override_replaces_it() {
     assert!(err.to_string().contains("group"), "{err}");
     let err = env
         .client
-        .set_group_limits(
-            "tenants",
-            &QueueLimits {
-                concurrency: Some(0),
-                rate: None,
-            },
-        )
+        .set_group_limits("tenants", &at_most(0))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("concurrency"), "{err}");
@@ -340,14 +370,7 @@ async fn a_slow_down_holds_its_group_and_the_group_resumes_on_time() {
     // One task of the slow group at a time, so that none of its tasks is already running
     // when the first is told to slow down (tasks handed to a server before the hold still run).
     env.client
-        .set_group_override(
-            "pause",
-            "slow",
-            Some(&QueueLimits {
-                concurrency: Some(1),
-                rate: None,
-            }),
-        )
+        .set_group_override("pause", "slow", Some(&at_most(1)))
         .await
         .unwrap();
     fill(&env, "pause", Some("slow"), 3).await;
@@ -447,23 +470,8 @@ async fn grouped_tasks_are_listed_found_cancelled_and_flushed() {
     assert_eq!(groups[0].pending, 4);
     assert_eq!(env.inspector.queue_stats("look").await.unwrap().pending, 9);
     // The cancelled task's hole is stepped over: the rest still run, in order.
-    let probe = Arc::new(Probe::default());
-    let server = start(
-        env.server().queues(&["look"]).concurrency(2),
-        probing(&probe, Duration::from_millis(1)),
-    )
-    .await;
-    wait_done(&probe, 9, Duration::from_secs(20)).await;
-    server.shutdown().await;
-    let acme: Vec<u64> = probe
-        .starts
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(g, _, _)| g == "acme")
-        .map(|(_, n, _)| *n)
-        .collect();
-    assert_eq!(acme, vec![0, 1, 2, 3]);
+    let probe = serve_all(&env, "look", 1, 2, Duration::from_millis(1), 9).await;
+    assert_eq!(probe.of("acme"), vec![0, 1, 2, 3]);
     // Flush removes grouped tasks too.
     fill(&env, "look", Some("acme"), 5).await;
     let counts = env.inspector.flush_queue("look").await.unwrap();
@@ -478,10 +486,7 @@ async fn grouped_tasks_are_listed_found_cancelled_and_flushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_partitioned_queue_each_partition_enforces_the_group_limits() {
     let env = Env::new().await;
-    let rule = QueueLimits {
-        concurrency: Some(2),
-        rate: None,
-    };
+    let rule = at_most(2);
     env.client.set_group_limits("wide", &rule).await.unwrap();
     env.client.partition_queue("wide", 2).await.unwrap();
     assert_eq!(
@@ -499,21 +504,7 @@ async fn on_a_partitioned_queue_each_partition_enforces_the_group_limits() {
         (1, 60),
         "one group, summed over the partitions"
     );
-    let probe = Arc::new(Probe::default());
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        servers.push(
-            start(
-                env.server().queues(&["wide"]).concurrency(10),
-                probing(&probe, Duration::from_millis(50)),
-            )
-            .await,
-        );
-    }
-    wait_done(&probe, 60, Duration::from_secs(30)).await;
-    for s in servers {
-        s.shutdown().await;
-    }
+    let probe = serve_all(&env, "wide", 2, 10, Duration::from_millis(50), 60).await;
     assert_eq!(
         probe.most.lock().unwrap().get("tenant"),
         Some(&4),
@@ -527,21 +518,11 @@ async fn on_a_partitioned_queue_each_partition_enforces_the_group_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_at_its_limit_runs_its_next_task_as_soon_as_one_ends() {
     let env = Env::new().await;
-    let one = QueueLimits {
-        concurrency: Some(1),
-        rate: None,
-    };
+    let one = at_most(1);
     env.client.set_group_limits("serial", &one).await.unwrap();
     fill(&env, "serial", Some("only"), 10).await;
     fill(&env, "serial", Some("brief"), 6).await;
-    let probe = Arc::new(Probe::default());
-    let server = start(
-        env.server().queues(&["serial"]).concurrency(4),
-        probing(&probe, Duration::from_millis(20)),
-    )
-    .await;
-    wait_done(&probe, 16, Duration::from_secs(30)).await;
-    server.shutdown().await;
+    let probe = serve_all(&env, "serial", 1, 4, Duration::from_millis(20), 16).await;
     let starts: Vec<_> = probe
         .starts
         .lock()

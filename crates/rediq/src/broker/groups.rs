@@ -314,27 +314,8 @@ impl Broker {
         k: &QueueKeys,
         id: &[u8],
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut c = self.conn.clone();
-        let mut cursor = 0u64;
-        loop {
-            let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
-                .arg(&k.groups[0])
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
-            let mut it = flat.into_iter();
-            while let (Some(field), Some(rec)) = (it.next(), it.next()) {
-                if record::raw_id(&rec) == id {
-                    return Ok(Some((field, rec)));
-                }
-            }
-            if next == 0 {
-                return Ok(None);
-            }
-            cursor = next;
-        }
+        self.scan_tasks_for(k, None, |rec| record::raw_id(rec) == id)
+            .await
     }
 
     /// The field of a grouped pending record as stored (searched within its group).
@@ -347,22 +328,34 @@ impl Broker {
             return Ok(None);
         };
         let pattern = format!("{}|*", glob_escape(&String::from_utf8_lossy(group)));
+        let found = self
+            .scan_tasks_for(k, Some(&pattern), |rec| rec == stored)
+            .await?;
+        Ok(found.map(|(field, _)| field))
+    }
+
+    /// The first (field, record) of the groups' tasks hash (`MATCH`ing `pattern`, if given)
+    /// whose record `hit` accepts: `HSCAN` in pages of 1,000.
+    async fn scan_tasks_for(
+        &self,
+        k: &QueueKeys,
+        pattern: Option<&str>,
+        hit: impl Fn(&[u8]) -> bool,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let mut c = self.conn.clone();
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
-                .arg(&k.groups[0])
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
+            let mut cmd = redis::cmd("HSCAN");
+            cmd.arg(&k.groups[0]).arg(cursor);
+            if let Some(p) = pattern {
+                cmd.arg("MATCH").arg(p);
+            }
+            let (next, flat): (u64, Vec<Vec<u8>>) =
+                cmd.arg("COUNT").arg(1000).query_async(&mut c).await?;
             let mut it = flat.into_iter();
             while let (Some(field), Some(rec)) = (it.next(), it.next()) {
-                if rec == stored {
-                    return Ok(Some(field));
+                if hit(&rec) {
+                    return Ok(Some((field, rec)));
                 }
             }
             if next == 0 {

@@ -15,6 +15,14 @@ const Q: &str = "groups";
 const S: &str = "host:1:groups";
 const HEIR: &str = "host:2:heir";
 
+/// A concurrency limit of `n`, no rate limit.
+fn at_most(n: u32) -> QueueLimits {
+    QueueLimits {
+        concurrency: Some(n),
+        rate: None,
+    }
+}
+
 fn task(group: &str) -> (NewTask, Vec<u8>) {
     let t = Task::builder("g").queue(Q).group(group).build().unwrap();
     let id = record::id_bytes(&t.id).unwrap().to_vec();
@@ -42,15 +50,7 @@ async fn a_lapsed_lease_gives_group_tasks_back_to_the_head_and_frees_the_groups_
     let redis = RedisServer::start();
     let b = Broker::connect(&redis.url()).await.unwrap();
     let k = QueueKeys::new(Q);
-    b.set_group_rule(
-        Q,
-        &QueueLimits {
-            concurrency: Some(2),
-            rate: None,
-        },
-    )
-    .await
-    .unwrap();
+    b.set_group_rule(Q, &at_most(2)).await.unwrap();
     let ids = fill(&b, "acme", 5).await;
     // A server leases two (the group's limit) and dies: its lease lapses in 200 ms.
     let f = b
@@ -256,15 +256,7 @@ async fn a_limit_change_lets_the_groups_held_under_the_old_one_run_at_once() {
     let f = b.fetch(Q, S, 10, lease).await.unwrap().unwrap();
     assert_eq!(f.records.len(), 2);
     // Likewise a group at its concurrency limit, freed by an override that raises it.
-    b.set_group_rule(
-        Q,
-        &QueueLimits {
-            concurrency: Some(1),
-            rate: None,
-        },
-    )
-    .await
-    .unwrap();
+    b.set_group_rule(Q, &at_most(1)).await.unwrap();
     fill(&b, "busy", 3).await;
     assert_eq!(
         b.fetch(Q, HEIR, 10, lease)
@@ -283,16 +275,9 @@ async fn a_limit_change_lets_the_groups_held_under_the_old_one_run_at_once() {
         .records
         .is_empty());
     assert!(b.groups(Q, 10).await.unwrap().iter().any(|g| g.at_limit));
-    b.set_group_override(
-        Q,
-        "busy",
-        Some(&QueueLimits {
-            concurrency: Some(5),
-            rate: None,
-        }),
-    )
-    .await
-    .unwrap();
+    b.set_group_override(Q, "busy", Some(&at_most(5)))
+        .await
+        .unwrap();
     let f = b.fetch(Q, HEIR, 10, lease).await.unwrap().unwrap();
     assert_eq!(f.records.len(), 2, "the override freed the held group");
 }
@@ -340,15 +325,7 @@ async fn a_stale_band_does_not_hide_held_groups_from_an_idle_server() {
     let redis = RedisServer::start();
     let b = Broker::connect(&redis.url()).await.unwrap();
     let k = QueueKeys::new(Q);
-    b.set_group_rule(
-        Q,
-        &QueueLimits {
-            concurrency: Some(1),
-            rate: None,
-        },
-    )
-    .await
-    .unwrap();
+    b.set_group_rule(Q, &at_most(1)).await.unwrap();
     fill(&b, "one", 2).await;
     assert_eq!(
         b.fetch(Q, S, 10, Duration::from_secs(60))
