@@ -103,7 +103,12 @@ end
 -- A record will be pushed: its group is readied (groups_ready), or its band (bands_ready).
 local function pend_ready(b, record)
   local name = group_of(record)
-  if name then groups_ready(b.g, name) else bands_ready(b, band_of(record)) end
+  if name then
+    groups_load()
+    groups_ready(b.g, name)
+  else
+    bands_ready(b, band_of(record))
+  end
 end
 
 -- Adds a record to groups[p], the records bound for band p, readying band p the first time it
@@ -112,6 +117,7 @@ end
 local function bands_group(b, groups, p, record, front)
   local name = group_of(record)
   if name then
+    groups_load()
     groups_add(b.g, name, record, front)
     return
   end
@@ -137,6 +143,7 @@ end
 local function pend_push(b, record)
   local name = group_of(record)
   if name then
+    groups_load()
     groups_add(b.g, name, record, false)
     groups_flush(b.g)
   else

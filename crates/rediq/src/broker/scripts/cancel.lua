@@ -44,6 +44,7 @@ elseif ARGV[1] == 'grouped' then
   id = ARGV[3]
   gname = group_of(ARGV[2])
   if not gname then return 0 end
+  groups_load()
   gs = group_state(g, gname)
   want(g.turn, 'zset')
   want(g.full, 'set')
@@ -57,7 +58,10 @@ else
   local v = rcall('HGET', KEYS[1], ARGV[2])
   if not v or string.sub(v, 1, 16) ~= ARGV[3] then return 0 end
   id = ARGV[2]
-  groups_leaving(g, string.sub(v, 18))
+  if group_of(string.sub(v, 18)) then
+    groups_load()
+    groups_leaving(g, string.sub(v, 18))
+  end
 end
 local release = lock and rcall('GET', lock) == id
 local refs = rcall('HGET', KEYS[4], id)
@@ -88,7 +92,7 @@ elseif ARGV[1] == 'queued' then
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
   if ARGV[1] == 'blocked' then redis.call('HDEL', KEYS[6], ARGV[2]) end
-  groups_release(g)
+  if g.rel_order then groups_release(g) end
 end
 if release then redis.call('DEL', lock) end
 redis.call('RPUSH', KEYS[7], id .. stamp6(now))

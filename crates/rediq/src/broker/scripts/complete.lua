@@ -92,7 +92,10 @@ for i = 1, n do
       release[#release + 1] = KEYS[16 + u]
     end
     -- Only a grouped record (format 2) is copied out: most acks skip it.
-    if str_byte(v, 18) == 2 then groups_leaving(g, str_sub(v, 18)) end
+    if str_byte(v, 18) == 2 then
+      groups_load()
+      groups_leaving(g, str_sub(v, 18))
+    end
     if retention > 0 then
       done[#done + 1] = now + retention
       done[#done + 1] = str_sub(v, string.find(v, '|', 17, true) + 1)
@@ -124,7 +127,7 @@ if #ok > 0 then
   redis.call('INCRBY', KEYS[3], #ok)
   daily_add(KEYS[8], 'p', day_of(now), #ok)
   redis.call('HDEL', KEYS[1], unpack(ok))
-  groups_release(g)
+  if g.rel_order then groups_release(g) end
   for i = 1, #release do redis.call('DEL', release[i]) end
   if #done > 0 then redis.call('ZADD', KEYS[2], unpack(done)) end
   local marks = {}

@@ -94,6 +94,7 @@ for i = 1, n do
   else
     local name = group_of(ARGV[2 + i])
     if name then
+      groups_load()
       groups_ready(bands.g, name)
     else
       local p = band_of(ARGV[2 + i])
@@ -199,7 +200,7 @@ end
 for p, records in pairs(pend) do
   if #records > 0 then bands_push(bands, p, 'RPUSH', records) end
 end
-groups_flush(bands.g)
+if bands.g.order then groups_flush(bands.g) end
 if any_pending then wake(KEYS[2]) end
 if #delayed > 0 then
   redis.call('ZADD', KEYS[1], unpack(delayed))

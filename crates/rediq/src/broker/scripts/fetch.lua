@@ -68,29 +68,23 @@ local g = b.g
 local live = bands_all_live(b)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The round robin runs while a group may run, or a held group's time is over.
-local grouped = rcall('ZCARD', g.turn) > 0
-local w
-if not grouped then
-  w = rcall('ZRANGE', g.wait, 0, 0, 'WITHSCORES')
-  grouped = w[2] ~= nil and tonumber(w[2]) <= now
+-- The round robin runs while a group may run, or a held group's time is over. A queue that
+-- never had groups pays one EXISTS for the two keys.
+local grouped, w = false, nil
+if redis.call('EXISTS', g.turn, g.wait) > 0 then
+  grouped = rcall('ZCARD', g.turn) > 0
+  if not grouped then
+    w = rcall('ZRANGE', g.wait, 0, 0, 'WITHSCORES')
+    grouped = w[2] ~= nil and tonumber(w[2]) <= now
+  end
 end
--- The answer when nothing may run now: with groups held, ask again when the first is due (at
--- most 50 ms, so that an idle server that sleeps on this answer, not on the wake marker, still
--- sees a new task soon); with groups at their concurrency limit, in 50 ms (one comes back when
--- a task of it ends, which may be on another server; this server's own ends wake its fetcher
--- at once); else nothing to do.
-local function idle_answer()
-  if not w then w = rcall('ZRANGE', g.wait, 0, 0, 'WITHSCORES') end
-  if w[2] then return { 'L', math.max(1, math.min(50, tonumber(w[2]) - now)), 0, 0, 0, 0 } end
-  if rcall('SCARD', g.full) > 0 then return { 'L', 50, 0, 0, 0, 0 } end
-  return {}
+if #live == 0 and not grouped then
+  groups_load()
+  return groups_idle(g, w, now)
 end
-if #live == 0 and not grouped then return idle_answer() end
 
 local need = tonumber(ARGV[1])
-local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms',
-  'g_concurrency', 'g_rate', 'g_period_ms')
+local lim = rcall('HMGET', KEYS[7], 'concurrency', 'rate', 'period_ms')
 -- A limit field is a positive integer of at most 15 digits (broker/limits.rs writes no other),
 -- checked before anything is written: anything else raises CORRUPT naming its hash.
 local function limit_of(key, v, field)
@@ -100,8 +94,9 @@ local function limit_of(key, v, field)
   end
   return tonumber(v)
 end
-local function limit(i, field) return limit_of(KEYS[7], lim[i], field) end
-local conc, rate, period = limit(1, 'concurrency'), limit(2, 'rate'), limit(3, 'period_ms')
+local conc = limit_of(KEYS[7], lim[1], 'concurrency')
+local rate = limit_of(KEYS[7], lim[2], 'rate')
+local period = limit_of(KEYS[7], lim[3], 'period_ms')
 local bucket, held_c, held_r, held_gc, held_gr = nil, 0, 0, 0, 0
 if conc then
   local h = tonumber(ARGV[4])
@@ -164,13 +159,15 @@ local function read_bands(n)
 end
 
 -- The round robin's plan (read only): which groups give how many tasks, in which order.
-local out, order = {}, {}
-local cand, gs, take, park, due, run_of = {}, {}, {}, {}, {}, {}
+-- (Made in the grouped branch only: every table costs a queue without groups time.)
+local out, order, cand, gs, take, park, due, run_of
 local bands_at, bands_score
 if not grouped then
   read_bands(need)
   out = bout
 else
+  groups_load()
+  out, order, cand, gs, take, park, due, run_of = {}, {}, {}, {}, {}, {}, {}, {}
   if rcall('ZCARD', g.wait) > 0 then
     due = rcall('ZRANGEBYSCORE', g.wait, '-inf', now, 'LIMIT', 0, 100)
   end
@@ -193,7 +190,9 @@ else
   for i = 1, #cand do
     if cand[i] ~= '' then names[#names + 1] = cand[i] end
   end
-  local rule = { limit(4, 'g_concurrency'), limit(5, 'g_rate'), limit(6, 'g_period_ms') }
+  local gl = rcall('HMGET', KEYS[7], 'g_concurrency', 'g_rate', 'g_period_ms')
+  local rule = { limit_of(KEYS[7], gl[1], 'g_concurrency'), limit_of(KEYS[7], gl[2], 'g_rate'),
+    limit_of(KEYS[7], gl[3], 'g_period_ms') }
   -- Running counts, overrides and buckets are read only where a group limit may apply.
   local seqs, runs, overrides, buckets = {}, {}, {}, {}
   if #names > 0 then
@@ -351,22 +350,18 @@ else
   if bands_at then take[bands_at] = nb end
 end
 
--- A record of ours: format 1 with a body, or format 2 with its group and a body.
-local function is_record(r)
-  local f = str_byte(r, 1)
-  if f == 1 then return #r >= 19 end
-  if f == 2 then
-    local n = str_byte(r, 19)
-    return n ~= nil and n > 0 and #r > 19 + n
-  end
-  return false
-end
-
 local leased, foreign = out, nil
 for i = 1, #out do
   local record = out[i]
-  -- A record is the format byte, the priority and 16 id bytes (a group), then a body.
-  if not is_record(record) then
+  -- A record of ours: format 1 with a body, or format 2 with its group and a body.
+  local f, ok = str_byte(record, 1), false
+  if f == 1 then
+    ok = #record >= 19
+  elseif f == 2 then
+    local n = str_byte(record, 19)
+    ok = n ~= nil and n > 0 and #record > 19 + n
+  end
+  if not ok then
     if not foreign then
       foreign, leased = {}, {}
       for j = 1, i - 1 do leased[j] = out[j] end
@@ -382,8 +377,9 @@ if grouped then
   want(g.wait, 'zset')
 end
 if #out == 0 and not grouped then
-  -- (idle_answer only reads, and a band left listed though empty would be listed again.)
-  local answer = idle_answer()
+  -- (groups_idle only reads, and a band left listed though empty would be listed again.)
+  groups_load()
+  local answer = groups_idle(g, w, now)
   for i = 1, #reads do redis.call('ZREM', b.zset, tostring(reads[i][1])) end
   return answer
 end

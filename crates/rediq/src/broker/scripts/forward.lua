@@ -27,7 +27,7 @@ for i = 1, #due do bands_group(b, to, band_of(due[i]), due[i]) end
 bands_check(b)
 -- Nothing below can fail: the source was read as a sorted set above.
 for p, records in pairs(to) do bands_push(b, p, 'RPUSH', records) end
-groups_flush(b.g)
+if b.g.order then groups_flush(b.g) end
 redis.call('ZREM', KEYS[1], unpack(due))
 wake(KEYS[2])
 return #due

@@ -44,7 +44,10 @@ if ARGV[6] == '1' then
 end
 local release = lock and rcall('GET', lock) == ARGV[1]
 local refs = rcall('HGET', KEYS[7], ARGV[1])
-groups_leaving(g, string.sub(v, 18))
+if group_of(string.sub(v, 18)) then
+  groups_load()
+  groups_leaving(g, string.sub(v, 18))
+end
 counter(KEYS[4])
 counter(KEYS[5])
 daily_check(KEYS[10], 'f', day_of(now))
@@ -56,7 +59,7 @@ want(KEYS[3], 'zset')
 ix_set_all(ix, {1}, {ARGV[1]}, 'F' .. stamp6(now))
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
-groups_release(g)
+if g.rel_order then groups_release(g) end
 redis.call('INCR', KEYS[5])
 daily_add(KEYS[10], 'f', day_of(now), 1)
 if release then redis.call('DEL', lock) end

@@ -27,7 +27,7 @@ for i = #old, 1, -1 do bands_group(b, to, band_of(old[i]), old[i]) end
 bands_check(b)
 -- Nothing below can fail.
 for p, records in pairs(to) do bands_push(b, p, 'LPUSH', records) end
-groups_flush(b.g)
+if b.g.order then groups_flush(b.g) end
 redis.call('ZREMRANGEBYRANK', KEYS[1], -#old, -1)
 wake(KEYS[2])
 return #old

@@ -45,7 +45,11 @@ for i = 1, n do
     moved[#moved + 1] = id
     which[#which + 1] = i
     bands_group(bands, back, band_of(record), record, true)
-    groups_leaving(bands.g, string.sub(v, bar + 1))
+    local was = string.sub(v, bar + 1)
+    if group_of(was) then
+      groups_load()
+      groups_leaving(bands.g, was)
+    end
   end
 end
 bands_check(bands)
@@ -56,8 +60,8 @@ if #moved > 0 then
   end
   -- Nothing below can fail.
   for p, records in pairs(back) do bands_give_back(bands, p, records, 64) end
-  groups_flush(bands.g)
-  groups_release(bands.g)
+  if bands.g.order then groups_flush(bands.g) end
+  if bands.g.rel_order then groups_release(bands.g) end
   redis.call('HDEL', KEYS[1], unpack(moved))
   wake(KEYS[3])
   if now then

@@ -49,7 +49,7 @@ bands_check(bands)
 want(KEYS[3], 'zset')
 -- Nothing below can fail.
 for p, records in pairs(back) do bands_push(bands, p, 'RPUSH', records) end
-groups_flush(bands.g)
+if bands.g.order then groups_flush(bands.g) end
 redis.call('ZREM', KEYS[3], unpack(ids))
 redis.call('ZREM', KEYS[1], unpack(gone))
 for j = 1, #ids do ix_put(ix, at[j], ids[j], 'L', not was[j]) end

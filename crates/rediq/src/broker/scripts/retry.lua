@@ -27,16 +27,20 @@ local failed = ARGV[5] ~= '0'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local g = groups_open(5)
-groups_leaving(g, string.sub(v, 18))
+if str_byte(v, 18) == 2 then
+  groups_load()
+  groups_leaving(g, string.sub(v, 18))
+end
 local pause = not failed and group_of(ARGV[3])
 if failed then
   counter(KEYS[3])
   daily_check(KEYS[4], 'f', day_of(now))
 end
 if pause then
+  groups_load()
   groups_add(g, pause, ARGV[3], true)
   g.st[pause].score = nil
-  groups_flush(g)
+  if g.order then groups_flush(g) end
 else
   rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 end
@@ -46,6 +50,6 @@ if failed then
   daily_add(KEYS[4], 'f', day_of(now), 1)
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-groups_release(g)
+if g.rel_order then groups_release(g) end
 if pause then groups_hold(g, pause, now + tonumber(ARGV[4])) end
 return 1
