@@ -35,6 +35,19 @@ fn task(group: &str) -> (NewTask, Vec<u8>) {
     (new, id)
 }
 
+/// Leases up to `n` tasks of the queue for `server` (the fetch must answer).
+async fn take(b: &Broker, server: &str, n: usize, lease: Duration) -> Fetched {
+    b.fetch(Q, server, n, lease).await.unwrap().unwrap()
+}
+
+/// The ids of the tasks a fetch leased, in order.
+fn leased_ids(f: &Fetched) -> Vec<Vec<u8>> {
+    f.records
+        .iter()
+        .map(|r| record::raw_id(r).to_vec())
+        .collect()
+}
+
 async fn fill(b: &Broker, group: &str, n: usize) -> Vec<Vec<u8>> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -53,26 +66,14 @@ async fn a_lapsed_lease_gives_group_tasks_back_to_the_head_and_frees_the_groups_
     b.set_group_rule(Q, &at_most(2)).await.unwrap();
     let ids = fill(&b, "acme", 5).await;
     // A server leases two (the group's limit) and dies: its lease lapses in 200 ms.
-    let f = b
-        .fetch(Q, S, 10, Duration::from_millis(200))
-        .await
-        .unwrap()
-        .unwrap();
-    let got: Vec<Vec<u8>> = f
-        .records
-        .iter()
-        .map(|r| record::raw_id(r).to_vec())
-        .collect();
+    let f = take(&b, S, 10, Duration::from_millis(200)).await;
+    let got: Vec<Vec<u8>> = leased_ids(&f);
     assert_eq!(got, ids[..2].to_vec(), "the limit holds: two, oldest first");
     let mut c = b.conn.clone();
     let run: Option<u64> = c.hget(&k.groups[5], "acme").await.unwrap();
     assert_eq!(run, Some(2));
     // Nothing more for another server while the two are leased: the group is held.
-    let held = b
-        .fetch(Q, HEIR, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let held = take(&b, HEIR, 10, Duration::from_secs(60)).await;
     assert!(held.records.is_empty() && held.held_for.is_some());
     let full: bool = c.sismember(&k.groups[4], "acme").await.unwrap();
     assert!(full, "held at its limit");
@@ -88,35 +89,19 @@ async fn a_lapsed_lease_gives_group_tasks_back_to_the_head_and_frees_the_groups_
     assert_eq!(run, None, "no task of the group runs");
     let full: bool = c.sismember(&k.groups[4], "acme").await.unwrap();
     assert!(!full);
-    let again = b
-        .fetch(Q, HEIR, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    let got: Vec<Vec<u8>> = again
-        .records
-        .iter()
-        .map(|r| record::raw_id(r).to_vec())
-        .collect();
+    let again = take(&b, HEIR, 10, Duration::from_secs(60)).await;
+    let got: Vec<Vec<u8>> = leased_ids(&again);
     assert_eq!(got, ids[..2].to_vec(), "the same two, first again");
     // Acknowledged: the count drops and the last three run.
     b.complete(Q, HEIR, &test_util::acks(&again), None, 1)
         .await
         .unwrap();
-    let last = b
-        .fetch(Q, HEIR, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let last = take(&b, HEIR, 10, Duration::from_secs(60)).await;
     assert_eq!(last.records.len(), 2);
     b.complete(Q, HEIR, &test_util::acks(&last), None, 2)
         .await
         .unwrap();
-    let last = b
-        .fetch(Q, HEIR, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let last = take(&b, HEIR, 10, Duration::from_secs(60)).await;
     assert_eq!(last.records.len(), 1);
     b.complete(Q, HEIR, &test_util::acks(&last), None, 3)
         .await
@@ -154,11 +139,7 @@ async fn a_corrupt_group_record_refuses_before_anything_moves() {
     assert!(!leased);
     // Repaired by hand, the same calls work.
     let _: () = c.hset(&k.groups[1], "acme", "0 1 2").await.unwrap();
-    let f = b
-        .fetch(Q, S, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let f = take(&b, S, 10, Duration::from_secs(60)).await;
     assert_eq!(f.records.len(), 2);
     // A running count that is no integer: the ack refuses and the tasks stay leased.
     let _: () = c.hset(&k.groups[5], "acme", "many").await.unwrap();
@@ -188,11 +169,7 @@ async fn the_janitor_drops_group_buckets_once_they_are_full_again() {
     .await
     .unwrap();
     fill(&b, "old", 1).await;
-    let f = b
-        .fetch(Q, S, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let f = take(&b, S, 10, Duration::from_secs(60)).await;
     assert_eq!(f.records.len(), 1);
     let mut c = b.conn.clone();
     let v: Option<String> = c.hget(&k.groups[7], "old").await.unwrap();
@@ -204,11 +181,7 @@ async fn the_janitor_drops_group_buckets_once_they_are_full_again() {
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     fill(&b, "new", 1).await;
-    let f = b
-        .fetch(Q, S, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let f = take(&b, S, 10, Duration::from_secs(60)).await;
     assert_eq!(f.records.len(), 1);
     assert_eq!(
         b.prune_group_buckets(Q).await.unwrap(),
@@ -238,47 +211,25 @@ async fn a_limit_change_lets_the_groups_held_under_the_old_one_run_at_once() {
     .await
     .unwrap();
     fill(&b, "slow", 3).await;
-    assert_eq!(
-        b.fetch(Q, S, 10, lease)
-            .await
-            .unwrap()
-            .unwrap()
-            .records
-            .len(),
-        1
-    );
-    let held = b.fetch(Q, S, 10, lease).await.unwrap().unwrap();
+    assert_eq!(take(&b, S, 10, lease).await.records.len(), 1);
+    let held = take(&b, S, 10, lease).await;
     assert!(held.records.is_empty() && held.held_for.is_some());
     let info = b.groups(Q, 10).await.unwrap();
     assert!(info[0].held_until_ms.is_some(), "{info:?}");
     // The rate goes: the group runs now, not in an hour.
     b.set_group_rule(Q, &QueueLimits::default()).await.unwrap();
-    let f = b.fetch(Q, S, 10, lease).await.unwrap().unwrap();
+    let f = take(&b, S, 10, lease).await;
     assert_eq!(f.records.len(), 2);
     // Likewise a group at its concurrency limit, freed by an override that raises it.
     b.set_group_rule(Q, &at_most(1)).await.unwrap();
     fill(&b, "busy", 3).await;
-    assert_eq!(
-        b.fetch(Q, HEIR, 10, lease)
-            .await
-            .unwrap()
-            .unwrap()
-            .records
-            .len(),
-        1
-    );
-    assert!(b
-        .fetch(Q, HEIR, 10, lease)
-        .await
-        .unwrap()
-        .unwrap()
-        .records
-        .is_empty());
+    assert_eq!(take(&b, HEIR, 10, lease).await.records.len(), 1);
+    assert!(take(&b, HEIR, 10, lease).await.records.is_empty());
     assert!(b.groups(Q, 10).await.unwrap().iter().any(|g| g.at_limit));
     b.set_group_override(Q, "busy", Some(&at_most(5)))
         .await
         .unwrap();
-    let f = b.fetch(Q, HEIR, 10, lease).await.unwrap().unwrap();
+    let f = take(&b, HEIR, 10, lease).await;
     assert_eq!(f.records.len(), 2, "the override freed the held group");
 }
 
@@ -293,11 +244,7 @@ async fn tasks_given_back_in_several_calls_stay_oldest_first_in_their_group() {
     for chunk in news.chunks(1000) {
         b.enqueue(Q, chunk, EnqueueMode::Each).await.unwrap();
     }
-    let f = b
-        .fetch(Q, S, 2_500, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let f = take(&b, S, 2_500, Duration::from_secs(60)).await;
     assert_eq!(f.records.len(), 2_500);
     // Given back in an order that is no order (as HGETALL hands them to the recoverer).
     let mut back: Vec<Requeue> = f
@@ -307,16 +254,8 @@ async fn tasks_given_back_in_several_calls_stay_oldest_first_in_their_group() {
         .collect();
     back.sort_by(|a, b| a.0[10..].cmp(&b.0[10..]));
     assert_eq!(b.requeue(Q, S, &back, false).await.unwrap(), 2_500);
-    let again = b
-        .fetch(Q, HEIR, 2_500, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    let got: Vec<Vec<u8>> = again
-        .records
-        .iter()
-        .map(|r| record::raw_id(r).to_vec())
-        .collect();
+    let again = take(&b, HEIR, 2_500, Duration::from_secs(60)).await;
+    let got: Vec<Vec<u8>> = leased_ids(&again);
     assert_eq!(got, ids, "oldest first, across the three calls");
 }
 
@@ -328,29 +267,16 @@ async fn a_stale_band_does_not_hide_held_groups_from_an_idle_server() {
     b.set_group_rule(Q, &at_most(1)).await.unwrap();
     fill(&b, "one", 2).await;
     assert_eq!(
-        b.fetch(Q, S, 10, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap()
-            .records
-            .len(),
+        take(&b, S, 10, Duration::from_secs(60)).await.records.len(),
         1
     );
     // The second fetch finds the group at its limit and holds it.
-    let held = b
-        .fetch(Q, S, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let held = take(&b, S, 10, Duration::from_secs(60)).await;
     assert!(held.records.is_empty());
     // A band listed though empty (a cancel leaves one): the answer still says "ask again soon".
     let mut c = b.conn.clone();
     let _: () = c.zadd(&k.bands, 50, 50).await.unwrap();
-    let f = b
-        .fetch(Q, S, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let f = take(&b, S, 10, Duration::from_secs(60)).await;
     assert!(f.records.is_empty());
     assert_eq!(f.held_for, Some(Duration::from_millis(50)));
     let listed: bool = c
