@@ -67,6 +67,19 @@ pub enum Command {
     /// Periodic (cron) entries: list, pause, resume, remove.
     #[command(subcommand)]
     Cron(CronCmd),
+    /// Serve the web UI (queues, tasks by state, task details) until Ctrl-C.
+    ///
+    /// Authentication comes from the environment: REDIQ_WEB_TOKEN (a bearer token), or
+    /// REDIQ_WEB_USER and REDIQ_WEB_PASSWORD (basic auth); with neither, every request is let
+    /// in, so bind to localhost or put it behind a proxy that authenticates.
+    Web {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The path prefix the UI is served under (links start with it).
+        #[arg(long, default_value = "/")]
+        base_path: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -34,7 +34,38 @@ pub async fn run(cmd: Command, g: &Global) -> Result {
         Command::Stats { queue, days } => queue::stats(&i, queue.as_deref(), days, g.json).await,
         Command::Cron(c) => cron::run(&i, c, g.json).await,
         Command::Dash { interval } => crate::dash::run(&i, interval).await,
+        Command::Web { listen, base_path } => web(i, listen, base_path).await,
     }
+}
+
+/// `rediq web`: serves the UI until Ctrl-C.
+async fn web(i: Inspector, listen: std::net::SocketAddr, base_path: String) -> Result {
+    let auth = rediq_web::Auth::from_env().map_err(|e| e.to_string())?;
+    let prefix = base_path.trim_end_matches('/').to_string();
+    let ui = rediq_web::router(
+        i,
+        rediq_web::WebConfig {
+            base_path: prefix.clone(),
+            auth,
+        },
+    );
+    let app = if prefix.is_empty() {
+        ui
+    } else {
+        axum::Router::new().nest(&prefix, ui)
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let home = if prefix.is_empty() { "/" } else { &prefix };
+    eprintln!("serving the web UI on http://{listen}{home} (Ctrl-C stops it)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("the web UI stopped: {e}"))?;
+    Ok(())
 }
 
 /// Fails with a clear line when `queue` is not a queue Rediq knows (a typo would otherwise

@@ -70,7 +70,12 @@ pub struct QueueStats {
 
 impl QueueStats {
     /// The number of tasks in `state`.
-    pub(crate) fn count(&self, state: TaskState) -> u64 {
+    ///
+    /// ```
+    /// let s = rediq::QueueStats { pending: 3, ..Default::default() };
+    /// assert_eq!(s.count(rediq::TaskState::Pending), 3);
+    /// ```
+    pub fn count(&self, state: TaskState) -> u64 {
         match state {
             TaskState::Pending => self.pending,
             TaskState::Active => self.active,

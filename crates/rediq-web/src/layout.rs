@@ -1,0 +1,120 @@
+//! The page shell every view renders into, with its stylesheet embedded (nothing is loaded from
+//! elsewhere: the UI works with no internet access), and small formatting helpers.
+
+use maud::{html, Markup, DOCTYPE};
+
+use crate::App;
+
+/// The stylesheet, embedded in every page.
+const STYLE: &str = r#"
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
+header { background: #1d2330; color: #fff; padding: 10px 20px; }
+header a { color: #fff; text-decoration: none; font-weight: 600; }
+main { padding: 16px 20px; }
+table { border-collapse: collapse; background: #fff; width: 100%; }
+th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e6ea; }
+th { background: #eef0f3; font-weight: 600; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+a { color: #2457c5; }
+.paused { color: #b45309; font-weight: 600; }
+.tabs a { margin-right: 12px; }
+.tabs a.on { font-weight: 700; text-decoration: none; color: #1d2330; }
+pre { background: #fff; border: 1px solid #e3e6ea; padding: 10px; overflow: auto; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
+dt { font-weight: 600; }
+.pager { margin-top: 10px; }
+"#;
+
+/// A whole page: the title, the header (linking to the overview) and the body.
+pub fn page(app: &App, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Rediq" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                header { a href=(app.link("/")) { "Rediq" } " · " (title) }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// A duration in milliseconds, short: `850ms`, `3.2s`, `4m`, `2h`.
+pub fn millis(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m", ms / 60_000),
+        _ => format!("{}h", ms / 3_600_000),
+    }
+}
+
+/// A Unix time in milliseconds as UTC.
+pub fn time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+/// A payload for reading: pretty JSON when it is JSON, else hex.
+pub fn payload(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) if bytes.is_empty() => "(empty)".into(),
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
+/// A queue's limits in a cell: `≤5 100/1s`, `-` when none.
+pub fn limits(l: &rediq::QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.concurrency {
+        parts.push(format!("≤{c}"));
+    }
+    if let Some(r) = l.rate {
+        parts.push(format!(
+            "{}/{}",
+            r.count,
+            millis(r.period.as_millis() as u64)
+        ));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_people_write_them() {
+        assert_eq!(millis(850), "850ms");
+        assert_eq!(millis(3_200), "3.2s");
+        assert_eq!(millis(240_000), "4m");
+        assert_eq!(payload(br#"{"to":"a"}"#), "{\n  \"to\": \"a\"\n}");
+        assert_eq!(payload(&[0xff, 0x01]), "0xff01");
+        assert_eq!(payload(b""), "(empty)");
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
+        let l = rediq::QueueLimits {
+            concurrency: Some(5),
+            rate: Some(rediq::RateLimit {
+                count: 100,
+                period: std::time::Duration::from_secs(1),
+            }),
+        };
+        assert_eq!(limits(&l), "≤5 100/1.0s");
+        assert_eq!(limits(&rediq::QueueLimits::default()), "-");
+    }
+}
