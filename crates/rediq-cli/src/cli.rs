@@ -79,6 +79,9 @@ pub enum Command {
         /// The path prefix the UI is served under (links start with it).
         #[arg(long, default_value = "/")]
         base_path: String,
+        /// Show only: no page offers an action, and every action is refused (403).
+        #[arg(long)]
+        read_only: bool,
     },
 }
 

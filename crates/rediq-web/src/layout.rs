@@ -23,6 +23,8 @@ pre { background: #fff; border: 1px solid #e3e6ea; padding: 10px; overflow: auto
 dl { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
 dt { font-weight: 600; }
 .pager { margin-top: 10px; }
+form.act { display: inline-block; margin: 0 8px 8px 0; }
+.notice { background: #e8f1ff; border: 1px solid #9bbcf0; padding: 6px 10px; }
 "#;
 
 /// A whole page: the title, the header (linking to the overview) and the body.
@@ -42,6 +44,25 @@ pub fn page(app: &App, title: &str, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// A button that posts an action (with the anti-forgery token) to `path` under the base path;
+/// nothing in read-only mode.
+pub fn action(app: &App, path: &str, label: &str) -> Markup {
+    if app.read_only {
+        return html! {};
+    }
+    html! {
+        form.act method="post" action=(app.link(path)) {
+            input type="hidden" name="csrf" value=(app.csrf);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// The result of the last action, when a page is shown after one (`?msg=`).
+pub fn notice(msg: Option<&str>) -> Markup {
+    html! { @if let Some(m) = msg { p.notice { (m) } } }
 }
 
 /// A duration in milliseconds, short: `850ms`, `3.2s`, `4m`, `2h`.

@@ -8,6 +8,8 @@
 //!
 //! Access: [`Auth`] (a bearer token or HTTP basic auth, from the environment with
 //! [`Auth::from_env`]) guards every page; put it behind a reverse proxy's TLS in production.
+//! Actions (pause, resume, retry, cancel, flush) carry an anti-forgery token and are refused
+//! from other sites' pages; [`WebConfig::read_only`] turns them all off.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,6 +17,7 @@
 //! let ui = rediq_web::router(inspector, rediq_web::WebConfig {
 //!     base_path: "/ops/rediq".into(),
 //!     auth: rediq_web::Auth::from_env()?,
+//!     read_only: false,
 //! });
 //! // Mounted in an application of its own, under the same prefix.
 //! let app: axum::Router = axum::Router::new().nest("/ops/rediq", ui);
@@ -23,13 +26,14 @@
 //! # Ok(()) }
 //! ```
 
+mod actions;
 mod auth;
 mod layout;
 mod views;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use rediq::Inspector;
 
@@ -43,6 +47,9 @@ pub struct WebConfig {
     pub base_path: String,
     /// Who may see the pages.
     pub auth: Auth,
+    /// Show only: every action (retry, cancel, pause, flush, …) is refused with `403` and no
+    /// page offers one.
+    pub read_only: bool,
 }
 
 /// What every handler shares.
@@ -51,6 +58,10 @@ pub(crate) struct App {
     pub inspector: Inspector,
     /// The base path without a trailing slash (`""` at the root).
     pub base: Arc<str>,
+    /// Actions are refused.
+    pub read_only: bool,
+    /// The anti-forgery token every form carries (random, made at start; see actions.rs).
+    pub csrf: Arc<str>,
 }
 
 impl App {
@@ -71,11 +82,25 @@ pub fn router(inspector: Inspector, config: WebConfig) -> Router {
     let app = App {
         inspector,
         base: base.into(),
+        read_only: config.read_only,
+        csrf: uuid::Uuid::new_v4().simple().to_string().into(),
     };
     Router::new()
         .route("/", get(views::overview))
         .route("/queues/{queue}", get(views::queue))
+        .route("/queues/{queue}/pause", post(actions::pause))
+        .route("/queues/{queue}/resume", post(actions::resume))
+        .route("/queues/{queue}/retry-dead", post(actions::retry_all_dead))
+        .route(
+            "/queues/{queue}/flush",
+            get(actions::flush_confirm).post(actions::flush),
+        )
         .route("/queues/{queue}/tasks/{id}", get(views::task))
+        .route(
+            "/queues/{queue}/tasks/{id}/retry",
+            post(actions::retry_dead),
+        )
+        .route("/queues/{queue}/tasks/{id}/cancel", post(actions::cancel))
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(config.auth),

@@ -8,7 +8,7 @@ use maud::{html, Markup};
 use rediq::{QueueStats, TaskState};
 use serde::Deserialize;
 
-use crate::layout::{limits, millis, page, payload, time};
+use crate::layout::{action, limits, millis, notice, page, payload, time};
 use crate::App;
 
 /// Tasks per page of a queue's list.
@@ -83,6 +83,14 @@ fn queue_row(app: &App, s: &QueueStats) -> Markup {
 pub struct ListQuery {
     state: Option<String>,
     page: Option<usize>,
+    /// The result of an action, shown on top.
+    msg: Option<String>,
+}
+
+/// The query of a task's page.
+#[derive(Deserialize)]
+pub struct TaskQuery {
+    msg: Option<String>,
 }
 
 /// `GET /queues/{queue}?state=pending&page=0`: the queue's counts and one page of its tasks in
@@ -113,6 +121,20 @@ pub async fn queue(
     let total = stats.count(state);
     let base = app.link(&format!("/queues/{name}"));
     let body = html! {
+        (notice(q.msg.as_deref()))
+        p {
+            @if stats.paused {
+                (action(&app, &format!("/queues/{name}/resume"), "Resume"))
+            } @else {
+                (action(&app, &format!("/queues/{name}/pause"), "Pause"))
+            }
+            @if state == TaskState::Dead && stats.dead > 0 {
+                (action(&app, &format!("/queues/{name}/retry-dead"), "Retry all dead"))
+            }
+            @if !app.read_only {
+                a href=(app.link(&format!("/queues/{name}/flush"))) { "Flush…" }
+            }
+        }
         table { tr {
             th { "State" } th.n { "Latency" } th.n { "Pending" } th.n { "Active" }
             th.n { "Scheduled" } th.n { "Retry" } th.n { "Waiting" } th.n { "Dead" }
@@ -185,7 +207,11 @@ async fn known(app: &App, name: &str) -> rediq::Result<bool> {
 /// `GET /queues/{queue}/tasks/{id}`: one task: where it is, its payload, last error,
 /// attempts, times, the server running it (with its fencing token), its dependencies and
 /// dependents.
-pub async fn task(State(app): State<App>, Path((name, id)): Path<(String, String)>) -> Response {
+pub async fn task(
+    State(app): State<App>,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<TaskQuery>,
+) -> Response {
     let details = match app.inspector.task(&id, Some(&name)).await {
         Ok(Some(d)) => d,
         Ok(None) => {
@@ -205,7 +231,24 @@ pub async fn task(State(app): State<App>, Path((name, id)): Path<(String, String
         .iter()
         .find(|(s, _)| *s == details.state)
         .map_or("?", |(_, n)| n);
+    let waiting = matches!(
+        details.state,
+        TaskState::Pending
+            | TaskState::Delayed
+            | TaskState::Retry
+            | TaskState::Waiting
+            | TaskState::Active
+    );
     let body = html! {
+        (notice(q.msg.as_deref()))
+        p {
+            @if details.state == TaskState::Dead {
+                (action(&app, &format!("/queues/{name}/tasks/{id}/retry"), "Retry"))
+            }
+            @if waiting {
+                (action(&app, &format!("/queues/{name}/tasks/{id}/cancel"), "Cancel"))
+            }
+        }
         dl {
             dt { "Id" } dd { (t.id) }
             dt { "Queue" } dd { a href=(app.link(&format!("/queues/{name}"))) { (name) } }

@@ -34,12 +34,21 @@ pub async fn run(cmd: Command, g: &Global) -> Result {
         Command::Stats { queue, days } => queue::stats(&i, queue.as_deref(), days, g.json).await,
         Command::Cron(c) => cron::run(&i, c, g.json).await,
         Command::Dash { interval } => crate::dash::run(&i, interval).await,
-        Command::Web { listen, base_path } => web(i, listen, base_path).await,
+        Command::Web {
+            listen,
+            base_path,
+            read_only,
+        } => web(i, listen, base_path, read_only).await,
     }
 }
 
 /// `rediq web`: serves the UI until Ctrl-C.
-async fn web(i: Inspector, listen: std::net::SocketAddr, base_path: String) -> Result {
+async fn web(
+    i: Inspector,
+    listen: std::net::SocketAddr,
+    base_path: String,
+    read_only: bool,
+) -> Result {
     let auth = rediq_web::Auth::from_env().map_err(|e| e.to_string())?;
     let prefix = base_path.trim_end_matches('/').to_string();
     let ui = rediq_web::router(
@@ -47,6 +56,7 @@ async fn web(i: Inspector, listen: std::net::SocketAddr, base_path: String) -> R
         rediq_web::WebConfig {
             base_path: prefix.clone(),
             auth,
+            read_only,
         },
     );
     let app = if prefix.is_empty() {

@@ -1,0 +1,238 @@
+//! What an operator can do from the pages: pause or resume a queue, run one or every dead task
+//! again, cancel a task, flush a queue (after typing its name). Each goes through the same
+//! `Inspector` call as the CLI and comes back to the page it was asked from with its result.
+//!
+//! Safety: in read-only mode every action is `403`; every form carries the UI's anti-forgery
+//! token (a random value made at start, which another site's page cannot read), and a request
+//! whose `Origin` names another host is refused, so another site cannot make a browser that is
+//! logged in act (cross-site request forgery).
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::html;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::layout::page;
+use crate::App;
+
+/// The fields every action's form sends.
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    /// The queue's name typed again (flush only).
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Why an action is refused before it runs, if it is.
+fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+    if app.read_only {
+        return Some(plain(StatusCode::FORBIDDEN, "the web UI is read-only"));
+    }
+    if !bool::from(form.csrf.as_bytes().ct_eq(app.csrf.as_bytes())) {
+        return Some(plain(
+            StatusCode::FORBIDDEN,
+            "the form's anti-forgery token is missing or stale: reload the page and try again",
+        ));
+    }
+    // A browser names the page a request comes from; it must be this host's.
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split("://").nth(1).unwrap_or("");
+        if origin != "null" && origin_host != host {
+            return Some(plain(
+                StatusCode::FORBIDDEN,
+                "a request from another site is refused",
+            ));
+        }
+    }
+    None
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, format!("{text}\n")).into_response()
+}
+
+/// Back to `path` with a one-line result to show.
+fn back(app: &App, path: &str, msg: &str) -> Response {
+    let mut url = app.link(path);
+    url.push_str(if url.contains('?') { "&" } else { "?" });
+    url.push_str("msg=");
+    url.push_str(&encode(msg));
+    // 303 See Other: the browser shows the page with a GET.
+    Redirect::to(&url).into_response()
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
+    back(app, path, &format!("failed: {e}"))
+}
+
+/// `POST /queues/{queue}/pause`.
+pub async fn pause(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}");
+    match app.inspector.pause_queue(&queue).await {
+        Ok(()) => back(&app, &to, &format!("paused queue {queue}")),
+        Err(e) => failed(&app, &to, &e),
+    }
+}
+
+/// `POST /queues/{queue}/resume`.
+pub async fn resume(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}");
+    match app.inspector.resume_queue(&queue).await {
+        Ok(()) => back(&app, &to, &format!("resumed queue {queue}")),
+        Err(e) => failed(&app, &to, &e),
+    }
+}
+
+/// `POST /queues/{queue}/retry-dead`: every dead task of the queue runs again.
+pub async fn retry_all_dead(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}?state=dead");
+    match app.inspector.rerun_all_dead(&queue).await {
+        Ok(n) => back(&app, &to, &format!("{n} dead task(s) of {queue} run again")),
+        Err(e) => failed(&app, &to, &e),
+    }
+}
+
+/// `POST /queues/{queue}/tasks/{id}/retry`: one dead task runs again.
+pub async fn retry_dead(
+    State(app): State<App>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}/tasks/{id}");
+    match app.inspector.rerun_dead(&queue, &id).await {
+        Ok(true) => back(&app, &to, &format!("task {id} runs again")),
+        Ok(false) => back(&app, &to, &format!("task {id} is not dead in {queue}")),
+        Err(e) => failed(&app, &to, &e),
+    }
+}
+
+/// `POST /queues/{queue}/tasks/{id}/cancel`: a waiting task is removed, a running one told to
+/// stop (its server drops the handler).
+pub async fn cancel(
+    State(app): State<App>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}/tasks/{id}");
+    let msg = match app.inspector.cancel_task(&queue, &id).await {
+        Ok(rediq::CancelOutcome::Removed) => format!("task {id} cancelled"),
+        Ok(rediq::CancelOutcome::Signalled) => {
+            format!("task {id} is running: its server was told to stop it")
+        }
+        Ok(rediq::CancelOutcome::NotFound) => {
+            format!("task {id} is not waiting or running in {queue}")
+        }
+        Err(e) => return failed(&app, &to, &e),
+    };
+    back(&app, &to, &msg)
+}
+
+/// `GET /queues/{queue}/flush`: the confirmation step (type the queue's name).
+pub async fn flush_confirm(State(app): State<App>, Path(queue): Path<String>) -> Response {
+    if app.read_only {
+        return plain(StatusCode::FORBIDDEN, "the web UI is read-only");
+    }
+    let body = html! {
+        p { "Flushing removes every task of queue " strong { (queue) } ", in every state. Running
+             tasks finish, but their results are refused. This cannot be undone." }
+        form method="post" action=(app.link(&format!("/queues/{queue}/flush"))) {
+            input type="hidden" name="csrf" value=(app.csrf);
+            label { "Type the queue's name to confirm: " input name="confirm" autocomplete="off"; }
+            " " button type="submit" { "Flush" }
+        }
+    };
+    page(&app, &format!("Flush {queue}?"), body).into_response()
+}
+
+/// `POST /queues/{queue}/flush`: only with the queue's name typed again.
+pub async fn flush(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = refused(&app, &headers, &form) {
+        return r;
+    }
+    let to = format!("/queues/{queue}");
+    if form.confirm != queue {
+        return back(
+            &app,
+            &to,
+            "not flushed: the name typed does not match the queue's",
+        );
+    }
+    match app.inspector.flush_queue(&queue).await {
+        Ok(c) => back(
+            &app,
+            &to,
+            &format!(
+                "flushed {queue}: {} task(s) removed",
+                c.pending + c.delayed + c.retry + c.dead + c.completed + c.active + c.waiting
+            ),
+        ),
+        Err(e) => failed(&app, &to, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("paused queue a b/c"), "paused%20queue%20a%20b%2Fc");
+    }
+}
