@@ -28,7 +28,7 @@ pub struct ActionForm {
 }
 
 /// Why an action is refused before it runs, if it is.
-fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+pub(crate) fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
     if app.read_only {
         return Some(plain(StatusCode::FORBIDDEN, "the web UI is read-only"));
     }
@@ -60,7 +60,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 }
 
 /// Back to `path` with a one-line result to show.
-fn back(app: &App, path: &str, msg: &str) -> Response {
+pub(crate) fn back(app: &App, path: &str, msg: &str) -> Response {
     let mut url = app.link(path);
     url.push_str(if url.contains('?') { "&" } else { "?" });
     url.push_str("msg=");
@@ -81,7 +81,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
+pub(crate) fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
     back(app, path, &format!("failed: {e}"))
 }
 

@@ -10,6 +10,8 @@ const STYLE: &str = r#"
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
 header { background: #1d2330; color: #fff; padding: 10px 20px; }
 header a { color: #fff; text-decoration: none; font-weight: 600; }
+header nav { float: right; }
+header nav a { font-weight: 400; margin-left: 14px; }
 main { padding: 16px 20px; }
 table { border-collapse: collapse; background: #fff; width: 100%; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e6ea; }
@@ -39,7 +41,11 @@ pub fn page(app: &App, title: &str, body: Markup) -> Markup {
                 style { (maud::PreEscaped(STYLE)) }
             }
             body {
-                header { a href=(app.link("/")) { "Rediq" } " · " (title) }
+                header {
+                    a href=(app.link("/")) { "Rediq" } " · " (title)
+                    nav { a href=(app.link("/")) { "Queues" } " " a href=(app.link("/servers")) { "Servers" }
+                          " " a href=(app.link("/cron")) { "Cron" } }
+                }
                 main { (body) }
             }
         }

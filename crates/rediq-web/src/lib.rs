@@ -28,7 +28,9 @@
 
 mod actions;
 mod auth;
+mod cron;
 mod layout;
+mod servers;
 mod views;
 
 use std::sync::Arc;
@@ -101,6 +103,10 @@ pub fn router(inspector: Inspector, config: WebConfig) -> Router {
             post(actions::retry_dead),
         )
         .route("/queues/{queue}/tasks/{id}/cancel", post(actions::cancel))
+        .route("/servers", get(servers::servers))
+        .route("/cron", get(cron::entries))
+        .route("/cron/pause", post(cron::pause))
+        .route("/cron/resume", post(cron::resume))
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(config.auth),

@@ -32,7 +32,7 @@ fn failure(status: StatusCode, app: &App, reason: &str) -> Response {
     (status, body).into_response()
 }
 
-fn redis_failure(app: &App, e: &rediq::Error) -> Response {
+pub(crate) fn redis_failure(app: &App, e: &rediq::Error) -> Response {
     tracing::warn!(error = %e, "a web UI page could not read Redis");
     failure(StatusCode::SERVICE_UNAVAILABLE, app, &e.to_string())
 }
@@ -87,10 +87,10 @@ pub struct ListQuery {
     msg: Option<String>,
 }
 
-/// The query of a task's page.
+/// The query of a page that shows an action's result (`?msg=`).
 #[derive(Deserialize)]
-pub struct TaskQuery {
-    msg: Option<String>,
+pub struct MsgQuery {
+    pub msg: Option<String>,
 }
 
 /// `GET /queues/{queue}?state=pending&page=0`: the queue's counts and one page of its tasks in
@@ -210,7 +210,7 @@ async fn known(app: &App, name: &str) -> rediq::Result<bool> {
 pub async fn task(
     State(app): State<App>,
     Path((name, id)): Path<(String, String)>,
-    Query(q): Query<TaskQuery>,
+    Query(q): Query<MsgQuery>,
 ) -> Response {
     let details = match app.inspector.task(&id, Some(&name)).await {
         Ok(Some(d)) => d,

@@ -413,3 +413,86 @@ async fn a_read_only_ui_offers_no_action_and_refuses_every_one() {
     let s = inspector.queue_stats("emails").await.unwrap();
     assert_eq!((s.pending, s.paused), (3, false), "nothing happened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_and_cron_entries_are_shown_and_entries_paused_and_resumed() {
+    let (redis, inspector, _) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    let (_, page, _) = get(&app, "/servers", None).await;
+    assert!(page.contains("No server is registered"), "{page}");
+    // A running server shows as alive, with its queues and concurrency.
+    let state = rediq::server::ServerBuilder::new()
+        .redis_url(redis.url())
+        .queues(&["reports"])
+        .concurrency(3)
+        .build()
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(rediq::server::Server::from(state).run_until(
+        rediq::processor::Mux::new(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let began = std::time::Instant::now();
+    let page = loop {
+        let (_, page, _) = get(&app, "/servers", None).await;
+        if page.contains("<td>alive</td>") {
+            break page;
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "{page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("<td>reports</td>") && page.contains(r#"<td class="n">3</td>"#),
+        "{page}"
+    );
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+
+    // A periodic entry, paused and resumed from the page.
+    let client = Client::builder()
+        .redis_url(redis.url())
+        .build()
+        .await
+        .unwrap();
+    client
+        .enqueue(
+            Task::builder("report:nightly")
+                .queue("reports")
+                .unique_key("nightly")
+                .cron("CRON_TZ=Asia/Shanghai 0 2 * * *")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, page, _) = get(&app, "/cron", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<td>nightly</td>") && page.contains("Asia/Shanghai"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>0 2 * * *</td>") && page.contains("<td>active</td>"),
+        "{page}"
+    );
+    let form = format!("csrf={}&id=nightly", csrf_of(&page));
+    let (status, to) = post(&app, "/cron/pause", &form, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(to.as_deref(), Some("/cron?msg=paused%20entry%20nightly"));
+    assert!(inspector.cron_entries().await.unwrap()[0].paused);
+    let (_, page, _) = get(&app, "/cron", None).await;
+    assert!(
+        page.contains("<td><span class=\"paused\">paused</span></td>"),
+        "{page}"
+    );
+    post(&app, "/cron/resume", &form, None).await;
+    assert!(!inspector.cron_entries().await.unwrap()[0].paused);
+    let (status, _) = post(&app, "/cron/pause", "csrf=wrong&id=nightly", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
