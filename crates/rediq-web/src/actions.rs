@@ -28,7 +28,7 @@ pub struct ActionForm {
 }
 
 /// Why an action is refused before it runs, if it is.
-pub(crate) fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
     if app.read_only {
         return Some(plain(StatusCode::FORBIDDEN, "the web UI is read-only"));
     }
@@ -60,7 +60,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 }
 
 /// Back to `path` with a one-line result to show.
-pub(crate) fn back(app: &App, path: &str, msg: &str) -> Response {
+fn back(app: &App, path: &str, msg: &str) -> Response {
     let mut url = app.link(path);
     url.push_str(if url.contains('?') { "&" } else { "?" });
     url.push_str("msg=");
@@ -81,8 +81,25 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-pub(crate) fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
+fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
     back(app, path, &format!("failed: {e}"))
+}
+
+/// Runs an action unless it is refused, then goes back to `to` with its result.
+pub(crate) async fn act(
+    app: &App,
+    headers: &HeaderMap,
+    form: &ActionForm,
+    to: &str,
+    call: impl std::future::Future<Output = rediq::Result<String>>,
+) -> Response {
+    if let Some(r) = refused(app, headers, form) {
+        return r;
+    }
+    match call.await {
+        Ok(msg) => back(app, to, &msg),
+        Err(e) => failed(app, to, &e),
+    }
 }
 
 /// `POST /queues/{queue}/pause`.
@@ -92,14 +109,11 @@ pub async fn pause(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}");
-    match app.inspector.pause_queue(&queue).await {
-        Ok(()) => back(&app, &to, &format!("paused queue {queue}")),
-        Err(e) => failed(&app, &to, &e),
-    }
+    let call = async {
+        app.inspector.pause_queue(&queue).await?;
+        Ok(format!("paused queue {queue}"))
+    };
+    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
 }
 
 /// `POST /queues/{queue}/resume`.
@@ -109,14 +123,11 @@ pub async fn resume(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}");
-    match app.inspector.resume_queue(&queue).await {
-        Ok(()) => back(&app, &to, &format!("resumed queue {queue}")),
-        Err(e) => failed(&app, &to, &e),
-    }
+    let call = async {
+        app.inspector.resume_queue(&queue).await?;
+        Ok(format!("resumed queue {queue}"))
+    };
+    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
 }
 
 /// `POST /queues/{queue}/retry-dead`: every dead task of the queue runs again.
@@ -126,14 +137,18 @@ pub async fn retry_all_dead(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}?state=dead");
-    match app.inspector.rerun_all_dead(&queue).await {
-        Ok(n) => back(&app, &to, &format!("{n} dead task(s) of {queue} run again")),
-        Err(e) => failed(&app, &to, &e),
-    }
+    let call = async {
+        let n = app.inspector.rerun_all_dead(&queue).await?;
+        Ok(format!("{n} dead task(s) of {queue} run again"))
+    };
+    act(
+        &app,
+        &headers,
+        &form,
+        &format!("/queues/{queue}?state=dead"),
+        call,
+    )
+    .await
 }
 
 /// `POST /queues/{queue}/tasks/{id}/retry`: one dead task runs again.
@@ -143,15 +158,20 @@ pub async fn retry_dead(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}/tasks/{id}");
-    match app.inspector.rerun_dead(&queue, &id).await {
-        Ok(true) => back(&app, &to, &format!("task {id} runs again")),
-        Ok(false) => back(&app, &to, &format!("task {id} is not dead in {queue}")),
-        Err(e) => failed(&app, &to, &e),
-    }
+    let call = async {
+        Ok(match app.inspector.rerun_dead(&queue, &id).await? {
+            true => format!("task {id} runs again"),
+            false => format!("task {id} is not dead in {queue}"),
+        })
+    };
+    act(
+        &app,
+        &headers,
+        &form,
+        &format!("/queues/{queue}/tasks/{id}"),
+        call,
+    )
+    .await
 }
 
 /// `POST /queues/{queue}/tasks/{id}/cancel`: a waiting task is removed, a running one told to
@@ -162,21 +182,25 @@ pub async fn cancel(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}/tasks/{id}");
-    let msg = match app.inspector.cancel_task(&queue, &id).await {
-        Ok(rediq::CancelOutcome::Removed) => format!("task {id} cancelled"),
-        Ok(rediq::CancelOutcome::Signalled) => {
-            format!("task {id} is running: its server was told to stop it")
-        }
-        Ok(rediq::CancelOutcome::NotFound) => {
-            format!("task {id} is not waiting or running in {queue}")
-        }
-        Err(e) => return failed(&app, &to, &e),
+    let call = async {
+        Ok(match app.inspector.cancel_task(&queue, &id).await? {
+            rediq::CancelOutcome::Removed => format!("task {id} cancelled"),
+            rediq::CancelOutcome::Signalled => {
+                format!("task {id} is running: its server was told to stop it")
+            }
+            rediq::CancelOutcome::NotFound => {
+                format!("task {id} is not waiting or running in {queue}")
+            }
+        })
     };
-    back(&app, &to, &msg)
+    act(
+        &app,
+        &headers,
+        &form,
+        &format!("/queues/{queue}/tasks/{id}"),
+        call,
+    )
+    .await
 }
 
 /// `GET /queues/{queue}/flush`: the confirmation step (type the queue's name).
@@ -203,28 +227,15 @@ pub async fn flush(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &form) {
-        return r;
-    }
-    let to = format!("/queues/{queue}");
-    if form.confirm != queue {
-        return back(
-            &app,
-            &to,
-            "not flushed: the name typed does not match the queue's",
-        );
-    }
-    match app.inspector.flush_queue(&queue).await {
-        Ok(c) => back(
-            &app,
-            &to,
-            &format!(
-                "flushed {queue}: {} task(s) removed",
-                c.pending + c.delayed + c.retry + c.dead + c.completed + c.active + c.waiting
-            ),
-        ),
-        Err(e) => failed(&app, &to, &e),
-    }
+    let call = async {
+        if form.confirm != queue {
+            return Ok("not flushed: the name typed does not match the queue's".to_string());
+        }
+        let c = app.inspector.flush_queue(&queue).await?;
+        let n = c.pending + c.delayed + c.retry + c.dead + c.completed + c.active + c.waiting;
+        Ok(format!("flushed {queue}: {n} task(s) removed"))
+    };
+    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
 }
 
 #[cfg(test)]

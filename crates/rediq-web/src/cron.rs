@@ -8,7 +8,7 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-use crate::actions::{back, failed, refused, ActionForm};
+use crate::actions::{act, ActionForm};
 use crate::layout::{notice, page, time};
 use crate::views::{redis_failure, MsgQuery};
 use crate::App;
@@ -70,14 +70,11 @@ pub async fn pause(
     headers: HeaderMap,
     Form(f): Form<CronForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &f.action) {
-        return r;
-    }
-    match app.inspector.pause_cron(&f.id).await {
-        Ok(true) => back(&app, "/cron", &format!("paused entry {}", f.id)),
-        Ok(false) => back(&app, "/cron", &format!("no entry {}", f.id)),
-        Err(e) => failed(&app, "/cron", &e),
-    }
+    let call = async {
+        let found = app.inspector.pause_cron(&f.id).await?;
+        Ok(outcome(found, "paused", &f.id))
+    };
+    act(&app, &headers, &f.action, "/cron", call).await
 }
 
 /// `POST /cron/resume` (form field `id`).
@@ -86,12 +83,17 @@ pub async fn resume(
     headers: HeaderMap,
     Form(f): Form<CronForm>,
 ) -> Response {
-    if let Some(r) = refused(&app, &headers, &f.action) {
-        return r;
-    }
-    match app.inspector.resume_cron(&f.id).await {
-        Ok(true) => back(&app, "/cron", &format!("resumed entry {}", f.id)),
-        Ok(false) => back(&app, "/cron", &format!("no entry {}", f.id)),
-        Err(e) => failed(&app, "/cron", &e),
+    let call = async {
+        let found = app.inspector.resume_cron(&f.id).await?;
+        Ok(outcome(found, "resumed", &f.id))
+    };
+    act(&app, &headers, &f.action, "/cron", call).await
+}
+
+fn outcome(found: bool, done: &str, id: &str) -> String {
+    if found {
+        format!("{done} entry {id}")
+    } else {
+        format!("no entry {id}")
     }
 }
