@@ -114,10 +114,11 @@ pub async fn queue(
         );
     };
     let page_no = q.page.unwrap_or(0);
-    let (stats, tasks) = match stats_and_page(&app, &name, state, page_no).await {
+    let read = match read_queue(&app, &name, state, page_no).await {
         Ok(v) => v,
         Err(e) => return redis_failure(&app, &e),
     };
+    let (stats, tasks) = (&read.stats, &read.tasks);
     let total = stats.count(state);
     let base = app.link(&format!("/queues/{name}"));
     let body = html! {
@@ -160,7 +161,7 @@ pub async fn queue(
         } @else {
             table {
                 tr { th { "Id" } th { "Type" } th { "Group" } th.n { "Attempt" } th { "Last error" } }
-                @for t in &tasks {
+                @for t in tasks {
                     tr {
                         td { a href=(app.link(&format!("/queues/{name}/tasks/{}", t.id))) { (t.id) } }
                         td { (t.task_type) }
@@ -180,23 +181,67 @@ pub async fn queue(
                 a href=(format!("{base}?state={state_name}&page={}", page_no + 1)) { "next →" }
             }
         }
+        (flow_control(&read))
     };
     page(&app, &format!("Queue {name}"), body).into_response()
 }
 
-/// The queue's counts and one page of its tasks in `state`.
-async fn stats_and_page(
+/// What a queue's page reads: its counts, one page of its tasks in `state`, its group limits
+/// and its first groups.
+struct QueuePage {
+    stats: QueueStats,
+    tasks: Vec<rediq::Task>,
+    group_limits: rediq::GroupLimits,
+    groups: Vec<rediq::GroupInfo>,
+}
+
+/// Most groups a queue's page lists (by name; `rediq queue groups` lists more).
+const GROUPS_SHOWN: usize = 50;
+
+async fn read_queue(
     app: &App,
     name: &str,
     state: TaskState,
     page_no: usize,
-) -> rediq::Result<(QueueStats, Vec<rediq::Task>)> {
-    let stats = app.inspector.queue_stats(name).await?;
-    let tasks = app
-        .inspector
-        .list_page(name, state, page_no, PAGE_SIZE)
-        .await?;
-    Ok((stats, tasks))
+) -> rediq::Result<QueuePage> {
+    Ok(QueuePage {
+        stats: app.inspector.queue_stats(name).await?,
+        tasks: app
+            .inspector
+            .list_page(name, state, page_no, PAGE_SIZE)
+            .await?,
+        group_limits: app.inspector.group_limits(name).await?,
+        groups: app.inspector.groups(name, GROUPS_SHOWN).await?,
+    })
+}
+
+/// The queue's flow control: its limits, the group rule and overrides, and its groups.
+fn flow_control(p: &QueuePage) -> Markup {
+    let g = &p.group_limits;
+    html! {
+        h3 { "Flow control" }
+        dl {
+            dt { "Queue limits" } dd { (limits(&p.stats.limits)) }
+            dt { "Every group" } dd { (limits(&g.rule)) }
+            @for (name, l) in &g.overrides {
+                dt { "Group " (name) } dd { (limits(l)) }
+            }
+        }
+        @if !p.groups.is_empty() {
+            table {
+                tr { th { "Group" } th.n { "Pending" } th.n { "Running" } th { "Held" } th { "Limits" } }
+                @for x in &p.groups {
+                    tr {
+                        td { (x.name) } td.n { (x.pending) } td.n { (x.running) }
+                        td { @if x.at_limit { "at limit" }
+                             @else if let Some(t) = x.held_until_ms { "until " (time(t)) }
+                             @else { "-" } }
+                        td { (limits(&g.for_group(&x.name))) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether Redis knows the queue.

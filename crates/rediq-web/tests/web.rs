@@ -496,3 +496,39 @@ async fn servers_and_cron_entries_are_shown_and_entries_paused_and_resumed() {
     let (status, _) = post(&app, "/cron/pause", "csrf=wrong&id=nightly", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_queue_page_shows_its_limits_group_rule_overrides_and_groups() {
+    let (_redis, inspector, _) = seeded().await;
+    let at_most = |n| rediq::QueueLimits {
+        concurrency: Some(n),
+        rate: None,
+    };
+    inspector
+        .set_queue_limits("emails", &at_most(5))
+        .await
+        .unwrap();
+    inspector
+        .set_group_limits("emails", &at_most(2))
+        .await
+        .unwrap();
+    inspector
+        .set_group_override("emails", "acme", Some(&at_most(8)))
+        .await
+        .unwrap();
+    let app = router(inspector, WebConfig::default());
+    let (status, page, _) = get(&app, "/queues/emails", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<dt>Queue limits</dt><dd>≤5</dd>"), "{page}");
+    assert!(page.contains("<dt>Every group</dt><dd>≤2</dd>"), "{page}");
+    assert!(page.contains("<dt>Group acme</dt><dd>≤8</dd>"), "{page}");
+    // The one grouped task of the seed: group acme, 1 pending, its override applying.
+    assert!(
+        page.contains(
+            r#"<td>acme</td><td class="n">1</td><td class="n">0</td><td>-</td><td>≤8</td>"#
+        ),
+        "{page}"
+    );
+    let (_, overview, _) = get(&app, "/", None).await;
+    assert!(overview.contains("≤5 · group ≤2"), "{overview}");
+}
