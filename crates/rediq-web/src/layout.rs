@@ -71,13 +71,16 @@ pub fn notice(msg: Option<&str>) -> Markup {
     html! { @if let Some(m) = msg { p.notice { (m) } } }
 }
 
-/// A duration in milliseconds, short: `850ms`, `3.2s`, `4m`, `2h`.
+/// A duration in milliseconds, short and as the CLI writes it (`rediq`'s output.rs):
+/// `850ms`, `12s`, `4m`, `3h`, `2d`.
 pub fn millis(ms: u64) -> String {
+    let s = ms / 1000;
     match ms {
         0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m", ms / 60_000),
-        _ => format!("{}h", ms / 3_600_000),
+        1_000..=59_999 => format!("{s}s"),
+        60_000..=3_599_999 => format!("{}m", s / 60),
+        3_600_000..=86_399_999 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }
 
@@ -128,7 +131,8 @@ mod tests {
     #[test]
     fn values_read_as_people_write_them() {
         assert_eq!(millis(850), "850ms");
-        assert_eq!(millis(3_200), "3.2s");
+        assert_eq!(millis(3_200), "3s");
+        assert_eq!(millis(2 * 86_400_000), "2d");
         assert_eq!(millis(240_000), "4m");
         assert_eq!(payload(br#"{"to":"a"}"#), "{\n  \"to\": \"a\"\n}");
         assert_eq!(payload(&[0xff, 0x01]), "0xff01");
@@ -141,7 +145,7 @@ mod tests {
                 period: std::time::Duration::from_secs(1),
             }),
         };
-        assert_eq!(limits(&l), "≤5 100/1.0s");
+        assert_eq!(limits(&l), "≤5 100/1s", "as the CLI's LIMITS column");
         assert_eq!(limits(&rediq::QueueLimits::default()), "-");
     }
 }
