@@ -66,6 +66,8 @@ mod schedule;
 pub mod server;
 mod task;
 pub mod testing;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use async_trait::async_trait;
 pub use broker::{

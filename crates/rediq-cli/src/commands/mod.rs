@@ -49,11 +49,11 @@ async fn web(
     base_path: String,
     read_only: bool,
 ) -> Result {
-    let auth = rediq_web::Auth::from_env().map_err(|e| e.to_string())?;
+    let auth = rediq::web::Auth::from_env().map_err(|e| e.to_string())?;
     let prefix = base_path.trim_end_matches('/').to_string();
-    let ui = rediq_web::router(
+    let ui = rediq::web::router(
         i,
-        rediq_web::WebConfig {
+        rediq::web::WebConfig {
             base_path: prefix.clone(),
             auth,
             read_only,

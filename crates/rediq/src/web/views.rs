@@ -1,15 +1,15 @@
 //! The pages: the queues overview, one queue's tasks by state (paged), one task's details.
 //! Each reads Redis through the `Inspector`, as the CLI does.
 
+use crate::{QueueStats, TaskState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
-use rediq::{QueueStats, TaskState};
 use serde::Deserialize;
 
-use crate::layout::{action, limits, millis, notice, page, payload, time};
-use crate::App;
+use super::layout::{action, limits, millis, notice, page, payload, time};
+use super::App;
 
 /// Tasks per page of a queue's list.
 const PAGE_SIZE: usize = 50;
@@ -32,7 +32,7 @@ fn failure(status: StatusCode, app: &App, reason: &str) -> Response {
     (status, body).into_response()
 }
 
-pub(crate) fn redis_failure(app: &App, e: &rediq::Error) -> Response {
+pub(crate) fn redis_failure(app: &App, e: &crate::Error) -> Response {
     tracing::warn!(error = %e, "a web UI page could not read Redis");
     failure(StatusCode::SERVICE_UNAVAILABLE, app, &e.to_string())
 }
@@ -190,9 +190,9 @@ pub async fn queue(
 /// and its first groups.
 struct QueuePage {
     stats: QueueStats,
-    tasks: Vec<rediq::Task>,
-    group_limits: rediq::GroupLimits,
-    groups: Vec<rediq::GroupInfo>,
+    tasks: Vec<crate::Task>,
+    group_limits: crate::GroupLimits,
+    groups: Vec<crate::GroupInfo>,
 }
 
 /// Most groups a queue's page lists (by name; `rediq queue groups` lists more).
@@ -203,7 +203,7 @@ async fn read_queue(
     name: &str,
     state: TaskState,
     page_no: usize,
-) -> rediq::Result<QueuePage> {
+) -> crate::Result<QueuePage> {
     Ok(QueuePage {
         stats: app.inspector.queue_stats(name).await?,
         tasks: app
@@ -245,7 +245,7 @@ fn flow_control(p: &QueuePage) -> Markup {
 }
 
 /// Whether Redis knows the queue.
-async fn known(app: &App, name: &str) -> rediq::Result<bool> {
+async fn known(app: &App, name: &str) -> crate::Result<bool> {
     Ok(app.inspector.queues().await?.iter().any(|q| q == name))
 }
 
@@ -266,7 +266,7 @@ pub async fn task(
                 &format!("no task {id} in queue {name}"),
             )
         }
-        Err(e @ rediq::Error::Validation { .. }) => {
+        Err(e @ crate::Error::Validation { .. }) => {
             return failure(StatusCode::NOT_FOUND, &app, &e.to_string())
         }
         Err(e) => return redis_failure(&app, &e),

@@ -1,4 +1,4 @@
-//! The Rediq web UI: an [axum] router that shows queues, tasks and their details from an
+//! The web UI (cargo feature `web`): an [axum] router that shows queues, tasks and their details from an
 //! [`Inspector`], to serve on its own (`rediq web --listen 127.0.0.1:8080`) or to mount in an
 //! application's own axum router under any path prefix.
 //!
@@ -14,9 +14,9 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let inspector = rediq::Inspector::connect("redis://127.0.0.1:6379").await?;
-//! let ui = rediq_web::router(inspector, rediq_web::WebConfig {
+//! let ui = rediq::web::router(inspector, rediq::web::WebConfig {
 //!     base_path: "/ops/rediq".into(),
-//!     auth: rediq_web::Auth::from_env()?,
+//!     auth: rediq::web::Auth::from_env()?,
 //!     read_only: false,
 //! });
 //! // Mounted in an application of its own, under the same prefix.
@@ -35,9 +35,9 @@ mod views;
 
 use std::sync::Arc;
 
+use crate::Inspector;
 use axum::routing::{get, post};
 use axum::Router;
-use rediq::Inspector;
 
 pub use auth::{Auth, AuthError};
 
@@ -78,7 +78,7 @@ impl App {
     }
 }
 
-/// The UI as an axum router (see the crate's example for mounting it).
+/// The UI as an axum router (see the module's example for mounting it).
 pub fn router(inspector: Inspector, config: WebConfig) -> Router {
     let base = config.base_path.trim_end_matches('/').to_string();
     let app = App {

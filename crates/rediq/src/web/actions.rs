@@ -15,8 +15,8 @@ use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::layout::page;
-use crate::App;
+use super::layout::page;
+use super::App;
 
 /// The fields every action's form sends.
 #[derive(Deserialize)]
@@ -81,7 +81,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn failed(app: &App, path: &str, e: &rediq::Error) -> Response {
+fn failed(app: &App, path: &str, e: &crate::Error) -> Response {
     back(app, path, &format!("failed: {e}"))
 }
 
@@ -91,7 +91,7 @@ pub(crate) async fn act(
     headers: &HeaderMap,
     form: &ActionForm,
     to: &str,
-    call: impl std::future::Future<Output = rediq::Result<String>>,
+    call: impl std::future::Future<Output = crate::Result<String>>,
 ) -> Response {
     if let Some(r) = refused(app, headers, form) {
         return r;
@@ -184,11 +184,11 @@ pub async fn cancel(
 ) -> Response {
     let call = async {
         Ok(match app.inspector.cancel_task(&queue, &id).await? {
-            rediq::CancelOutcome::Removed => format!("task {id} cancelled"),
-            rediq::CancelOutcome::Signalled => {
+            crate::CancelOutcome::Removed => format!("task {id} cancelled"),
+            crate::CancelOutcome::Signalled => {
                 format!("task {id} is running: its server was told to stop it")
             }
-            rediq::CancelOutcome::NotFound => {
+            crate::CancelOutcome::NotFound => {
                 format!("task {id} is not waiting or running in {queue}")
             }
         })

@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use crate::layout::{millis, page};
-use crate::views::redis_failure;
-use crate::App;
+use super::layout::{millis, page};
+use super::views::redis_failure;
+use super::App;
 
 /// Unix ms by this machine's clock (a heartbeat's age is shown to the second or so).
 pub(crate) fn now_ms() -> u64 {
@@ -25,7 +25,7 @@ pub async fn servers(State(app): State<App>) -> Response {
     };
     let now = now_ms();
     let field =
-        |w: &rediq::WorkerInfo, k: &str| w.fields.get(k).cloned().unwrap_or_else(|| "-".into());
+        |w: &crate::WorkerInfo, k: &str| w.fields.get(k).cloned().unwrap_or_else(|| "-".into());
     let body = html! {
         @if all.is_empty() {
             p { "No server is registered." }

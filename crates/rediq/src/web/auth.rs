@@ -62,7 +62,7 @@ impl Auth {
     /// // With none of the variables set, every request is let in.
     /// # std::env::remove_var("REDIQ_WEB_TOKEN"); std::env::remove_var("REDIQ_WEB_USER");
     /// # std::env::remove_var("REDIQ_WEB_PASSWORD");
-    /// assert!(matches!(rediq_web::Auth::from_env(), Ok(rediq_web::Auth::None)));
+    /// assert!(matches!(rediq::web::Auth::from_env(), Ok(rediq::web::Auth::None)));
     /// ```
     pub fn from_env() -> Result<Auth, AuthError> {
         let var = |k: &str| std::env::var(k).ok();

@@ -7,8 +7,8 @@ use axum::http::{header, Request, StatusCode};
 use base64::Engine;
 use http_body_util::BodyExt;
 use rediq::testing::RedisServer;
+use rediq::web::{router, Auth, WebConfig};
 use rediq::{Client, Inspector, Task};
-use rediq_web::{router, Auth, WebConfig};
 use tower::ServiceExt;
 
 /// A private Redis with tasks in `emails` (3 pending, one of them grouped) and `reports`.

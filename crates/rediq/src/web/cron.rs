@@ -8,10 +8,10 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-use crate::actions::{act, ActionForm};
-use crate::layout::{notice, page, time};
-use crate::views::{redis_failure, MsgQuery};
-use crate::App;
+use super::actions::{act, ActionForm};
+use super::layout::{notice, page, time};
+use super::views::{redis_failure, MsgQuery};
+use super::App;
 
 /// `GET /cron`.
 pub async fn entries(State(app): State<App>, Query(q): Query<MsgQuery>) -> Response {

@@ -3,7 +3,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::App;
+use super::App;
 
 /// The stylesheet, embedded in every page.
 const STYLE: &str = r#"
@@ -105,7 +105,7 @@ pub fn payload(bytes: &[u8]) -> String {
 }
 
 /// A queue's limits in a cell: `≤5 100/1s`, `-` when none.
-pub fn limits(l: &rediq::QueueLimits) -> String {
+pub fn limits(l: &crate::QueueLimits) -> String {
     let mut parts = Vec::new();
     if let Some(c) = l.concurrency {
         parts.push(format!("≤{c}"));
@@ -138,14 +138,14 @@ mod tests {
         assert_eq!(payload(&[0xff, 0x01]), "0xff01");
         assert_eq!(payload(b""), "(empty)");
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
-        let l = rediq::QueueLimits {
+        let l = crate::QueueLimits {
             concurrency: Some(5),
-            rate: Some(rediq::RateLimit {
+            rate: Some(crate::RateLimit {
                 count: 100,
                 period: std::time::Duration::from_secs(1),
             }),
         };
         assert_eq!(limits(&l), "≤5 100/1s", "as the CLI's LIMITS column");
-        assert_eq!(limits(&rediq::QueueLimits::default()), "-");
+        assert_eq!(limits(&crate::QueueLimits::default()), "-");
     }
 }
