@@ -188,6 +188,13 @@ pub enum TaskCmd {
         #[arg(long)]
         queue: String,
     },
+    /// Delete a task that is not running (dead, completed, or waiting).
+    Delete {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        queue: String,
+    },
     /// Run a dead task again.
     Retry {
         #[arg(long)]

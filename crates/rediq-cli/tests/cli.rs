@@ -612,6 +612,20 @@ async fn task_worker_and_cron_commands() {
         ),
         &["no dead task"],
     );
+    // Another dead one is deleted, once.
+    let deleted = json(
+        &url,
+        &["task", "delete", "--id", &ids[1], "--queue", "emails"],
+    );
+    assert_eq!(deleted["outcome"], "deleted");
+    assert_eq!(json(&url, &["queue", "inspect", "emails"])["dead"], 2);
+    fails(
+        &rediq(
+            &url,
+            &["task", "delete", "--id", &ids[1], "--queue", "emails"],
+        ),
+        &["no task", "to delete"],
+    );
 
     let nightly = Task::builder("report:build")
         .queue("reports")

@@ -683,3 +683,77 @@ async fn memory_is_unknown_where_redis_refuses_memory_usage() {
     assert_eq!(i.memory_usage("acl").await.unwrap(), None);
     assert_eq!(i.queue_stats("acl").await.unwrap().pending, 1);
 }
+
+#[tokio::test]
+async fn delete_removes_dead_completed_and_waiting_tasks_but_not_running_ones() {
+    let env = Env::new().await;
+    let (c, i) = (&env.client, &env.inspector);
+    let client = c.clone();
+    let enqueue = move |t: &'static str, delay: Option<Duration>| {
+        let client = client.clone();
+        async move {
+            let mut b = Task::builder(t).queue("del");
+            if let Some(d) = delay {
+                b = b.delay(d);
+            }
+            client.enqueue(b.build().unwrap()).await.unwrap()
+        }
+    };
+    let (fail, ok) = (enqueue("fail", None).await, enqueue("ok", None).await);
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (started.clone(), release.clone());
+    let mut mux = mux_with("fail", |_t: Task| async {
+        Err(rediq::Error::non_retryable("broken"))
+    });
+    mux.handle("ok", FnHandler(|_t: Task| async { Ok(()) }));
+    mux.handle(
+        "block",
+        FnHandler(move |_t: Task| {
+            let (s, r) = (s.clone(), r.clone());
+            async move {
+                s.notify_one();
+                r.notified().await;
+                Ok(())
+            }
+        }),
+    );
+    let server = env
+        .server()
+        .queues(&["del"])
+        .completed_retention(Duration::from_secs(600));
+    let running = start(server, mux).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let s = i.queue_stats("del").await.unwrap();
+            s.dead == 1 && s.completed == 1
+        })
+        .await
+    );
+    let blocker = enqueue("block", None).await;
+    tokio::time::timeout(Duration::from_secs(20), started.notified())
+        .await
+        .expect("the handler started");
+    let later = enqueue("ok", Some(Duration::from_secs(3600))).await;
+
+    // Running: refused (cancel_task stops it); dead, completed, delayed: gone.
+    assert!(!i.delete_task("del", &blocker).await.unwrap());
+    for id in [&fail, &ok, &later] {
+        assert!(i.delete_task("del", id).await.unwrap(), "{id} deleted");
+        assert!(
+            i.task(id, Some("del")).await.unwrap().is_none(),
+            "{id} gone"
+        );
+        assert!(
+            !i.delete_task("del", id).await.unwrap(),
+            "{id} deleted twice"
+        );
+    }
+    let s = i.queue_stats("del").await.unwrap();
+    assert_eq!((s.dead, s.completed, s.delayed, s.active), (0, 0, 0, 1));
+    let never = "01900000-0000-7000-8000-000000000000";
+    assert!(!i.delete_task("del", never).await.unwrap());
+    assert!(i.delete_task("del", "not-an-id").await.is_err());
+    release.notify_one();
+    running.shutdown().await;
+}

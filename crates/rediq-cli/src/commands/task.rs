@@ -82,6 +82,23 @@ pub async fn run(i: &Inspector, cmd: TaskCmd, json: bool) -> Result {
             }
             Ok(())
         }
+        TaskCmd::Delete { id, queue } => {
+            known_queue(i, &queue).await?;
+            if !i.delete_task(&queue, &id).await? {
+                return Err(format!(
+                    "no task {id} to delete in queue {queue:?} (a running task is stopped with `task cancel`)"
+                )
+                .into());
+            }
+            if json {
+                print_json(
+                    &json!({ "id": id, "queue": queue, "action": "delete", "outcome": "deleted" }),
+                );
+            } else {
+                println!("deleted task {id} of queue {queue}");
+            }
+            Ok(())
+        }
         TaskCmd::Retry { id, queue } => {
             known_queue(i, &queue).await?;
             if !i.rerun_dead(&queue, &id).await? {

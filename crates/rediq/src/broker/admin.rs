@@ -330,6 +330,36 @@ impl Broker {
         Ok(moved)
     }
 
+    /// Deletes a finished task's record (`state` is [`TaskState::Dead`] or
+    /// [`TaskState::Completed`], `stored` the record as read); `false` when it is gone
+    /// (re-run, trimmed or deleted meanwhile).
+    pub async fn delete_finished(
+        &self,
+        queue: &str,
+        state: TaskState,
+        stored: &[u8],
+    ) -> Result<bool> {
+        let k = QueueKeys::new(queue);
+        let set = match state {
+            TaskState::Dead => &k.dead,
+            TaskState::Completed => &k.completed,
+            other => {
+                return Err(crate::Error::validation(
+                    "state",
+                    format!("{other:?} is not a finished state (dead or completed)"),
+                ))
+            }
+        };
+        let mut c = self.conn.clone();
+        let n: i64 = SCRIPTS
+            .delete
+            .key(set)
+            .arg(stored)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Removes every task of a queue. `locks` are the unique keys of the tasks being removed,
     /// with the id of the task each belongs to.
     ///

@@ -108,6 +108,7 @@ struct Scripts {
     ix_evict: Lua,
     g_prune: Lua,
     g_unhold: Lua,
+    delete: Lua,
 }
 
 /// A script that moves or removes a task, with the shared prelude (`scripts/prelude.lua`: the
@@ -160,6 +161,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     ix_evict: indexed!("ix_evict.lua"),
     g_prune: Lua::new(include_str!("scripts/g_prune.lua")),
     g_unhold: Lua::new(include_str!("scripts/g_unhold.lua")),
+    delete: guarded!("delete.lua"),
 });
 
 /// Most tasks sent to one script call; larger batches are split (Lua's `unpack` has a limit).

@@ -1,11 +1,13 @@
 //! Read access to queues, tasks and servers, for dashboards, the CLI and tests. Finding tasks
 //! (by text or id, in bounded steps) and one task's details are in `lookup.rs`; a queue's
-//! history per day and its memory in `usage.rs`.
+//! history per day and its memory in `usage.rs`; cancelling and deleting tasks in `remove.rs`.
 
 mod limits;
 mod lookup;
+mod remove;
 mod usage;
 pub use lookup::{Found, Lease, TaskDetails, MAX_FIND_SCAN};
+pub use remove::CancelOutcome;
 pub use usage::DailyStats;
 
 use std::collections::HashMap;
@@ -34,17 +36,6 @@ use crate::{Client, Result, Task};
 #[derive(Debug, Clone)]
 pub struct Inspector {
     broker: Broker,
-}
-
-/// What [`Inspector::cancel_task`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The task was waiting (pending, delayed, retry, or for its dependencies) and is gone.
-    Removed,
-    /// The task was running; its server was told to drop the handler and remove it.
-    Signalled,
-    /// No waiting or running task of the queue has this id.
-    NotFound,
 }
 
 /// A periodic (cron) entry.
@@ -467,94 +458,6 @@ impl Inspector {
             pairs.push((old, record::encode(&task)?));
         }
         self.broker.rerun(queue, &pairs).await
-    }
-
-    /// Cancels a task by id. A waiting task (pending, delayed, retry) is removed at once; a
-    /// running one is announced over Redis pub/sub to the server running it, which drops the
-    /// handler's future and removes the task; its unique key is released and `cancelled_total`
-    /// counts it, and it is not retried. Pub/sub is fire-and-forget: a server that is
-    /// reconnecting, or has leased the task but not yet started its handler, misses the signal
-    /// and the task runs to its end.
-    pub async fn cancel_task(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-        validate_queue_name(queue)?;
-        let raw = record::id_bytes(id)?;
-        for p in self
-            .broker
-            .id_search_order(&[queue.to_string()], &raw)
-            .await?
-        {
-            match self.cancel_in(&p, &raw).await? {
-                CancelOutcome::NotFound => continue,
-                done => return Ok(done),
-            }
-        }
-        Ok(CancelOutcome::NotFound)
-    }
-
-    /// Cancels a task of one physical queue.
-    async fn cancel_in(&self, queue: &str, raw: &[u8; 16]) -> Result<CancelOutcome> {
-        use crate::broker::cancel::Located;
-        // A waiting task may be fetched between locating and removing it: look again.
-        for _ in 0..3 {
-            match self.broker.locate(queue, raw).await? {
-                Located::Queued(state, stored) => {
-                    if self.cancel_queued(queue, state, &stored).await? {
-                        return Ok(CancelOutcome::Removed);
-                    }
-                }
-                Located::Blocked(stored) => {
-                    if self
-                        .cancel_queued(queue, TaskState::Waiting, &stored)
-                        .await?
-                    {
-                        return Ok(CancelOutcome::Removed);
-                    }
-                }
-                Located::Running => {
-                    self.broker.publish_cancel(queue, raw).await?;
-                    return Ok(CancelOutcome::Signalled);
-                }
-                Located::NotFound => return Ok(CancelOutcome::NotFound),
-            }
-        }
-        Ok(CancelOutcome::NotFound)
-    }
-
-    async fn cancel_queued(&self, queue: &str, state: TaskState, stored: &[u8]) -> Result<bool> {
-        let unique = record::decode(logical(queue), stored)
-            .ok()
-            .and_then(|t| t.options.unique_key);
-        let removed = self
-            .broker
-            .cancel_queued(queue, state, stored, unique.as_deref())
-            .await?;
-        if removed {
-            self.tell_dependents(queue).await;
-        }
-        Ok(removed)
-    }
-
-    /// Delivers dependency news now instead of waiting for a server's resolver (which delivers
-    /// it anyway, also after a crash here): this (physical) queue's outbox, then — a failure
-    /// travels on, queue by queue — every queue's, until a round delivers nothing.
-    async fn tell_dependents(&self, queue: &str) {
-        let round = async {
-            let mut delivered = self.broker.resolve_outbox(queue).await?.delivered;
-            let queues = self.broker.physical_queues().await?;
-            for _ in 0..10 {
-                if delivered == 0 {
-                    break;
-                }
-                delivered = 0;
-                for q in &queues {
-                    delivered += self.broker.resolve_outbox(q).await?.delivered;
-                }
-            }
-            Ok::<(), crate::Error>(())
-        };
-        if let Err(e) = round.await {
-            tracing::warn!(queue, error = %e, "dependents will be told by a server's resolver");
-        }
     }
 
     /// Every periodic entry, of every queue.
