@@ -302,30 +302,9 @@ fn parse_rate(s: &str) -> Result<Limit<rediq::RateLimit>, String> {
     if s == "none" {
         return Ok(Limit::Remove);
     }
-    let bad = || format!("{s:?} is not COUNT/PERIOD such as 100/1s or 5/500ms (or `none`)");
-    let (count, period) = s.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let period = period.trim();
-    let period = if let Some(ms) = period.strip_suffix("ms") {
-        ms.parse::<u64>().map(std::time::Duration::from_millis).ok()
-    } else if let Some(m) = period.strip_suffix('m') {
-        m.parse::<u64>()
-            .map(|m| std::time::Duration::from_secs(m * 60))
-            .ok()
-    } else {
-        period
-            .trim_end_matches('s')
-            .parse::<u64>()
-            .map(std::time::Duration::from_secs)
-            .ok()
-    }
-    .ok_or_else(bad)?;
-    if count == 0 || period.is_zero() {
-        return Err(format!(
-            "{s:?}: needs at least 1 start per period of at least 1 ms"
-        ));
-    }
-    Ok(Limit::Set(rediq::RateLimit { count, period }))
+    s.parse()
+        .map(Limit::Set)
+        .map_err(|e: rediq::Error| format!("{e} (or `none`)"))
 }
 
 #[cfg(test)]

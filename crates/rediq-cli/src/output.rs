@@ -208,19 +208,14 @@ pub fn task_json(t: &rediq::Task, state: &str) -> Value {
 /// when it has none.
 pub fn limits_cell(s: &rediq::QueueStats) -> String {
     match (s.limits.is_empty(), s.group_limits.is_empty()) {
-        (_, true) => limits_short(&s.limits),
-        (true, false) => format!("group {}", limits_short(&s.group_limits)),
+        (_, true) => s.limits.to_string(),
+        (true, false) => format!("group {}", s.group_limits.to_string()),
         (false, false) => format!(
             "{} · group {}",
-            limits_short(&s.limits),
-            limits_short(&s.group_limits)
+            s.limits.to_string(),
+            s.group_limits.to_string()
         ),
     }
-}
-
-/// A queue's limits in a table cell: `≤5 100/1s`, `-` when it has none.
-pub fn limits_short(l: &rediq::QueueLimits) -> String {
-    limits_in(l, ["≤", "", "/", " ", "-"])
 }
 
 /// A queue's limits as `concurrency 5, rate 100 per 1s` (`none` when it has none).

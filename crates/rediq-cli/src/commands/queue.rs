@@ -7,9 +7,7 @@ use serde_json::{json, Value};
 
 use super::{known_queue, Result};
 use crate::cli::{Limit, QueueCmd};
-use crate::output::{
-    bytes, limits_cell, limits_short, limits_text, millis, print_json, queue_state, Table,
-};
+use crate::output::{bytes, limits_cell, limits_text, millis, print_json, queue_state, Table};
 
 pub async fn run(i: &Inspector, cmd: QueueCmd, json: bool) -> Result {
     match cmd {
@@ -168,7 +166,7 @@ async fn groups(i: &Inspector, name: &str, limit: usize, json: bool) -> Result {
             g.pending.to_string(),
             g.running.to_string(),
             held,
-            limits_short(&limits.for_group(&g.name)),
+            limits.for_group(&g.name).to_string(),
         ]);
     }
     t.print();

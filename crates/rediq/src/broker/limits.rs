@@ -82,6 +82,80 @@ impl QueueLimits {
     }
 }
 
+/// `COUNT/PERIOD`, as people write a rate: `100/1s`, `5/500ms`, `1000/2m`, `10/1h`, `500/1d`
+/// (a bare number of seconds, `7/3`, also reads). The CLI's `--rate` and the web UI take it.
+///
+/// ```
+/// use std::time::Duration;
+/// let r: rediq::RateLimit = "5/500ms".parse()?;
+/// assert_eq!((r.count, r.period), (5, Duration::from_millis(500)));
+/// assert_eq!(r.to_string(), "5/500ms");
+/// assert!("0/1s".parse::<rediq::RateLimit>().is_err());
+/// # Ok::<(), rediq::Error>(())
+/// ```
+impl std::str::FromStr for RateLimit {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Validation {
+            what: "rate limit",
+            reason: format!("{s:?} is not COUNT/PERIOD such as 100/1s or 5/500ms"),
+        };
+        let (count, period) = s.split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let period = period.trim();
+        let (digits, unit_ms) = [
+            ("ms", 1),
+            ("s", 1000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ]
+        .iter()
+        .find_map(|(suffix, ms)| period.strip_suffix(suffix).map(|d| (d, *ms)))
+        .unwrap_or((period, 1000));
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let period = Duration::from_millis(n.checked_mul(unit_ms).ok_or_else(bad)?);
+        let rate = RateLimit { count, period };
+        QueueLimits {
+            concurrency: None,
+            rate: Some(rate),
+        }
+        .validate()?;
+        Ok(rate)
+    }
+}
+
+/// `COUNT/PERIOD` in the period's largest whole unit (`100/1s`, `5/500ms`, `10/2m`): what
+/// [`FromStr`](std::str::FromStr) reads back.
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.period.as_millis();
+        let (n, unit) = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .iter()
+        .find(|(u, _)| ms >= *u && ms % *u == 0)
+        .map_or((ms, "ms"), |(u, name)| (ms / u, *name));
+        write!(f, "{}/{n}{unit}", self.count)
+    }
+}
+
+/// The limits as a table cell shows them: `≤5 100/1s`, `≤5`, `100/1s`, or `-` when none.
+impl std::fmt::Display for QueueLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.concurrency, self.rate) {
+            (None, None) => f.write_str("-"),
+            (Some(c), None) => write!(f, "≤{c}"),
+            (None, Some(r)) => write!(f, "{r}"),
+            (Some(c), Some(r)) => write!(f, "≤{c} {r}"),
+        }
+    }
+}
+
 /// The servers holding a lease on each queue, as the last fetch under a concurrency limit
 /// named them (fetch.lua's `HOLDERS` answer).
 #[derive(Debug, Default, Clone)]

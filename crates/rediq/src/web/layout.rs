@@ -104,26 +104,6 @@ pub fn payload(bytes: &[u8]) -> String {
     }
 }
 
-/// A queue's limits in a cell: `≤5 100/1s`, `-` when none.
-pub fn limits(l: &crate::QueueLimits) -> String {
-    let mut parts = Vec::new();
-    if let Some(c) = l.concurrency {
-        parts.push(format!("≤{c}"));
-    }
-    if let Some(r) = l.rate {
-        parts.push(format!(
-            "{}/{}",
-            r.count,
-            millis(r.period.as_millis() as u64)
-        ));
-    }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,14 +118,5 @@ mod tests {
         assert_eq!(payload(&[0xff, 0x01]), "0xff01");
         assert_eq!(payload(b""), "(empty)");
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
-        let l = crate::QueueLimits {
-            concurrency: Some(5),
-            rate: Some(crate::RateLimit {
-                count: 100,
-                period: std::time::Duration::from_secs(1),
-            }),
-        };
-        assert_eq!(limits(&l), "≤5 100/1s", "as the CLI's LIMITS column");
-        assert_eq!(limits(&crate::QueueLimits::default()), "-");
     }
 }

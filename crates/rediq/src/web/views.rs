@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{action, limits, millis, notice, page, payload, time};
+use super::layout::{action, millis, notice, page, payload, time};
 use super::App;
 
 /// Tasks per page of a queue's list.
@@ -72,8 +72,8 @@ fn queue_row(app: &App, s: &QueueStats) -> Markup {
             td.n { (s.pending) } td.n { (s.active) } td.n { (s.delayed) } td.n { (s.retry) }
             td.n { (s.waiting) } td.n { (s.dead) } td.n { (s.completed) }
             td.n { (s.processed_total) } td.n { (s.failed_total) }
-            td { (limits(&s.limits))
-                 @if !s.group_limits.is_empty() { " · group " (limits(&s.group_limits)) } }
+            td { (s.limits)
+                 @if !s.group_limits.is_empty() { " · group " (s.group_limits) } }
         }
     }
 }
@@ -147,7 +147,7 @@ pub async fn queue(
             td.n { (stats.pending) } td.n { (stats.active) } td.n { (stats.delayed) }
             td.n { (stats.retry) } td.n { (stats.waiting) } td.n { (stats.dead) }
             td.n { (stats.completed) } td.n { (stats.processed_total) } td.n { (stats.failed_total) }
-            td { (limits(&stats.limits)) }
+            td { (stats.limits) }
         } }
         p.tabs {
             @for (s, n) in STATES {
@@ -221,10 +221,10 @@ fn flow_control(p: &QueuePage) -> Markup {
     html! {
         h3 { "Flow control" }
         dl {
-            dt { "Queue limits" } dd { (limits(&p.stats.limits)) }
-            dt { "Every group" } dd { (limits(&g.rule)) }
+            dt { "Queue limits" } dd { (p.stats.limits) }
+            dt { "Every group" } dd { (g.rule) }
             @for (name, l) in &g.overrides {
-                dt { "Group " (name) } dd { (limits(l)) }
+                dt { "Group " (name) } dd { (l) }
             }
         }
         @if !p.groups.is_empty() {
@@ -236,7 +236,7 @@ fn flow_control(p: &QueuePage) -> Markup {
                         td { @if x.at_limit { "at limit" }
                              @else if let Some(t) = x.held_until_ms { "until " (time(t)) }
                              @else { "-" } }
-                        td { (limits(&g.for_group(&x.name))) }
+                        td { (g.for_group(&x.name)) }
                     }
                 }
             }
