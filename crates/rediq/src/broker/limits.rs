@@ -138,7 +138,7 @@ impl std::fmt::Display for RateLimit {
             (1000, "s"),
         ]
         .iter()
-        .find(|(u, _)| ms >= *u && ms % *u == 0)
+        .find(|(u, _)| ms >= *u && ms.is_multiple_of(*u))
         .map_or((ms, "ms"), |(u, name)| (ms / u, *name));
         write!(f, "{}/{n}{unit}", self.count)
     }
