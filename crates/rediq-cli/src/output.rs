@@ -209,12 +209,8 @@ pub fn task_json(t: &rediq::Task, state: &str) -> Value {
 pub fn limits_cell(s: &rediq::QueueStats) -> String {
     match (s.limits.is_empty(), s.group_limits.is_empty()) {
         (_, true) => s.limits.to_string(),
-        (true, false) => format!("group {}", s.group_limits.to_string()),
-        (false, false) => format!(
-            "{} · group {}",
-            s.limits.to_string(),
-            s.group_limits.to_string()
-        ),
+        (true, false) => format!("group {}", s.group_limits),
+        (false, false) => format!("{} · group {}", s.limits, s.group_limits),
     }
 }
 
