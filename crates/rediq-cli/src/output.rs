@@ -119,40 +119,7 @@ pub fn age(ms: u64, now_ms: u64) -> String {
     }
 }
 
-/// A duration in milliseconds as `850ms`, `12s`, `4m`, `3h`, `2d`.
-pub fn millis(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        age(0, ms)
-    }
-}
-
-/// A Unix-ms time as `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn utc(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || format!("{ms} ms"),
-            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        )
-}
-
-/// A size in bytes as `512 B`, `3.4 KiB`, `12.0 MiB`, `1.2 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+pub use rediq::display::{bytes, millis, utc};
 
 /// A queue's state as the tables show it.
 pub fn queue_state(paused: bool) -> &'static str {

@@ -56,6 +56,7 @@
 
 mod broker;
 mod client;
+pub mod display;
 mod error;
 mod inspector;
 mod metrics;

@@ -1,5 +1,6 @@
 //! What an operator can do from the pages: pause or resume a queue, run one or every dead task
-//! again, cancel a task, flush a queue (after typing its name). Each goes through the same
+//! again, cancel or delete a task, flush a queue (after typing its name); bulk actions are in
+//! `bulk.rs`, limits in `limits.rs`. Each goes through the same
 //! `Inspector` call as the CLI and comes back to the page it was asked from with its result.
 //!
 //! Safety: in read-only mode every action is `403`; every form carries the UI's anti-forgery
@@ -21,10 +22,21 @@ use super::App;
 /// The fields every action's form sends.
 #[derive(Deserialize)]
 pub struct ActionForm {
+    #[serde(default)]
     csrf: String,
     /// The queue's name typed again (flush only).
     #[serde(default)]
     confirm: String,
+}
+
+impl ActionForm {
+    /// The guard of a form read field by field (the bulk form repeats `id`).
+    pub fn with_token(csrf: String) -> Self {
+        ActionForm {
+            csrf,
+            confirm: String::new(),
+        }
+    }
 }
 
 /// Why an action is refused before it runs, if it is.
@@ -70,7 +82,7 @@ fn back(app: &App, path: &str, msg: &str) -> Response {
 }
 
 /// Percent-encodes a query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -201,6 +213,26 @@ pub async fn cancel(
         call,
     )
     .await
+}
+
+/// `POST /queues/{queue}/tasks/{id}/delete`: a task that is not running is deleted (a dead
+/// or completed one leaves its list, a waiting one is removed as a cancel removes it); back to
+/// the queue's page, since the task's is gone.
+pub async fn delete(
+    State(app): State<App>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let call = async {
+        Ok(match app.inspector.delete_task(&queue, &id).await? {
+            true => format!("task {id} deleted"),
+            false => {
+                format!("task {id} is running or gone: not deleted (cancel stops a running task)")
+            }
+        })
+    };
+    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
 }
 
 /// `GET /queues/{queue}/flush`: the confirmation step (type the queue's name).

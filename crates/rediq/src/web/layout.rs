@@ -26,6 +26,11 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
 dt { font-weight: 600; }
 .pager { margin-top: 10px; }
 form.act { display: inline-block; margin: 0 8px 8px 0; }
+form.find { display: inline; margin-left: 14px; }
+form.search, form.limits { margin: 8px 0; }
+.history h3 { margin: 12px 0 4px; font-size: 14px; }
+.done { color: #2f9e44; } .failed { color: #e03131; }
+svg.chart { display: block; background: #fff; }
 .notice { background: #e8f1ff; border: 1px solid #9bbcf0; padding: 6px 10px; }
 "#;
 
@@ -44,7 +49,10 @@ pub fn page(app: &App, title: &str, body: Markup) -> Markup {
                 header {
                     a href=(app.link("/")) { "Rediq" } " · " (title)
                     nav { a href=(app.link("/")) { "Queues" } " " a href=(app.link("/servers")) { "Servers" }
-                          " " a href=(app.link("/cron")) { "Cron" } }
+                          " " a href=(app.link("/cron")) { "Cron" }
+                          form.find method="get" action=(app.link("/search")) {
+                              input name="id" size="36" placeholder="task id" required;
+                          } }
                 }
                 main { (body) }
             }
@@ -71,25 +79,11 @@ pub fn notice(msg: Option<&str>) -> Markup {
     html! { @if let Some(m) = msg { p.notice { (m) } } }
 }
 
-/// A duration in milliseconds, short and as the CLI writes it (`rediq`'s output.rs):
-/// `850ms`, `12s`, `4m`, `3h`, `2d`.
-pub fn millis(ms: u64) -> String {
-    let s = ms / 1000;
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{s}s"),
-        60_000..=3_599_999 => format!("{}m", s / 60),
-        3_600_000..=86_399_999 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
+pub use crate::display::{bytes, millis};
 
-/// A Unix time in milliseconds as UTC.
+/// A Unix time in milliseconds, in UTC.
 pub fn time(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
-        || ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-    )
+    format!("{} UTC", crate::display::utc(ms))
 }
 
 /// A payload for reading: pretty JSON when it is JSON, else hex.
@@ -110,10 +104,6 @@ mod tests {
 
     #[test]
     fn values_read_as_people_write_them() {
-        assert_eq!(millis(850), "850ms");
-        assert_eq!(millis(3_200), "3s");
-        assert_eq!(millis(2 * 86_400_000), "2d");
-        assert_eq!(millis(240_000), "4m");
         assert_eq!(payload(br#"{"to":"a"}"#), "{\n  \"to\": \"a\"\n}");
         assert_eq!(payload(&[0xff, 0x01]), "0xff01");
         assert_eq!(payload(b""), "(empty)");

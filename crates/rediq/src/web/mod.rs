@@ -28,8 +28,14 @@
 
 mod actions;
 mod auth;
+mod bulk;
+mod charts;
 mod cron;
 mod layout;
+mod limits;
+mod overview;
+mod queue;
+mod search;
 mod servers;
 mod views;
 
@@ -88,8 +94,12 @@ pub fn router(inspector: Inspector, config: WebConfig) -> Router {
         csrf: uuid::Uuid::new_v4().simple().to_string().into(),
     };
     Router::new()
-        .route("/", get(views::overview))
-        .route("/queues/{queue}", get(views::queue))
+        .route("/", get(overview::overview))
+        .route("/search", get(search::by_id))
+        .route("/queues/{queue}", get(queue::queue))
+        .route("/queues/{queue}/search", get(search::in_queue))
+        .route("/queues/{queue}/bulk", post(bulk::bulk))
+        .route("/queues/{queue}/limits", post(limits::set))
         .route("/queues/{queue}/pause", post(actions::pause))
         .route("/queues/{queue}/resume", post(actions::resume))
         .route("/queues/{queue}/retry-dead", post(actions::retry_all_dead))
@@ -103,6 +113,7 @@ pub fn router(inspector: Inspector, config: WebConfig) -> Router {
             post(actions::retry_dead),
         )
         .route("/queues/{queue}/tasks/{id}/cancel", post(actions::cancel))
+        .route("/queues/{queue}/tasks/{id}/delete", post(actions::delete))
         .route("/servers", get(servers::servers))
         .route("/cron", get(cron::entries))
         .route("/cron/pause", post(cron::pause))

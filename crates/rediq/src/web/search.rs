@@ -1,0 +1,111 @@
+//! Search: a queue's tasks in one state whose payload or last error contains a text (or whose
+//! id it is), in bounded steps as [`Inspector::find_tasks`](crate::Inspector::find_tasks)
+//! takes them (`GET /queues/{queue}/search?text=&state=&cursor=`: each page examines at most
+//! 1,000 records and links to the next step); and a task by id in any queue
+//! (`GET /search?id=`, the box in every page's header).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::actions::encode;
+use super::layout::page;
+use super::queue::task_list;
+use super::views::{failure, known, redis_failure, state_named};
+use super::App;
+
+/// Records one search page examines.
+const SCAN: usize = 1000;
+
+/// `?text=…&state=dead&cursor=…`.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    text: String,
+    state: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /queues/{queue}/search`.
+pub async fn in_queue(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    match known(&app, &name).await {
+        Ok(true) => {}
+        Ok(false) => return failure(StatusCode::NOT_FOUND, &app, &format!("no queue {name:?}")),
+        Err(e) => return redis_failure(&app, &e),
+    }
+    let state_name = q.state.as_deref().unwrap_or("pending");
+    let state = match state_named(state_name) {
+        Ok(s) => s,
+        Err(reason) => return failure(StatusCode::BAD_REQUEST, &app, &reason),
+    };
+    if q.text.is_empty() {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            &app,
+            "search for what? (text is empty)",
+        );
+    }
+    let found = match app
+        .inspector
+        .find_tasks(&name, state, &q.text, q.cursor.as_deref(), SCAN)
+        .await
+    {
+        Ok(f) => f,
+        Err(e @ crate::Error::Validation { .. }) => {
+            return failure(StatusCode::BAD_REQUEST, &app, &e.to_string())
+        }
+        Err(e) => return redis_failure(&app, &e),
+    };
+    let here = app.link(&format!("/queues/{name}/search"));
+    let body = html! {
+        p {
+            a href=(app.link(&format!("/queues/{name}?state={state_name}"))) { "← " (name) ", " (state_name) }
+        }
+        p { (found.tasks.len()) " " (state_name) " task(s) match " strong { (q.text) }
+            @if q.cursor.is_some() { " in this step" }
+            " (each step examines up to " (SCAN) " tasks)." }
+        (task_list(&app, &name, state, state_name, &found.tasks, q.cursor.is_some()))
+        p.pager {
+            @if let Some(c) = &found.cursor {
+                a href=(format!("{here}?state={state_name}&text={}&cursor={}", encode(&q.text), encode(c))) {
+                    "search on →"
+                }
+            } @else {
+                "End of the " (state_name) " tasks."
+            }
+        }
+    };
+    page(&app, &format!("Search {name}"), body).into_response()
+}
+
+/// `?id=…`.
+#[derive(Deserialize)]
+pub struct IdQuery {
+    #[serde(default)]
+    id: String,
+}
+
+/// `GET /search?id=`: to the task's page, whichever queue holds it.
+pub async fn by_id(State(app): State<App>, Query(q): Query<IdQuery>) -> Response {
+    let id = q.id.trim();
+    match app.inspector.task(id, None).await {
+        Ok(Some(d)) => {
+            Redirect::to(&app.link(&format!("/queues/{}/tasks/{id}", d.task.queue))).into_response()
+        }
+        Ok(None) => failure(
+            StatusCode::NOT_FOUND,
+            &app,
+            &format!("no queue holds a task {id}"),
+        ),
+        Err(e @ crate::Error::Validation { .. }) => {
+            failure(StatusCode::BAD_REQUEST, &app, &e.to_string())
+        }
+        Err(e) => redis_failure(&app, &e),
+    }
+}

@@ -1,0 +1,176 @@
+use axum::http::StatusCode;
+use rediq::web::{router, WebConfig};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_run_through_the_inspector_and_are_guarded() {
+    let (redis, inspector, ids) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    let (_, page, _) = get(&app, "/queues/emails", None).await;
+    assert!(
+        page.contains(">Pause</button>") && page.contains("Flush…"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let form = format!("csrf={csrf}");
+
+    // Guards: no token, a wrong one, another site's page.
+    let (status, _) = post(&app, "/queues/emails/pause", "", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no token at all");
+    let (status, _) = post(&app, "/queues/emails/pause", "csrf=nope", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = post(
+        &app,
+        "/queues/emails/pause",
+        &form,
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        !inspector.queue_stats("emails").await.unwrap().paused,
+        "nothing happened"
+    );
+
+    // Pause and resume, from this site's page.
+    let (status, to) = post(
+        &app,
+        "/queues/emails/pause",
+        &form,
+        Some("http://ui.example"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        to.as_deref(),
+        Some("/queues/emails?msg=paused%20queue%20emails")
+    );
+    assert!(inspector.queue_stats("emails").await.unwrap().paused);
+    let (_, page, _) = get(&app, to.as_deref().unwrap(), None).await;
+    assert!(
+        page.contains("paused queue emails") && page.contains(">Resume</button>"),
+        "{page}"
+    );
+    post(&app, "/queues/emails/resume", &form, None).await;
+    assert!(!inspector.queue_stats("emails").await.unwrap().paused);
+
+    // Cancel a pending task.
+    let (status, _) = post(
+        &app,
+        &format!("/queues/emails/tasks/{}/cancel", ids[0]),
+        &form,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 2);
+
+    // Two tasks die; one is retried from its page, the other with "retry all dead".
+    let state = rediq::server::ServerBuilder::new()
+        .redis_url(redis.url())
+        .queues(&["emails"])
+        .build()
+        .await
+        .unwrap();
+    let mut mux = rediq::processor::Mux::new();
+    mux.handle("email:send", Refuse);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(rediq::server::Server::from(state).run_until(mux, async {
+        let _ = stopped.await;
+    }));
+    let began = std::time::Instant::now();
+    while inspector.queue_stats("emails").await.unwrap().dead < 2 {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(60),
+            "the tasks die"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    inspector.pause_queue("emails").await.unwrap();
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[1]), None).await;
+    assert!(
+        page.contains(">Retry</button>") && page.contains("smtp refused"),
+        "{page}"
+    );
+    let (status, _) = post(
+        &app,
+        &format!("/queues/emails/tasks/{}/retry", ids[1]),
+        &form,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let s = inspector.queue_stats("emails").await.unwrap();
+    assert_eq!((s.dead, s.pending), (1, 1), "it left the dead list");
+    let (_, page, _) = get(&app, "/queues/emails?state=dead", None).await;
+    assert!(page.contains(">Retry all dead</button>"), "{page}");
+    let (_, to) = post(&app, "/queues/emails/retry-dead", &form, None).await;
+    assert!(to.unwrap().contains("1%20dead%20task"));
+    let s = inspector.queue_stats("emails").await.unwrap();
+    assert_eq!((s.dead, s.pending), (0, 2));
+
+    // Flush asks for the queue's name first.
+    let (status, page, _) = get(&app, "/queues/emails/flush", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Type the queue's name"), "{page}");
+    let (_, to) = post(
+        &app,
+        "/queues/emails/flush",
+        &format!("{form}&confirm=email"),
+        None,
+    )
+    .await;
+    assert!(to.unwrap().contains("not%20flushed"));
+    assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 2);
+    let (_, to) = post(
+        &app,
+        "/queues/emails/flush",
+        &format!("{form}&confirm=emails"),
+        None,
+    )
+    .await;
+    assert!(to.unwrap().contains("flushed%20emails%3A%202%20task"));
+    assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn a_read_only_ui_offers_no_action_and_refuses_every_one() {
+    let (_redis, inspector, ids) = seeded().await;
+    let writable = router(inspector.clone(), WebConfig::default());
+    let (_, page, _) = get(&writable, "/queues/emails", None).await;
+    let form = format!("csrf={}", csrf_of(&page));
+    let app = router(
+        inspector.clone(),
+        WebConfig {
+            read_only: true,
+            ..WebConfig::default()
+        },
+    );
+    let (_, page, _) = get(&app, "/queues/emails", None).await;
+    assert!(
+        !page.contains(r#"method="post""#)
+            && !page.contains("Flush…")
+            && !page.contains("checkbox"),
+        "{page}"
+    );
+    let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[0]), None).await;
+    assert!(!page.contains(r#"method="post""#), "{page}");
+    for path in [
+        "/queues/emails/pause".to_string(),
+        "/queues/emails/flush".to_string(),
+        "/queues/emails/bulk".to_string(),
+        "/queues/emails/limits".to_string(),
+        format!("/queues/emails/tasks/{}/cancel", ids[0]),
+        format!("/queues/emails/tasks/{}/delete", ids[0]),
+    ] {
+        let (status, _) = post(&app, &path, &form, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (status, _, _) = get(&app, "/queues/emails/flush", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let s = inspector.queue_stats("emails").await.unwrap();
+    assert_eq!((s.pending, s.paused), (3, false), "nothing happened");
+}
