@@ -1,7 +1,7 @@
 //! Search: a queue's tasks in one state whose payload or last error contains a text (or whose
 //! id it is), in bounded steps as [`Inspector::find_tasks`](crate::Inspector::find_tasks)
 //! takes them (`GET /queues/{queue}/search?text=&state=&cursor=`: each page examines at most
-//! 1,000 records and links to the next step); and a task by id in any queue
+//! 5 steps of 1,000 records and links to the next step); and a task by id in any queue
 //! (`GET /search?id=`, the box in every page's header).
 
 use axum::extract::{Path, Query, State};
@@ -12,12 +12,14 @@ use serde::Deserialize;
 
 use super::actions::encode;
 use super::layout::page;
-use super::queue::task_list;
+use super::queue::{task_list, PAGE_SIZE};
 use super::views::{failure, known, redis_failure, state_named};
 use super::App;
 
-/// Records one search page examines.
+/// Records one step of a search examines.
 const SCAN: usize = 1000;
+/// Most steps one search page takes (so at most 5,000 records examined per page).
+const STEPS: usize = 5;
 
 /// `?text=…&state=dead&cursor=…`.
 #[derive(Deserialize)]
@@ -51,28 +53,40 @@ pub async fn in_queue(
             "search for what? (text is empty)",
         );
     }
-    let found = match app
-        .inspector
-        .find_tasks(&name, state, &q.text, q.cursor.as_deref(), SCAN)
-        .await
-    {
-        Ok(f) => f,
-        Err(e @ crate::Error::Validation { .. }) => {
-            return failure(StatusCode::BAD_REQUEST, &app, &e.to_string())
+    // Steps of SCAN records until a page of matches is found, the state ends, or STEPS steps
+    // were taken: a step may end early (at the end of the pending bands, for instance) and
+    // find nothing while the next would.
+    let mut tasks = Vec::new();
+    let mut cursor = q.cursor.clone();
+    for _ in 0..STEPS {
+        let found = match app
+            .inspector
+            .find_tasks(&name, state, &q.text, cursor.as_deref(), SCAN)
+            .await
+        {
+            Ok(f) => f,
+            Err(e @ crate::Error::Validation { .. }) => {
+                return failure(StatusCode::BAD_REQUEST, &app, &e.to_string())
+            }
+            Err(e) => return redis_failure(&app, &e),
+        };
+        tasks.extend(found.tasks);
+        cursor = found.cursor;
+        if cursor.is_none() || tasks.len() >= PAGE_SIZE {
+            break;
         }
-        Err(e) => return redis_failure(&app, &e),
-    };
+    }
     let here = app.link(&format!("/queues/{name}/search"));
     let body = html! {
         p {
             a href=(app.link(&format!("/queues/{name}?state={state_name}"))) { "← " (name) ", " (state_name) }
         }
-        p { (found.tasks.len()) " " (state_name) " task(s) match " strong { (q.text) }
-            @if q.cursor.is_some() { " in this step" }
-            " (each step examines up to " (SCAN) " tasks)." }
-        (task_list(&app, &name, state, state_name, &found.tasks, q.cursor.is_some()))
+        p { (tasks.len()) " " (state_name) " task(s) match " strong { (q.text) }
+            @if q.cursor.is_some() { " on this page" }
+            " (a page examines up to " (SCAN * STEPS) " tasks)." }
+        (task_list(&app, &name, state, state_name, &tasks, q.cursor.is_some()))
         p.pager {
-            @if let Some(c) = &found.cursor {
+            @if let Some(c) = &cursor {
                 a href=(format!("{here}?state={state_name}&text={}&cursor={}", encode(&q.text), encode(c))) {
                     "search on →"
                 }

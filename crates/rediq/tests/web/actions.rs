@@ -174,3 +174,198 @@ async fn a_read_only_ui_offers_no_action_and_refuses_every_one() {
     let s = inspector.queue_stats("emails").await.unwrap();
     assert_eq!((s.pending, s.paused), (3, false), "nothing happened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selected_tasks_are_retried_deleted_and_cancelled_in_bulk_and_one_is_deleted() {
+    let (redis, inspector, ids) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    let dead = dead_tasks(&redis.url(), &inspector, "mail", 3).await;
+    let (_, page, _) = get(&app, "/queues/mail?state=dead", None).await;
+    assert!(
+        page.contains(">Retry selected</button>")
+            && page.contains(">Delete selected</button>")
+            && page
+                .matches(r#"class="pick" type="checkbox" name="id""#)
+                .count()
+                == 3,
+        "{page}"
+    );
+    let form = format!("csrf={}", csrf_of(&page));
+    let bulk = |op: &str, picked: &[&String]| {
+        let mut f = format!("{form}&state=dead&op={op}");
+        for id in picked {
+            f.push_str(&format!("&id={id}"));
+        }
+        f
+    };
+
+    // Guarded like every action.
+    let (status, _) = post(&app, "/queues/mail/bulk", "op=delete&id=x", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, to) = post(
+        &app,
+        "/queues/mail/bulk",
+        &bulk("retry", &[&dead[0], &dead[1]]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(to
+        .as_deref()
+        .unwrap()
+        .starts_with("/queues/mail?state=dead&msg="));
+    assert_eq!(said(to), "2 task(s) run again");
+    let s = inspector.queue_stats("mail").await.unwrap();
+    assert_eq!((s.dead, s.pending), (1, 2), "they left the dead list");
+
+    let (_, to) = post(
+        &app,
+        "/queues/mail/bulk",
+        &bulk("delete", &[&dead[2], &dead[0]]),
+        None,
+    )
+    .await;
+    assert_eq!(said(to), "2 task(s) deleted");
+    let s = inspector.queue_stats("mail").await.unwrap();
+    assert_eq!((s.dead, s.pending), (0, 1));
+    assert!(inspector.task(&dead[2], None).await.unwrap().is_none());
+
+    let (_, to) = post(
+        &app,
+        "/queues/mail/bulk",
+        &bulk("cancel", &[&dead[1], &dead[2]]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        said(to),
+        "1 task(s) cancelled; 1 had moved on and were left alone"
+    );
+    assert_eq!(inspector.queue_stats("mail").await.unwrap().pending, 0);
+
+    let (_, to) = post(
+        &app,
+        "/queues/mail/bulk",
+        &bulk("explode", &[&dead[1]]),
+        None,
+    )
+    .await;
+    let msg = said(to);
+    assert!(
+        msg.starts_with("failed:") && msg.contains("explode"),
+        "{msg}"
+    );
+    let (_, to) = post(&app, "/queues/mail/bulk", &bulk("retry", &[]), None).await;
+    assert_eq!(said(to), "no task selected");
+
+    // One task, from its page: a pending one is deleted; the page offers it.
+    let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[0]), None).await;
+    assert!(page.contains(">Delete</button>"), "{page}");
+    let (_, to) = post(
+        &app,
+        &format!("/queues/emails/tasks/{}/delete", ids[0]),
+        &form,
+        None,
+    )
+    .await;
+    assert_eq!(said(to), format!("task {} deleted", ids[0]));
+    assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 2);
+    let (_, to) = post(
+        &app,
+        &format!("/queues/emails/tasks/{}/delete", ids[0]),
+        &form,
+        None,
+    )
+    .await;
+    assert!(said(to).contains("not deleted"));
+}
+
+#[tokio::test]
+async fn limits_are_changed_from_the_queue_page() {
+    let (_redis, inspector, _) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    let (_, page, _) = get(&app, "/queues/emails", None).await;
+    assert!(page.contains(">Set the queue's limits</button>"), "{page}");
+    let form = format!("csrf={}", csrf_of(&page));
+    let set = |fields: &str| format!("{form}&{fields}");
+
+    let (_, to) = post(
+        &app,
+        "/queues/emails/limits",
+        &set("scope=queue&concurrency=5&rate=100%2F1s"),
+        None,
+    )
+    .await;
+    assert_eq!(said(to), "limits of emails: ≤5 100/1s");
+    let l = inspector.queue_limits("emails").await.unwrap();
+    assert_eq!(l.to_string(), "≤5 100/1s");
+    let (_, page, _) = get(&app, "/queues/emails", None).await;
+    assert!(
+        page.contains(r#"name="concurrency" size="5" placeholder="none" value="5""#),
+        "{page}"
+    );
+
+    post(
+        &app,
+        "/queues/emails/limits",
+        &set("scope=rule&concurrency=2"),
+        None,
+    )
+    .await;
+    post(
+        &app,
+        "/queues/emails/limits",
+        &set("scope=group&group=acme&rate=10%2F1m"),
+        None,
+    )
+    .await;
+    let g = inspector.group_limits("emails").await.unwrap();
+    assert_eq!(g.rule.to_string(), "≤2");
+    assert_eq!(g.for_group("acme").to_string(), "10/1m");
+    let (_, page, _) = get(&app, "/queues/emails", None).await;
+    assert!(page.contains("<dt>Group acme</dt><dd>10/1m</dd>"), "{page}");
+
+    // Blank: no limit (a blank override gives the group back to the rule).
+    let (_, to) = post(
+        &app,
+        "/queues/emails/limits",
+        &set("scope=group&group=acme"),
+        None,
+    )
+    .await;
+    assert_eq!(said(to), "group acme follows the rule of emails again");
+    assert_eq!(
+        inspector
+            .group_limits("emails")
+            .await
+            .unwrap()
+            .for_group("acme")
+            .to_string(),
+        "≤2"
+    );
+    post(
+        &app,
+        "/queues/emails/limits",
+        &set("scope=queue&concurrency=&rate="),
+        None,
+    )
+    .await;
+    assert!(inspector.queue_limits("emails").await.unwrap().is_empty());
+
+    // Bad values are refused naming themselves, and nothing changes.
+    for (fields, named) in [
+        ("scope=queue&rate=lots", "lots"),
+        ("scope=queue&concurrency=0", "0"),
+        ("scope=queue&concurrency=many", "many"),
+        ("scope=galaxy", "galaxy"),
+    ] {
+        let (_, to) = post(&app, "/queues/emails/limits", &set(fields), None).await;
+        let msg = said(to);
+        assert!(
+            msg.starts_with("failed:") && msg.contains(named),
+            "{fields}: {msg}"
+        );
+    }
+    assert!(inspector.queue_limits("emails").await.unwrap().is_empty());
+}

@@ -107,3 +107,54 @@ impl rediq::processor::Handler for Refuse {
         Err(rediq::Error::handler("smtp refused"))
     }
 }
+
+/// Enqueues `n` tasks without retries to `queue` and lets a server with [`Refuse`] run them
+/// until all are dead; returns their ids (the queue is paused afterwards, so nothing runs).
+pub async fn dead_tasks(url: &str, inspector: &Inspector, queue: &str, n: usize) -> Vec<String> {
+    let client = Client::builder().redis_url(url).build().await.unwrap();
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let t = Task::builder("email:send")
+            .queue(queue)
+            .max_retry(0)
+            .payload(&serde_json::json!({"to": format!("dead{k}@example.com")}))
+            .unwrap()
+            .build()
+            .unwrap();
+        ids.push(client.enqueue(t).await.unwrap());
+    }
+    let state = rediq::server::ServerBuilder::new()
+        .redis_url(url)
+        .queues(&[queue])
+        .build()
+        .await
+        .unwrap();
+    let mut mux = rediq::processor::Mux::new();
+    mux.handle("email:send", Refuse);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(rediq::server::Server::from(state).run_until(mux, async {
+        let _ = stopped.await;
+    }));
+    let began = std::time::Instant::now();
+    while inspector.queue_stats(queue).await.unwrap().dead < n as u64 {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "the tasks die"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    inspector.pause_queue(queue).await.unwrap();
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    ids
+}
+
+/// The `Location` of a redirect, decoded for reading (`%20` → space).
+pub fn said(to: Option<String>) -> String {
+    let to = to.expect("a redirect");
+    let msg = to.split("msg=").nth(1).unwrap_or("");
+    url::form_urlencoded::parse(format!("m={msg}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}

@@ -259,3 +259,113 @@ async fn a_queue_page_shows_its_limits_group_rule_overrides_and_groups() {
     let (_, overview, _) = get(&app, "/", None).await;
     assert!(overview.contains("≤5 · group ≤2"), "{overview}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_pages_queues_and_charts_their_history_and_memory() {
+    let (redis, inspector, _) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    // Three failed attempts today in `mail`: its charts say so.
+    dead_tasks(&redis.url(), &inspector, "mail", 3).await;
+    let (_, page, _) = get(&app, "/queues/mail", None).await;
+    let today = chrono::Utc::now().date_naive();
+    assert!(
+        page.contains(&format!("{today}: 0 done, 3 failed")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("{today}: 100.0% failed")), "{page}");
+    assert!(page.contains("(error rate 100.0%)"), "{page}");
+    let memory = inspector.memory_usage("mail").await.unwrap().unwrap();
+    assert!(page.contains(&rediq::display::bytes(memory)), "{page}");
+
+    // 55 more queues: the overview shows 50 per page, by name, and filters by name.
+    let client = Client::builder()
+        .redis_url(redis.url())
+        .build()
+        .await
+        .unwrap();
+    for n in 0..55 {
+        let t = Task::builder("x")
+            .queue(format!("q{n:02}"))
+            .build()
+            .unwrap();
+        client.enqueue(t).await.unwrap();
+    }
+    let (status, page, _) = get(&app, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("58 queue(s) · page 1 of 2"), "{page}");
+    assert_eq!(page.matches("<tr><td><a href=\"/queues/").count(), 50);
+    assert!(
+        page.contains(r#"<a href="/queues/emails">"#)
+            && !page.contains(r#"<a href="/queues/reports">"#)
+    );
+    // The page's history: mail's three failures, and its error rate in its row.
+    assert!(page.contains("(error rate 100.0%)"), "{page}");
+    let (_, page, _) = get(&app, "/?page=1", None).await;
+    assert!(page.contains(r#"<a href="/queues/reports">"#) && page.contains("page 2 of 2"));
+    assert_eq!(page.matches("<tr><td><a href=\"/queues/").count(), 8);
+    let (_, page, _) = get(&app, "/?q=q0", None).await;
+    assert!(page.contains("10 queue(s) · page 1 of 1"), "{page}");
+    let (_, page, _) = get(&app, "/?q=nothing-like-it", None).await;
+    assert!(
+        page.contains("No queue name contains nothing-like-it."),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn search_finds_tasks_by_payload_text_and_by_id_in_any_queue() {
+    let (_redis, inspector, ids) = seeded().await;
+    let app = router(inspector, WebConfig::default());
+    let (status, page, _) = get(
+        &app,
+        "/queues/emails/search?text=user1%40example.com&state=pending",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("1 pending task(s) match"), "{page}");
+    assert!(page.contains(&format!(r#"href="/queues/emails/tasks/{}""#, ids[1])));
+    assert!(!page.contains(&ids[0]), "{page}");
+    // The results can be acted on like a list.
+    assert!(page.contains(">Cancel selected</button>"), "{page}");
+    let (_, page, _) = get(&app, "/queues/emails/search?text=user&state=dead", None).await;
+    assert!(
+        page.contains("0 dead task(s) match") && page.contains("End of the dead tasks."),
+        "{page}"
+    );
+    let (_, page, _) = get(
+        &app,
+        &format!("/queues/emails/search?text={}", ids[2]),
+        None,
+    )
+    .await;
+    assert!(page.contains("1 pending task(s) match"), "{page}");
+
+    for (path, status) in [
+        ("/queues/emails/search?text=", StatusCode::BAD_REQUEST),
+        (
+            "/queues/emails/search?text=a&state=lost",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/queues/emails/search?text=a&cursor=zz",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/queues/nowhere/search?text=a", StatusCode::NOT_FOUND),
+        ("/search?id=not-an-id", StatusCode::BAD_REQUEST),
+        (
+            "/search?id=01900000-0000-7000-8000-000000000000",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_eq!(get(&app, path, None).await.0, status, "{path}");
+    }
+    // By id, from the header's box: to the task's page, whichever queue holds it.
+    let res = get(&app, &format!("/search?id={}", ids[0]), None).await;
+    assert_eq!(res.0, StatusCode::SEE_OTHER);
+    let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[0]), None).await;
+    assert!(
+        page.contains(r#"form class="find" method="get" action="/search""#),
+        "{page}"
+    );
+}
