@@ -4,5 +4,6 @@
 //! library), and the pages in a real headless browser.
 
 mod actions;
+mod browser;
 mod helpers;
 mod pages;
