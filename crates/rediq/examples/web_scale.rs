@@ -77,18 +77,21 @@ async fn fill(client: &Client, queue: &str, n: usize, retries: u32) -> Vec<Strin
         .map(|c| c.iter().map(|&k| task(queue, k, retries)).collect())
         .collect();
     for group in batches.chunks(4) {
-        let sent = futures::future::try_join_all(
-            group.iter().map(|b| client.enqueue_batch(b.clone())),
-        )
-        .await
-        .expect("enqueued");
+        let sent =
+            futures::future::try_join_all(group.iter().map(|b| client.enqueue_batch(b.clone())))
+                .await
+                .expect("enqueued");
         ids.extend(sent.into_iter().flatten());
     }
     ids
 }
 
 async fn commands(c: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query_async(c).await.expect("INFO");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(c)
+        .await
+        .expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .and_then(|v| v.trim().parse().ok())
@@ -100,7 +103,11 @@ async fn main() {
     let args = Args::parse();
     let redis = RedisServer::start();
     let url = redis.url();
-    let client = Client::builder().redis_url(&url).build().await.expect("client");
+    let client = Client::builder()
+        .redis_url(&url)
+        .build()
+        .await
+        .expect("client");
     let inspector = Inspector::connect(&url).await.expect("inspector");
     let began = Instant::now();
 
@@ -148,16 +155,37 @@ async fn main() {
     let app = router(inspector.clone(), WebConfig::default());
     let pages = [
         ("overview, page 1 (50 queues)", "/".to_string()),
-        ("overview, last page", format!("/?page={}", (args.queues + 1) / 50)),
+        (
+            "overview, last page",
+            format!("/?page={}", (args.queues + 1) / 50),
+        ),
         ("overview, filtered by name", "/?q=q09".to_string()),
         ("queue big, pending page 1", "/queues/big".to_string()),
-        ("queue big, pending, last page", format!("/queues/big?state=pending&page={last_page}")),
-        ("queue big, dead page 1", "/queues/big?state=dead".to_string()),
-        ("search big's pending payloads (one page)", "/queues/big/search?text=cust-42%7D&state=pending".to_string()),
-        ("search big's dead errors (one page)", "/queues/big/search?text=declined&state=dead".to_string()),
-        ("task in the middle of big's pending", format!("/queues/big/tasks/{middle}")),
+        (
+            "queue big, pending, last page",
+            format!("/queues/big?state=pending&page={last_page}"),
+        ),
+        (
+            "queue big, dead page 1",
+            "/queues/big?state=dead".to_string(),
+        ),
+        (
+            "search big's pending payloads (one page)",
+            "/queues/big/search?text=cust-42%7D&state=pending".to_string(),
+        ),
+        (
+            "search big's dead errors (one page)",
+            "/queues/big/search?text=declined&state=dead".to_string(),
+        ),
+        (
+            "task in the middle of big's pending",
+            format!("/queues/big/tasks/{middle}"),
+        ),
         ("dead task of big", format!("/queues/big/tasks/{dead_id}")),
-        ("task by id, any queue (/search?id=)", format!("/search?id={middle}")),
+        (
+            "task by id, any queue (/search?id=)",
+            format!("/search?id={middle}"),
+        ),
         ("servers", "/servers".to_string()),
         ("cron", "/cron".to_string()),
     ];
@@ -176,7 +204,12 @@ async fn main() {
             let t = Instant::now();
             let res = app
                 .clone()
-                .oneshot(Request::builder().uri(&path).body(Body::empty()).expect("request"))
+                .oneshot(
+                    Request::builder()
+                        .uri(&path)
+                        .body(Body::empty())
+                        .expect("request"),
+                )
                 .await
                 .expect("response");
             let status = res.status();

@@ -122,7 +122,9 @@ pub async fn task(
                 dt { "Lease lapses" } dd { (lease.expires_at_ms.map_or("-".into(), time)) }
             }
             @if !details.waiting_for.is_empty() {
-                dt { "Waits for" } dd { @for d in &details.waiting_for { (d) " " } }
+                dt { "Waits for" } dd { @for d in &details.waiting_for {
+                    a href=(app.link(&format!("/search?id={d}"))) { (d) } " "
+                } }
             }
             @if !details.dependents.is_empty() {
                 dt { "Dependents" } dd {

@@ -67,12 +67,7 @@ async fn actions_run_through_the_inspector_and_are_guarded() {
     assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 2);
 
     // Two tasks die; one is retried from its page, the other with "retry all dead".
-    let state = rediq::server::ServerBuilder::new()
-        .redis_url(redis.url())
-        .queues(&["emails"])
-        .build()
-        .await
-        .unwrap();
+    let state = redis.server().queues(&["emails"]).build().await.unwrap();
     let mut mux = rediq::processor::Mux::new();
     mux.handle("email:send", Refuse);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -179,7 +174,7 @@ async fn a_read_only_ui_offers_no_action_and_refuses_every_one() {
 async fn selected_tasks_are_retried_deleted_and_cancelled_in_bulk_and_one_is_deleted() {
     let (redis, inspector, ids) = seeded().await;
     let app = router(inspector.clone(), WebConfig::default());
-    let dead = dead_tasks(&redis.url(), &inspector, "mail", 3).await;
+    let dead = dead_tasks(&redis, &inspector, "mail", 3).await;
     let (_, page, _) = get(&app, "/queues/mail?state=dead", None).await;
     assert!(
         page.contains(">Retry selected</button>")

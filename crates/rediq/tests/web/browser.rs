@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use rediq::testing::Topology;
 use rediq::web::{router, WebConfig};
-use rediq::{Client, Inspector, Task};
+use rediq::{Inspector, Task};
 
 use crate::helpers::*;
 
@@ -145,11 +146,11 @@ async fn until_shown(b: &Browser, what: &str) -> String {
 
 /// A worker on `work` (each task takes 20 ms, four at once) and a producer adding 10 tasks
 /// every 100 ms, until `stop` is set.
-fn live_workload(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn live_workload(redis: &Topology, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let (client, server) = (redis.client(), redis.server());
     tokio::spawn(async move {
-        let client = Client::builder().redis_url(&url).build().await.unwrap();
-        let state = rediq::server::ServerBuilder::new()
-            .redis_url(&url)
+        let client = client.build().await.unwrap();
+        let state = server
             .queues(&["work"])
             .concurrency(4)
             .build()
@@ -202,9 +203,9 @@ async fn processed(i: &Inspector, queue: &str) -> u64 {
 async fn an_operator_uses_the_ui_in_a_real_browser() {
     let driver = Driver::start();
     let (redis, inspector, ids) = seeded().await;
-    let dead = dead_tasks(&redis.url(), &inspector, "mail", 2).await;
+    let dead = dead_tasks(&redis, &inspector, "mail", 2).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let workload = live_workload(redis.url(), stop.clone());
+    let workload = live_workload(&redis, stop.clone());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ui = format!("http://{}", listener.local_addr().unwrap());

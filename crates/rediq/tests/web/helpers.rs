@@ -4,18 +4,16 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use rediq::testing::RedisServer;
-use rediq::{Client, Inspector, Task};
+use rediq::testing::Topology;
+use rediq::{Inspector, Task};
 use tower::ServiceExt;
 
 /// A private Redis with tasks in `emails` (3 pending, one of them grouped) and `reports`.
-pub async fn seeded() -> (RedisServer, Inspector, Vec<String>) {
-    let redis = RedisServer::start();
-    let client = Client::builder()
-        .redis_url(redis.url())
-        .build()
-        .await
-        .unwrap();
+/// The Redis is the topology `REDIQ_TEST_TOPOLOGY` names (standalone when unset; `.ci/run`
+/// runs these tests on a cluster too).
+pub async fn seeded() -> (Topology, Inspector, Vec<String>) {
+    let redis = Topology::from_env();
+    let client = redis.client().build().await.unwrap();
     let mut ids = Vec::new();
     for n in 0..3u32 {
         let mut b = Task::builder("email:send")
@@ -36,7 +34,7 @@ pub async fn seeded() -> (RedisServer, Inspector, Vec<String>) {
         )
         .await
         .unwrap();
-    let inspector = Inspector::connect(&redis.url()).await.unwrap();
+    let inspector = redis.inspector().build().await.unwrap();
     (redis, inspector, ids)
 }
 
@@ -110,8 +108,13 @@ impl rediq::processor::Handler for Refuse {
 
 /// Enqueues `n` tasks without retries to `queue` and lets a server with [`Refuse`] run them
 /// until all are dead; returns their ids (the queue is paused afterwards, so nothing runs).
-pub async fn dead_tasks(url: &str, inspector: &Inspector, queue: &str, n: usize) -> Vec<String> {
-    let client = Client::builder().redis_url(url).build().await.unwrap();
+pub async fn dead_tasks(
+    redis: &Topology,
+    inspector: &Inspector,
+    queue: &str,
+    n: usize,
+) -> Vec<String> {
+    let client = redis.client().build().await.unwrap();
     let mut ids = Vec::new();
     for k in 0..n {
         let t = Task::builder("email:send")
@@ -123,12 +126,7 @@ pub async fn dead_tasks(url: &str, inspector: &Inspector, queue: &str, n: usize)
             .unwrap();
         ids.push(client.enqueue(t).await.unwrap());
     }
-    let state = rediq::server::ServerBuilder::new()
-        .redis_url(url)
-        .queues(&[queue])
-        .build()
-        .await
-        .unwrap();
+    let state = redis.server().queues(&[queue]).build().await.unwrap();
     let mut mux = rediq::processor::Mux::new();
     mux.handle("email:send", Refuse);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,7 +1,7 @@
 use axum::http::StatusCode;
 use base64::Engine;
 use rediq::web::{router, Auth, WebConfig};
-use rediq::{Client, Task};
+use rediq::Task;
 
 use crate::helpers::*;
 
@@ -148,8 +148,8 @@ async fn servers_and_cron_entries_are_shown_and_entries_paused_and_resumed() {
     let (_, page, _) = get(&app, "/servers", None).await;
     assert!(page.contains("No server is registered"), "{page}");
     // A running server shows as alive, with its queues and concurrency.
-    let state = rediq::server::ServerBuilder::new()
-        .redis_url(redis.url())
+    let state = redis
+        .server()
         .queues(&["reports"])
         .concurrency(3)
         .build()
@@ -182,11 +182,7 @@ async fn servers_and_cron_entries_are_shown_and_entries_paused_and_resumed() {
     run.await.unwrap().unwrap();
 
     // A periodic entry, paused and resumed from the page.
-    let client = Client::builder()
-        .redis_url(redis.url())
-        .build()
-        .await
-        .unwrap();
+    let client = redis.client().build().await.unwrap();
     client
         .enqueue(
             Task::builder("report:nightly")
@@ -265,7 +261,7 @@ async fn the_overview_pages_queues_and_charts_their_history_and_memory() {
     let (redis, inspector, _) = seeded().await;
     let app = router(inspector.clone(), WebConfig::default());
     // Three failed attempts today in `mail`: its charts say so.
-    dead_tasks(&redis.url(), &inspector, "mail", 3).await;
+    dead_tasks(&redis, &inspector, "mail", 3).await;
     let (_, page, _) = get(&app, "/queues/mail", None).await;
     let today = chrono::Utc::now().date_naive();
     assert!(
@@ -278,11 +274,7 @@ async fn the_overview_pages_queues_and_charts_their_history_and_memory() {
     assert!(page.contains(&rediq::display::bytes(memory)), "{page}");
 
     // 55 more queues: the overview shows 50 per page, by name, and filters by name.
-    let client = Client::builder()
-        .redis_url(redis.url())
-        .build()
-        .await
-        .unwrap();
+    let client = redis.client().build().await.unwrap();
     for n in 0..55 {
         let t = Task::builder("x")
             .queue(format!("q{n:02}"))
