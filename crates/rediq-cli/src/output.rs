@@ -194,8 +194,8 @@ fn limits_in(l: &rediq::QueueLimits, [conc, rate, per, sep, none]: [&str; 5]) ->
         parts.push(format!("{conc}{c}"));
     }
     if let Some(r) = l.rate {
-        let period = millis(r.period.as_millis() as u64);
-        parts.push(format!("{rate}{}{per}{period}", r.count));
+        // COUNT/PERIOD as the table cell writes it (exact: a 1500 ms period is 1500ms).
+        parts.push(format!("{rate}{}", r.to_string().replacen('/', per, 1)));
     }
     if parts.is_empty() {
         none.into()

@@ -129,28 +129,47 @@ impl Inspector {
             .id_search_order(&[queue.to_string()], &raw)
             .await?
         {
-            let finished = match self.broker.known(&p, &raw).await? {
-                None => continue,
+            if let Some(deleted) = self.delete_in(&p, &raw).await? {
+                return Ok(deleted);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes a task of one physical queue: `None` when the queue holds no record of it.
+    async fn delete_in(&self, queue: &str, raw: &[u8; 16]) -> Result<Option<bool>> {
+        // The task may move between being found and being removed (fetched, re-run,
+        // trimmed): look again, as cancel_in does.
+        for _ in 0..3 {
+            let finished = match self.broker.known(queue, raw).await? {
+                None => return Ok(None),
                 Some(Existing::Live) => {
-                    // Waiting, or running (then not ours to delete).
-                    match self.broker.locate(&p, &raw).await? {
-                        Located::Queued(state, stored) => {
-                            return self.cancel_queued(&p, state, &stored).await
-                        }
-                        Located::Blocked(stored) => {
-                            return self.cancel_queued(&p, TaskState::Waiting, &stored).await
-                        }
-                        Located::Running => return Ok(false),
-                        Located::NotFound => continue,
+                    let (state, stored) = match self.broker.locate(queue, raw).await? {
+                        Located::Queued(state, stored) => (state, stored),
+                        Located::Blocked(stored) => (TaskState::Waiting, stored),
+                        // Running: not deleted under its handler (cancel_task stops it).
+                        Located::Running => return Ok(Some(false)),
+                        Located::NotFound => return Ok(None),
+                    };
+                    if self.cancel_queued(queue, state, &stored).await? {
+                        return Ok(Some(true));
                     }
+                    continue;
                 }
                 Some(Existing::Failed) => TaskState::Dead,
                 Some(Existing::Completed) => TaskState::Completed,
             };
-            if let Some(stored) = self.broker.find_queued(&p, finished, &raw).await? {
-                return self.broker.delete_finished(&p, finished, &stored).await;
+            let Some(stored) = self.broker.find_queued(queue, finished, raw).await? else {
+                return Ok(None);
+            };
+            if self
+                .broker
+                .delete_finished(queue, finished, &stored)
+                .await?
+            {
+                return Ok(Some(true));
             }
         }
-        Ok(false)
+        Ok(Some(false))
     }
 }

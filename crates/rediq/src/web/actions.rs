@@ -17,7 +17,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::layout::page;
-use super::App;
+use super::{enc, qp, tp, App};
 
 /// The fields every action's form sends.
 #[derive(Deserialize)]
@@ -50,14 +50,18 @@ fn refused(app: &App, headers: &HeaderMap, form: &ActionForm) -> Option<Response
             "the form's anti-forgery token is missing or stale: reload the page and try again",
         ));
     }
-    // A browser names the page a request comes from; it must be this host's.
+    // A browser names the page a request comes from; it must be this host's: the one the
+    // request was sent to (`Host`), or, behind a reverse proxy that rewrites `Host`, the one
+    // the browser saw (`X-Forwarded-Host`).
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         let origin_host = origin.split("://").nth(1).unwrap_or("");
-        if origin != "null" && origin_host != host {
+        let ours = [header::HOST.as_str(), "x-forwarded-host"].iter().any(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|one| one.trim() == origin_host))
+        });
+        if origin != "null" && !ours {
             return Some(plain(
                 StatusCode::FORBIDDEN,
                 "a request from another site is refused",
@@ -76,21 +80,9 @@ fn back(app: &App, path: &str, msg: &str) -> Response {
     let mut url = app.link(path);
     url.push_str(if url.contains('?') { "&" } else { "?" });
     url.push_str("msg=");
-    url.push_str(&encode(msg));
+    url.push_str(&enc(msg));
     // 303 See Other: the browser shows the page with a GET.
     Redirect::to(&url).into_response()
-}
-
-/// Percent-encodes a query value.
-pub(crate) fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn failed(app: &App, path: &str, e: &crate::Error) -> Response {
@@ -125,7 +117,7 @@ pub async fn pause(
         app.inspector.pause_queue(&queue).await?;
         Ok(format!("paused queue {queue}"))
     };
-    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
+    act(&app, &headers, &form, &qp(&queue, ""), call).await
 }
 
 /// `POST /queues/{queue}/resume`.
@@ -139,7 +131,7 @@ pub async fn resume(
         app.inspector.resume_queue(&queue).await?;
         Ok(format!("resumed queue {queue}"))
     };
-    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
+    act(&app, &headers, &form, &qp(&queue, ""), call).await
 }
 
 /// `POST /queues/{queue}/retry-dead`: every dead task of the queue runs again.
@@ -153,14 +145,7 @@ pub async fn retry_all_dead(
         let n = app.inspector.rerun_all_dead(&queue).await?;
         Ok(format!("{n} dead task(s) of {queue} run again"))
     };
-    act(
-        &app,
-        &headers,
-        &form,
-        &format!("/queues/{queue}?state=dead"),
-        call,
-    )
-    .await
+    act(&app, &headers, &form, &qp(&queue, "?state=dead"), call).await
 }
 
 /// `POST /queues/{queue}/tasks/{id}/retry`: one dead task runs again.
@@ -176,14 +161,7 @@ pub async fn retry_dead(
             false => format!("task {id} is not dead in {queue}"),
         })
     };
-    act(
-        &app,
-        &headers,
-        &form,
-        &format!("/queues/{queue}/tasks/{id}"),
-        call,
-    )
-    .await
+    act(&app, &headers, &form, &tp(&queue, &id, ""), call).await
 }
 
 /// `POST /queues/{queue}/tasks/{id}/cancel`: a waiting task is removed, a running one told to
@@ -205,14 +183,7 @@ pub async fn cancel(
             }
         })
     };
-    act(
-        &app,
-        &headers,
-        &form,
-        &format!("/queues/{queue}/tasks/{id}"),
-        call,
-    )
-    .await
+    act(&app, &headers, &form, &tp(&queue, &id, ""), call).await
 }
 
 /// `POST /queues/{queue}/tasks/{id}/delete`: a task that is not running is deleted (a dead
@@ -232,7 +203,7 @@ pub async fn delete(
             }
         })
     };
-    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
+    act(&app, &headers, &form, &qp(&queue, ""), call).await
 }
 
 /// `GET /queues/{queue}/flush`: the confirmation step (type the queue's name).
@@ -243,7 +214,7 @@ pub async fn flush_confirm(State(app): State<App>, Path(queue): Path<String>) ->
     let body = html! {
         p { "Flushing removes every task of queue " strong { (queue) } ", in every state. Running
              tasks finish, but their results are refused. This cannot be undone." }
-        form method="post" action=(app.link(&format!("/queues/{queue}/flush"))) {
+        form method="post" action=(app.link(&qp(&queue, "/flush"))) {
             input type="hidden" name="csrf" value=(app.csrf);
             label { "Type the queue's name to confirm: " input name="confirm" autocomplete="off"; }
             " " button type="submit" { "Flush" }
@@ -267,7 +238,7 @@ pub async fn flush(
         let n = c.pending + c.delayed + c.retry + c.dead + c.completed + c.active + c.waiting;
         Ok(format!("flushed {queue}: {n} task(s) removed"))
     };
-    act(&app, &headers, &form, &format!("/queues/{queue}"), call).await
+    act(&app, &headers, &form, &qp(&queue, ""), call).await
 }
 
 #[cfg(test)]
@@ -275,7 +246,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("paused queue a b/c"), "paused%20queue%20a%20b%2Fc");
+    fn query_values_and_path_segments_are_encoded() {
+        assert_eq!(enc("paused queue a b/c"), "paused%20queue%20a%20b%2Fc");
+        assert_eq!(
+            qp("a?b&c/d#e%", "?state=dead"),
+            "/queues/a%3Fb%26c%2Fd%23e%25?state=dead"
+        );
+        assert_eq!(tp("q", "x y", "/retry"), "/queues/q/tasks/x%20y/retry");
     }
 }

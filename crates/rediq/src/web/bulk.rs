@@ -8,11 +8,13 @@ use axum::response::Response;
 use axum::Form;
 
 use super::actions::{act, ActionForm};
-use super::App;
+use super::{enc, qp, App};
 use crate::CancelOutcome;
 
-/// Most tasks one bulk action takes (a page of the list is 50).
-const MAX_BULK: usize = 1000;
+/// Most tasks one bulk action takes: a page of the list is 50, a page of search results at most
+/// 100 (each task is one library call, and finding a pending task deep in a long queue costs
+/// O(its position), so the bound keeps a request short).
+pub const MAX_BULK: usize = 100;
 
 /// `POST /queues/{queue}/bulk`.
 pub async fn bulk(
@@ -47,39 +49,43 @@ pub async fn bulk(
             return Ok("no task selected".to_string());
         }
         let i = &app.inspector;
-        let (mut done, mut skipped) = (0, 0);
-        for id in &ids {
-            let ok = match op.as_str() {
-                "retry" => i.rerun_dead(&queue, id).await?,
-                "delete" => i.delete_task(&queue, id).await?,
-                "cancel" => i.cancel_task(&queue, id).await? != CancelOutcome::NotFound,
-                other => {
-                    return Err(crate::Error::validation(
-                        "bulk action",
-                        format!("{other:?} is not retry, cancel or delete"),
-                    ))
-                }
-            };
-            if ok {
-                done += 1;
-            } else {
-                skipped += 1;
-            }
-        }
         let verb = match op.as_str() {
             "retry" => "run again",
             "delete" => "deleted",
-            _ => "cancelled",
+            "cancel" => "cancelled",
+            other => {
+                return Err(crate::Error::validation(
+                    "bulk action",
+                    format!("{other:?} is not retry, cancel or delete"),
+                ))
+            }
         };
+        let (mut done, mut skipped) = (0, 0);
+        for id in &ids {
+            let step = match op.as_str() {
+                "retry" => i.rerun_dead(&queue, id).await,
+                "delete" => i.delete_task(&queue, id).await,
+                _ => i
+                    .cancel_task(&queue, id)
+                    .await
+                    .map(|o| o != CancelOutcome::NotFound),
+            };
+            match step {
+                Ok(true) => done += 1,
+                Ok(false) => skipped += 1,
+                // Say what was done before the failure: those tasks did change.
+                Err(e) => return Ok(format!("{done} task(s) {verb}, then failed at {id}: {e}")),
+            }
+        }
         Ok(match skipped {
             0 => format!("{done} task(s) {verb}"),
             _ => format!("{done} task(s) {verb}; {skipped} had moved on and were left alone"),
         })
     };
     let to = if state.is_empty() {
-        format!("/queues/{queue}")
+        qp(&queue, "")
     } else {
-        format!("/queues/{queue}?state={}", super::actions::encode(&state))
+        qp(&queue, &format!("?state={}", enc(&state)))
     };
     act(&app, &headers, &guard, &to, call).await
 }

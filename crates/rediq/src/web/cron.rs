@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::actions::{act, ActionForm};
 use super::layout::{notice, page, time};
 use super::views::{redis_failure, MsgQuery};
-use super::App;
+use super::{qp, App};
 
 /// `GET /cron`.
 pub async fn entries(State(app): State<App>, Query(q): Query<MsgQuery>) -> Response {
@@ -32,7 +32,7 @@ pub async fn entries(State(app): State<App>, Query(q): Query<MsgQuery>) -> Respo
                 @for e in &all {
                     tr {
                         td { (e.id) }
-                        td { a href=(app.link(&format!("/queues/{}", e.queue))) { (e.queue) } }
+                        td { a href=(app.link(&qp(&e.queue, ""))) { (e.queue) } }
                         td { (e.task.task_type) }
                         td { (e.schedule()) }
                         td { (e.time_zone) }
@@ -61,6 +61,7 @@ pub async fn entries(State(app): State<App>, Query(q): Query<MsgQuery>) -> Respo
 pub struct CronForm {
     #[serde(flatten)]
     action: ActionForm,
+    #[serde(default)]
     id: String,
 }
 

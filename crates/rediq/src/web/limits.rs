@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::actions::{act, ActionForm};
 use super::layout::time;
-use super::App;
+use super::{qp, App};
 use crate::{GroupInfo, GroupLimits, QueueLimits};
 
 /// The limit form's fields: which limits (`queue`, `rule` for every group, `group` for the
@@ -88,14 +88,7 @@ pub async fn set(
             }
         })
     };
-    act(
-        &app,
-        &headers,
-        &form.guard,
-        &format!("/queues/{queue}"),
-        call,
-    )
-    .await
+    act(&app, &headers, &form.guard, &qp(&queue, ""), call).await
 }
 
 /// The flow-control section: what applies, the groups, and (unless read-only) the forms.
@@ -147,7 +140,7 @@ fn form(
     label: &str,
 ) -> Markup {
     html! {
-        form.limits method="post" action=(app.link(&format!("/queues/{queue}/limits"))) {
+        form.limits method="post" action=(app.link(&qp(queue, "/limits"))) {
             input type="hidden" name="csrf" value=(app.csrf);
             input type="hidden" name="scope" value=(scope);
             @if let Some(g) = group {

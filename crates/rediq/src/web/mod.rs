@@ -1,15 +1,23 @@
-//! The web UI (cargo feature `web`): an [axum] router that shows queues, tasks and their details from an
-//! [`Inspector`], to serve on its own (`rediq web --listen 127.0.0.1:8080`) or to mount in an
-//! application's own axum router under any path prefix.
+//! The web UI (cargo feature `web`): an [axum] router that shows queues (with their history,
+//! memory and limits), tasks by state, one task's details, search results, servers and cron
+//! entries from an [`Inspector`], to serve on its own (`rediq web --listen 127.0.0.1:8080`) or
+//! to mount in an application's own axum router under any path prefix.
 //!
-//! Every page is rendered on the server (no script, no asset from a CDN: it works with no
-//! internet access) and reads Redis through the same `Inspector` calls as the CLI, so what
-//! it shows is what `rediq queue inspect` or `rediq task inspect` would print.
+//! Every page is rendered on the server (charts are inline SVG; the only script is the one
+//! line that ticks every box of a list; no asset from elsewhere: it works with no internet
+//! access) and reads Redis through the same `Inspector` calls as the CLI, so what it shows is
+//! what `rediq queue inspect` or `rediq task inspect` would print.
+//!
+//! Rooms: `overview.rs` (`/`), `queue.rs` (a queue's page), `views.rs` (a task's page and what
+//! the pages share), `search.rs`, `servers.rs`, `cron.rs`; the actions in `actions.rs` (one
+//! guard for all), `bulk.rs` and `limits.rs`; `charts.rs` draws, `layout.rs` frames, `auth.rs`
+//! lets in.
 //!
 //! Access: [`Auth`] (a bearer token or HTTP basic auth, from the environment with
 //! [`Auth::from_env`]) guards every page; put it behind a reverse proxy's TLS in production.
-//! Actions (pause, resume, retry, cancel, flush) carry an anti-forgery token and are refused
-//! from other sites' pages; [`WebConfig::read_only`] turns them all off.
+//! Actions (pause, resume, retry, cancel, delete, bulk, flush, limits, cron) carry an
+//! anti-forgery token and are refused from other sites' pages; [`WebConfig::read_only`] turns
+//! them all off.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,6 +90,29 @@ impl App {
         }
         format!("{}{path}", self.base)
     }
+}
+
+/// What [`enc`] leaves as it is: letters, digits and `-._~` (RFC 3986's unreserved).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A value made safe as one path segment or one query value: a queue may be named `a?b&c/d`,
+/// and its links must still lead to it (axum decodes the segment back).
+pub(crate) fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
+/// The path of a queue's page, or of one below it (`rest`: `/flush`, `?state=dead`, …).
+pub(crate) fn qp(queue: &str, rest: &str) -> String {
+    format!("/queues/{}{rest}", enc(queue))
+}
+
+/// The path of a task's page, or of one of its actions (`rest`: `/retry`, …).
+pub(crate) fn tp(queue: &str, id: &str, rest: &str) -> String {
+    format!("/queues/{}/tasks/{}{rest}", enc(queue), enc(id))
 }
 
 /// The UI as an axum router (see the module's example for mounting it).

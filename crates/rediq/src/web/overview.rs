@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::charts::{error_rate, rate_text, throughput};
 use super::layout::{bytes, millis, page};
 use super::views::redis_failure;
-use super::App;
+use super::{enc, qp, App};
 use crate::{DailyStats, QueueStats};
 
 /// Queues per page of the overview.
@@ -66,7 +66,7 @@ pub async fn overview(State(app): State<App>, Query(q): Query<OverviewQuery>) ->
         let mut l = format!("{}?page={p}", app.link("/"));
         if !filter.is_empty() {
             l.push_str("&q=");
-            l.push_str(&super::actions::encode(&filter));
+            l.push_str(&enc(&filter));
         }
         l
     };
@@ -129,7 +129,7 @@ fn row(app: &App, r: &Row) -> Markup {
     let s = &r.stats;
     html! {
         tr {
-            td { a href=(app.link(&format!("/queues/{}", s.queue))) { (s.queue) } }
+            td { a href=(app.link(&qp(&s.queue, ""))) { (s.queue) } }
             td { @if s.paused { span.paused { "paused" } } @else { "running" } }
             td.n { (millis(s.latency.as_millis() as u64)) }
             td.n { (s.pending) } td.n { (s.active) } td.n { (s.delayed) } td.n { (s.retry) }

@@ -3,15 +3,14 @@
 //! bulk action, and its flow control.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::charts::{error_rate, errors, rate_text, throughput};
 use super::layout::{action, bytes, millis, notice, page};
-use super::views::{failure, known, redis_failure, state_named, STATES};
-use super::App;
+use super::views::{queue_and_state, redis_failure, STATES};
+use super::{qp, tp, App};
 use crate::{DailyStats, GroupInfo, GroupLimits, QueueStats, Task, TaskState};
 
 /// Tasks per page of a queue's list.
@@ -70,37 +69,34 @@ pub async fn queue(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    match known(&app, &name).await {
-        Ok(true) => {}
-        Ok(false) => return failure(StatusCode::NOT_FOUND, &app, &format!("no queue {name:?}")),
-        Err(e) => return redis_failure(&app, &e),
-    }
-    let state_name = q.state.as_deref().unwrap_or("pending");
-    let state = match state_named(state_name) {
-        Ok(s) => s,
-        Err(reason) => return failure(StatusCode::BAD_REQUEST, &app, &reason),
+    let (state, state_name) = match queue_and_state(&app, &name, q.state.as_deref()).await {
+        Ok(v) => v,
+        Err(refused) => return refused,
     };
-    let page_no = q.page.unwrap_or(0);
+    let state_name = state_name.as_str();
+    // Past the last page (a stale link, or a number made up): an empty page, never an
+    // overflow.
+    let page_no = q.page.unwrap_or(0).min(u32::MAX as usize);
     let read = match read(&app, &name, state, page_no).await {
         Ok(v) => v,
         Err(e) => return redis_failure(&app, &e),
     };
     let stats = &read.stats;
     let total = stats.count(state);
-    let base = app.link(&format!("/queues/{name}"));
+    let base = app.link(&qp(&name, ""));
     let body = html! {
         (notice(q.msg.as_deref()))
         p {
             @if stats.paused {
-                (action(&app, &format!("/queues/{name}/resume"), "Resume"))
+                (action(&app, &qp(&name, "/resume"), "Resume"))
             } @else {
-                (action(&app, &format!("/queues/{name}/pause"), "Pause"))
+                (action(&app, &qp(&name, "/pause"), "Pause"))
             }
             @if state == TaskState::Dead && stats.dead > 0 {
-                (action(&app, &format!("/queues/{name}/retry-dead"), "Retry all dead"))
+                (action(&app, &qp(&name, "/retry-dead"), "Retry all dead"))
             }
             @if !app.read_only {
-                a href=(app.link(&format!("/queues/{name}/flush"))) { "Flush…" }
+                a href=(app.link(&qp(&name, "/flush"))) { "Flush…" }
             }
         }
         (counts(stats, read.memory))
@@ -111,7 +107,7 @@ pub async fn queue(
             h3 { "Error rate per day" }
             (errors(&read.days, 600, 50))
         }
-        form.search method="get" action=(app.link(&format!("/queues/{name}/search"))) {
+        form.search method="get" action=(app.link(&qp(&name, "/search"))) {
             input name="text" size="32" placeholder="text in payload or error, or a task id" required;
             " in " select name="state" {
                 @for (s, n) in STATES { option value=(n) selected[s == state] { (n) } }
@@ -193,7 +189,7 @@ pub fn task_list(
                 @for t in tasks {
                     tr {
                         @if pick { td { input.pick type="checkbox" name="id" value=(t.id); } }
-                        td { a href=(app.link(&format!("/queues/{queue}/tasks/{}", t.id))) { (t.id) } }
+                        td { a href=(app.link(&tp(queue, &t.id, ""))) { (t.id) } }
                         td { (t.task_type) }
                         td { (t.options.group.as_deref().unwrap_or("-")) }
                         td.n { (t.attempt()) }
@@ -207,7 +203,7 @@ pub fn task_list(
         return table;
     }
     html! {
-        form.bulk method="post" action=(app.link(&format!("/queues/{queue}/bulk"))) {
+        form.bulk method="post" action=(app.link(&qp(queue, "/bulk"))) {
             input type="hidden" name="csrf" value=(app.csrf);
             input type="hidden" name="state" value=(state_name);
             (table)

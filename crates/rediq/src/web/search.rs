@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::actions::encode;
+use super::bulk::MAX_BULK;
 use super::layout::page;
 use super::queue::{task_list, PAGE_SIZE};
-use super::views::{failure, known, redis_failure, state_named};
-use super::App;
+use super::views::{failure, queue_and_state, redis_failure};
+use super::{enc, qp, tp, App};
 
 /// Records one step of a search examines.
 const SCAN: usize = 1000;
@@ -36,16 +36,11 @@ pub async fn in_queue(
     Path(name): Path<String>,
     Query(q): Query<SearchQuery>,
 ) -> Response {
-    match known(&app, &name).await {
-        Ok(true) => {}
-        Ok(false) => return failure(StatusCode::NOT_FOUND, &app, &format!("no queue {name:?}")),
-        Err(e) => return redis_failure(&app, &e),
-    }
-    let state_name = q.state.as_deref().unwrap_or("pending");
-    let state = match state_named(state_name) {
-        Ok(s) => s,
-        Err(reason) => return failure(StatusCode::BAD_REQUEST, &app, &reason),
+    let (state, state_name) = match queue_and_state(&app, &name, q.state.as_deref()).await {
+        Ok(v) => v,
+        Err(refused) => return refused,
     };
+    let state_name = state_name.as_str();
     if q.text.is_empty() {
         return failure(
             StatusCode::BAD_REQUEST,
@@ -76,18 +71,26 @@ pub async fn in_queue(
             break;
         }
     }
-    let here = app.link(&format!("/queues/{name}/search"));
+    // A text that matches nearly everything would list every record examined: the page shows
+    // the first MAX_BULK (what one bulk action takes) and says how many more matched.
+    let unshown = tasks.len().saturating_sub(MAX_BULK);
+    tasks.truncate(MAX_BULK);
+    let here = app.link(&qp(&name, "/search"));
     let body = html! {
         p {
-            a href=(app.link(&format!("/queues/{name}?state={state_name}"))) { "← " (name) ", " (state_name) }
+            a href=(app.link(&qp(&name, &format!("?state={state_name}")))) { "← " (name) ", " (state_name) }
         }
-        p { (tasks.len()) " " (state_name) " task(s) match " strong { (q.text) }
+        p { (tasks.len() + unshown) " " (state_name) " task(s) match " strong { (q.text) }
             @if q.cursor.is_some() { " on this page" }
             " (a page examines up to " (SCAN * STEPS) " tasks)." }
+        @if unshown > 0 {
+            p.notice { (unshown) " more task(s) examined on this page match too and are not shown: \
+                        search for a longer text, or act on these first." }
+        }
         (task_list(&app, &name, state, state_name, &tasks, q.cursor.is_some()))
         p.pager {
             @if let Some(c) = &cursor {
-                a href=(format!("{here}?state={state_name}&text={}&cursor={}", encode(&q.text), encode(c))) {
+                a href=(format!("{here}?state={state_name}&text={}&cursor={}", enc(&q.text), enc(c))) {
                     "search on →"
                 }
             } @else {
@@ -109,9 +112,7 @@ pub struct IdQuery {
 pub async fn by_id(State(app): State<App>, Query(q): Query<IdQuery>) -> Response {
     let id = q.id.trim();
     match app.inspector.task(id, None).await {
-        Ok(Some(d)) => {
-            Redirect::to(&app.link(&format!("/queues/{}/tasks/{id}", d.task.queue))).into_response()
-        }
+        Ok(Some(d)) => Redirect::to(&app.link(&tp(&d.task.queue, id, ""))).into_response(),
         Ok(None) => failure(
             StatusCode::NOT_FOUND,
             &app,

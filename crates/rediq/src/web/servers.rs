@@ -10,20 +10,14 @@ use super::layout::{millis, page};
 use super::views::redis_failure;
 use super::App;
 
-/// Unix ms by this machine's clock (a heartbeat's age is shown to the second or so).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// `GET /servers`.
 pub async fn servers(State(app): State<App>) -> Response {
     let all = match app.inspector.workers().await {
         Ok(all) => all,
         Err(e) => return redis_failure(&app, &e),
     };
-    let now = now_ms();
+    // This machine's clock: a heartbeat's age is shown to the second or so.
+    let now = crate::task::now_ms();
     let field =
         |w: &crate::WorkerInfo, k: &str| w.fields.get(k).cloned().unwrap_or_else(|| "-".into());
     let body = html! {

@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{action, notice, page, payload, time};
-use super::App;
+use super::{qp, tp, App};
 
 /// The states a queue's page shows, with their names in links and tabs.
 pub(crate) const STATES: [(TaskState, &str); 7] = [
@@ -24,7 +24,7 @@ pub(crate) const STATES: [(TaskState, &str); 7] = [
 ];
 
 /// The state a page's `state=` names (`scheduled` is the delayed state), or why none.
-pub(crate) fn state_named(name: &str) -> Result<TaskState, String> {
+fn state_named(name: &str) -> Result<TaskState, String> {
     STATES
         .iter()
         .find(|(_, n)| *n == name)
@@ -53,8 +53,32 @@ pub struct MsgQuery {
 }
 
 /// Whether Redis knows the queue.
-pub(crate) async fn known(app: &App, name: &str) -> crate::Result<bool> {
+async fn known(app: &App, name: &str) -> crate::Result<bool> {
     Ok(app.inspector.queues().await?.iter().any(|q| q == name))
+}
+
+/// What a page about one queue's tasks in one state checks first: that Redis knows the queue
+/// (else `404`) and that `state=` names a state (`pending` when absent; else `400`).
+pub(crate) async fn queue_and_state(
+    app: &App,
+    name: &str,
+    state: Option<&str>,
+) -> Result<(TaskState, String), Response> {
+    match known(app, name).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(failure(
+                StatusCode::NOT_FOUND,
+                app,
+                &format!("no queue {name:?}"),
+            ))
+        }
+        Err(e) => return Err(redis_failure(app, &e)),
+    }
+    let state_name = state.unwrap_or("pending");
+    state_named(state_name)
+        .map(|s| (s, state_name.to_string()))
+        .map_err(|reason| failure(StatusCode::BAD_REQUEST, app, &reason))
 }
 
 /// `GET /queues/{queue}/tasks/{id}`: one task: where it is, its payload, last error,
@@ -96,18 +120,18 @@ pub async fn task(
         (notice(q.msg.as_deref()))
         p {
             @if details.state == TaskState::Dead {
-                (action(&app, &format!("/queues/{name}/tasks/{id}/retry"), "Retry"))
+                (action(&app, &tp(&name, &id, "/retry"), "Retry"))
             }
             @if waiting {
-                (action(&app, &format!("/queues/{name}/tasks/{id}/cancel"), "Cancel"))
+                (action(&app, &tp(&name, &id, "/cancel"), "Cancel"))
             }
             @if details.state != TaskState::Active {
-                (action(&app, &format!("/queues/{name}/tasks/{id}/delete"), "Delete"))
+                (action(&app, &tp(&name, &id, "/delete"), "Delete"))
             }
         }
         dl {
             dt { "Id" } dd { (t.id) }
-            dt { "Queue" } dd { a href=(app.link(&format!("/queues/{name}"))) { (name) } }
+            dt { "Queue" } dd { a href=(app.link(&qp(&name, ""))) { (name) } }
             dt { "State" } dd { (state) }
             dt { "Type" } dd { (t.task_type) }
             dt { "Group" } dd { (t.options.group.as_deref().unwrap_or("-")) }
@@ -129,7 +153,7 @@ pub async fn task(
             @if !details.dependents.is_empty() {
                 dt { "Dependents" } dd {
                     @for (d, q) in &details.dependents {
-                        a href=(app.link(&format!("/queues/{q}/tasks/{d}"))) { (d) } " (" (q) ") "
+                        a href=(app.link(&tp(q, d, ""))) { (d) } " (" (q) ") "
                     }
                 }
             }

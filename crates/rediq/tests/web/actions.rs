@@ -1,5 +1,6 @@
 use axum::http::StatusCode;
 use rediq::web::{router, WebConfig};
+use rediq::Task;
 
 use crate::helpers::*;
 
@@ -15,11 +16,13 @@ async fn actions_run_through_the_inspector_and_are_guarded() {
     let csrf = csrf_of(&page);
     let form = format!("csrf={csrf}");
 
-    // Guards: no token, a wrong one, another site's page.
-    let (status, _) = post(&app, "/queues/emails/pause", "", None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "no token at all");
-    let (status, _) = post(&app, "/queues/emails/pause", "csrf=nope", None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Guards: no token, a wrong one (on every action), another site's page.
+    for path in every_action(&ids[0]) {
+        let (status, _) = post(&app, &path, "", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "no token at all: {path}");
+        let (status, _) = post(&app, &path, "csrf=nope&id=x&op=delete&scope=queue", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a wrong token: {path}");
+    }
     let (status, _) = post(
         &app,
         "/queues/emails/pause",
@@ -67,24 +70,7 @@ async fn actions_run_through_the_inspector_and_are_guarded() {
     assert_eq!(inspector.queue_stats("emails").await.unwrap().pending, 2);
 
     // Two tasks die; one is retried from its page, the other with "retry all dead".
-    let state = redis.server().queues(&["emails"]).build().await.unwrap();
-    let mut mux = rediq::processor::Mux::new();
-    mux.handle("email:send", Refuse);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(rediq::server::Server::from(state).run_until(mux, async {
-        let _ = stopped.await;
-    }));
-    let began = std::time::Instant::now();
-    while inspector.queue_stats("emails").await.unwrap().dead < 2 {
-        assert!(
-            began.elapsed() < std::time::Duration::from_secs(60),
-            "the tasks die"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    inspector.pause_queue("emails").await.unwrap();
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
+    until_dead(&redis, &inspector, "emails", 2).await;
     let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[1]), None).await;
     assert!(
         page.contains(">Retry</button>") && page.contains("smtp refused"),
@@ -153,14 +139,7 @@ async fn a_read_only_ui_offers_no_action_and_refuses_every_one() {
     );
     let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[0]), None).await;
     assert!(!page.contains(r#"method="post""#), "{page}");
-    for path in [
-        "/queues/emails/pause".to_string(),
-        "/queues/emails/flush".to_string(),
-        "/queues/emails/bulk".to_string(),
-        "/queues/emails/limits".to_string(),
-        format!("/queues/emails/tasks/{}/cancel", ids[0]),
-        format!("/queues/emails/tasks/{}/delete", ids[0]),
-    ] {
+    for path in every_action(&ids[0]) {
         let (status, _) = post(&app, &path, &form, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
     }
@@ -363,4 +342,77 @@ async fn limits_are_changed_from_the_queue_page() {
         );
     }
     assert!(inspector.queue_limits("emails").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn queue_names_that_need_encoding_and_hostile_payloads_are_safe() {
+    let (redis, inspector, _) = seeded().await;
+    let app = router(inspector.clone(), WebConfig::default());
+    let odd = "a?b&c/d#e%50";
+    let client = redis.client().build().await.unwrap();
+    let id = client
+        .enqueue(
+            Task::builder("x")
+                .queue(odd)
+                .payload(&serde_json::json!({"note": "<script>alert(1)</script>"}))
+                .unwrap()
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let link = "/queues/a%3Fb%26c%2Fd%23e%2550";
+    let (_, page, _) = get(&app, "/", None).await;
+    assert!(page.contains(&format!(r#"href="{link}""#)), "{page}");
+    let (status, page, _) = get(&app, link, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(&format!(r#"href="{link}/tasks/{id}""#)),
+        "{page}"
+    );
+    let (status, page, _) = get(&app, &format!("{link}/tasks/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !page.contains("<script>"),
+        "escaped: {page}"
+    );
+    // An action comes back to the same queue, and did act on it.
+    let form = format!("csrf={}", csrf_of(&page));
+    let (_, to) = post(&app, &format!("{link}/pause"), &form, None).await;
+    assert_eq!(
+        to.as_deref(),
+        Some(format!("{link}?msg=paused%20queue%20a%3Fb%26c%2Fd%23e%2550").as_str())
+    );
+    assert!(inspector.queue_stats(odd).await.unwrap().paused);
+
+    // A page number past any end is an empty page, not a failure.
+    let (status, page, _) = get(&app, "/queues/emails?page=18446744073709551615", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("No pending tasks on this page."), "{page}");
+
+    // Bulk actions are bounded.
+    let mut f = format!("{form}&op=delete");
+    for _ in 0..101 {
+        f.push_str(&format!("&id={id}"));
+    }
+    let (_, to) = post(&app, "/queues/emails/bulk", &f, None).await;
+    let msg = said(to);
+    assert!(
+        msg.starts_with("failed:") && msg.contains("101 tasks"),
+        "{msg}"
+    );
+
+    // Behind a proxy that rewrites Host, the browser's host comes as X-Forwarded-Host.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("{link}/resume"))
+        .header("host", "127.0.0.1:8080")
+        .header("x-forwarded-host", "ops.example")
+        .header("origin", "https://ops.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(form.clone()))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!inspector.queue_stats(odd).await.unwrap().paused);
 }

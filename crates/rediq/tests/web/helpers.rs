@@ -126,6 +126,13 @@ pub async fn dead_tasks(
             .unwrap();
         ids.push(client.enqueue(t).await.unwrap());
     }
+    until_dead(redis, inspector, queue, n as u64).await;
+    ids
+}
+
+/// Serves `queue` with [`Refuse`] until it holds `n` dead tasks, then pauses it (so nothing
+/// runs afterwards).
+pub async fn until_dead(redis: &Topology, inspector: &Inspector, queue: &str, n: u64) {
     let state = redis.server().queues(&[queue]).build().await.unwrap();
     let mut mux = rediq::processor::Mux::new();
     mux.handle("email:send", Refuse);
@@ -134,9 +141,9 @@ pub async fn dead_tasks(
         let _ = stopped.await;
     }));
     let began = std::time::Instant::now();
-    while inspector.queue_stats(queue).await.unwrap().dead < n as u64 {
+    while inspector.queue_stats(queue).await.unwrap().dead < n {
         assert!(
-            began.elapsed() < std::time::Duration::from_secs(30),
+            began.elapsed() < std::time::Duration::from_secs(60),
             "the tasks die"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -144,7 +151,6 @@ pub async fn dead_tasks(
     inspector.pause_queue(queue).await.unwrap();
     let _ = stop.send(());
     run.await.unwrap().unwrap();
-    ids
 }
 
 /// The `Location` of a redirect, decoded for reading (`%20` → space).
@@ -155,4 +161,30 @@ pub fn said(to: Option<String>) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+/// Every action path of the UI (each a POST), for a task `id` of queue `emails`: the
+/// refusals (read-only, anti-forgery) are checked on all of them.
+pub fn every_action(id: &str) -> Vec<String> {
+    let mut paths: Vec<String> = ["pause", "resume", "retry-dead", "flush", "bulk", "limits"]
+        .iter()
+        .map(|a| format!("/queues/emails/{a}"))
+        .collect();
+    for a in ["retry", "cancel", "delete"] {
+        paths.push(format!("/queues/emails/tasks/{id}/{a}"));
+    }
+    paths.extend(["/cron/pause".to_string(), "/cron/resume".to_string()]);
+    paths
+}
+
+/// Where a GET of `path` is sent (`Location`), if it is redirected.
+pub async fn location(app: &axum::Router, path: &str) -> Option<String> {
+    let res = app
+        .clone()
+        .oneshot(Request::builder().uri(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string())
 }

@@ -355,6 +355,10 @@ async fn search_finds_tasks_by_payload_text_and_by_id_in_any_queue() {
     // By id, from the header's box: to the task's page, whichever queue holds it.
     let res = get(&app, &format!("/search?id={}", ids[0]), None).await;
     assert_eq!(res.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&app, &format!("/search?id={}", ids[0])).await,
+        Some(format!("/queues/emails/tasks/{}", ids[0]))
+    );
     let (_, page, _) = get(&app, &format!("/queues/emails/tasks/{}", ids[0]), None).await;
     assert!(
         page.contains(r#"form class="find" method="get" action="/search""#),
