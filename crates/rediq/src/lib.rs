@@ -51,6 +51,9 @@
 //! ## Cargo features
 //! - `otel`: the producer's OpenTelemetry trace context travels in the task, and the worker's
 //!   `rediq.task` span continues it (needs a `tracing-opentelemetry` layer on both sides).
+//! - `tls`: `rediss://` URLs (rustls with the webpki roots), on every topology.
+//! - `web`: the operators' web UI, `web::router` (an axum router to serve or to mount; the
+//!   `rediq web` command serves it).
 
 #![warn(missing_docs)]
 
