@@ -55,7 +55,7 @@
 //! - `web`: the operators' web UI, `web::router` (an axum router to serve or to mount; the
 //!   `rediq web` command serves it).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod broker;
 mod client;

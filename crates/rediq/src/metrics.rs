@@ -169,7 +169,7 @@ impl Metrics {
         // Counter names carry no `_total`: the encoder appends it.
         r.register(
             "tasks_enqueued",
-            "Tasks this server enqueued itself (periodic firings)",
+            "Tasks enqueued into the queue by any producer, ever (read from Redis at scrape time)",
             f.enqueued.clone(),
         );
         r.register(

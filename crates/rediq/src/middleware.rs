@@ -425,7 +425,7 @@ mod tests {
     /// What recording costs per task, without Redis: the per-task metric lookup, the in-flight
     /// gauge, the MetricsMiddleware hooks (boxed futures, panic guards, histogram) and the
     /// processed counter, as the worker and acker do them. Run with
-    /// `cargo test --release -p rediq --lib recording_cost -- --ignored --nocapture`;
+    /// `cargo test --release -p rediq-queue --lib recording_cost -- --ignored --nocapture`;
     /// `docs/benchmark.md` quotes the figures.
     #[tokio::test]
     #[ignore = "a measurement; run in release"]

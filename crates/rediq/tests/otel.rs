@@ -1,7 +1,7 @@
 //! The `otel` feature: the producer's trace context travels in the task and the worker's
 //! `rediq.task` span continues it, so the handler runs inside the producer's trace.
 //!
-//! `cargo test -p rediq --features otel --test otel`
+//! `cargo test -p rediq-queue --features otel --test otel`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! blocking waits and the cancel subscription included), and without the certificate `build()`
 //! refuses the server's certificate.
 //!
-//! `cargo test -p rediq --features tls --test tls`
+//! `cargo test -p rediq-queue --features tls --test tls`
 
 mod support;
 
