@@ -248,12 +248,33 @@ impl From<redis::RedisError> for Error {
     /// A script's refusal to touch a corrupt key (`CORRUPT <key length> <key> <reason>`, raised
     /// by the scripts' prelude) becomes [`Error::Corrupt`]; anything else stays [`Error::Redis`].
     fn from(e: redis::RedisError) -> Self {
+        let e = one_pipeline_error(e);
         if e.code() == Some("CORRUPT") {
             if let Some((key, reason)) = e.detail().and_then(parse_corrupt) {
                 return Error::Corrupt { key, reason };
             }
         }
         Error::Redis(e)
+    }
+}
+
+/// A pipeline whose every command failed the same way (a connection that lost its
+/// authentication answers `NOAUTH` to each of the 19 reads of a `queue_stats`) reports that
+/// error once, not once per command. Different failures stay listed with their indices.
+fn one_pipeline_error(e: redis::RedisError) -> redis::RedisError {
+    let Some(items) = e.clone().into_server_errors() else {
+        return e;
+    };
+    match items.first() {
+        Some((_, first))
+            if items.len() > 1
+                && items
+                    .iter()
+                    .all(|(_, x)| x.to_string() == first.to_string()) =>
+        {
+            redis::RedisError::from(first.clone())
+        }
+        _ => e,
     }
 }
 

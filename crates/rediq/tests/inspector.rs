@@ -757,3 +757,45 @@ async fn delete_removes_dead_completed_and_waiting_tasks_but_not_running_ones() 
     release.notify_one();
     running.shutdown().await;
 }
+
+/// A connection that lost its authentication (the password was set after it connected, and it
+/// reconnected without one) fails every command of a pipeline the same way: the error says so
+/// once, not once per command.
+#[tokio::test]
+async fn a_pipeline_that_fails_the_same_way_everywhere_reports_it_once() {
+    let redis = rediq::testing::RedisServer::start();
+    let inspector = rediq::Inspector::connect(&redis.url()).await.unwrap();
+    inspector.queue_stats("q").await.unwrap();
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut last = String::new();
+    for _ in 0..20 {
+        match inspector.queue_stats("q").await {
+            Err(e) if e.to_string().contains("NOAUTH") => {
+                last = e.to_string();
+                break;
+            }
+            other => last = format!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.matches("NOAUTH").count(), 1, "{last}");
+    assert!(!last.contains("Pipeline"), "{last}");
+}
