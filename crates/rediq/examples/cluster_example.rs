@@ -6,7 +6,7 @@
 //!
 //! Redis: `$REDIS_CLUSTER_URL` if set (one seed node, `redis://node:6379`, or a list,
 //! `redis://n1:6379,n2:6379`); else a private cluster of three masters and three replicas,
-//! started for this run and stopped when it ends. Logs: `RUST_LOG` (default `warn,redis=error`).
+//! started for this run and stopped when it ends. Logs: `RUST_LOG` (default `info,redis=error`).
 //!
 //! It enqueues tasks into six queues, shows which master holds each queue (each queue lives on
 //! one slot through its hash tag `{queue}`), processes them all with one server, then sends a
@@ -42,11 +42,14 @@ const HOT_TASKS: u64 = 3000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info,redis=error).
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,redis=error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,redis=error")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (url, private) = match std::env::var("REDIS_CLUSTER_URL") {
         Ok(url) if !url.trim().is_empty() => (url, None),

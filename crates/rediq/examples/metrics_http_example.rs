@@ -38,14 +38,21 @@ impl Handler for Mail {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 
 async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::builder().redis_url(url).build().await?;
     let inspector = Inspector::from_client(&client);
-    inspector.flush_queue(QUEUE).await?;
-    let before = inspector.queue_stats(QUEUE).await?;
 
     let state = ServerBuilder::new()
         .redis_url(url)
@@ -60,6 +67,10 @@ async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let addr = server
         .metrics_addr()
         .ok_or_else(|| format!("cannot listen on {addr} (taken? set METRICS_ADDR)"))?;
+    // Only now that the port is ours does the demo touch Redis: its own queue, emptied of
+    // what an earlier run left.
+    inspector.flush_queue(QUEUE).await?;
+    let before = inspector.queue_stats(QUEUE).await?;
     let mut mux = Mux::new();
     for ty in ["email:send", "email:flaky", "email:bounce"] {
         mux.handle(ty, Mail);
@@ -106,6 +117,7 @@ async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = stop.send(());
     running.await??;
+    inspector.flush_queue(QUEUE).await?;
     Ok(())
 }
 

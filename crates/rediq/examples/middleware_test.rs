@@ -77,10 +77,14 @@ impl Handler for Work {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
@@ -162,6 +166,8 @@ async fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             t.last_error.unwrap_or_default()
         );
     }
+    // Leave nothing behind on a shared Redis.
+    inspector.flush_queue(QUEUE).await?;
     Ok(())
 }
 

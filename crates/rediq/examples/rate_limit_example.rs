@@ -21,8 +21,7 @@
 //! Redis: `$REDIS_URL` if set; else the Redis answering on 127.0.0.1:6379; else a private
 //! `redis-server` started for this run (and stopped when it ends, also on Ctrl-C or error).
 //! `REDIQ_DEMO_PRIVATE=1` forces the private server. The demo uses its own queue, flushes it
-//! and removes its limits before and after. Logs: `RUST_LOG` (default `warn`, so the output
-//! stays readable).
+//! and removes its limits before and after. Logs: `RUST_LOG` (default `info`), on stderr.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,11 +75,14 @@ impl Handler for CallApi {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (url, private_redis) = match redis_for_demo() {
         Ok(chosen) => chosen,

@@ -8,7 +8,7 @@
 //! Redis: `$REDIS_SENTINEL_URL` if set (`redis+sentinel://s1:26379,s2:26379/mymaster`, or the
 //! seed's `redis://sentinel:26379` with the master name `mymaster`); else a private set of a
 //! master, a replica and three sentinels, started for this run and stopped when it ends. Logs:
-//! `RUST_LOG` (default `warn`).
+//! `RUST_LOG` (default `info`).
 //!
 //! It processes a stream of tasks, fails the master over (`SENTINEL FAILOVER`, private set
 //! only) while the stream goes on, and shows that every task the client acknowledged was
@@ -32,11 +32,14 @@ const QUEUE: &str = "sentinel-example";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (url, private) = match std::env::var("REDIS_SENTINEL_URL") {
         Ok(url) if !url.trim().is_empty() => (url, None),
