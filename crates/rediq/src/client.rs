@@ -125,10 +125,12 @@ impl ClientBuilder {
 
 /// Enqueues tasks. Cheap to clone; clones share one connection and one enqueue loop.
 ///
-/// ```no_run
-/// # async fn demo() -> rediq::Result<()> {
+/// ```
+/// # #[tokio::main] async fn main() -> rediq::Result<()> {
 /// use rediq::{Client, Task};
-/// let client = Client::builder().redis_url("redis://localhost:6379").build().await?;
+/// // A private redis-server for this example; yours is a URL such as "redis://localhost:6379".
+/// let redis = rediq::testing::RedisServer::start();
+/// let client = Client::builder().redis_url(redis.url()).build().await?;
 /// let task = Task::builder("email:send").queue("emails").build()?;
 /// let id = client.enqueue(task).await?;
 /// println!("enqueued {id}");

@@ -5,39 +5,40 @@
 //! registered on a [`processor::Mux`], with retries and exponential backoff, priorities,
 //! delays, a dead-letter queue, leases with fencing tokens, and graceful shutdown.
 //!
-//! ```no_run
-//! use async_trait::async_trait;
+//! ```
+//! # #[tokio::main] async fn main() -> rediq::Result<()> {
+//! use std::sync::Arc;
 //! use rediq::processor::{Handler, Mux};
 //! use rediq::server::{Server, ServerBuilder};
-//! use rediq::{Client, Task};
+//! use rediq::{async_trait, Client, Task};
 //!
-//! struct EmailHandler;
+//! struct EmailHandler(Arc<tokio::sync::Notify>);
 //!
 //! #[async_trait]
 //! impl Handler for EmailHandler {
 //!     async fn handle(&self, task: &Task) -> rediq::Result<()> {
-//!         println!("processing {}", task.id);
+//!         println!("sending {}", task.id);
+//!         self.0.notify_one();
 //!         Ok(())
 //!     }
 //! }
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Client::builder().redis_url("redis://localhost:6379").build().await?;
-//! let task = Task::builder("email:send")
-//!     .queue("emails")
-//!     .payload(&serde_json::json!({"to": "user@example.com"}))?
-//!     .build()?;
-//! client.enqueue(task).await?;
+//! // A private redis-server for this example; yours is a URL such as "redis://localhost:6379".
+//! let redis = rediq::testing::RedisServer::start();
+//! let client = Client::builder().redis_url(redis.url()).build().await?;
+//! client.enqueue(Task::builder("email:send").queue("emails").build()?).await?;
 //!
 //! let state = ServerBuilder::new()
-//!     .redis_url("redis://localhost:6379")
+//!     .redis_url(redis.url())
 //!     .queues(&["emails"])
 //!     .concurrency(10)
 //!     .build()
 //!     .await?;
+//! let sent = Arc::new(tokio::sync::Notify::new());
 //! let mut mux = Mux::new();
-//! mux.handle("email:send", EmailHandler);
-//! Server::from(state).run(mux).await?;
+//! mux.handle("email:send", EmailHandler(sent.clone()));
+//! // `run(mux)` serves until SIGINT or SIGTERM; this one stops once the task was handled.
+//! Server::from(state).run_until(mux, async move { sent.notified().await }).await?;
 //! # Ok(()) }
 //! ```
 //!

@@ -20,10 +20,16 @@ use crate::{Client, Result, Task};
 
 /// Reads the state of queues, tasks and servers.
 ///
-/// ```no_run
-/// # async fn demo() -> rediq::Result<()> {
-/// use rediq::{Inspector, TaskState};
-/// let inspector = Inspector::connect("redis://localhost:6379").await?;
+/// ```
+/// # #[tokio::main] async fn main() -> rediq::Result<()> {
+/// use rediq::{Client, Inspector, Task, TaskState};
+/// // A private redis-server for this example; yours is a URL such as "redis://localhost:6379".
+/// let redis = rediq::testing::RedisServer::start();
+/// let client = Client::builder().redis_url(redis.url()).build().await?;
+/// client.enqueue(Task::builder("email:send").queue("emails").build()?).await?;
+///
+/// let inspector = Inspector::connect(&redis.url()).await?;
+/// assert_eq!(inspector.queue_stats("emails").await?.pending, 1);
 /// for q in inspector.queues().await? {
 ///     let s = inspector.queue_stats(&q).await?;
 ///     println!("{q}: {} pending, {} dead", s.pending, s.dead);

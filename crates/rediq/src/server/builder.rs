@@ -134,11 +134,13 @@ impl Config {
 /// Builds a server: queues, concurrency and the reliability knobs. `build()` validates them and
 /// connects to Redis.
 ///
-/// ```no_run
-/// # async fn demo() -> rediq::Result<()> {
+/// ```
+/// # #[tokio::main] async fn main() -> rediq::Result<()> {
 /// use rediq::server::{Server, ServerBuilder};
+/// // A private redis-server for this example; yours is a URL such as "redis://localhost:6379".
+/// let redis = rediq::testing::RedisServer::start();
 /// let state = ServerBuilder::new()
-///     .redis_url("redis://localhost:6379")
+///     .redis_url(redis.url())
 ///     .queues_weighted(&[("critical", 6), ("default", 3), ("low", 1)])
 ///     .concurrency(50)
 ///     .build()

@@ -130,17 +130,40 @@ async fn check_partitions(ctx: &Ctx) -> Result<()> {
 
 /// A task-processing server.
 ///
-/// ```no_run
-/// # use async_trait::async_trait;
-/// # use rediq::{processor::{Handler, Mux}, server::{Server, ServerBuilder}, Task};
-/// # struct EmailHandler;
-/// # #[async_trait] impl Handler for EmailHandler { async fn handle(&self, _: &Task) -> rediq::Result<()> { Ok(()) } }
-/// # async fn demo() -> rediq::Result<()> {
-/// let state = ServerBuilder::new().queues(&["emails"]).concurrency(10).build().await?;
-/// let server = Server::from(state);
+/// ```
+/// # #[tokio::main] async fn main() -> rediq::Result<()> {
+/// use std::sync::Arc;
+/// use rediq::processor::{Handler, Mux};
+/// use rediq::server::{Server, ServerBuilder};
+/// use rediq::{async_trait, Client, Task};
+///
+/// struct EmailHandler(Arc<tokio::sync::Notify>);
+///
+/// #[async_trait]
+/// impl Handler for EmailHandler {
+///     async fn handle(&self, task: &Task) -> rediq::Result<()> {
+///         println!("sending {}", task.id);
+///         self.0.notify_one();
+///         Ok(())
+///     }
+/// }
+///
+/// // A private redis-server for this example; yours is a URL such as "redis://localhost:6379".
+/// let redis = rediq::testing::RedisServer::start();
+/// let client = Client::builder().redis_url(redis.url()).build().await?;
+/// client.enqueue(Task::builder("email:send").queue("emails").build()?).await?;
+///
+/// let state = ServerBuilder::new()
+///     .redis_url(redis.url())
+///     .queues(&["emails"])
+///     .concurrency(10)
+///     .build()
+///     .await?;
+/// let sent = Arc::new(tokio::sync::Notify::new());
 /// let mut mux = Mux::new();
-/// mux.handle("email:send", EmailHandler);
-/// server.run(mux).await?; // until SIGINT or SIGTERM
+/// mux.handle("email:send", EmailHandler(sent.clone()));
+/// // `run(mux)` serves until SIGINT or SIGTERM; this one stops once the task was handled.
+/// Server::from(state).run_until(mux, async move { sent.notified().await }).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
