@@ -134,7 +134,28 @@ impl Task {
     }
 }
 
-/// Builds and validates a [`Task`].
+/// Builds and validates a [`Task`]: every option is checked at [`build`](Self::build), and a
+/// refusal names the offending value.
+///
+/// ```
+/// use std::time::Duration;
+/// use rediq::Task;
+/// let task = Task::builder("invoice:send")
+///     .queue("billing")
+///     .priority(10) // 0 runs first, 100 last
+///     .max_retry(5)
+///     .timeout(Duration::from_secs(30))
+///     .delay(Duration::from_secs(60))
+///     .unique_key("invoice-2026-12-0042")
+///     .payload(&serde_json::json!({"invoice": 42}))?
+///     .build()?;
+/// assert_eq!(task.queue, "billing");
+/// assert_eq!(task.options.priority, 10);
+///
+/// let refused = Task::builder("invoice:send").priority(101).build().unwrap_err();
+/// assert_eq!(refused.to_string(), "invalid priority: 101 is outside 0..=100 (0 runs first)");
+/// # Ok::<(), rediq::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct TaskBuilder {
