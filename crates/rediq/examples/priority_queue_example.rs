@@ -100,6 +100,8 @@ async fn demo(
 
     let setup = async {
         let client = Client::builder().redis_url(url).build().await?;
+        // The demo's own queue, emptied of what an interrupted earlier run may have left.
+        Inspector::from_client(&client).flush_queue(QUEUE).await?;
         println!("Enqueueing into queue {QUEUE:?}, before any server runs:");
         for (i, &priority) in PRIORITIES.iter().enumerate() {
             let label = format!("enqueued {}", ordinal(i + 1));

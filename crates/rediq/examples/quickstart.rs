@@ -143,6 +143,8 @@ async fn demo(
     let setup = async {
         let client = Client::builder().redis_url(url).build().await?;
         let inspector = Inspector::from_client(&client);
+        // The demo's own queue, emptied of what an interrupted earlier run may have left.
+        inspector.flush_queue(QUEUE).await?;
         let before = inspector.queue_stats(QUEUE).await?.processed_total;
 
         // 1. Enqueue: JSON emails, an urgent payment (priority 0 runs first), a delayed report.
