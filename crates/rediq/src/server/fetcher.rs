@@ -206,9 +206,12 @@ async fn serve(hand: &Hand<'_>, slots: &Arc<Semaphore>, ahead: &mut Ahead, stop:
         // (the process stopped, the machine swapped) both branches above are ready and
         // `select!` may take the slot first, and a task leased seconds ago may have had its
         // lease lapse and run elsewhere meanwhile.
-        let now = Instant::now();
-        if ahead.ready.front().is_some_and(|t| t.at + MAX_HOLD <= now) {
-            ahead.give_back(ctx, Some(now - MAX_HOLD)).await;
+        // (The clock is read only while the buffer holds a task.)
+        if let Some(old) = ahead.ready.front().map(|t| t.at + MAX_HOLD) {
+            let now = Instant::now();
+            if old <= now {
+                ahead.give_back(ctx, Some(now - MAX_HOLD)).await;
+            }
         }
         // Tasks leased ahead go first: they were at the head of their queues.
         while !permits.is_empty() {
