@@ -55,6 +55,8 @@
 //! - `tls`: `rediss://` URLs (rustls with the webpki roots), on every topology.
 //! - `web`: the operators' web UI, `web::router` (an axum router to serve or to mount; the
 //!   `rediq web` command serves it).
+//! - `testing`: `testing::RedisServer` and friends, private `redis-server` processes (standalone,
+//!   cluster, sentinel, TLS) for your own tests; enable it in `[dev-dependencies]` only.
 
 #![deny(missing_docs)]
 
@@ -70,6 +72,7 @@ pub mod processor;
 mod schedule;
 pub mod server;
 mod task;
+#[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "web")]
 pub mod web;

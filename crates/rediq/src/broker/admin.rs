@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::bands::{band_of, bands_of, Bands};
+use super::bands::{bands_of, Bands};
 use super::keys::{self, QueueKeys};
 use super::{record, Broker, MAX_SCRIPT_BATCH, SCRIPTS};
 use crate::Result;
@@ -417,11 +417,11 @@ impl Broker {
 
     /// Writes a raw member at the tail of its pending band, bypassing every check. Tests use it
     /// to plant corrupt records; nothing else may.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub async fn plant_raw_pending(&self, queue: &str, raw: &[u8]) -> Result<()> {
         let k = QueueKeys::new(queue);
         let mut c = self.conn.clone();
-        let p = band_of(raw);
+        let p = super::bands::band_of(raw);
         let _: () = redis::pipe()
             .rpush(k.band(p), raw)
             .ignore()

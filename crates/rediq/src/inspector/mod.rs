@@ -566,7 +566,8 @@ impl Inspector {
     }
 
     /// Plants raw bytes as a pending task, bypassing every check. Only for testing how servers
-    /// treat foreign or corrupt records.
+    /// treat foreign or corrupt records (feature `testing`).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub async fn plant_raw_pending(&self, queue: &str, raw: &[u8]) -> Result<()> {
         self.broker.plant_raw_pending(queue, raw).await
