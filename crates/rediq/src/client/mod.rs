@@ -4,14 +4,22 @@
 //! whatever calls are waiting, writes them with one script call per queue, and answers each
 //! caller. A lone call still goes out at once (no timer); under load, callers share round trips,
 //! which is how single enqueues reach batch speed.
+//!
+//! This file holds the builder and the client's calls; `commit` the group-commit loop, `deps`
+//! the enqueue of a task that depends on others.
+
+mod commit;
+mod deps;
+
+use commit::{group_commit, Request};
+use deps::has_dependencies;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::deps::{Answer, Dependent, Written};
 use crate::broker::record::{self, id_text};
 use crate::broker::{
     redis_options, Broker, EnqueueMode, NewTask, NotWritten, Target, MAX_SCRIPT_BATCH,
@@ -21,11 +29,6 @@ use crate::{Error, Inspector, Result, Task};
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-/// Script calls of group-committed enqueues in flight at once. Two is the measured optimum
-/// (docs/benchmark.md): one executes while the next batch gathers; more in flight only makes
-/// the batches smaller, and each call has a fixed cost in Redis.
-const ENQUEUE_PIPELINE: usize = 2;
 
 /// The longest `wait_for_replicas` timeout.
 const MAX_REPLICA_WAIT: Duration = Duration::from_secs(5);
@@ -149,7 +152,6 @@ struct Inner {
     known_queues: Mutex<HashSet<String>>,
 }
 
-/// Answers one enqueue call: `None` when written, or the id of the task holding its unique key.
 /// What [`Client::enqueue_outcome`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
@@ -169,15 +171,6 @@ pub enum Existing {
     Completed,
     /// Dead-lettered or cancelled.
     Failed,
-}
-
-type Reply = oneshot::Sender<Result<Option<NotWritten>>>;
-
-#[derive(Debug)]
-struct Request {
-    queue: String,
-    task: NewTask,
-    reply: Reply,
 }
 
 impl Client {
@@ -558,92 +551,6 @@ impl Client {
         Ok(routed.unwrap_or_else(|| task.queue.clone()))
     }
 
-    /// Registers a task with each of its dependencies, then writes it into `queue` (its
-    /// partition; see `broker::deps` for the protocol).
-    async fn enqueue_dependent(&self, task: &Task, new: &NewTask, queue: &str) -> Result<Enqueued> {
-        let broker = &self.inner.broker;
-        let me = record::id_bytes(&task.id)?;
-        let known = broker.queues().await?;
-        let mut seen = HashSet::new();
-        let mut open = Vec::new();
-        let mut failed: Option<Vec<u8>> = None;
-        // Before the first registration: news that reaches the dependent before it is written
-        // is kept only with this mark (see `dep_begin.lua`).
-        broker.dep_begin(queue, &me).await?;
-        for d in task.options.depends_on.iter().flatten() {
-            // Checked in prepare(): every dependency id parses.
-            let raw = record::id_bytes(d)?;
-            if !seen.insert(raw) {
-                continue; // listed twice (perhaps in another case)
-            }
-            let order = broker
-                .id_search_order(&search_order(&known, &task.queue, &raw), &raw)
-                .await?;
-            match broker.register_dependency(&order, &raw, &me, queue).await? {
-                Answer::Done => {}
-                Answer::Registered => open.push(raw.to_vec()),
-                Answer::Failed => {
-                    failed = Some(raw.to_vec());
-                    break;
-                }
-                Answer::Unknown => {
-                    // Best effort: a mark left behind only keeps news for a task that never
-                    // comes, until the janitor drops it with the early facts.
-                    if let Err(e) = broker.dep_abandon(queue, &me).await {
-                        tracing::debug!(task = %task.id, error = %e, "could not drop the dependent's mark");
-                    }
-                    return Err(Error::UnknownDependency {
-                        id: d.clone(),
-                        task: task.id.clone(),
-                    });
-                }
-            }
-        }
-        let dependent = Dependent {
-            id: &me,
-            record: &new.record,
-            task_type: &task.task_type,
-            delay_ms: new.delay_ms,
-            unique: new.unique.as_ref().map(|(k, ttl)| (k.as_str(), *ttl)),
-            open: &open,
-        };
-        // At most twice: a failure found by the script is written on the second call.
-        for _ in 0..2 {
-            let dead = match &failed {
-                Some(dep) => {
-                    let mut t = task.clone();
-                    t.last_error = Some(format!("dependency {} failed", id_text(dep)));
-                    t.last_failed_at = Some(crate::task::now_ms());
-                    Some(record::encode(&t)?)
-                }
-                None => None,
-            };
-            match broker
-                .dep_enqueue(queue, &dependent, dead.as_deref())
-                .await?
-            {
-                Written::Ok => {
-                    return Ok(Enqueued {
-                        id: task.id.clone(),
-                        existing: None,
-                    })
-                }
-                Written::Known(state) => {
-                    return Ok(Enqueued {
-                        id: task.id.clone(),
-                        existing: Some(state),
-                    })
-                }
-                Written::Duplicate(holder) => return Err(duplicate(task, &holder)),
-                Written::DependencyFailed(dep) => failed = Some(dep),
-            }
-        }
-        Err(Error::Serialization(format!(
-            "dep_enqueue.lua did not write task {}",
-            task.id
-        )))
-    }
-
     async fn note_queues(&self, queues: &[String]) -> Result<()> {
         let fresh: Vec<String> = {
             let known = self
@@ -670,109 +577,10 @@ impl Client {
     }
 }
 
-fn has_dependencies(task: &Task) -> bool {
-    task.options
-        .depends_on
-        .as_ref()
-        .is_some_and(|d| !d.is_empty())
-}
-
-/// The (logical) queues to look for a dependency in: those whose name matches the hint in the
-/// id first, then the dependent's own queue, then the rest.
-fn search_order(known: &[String], own: &str, dep: &[u8]) -> Vec<String> {
-    let hint = dep.get(14..16);
-    let mut order: Vec<String> = known
-        .iter()
-        .filter(|q| hint == Some(&record::queue_hint(q)[..]))
-        .cloned()
-        .collect();
-    for q in std::iter::once(own).chain(known.iter().map(String::as_str)) {
-        if !order.iter().any(|o| o == q) {
-            order.push(q.to_string());
-        }
-    }
-    order
-}
-
 fn duplicate(task: &Task, holder: &[u8]) -> Error {
     Error::Duplicate {
         queue: task.queue.clone(),
         unique_key: task.options.unique_key.clone().unwrap_or_default(),
         existing_id: id_text(holder),
-    }
-}
-
-/// One failed script call answers many callers; Redis errors clone, the rest keep their message.
-fn share_error(e: &Error) -> Error {
-    match e {
-        Error::Redis(re) => Error::Redis(re.clone()),
-        Error::Corrupt { key, reason } => Error::Corrupt {
-            key: key.clone(),
-            reason: reason.clone(),
-        },
-        Error::NotReplicated {
-            queue,
-            reached,
-            wanted,
-            timeout,
-        } => Error::NotReplicated {
-            queue: queue.clone(),
-            reached: *reached,
-            wanted: *wanted,
-            timeout: *timeout,
-        },
-        other => Error::Serialization(other.to_string()),
-    }
-}
-
-/// The group-commit loop: drains waiting enqueue calls into one script call per queue.
-async fn group_commit(broker: Broker, mut rx: mpsc::Receiver<Request>) {
-    let inflight = Arc::new(Semaphore::new(ENQUEUE_PIPELINE));
-    while let Some(first) = rx.recv().await {
-        // Waiting for a free pipeline slot here lets the next batch grow meanwhile.
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_SCRIPT_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            // Usually one queue: a short list beats hashing every request's queue name.
-            let mut by_queue: Vec<(String, Vec<NewTask>, Vec<Reply>)> = Vec::new();
-            for Request { queue, task, reply } in batch {
-                match by_queue.iter_mut().find(|(q, _, _)| *q == queue) {
-                    Some((_, news, replies)) => {
-                        news.push(task);
-                        replies.push(reply);
-                    }
-                    None => by_queue.push((queue, vec![task], vec![reply])),
-                }
-            }
-            // Concurrently: the partitions of a partitioned queue live on different shards.
-            let calls = by_queue.into_iter().map(|(queue, news, replies)| {
-                let broker = &broker;
-                async move {
-                    match broker.enqueue(&queue, &news, EnqueueMode::Each).await {
-                        Ok(res) => {
-                            for (reply, holder) in replies.into_iter().zip(res) {
-                                let _ = reply.send(Ok(holder));
-                            }
-                        }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(share_error(&e)));
-                            }
-                        }
-                    }
-                }
-            });
-            futures::future::join_all(calls).await;
-            drop(permit);
-        });
     }
 }
