@@ -55,8 +55,9 @@
 //! - `tls`: `rediss://` URLs (rustls with the webpki roots), on every topology.
 //! - `web`: the operators' web UI, `web::router` (an axum router to serve or to mount; the
 //!   `rediq web` command serves it).
-//! - `testing`: `testing::RedisServer` and friends, private `redis-server` processes (standalone,
-//!   cluster, sentinel, TLS) for your own tests; enable it in `[dev-dependencies]` only.
+//! - `testing` (on by default): `testing::RedisServer` and friends, private `redis-server`
+//!   processes (standalone, cluster, sentinel, TLS) for your own tests. A production build can
+//!   leave it out with `default-features = false` (keep it in `[dev-dependencies]`).
 
 #![deny(missing_docs)]
 
