@@ -15,6 +15,8 @@
 //! while more tasks flow: they are processed too. The queues are named `cluster-example-*` and
 //! flushed at start and at exit.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,15 +44,8 @@ const HOT_TASKS: u64 = 3000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info,redis=error).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,redis=error")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info,redis=error).
+    common::init_logging("info,redis=error");
     let (url, private) = match std::env::var("REDIS_CLUSTER_URL") {
         Ok(url) if !url.trim().is_empty() => (url, None),
         _ => match RedisCluster::try_start() {

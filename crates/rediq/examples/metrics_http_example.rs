@@ -10,6 +10,8 @@
 //! Set `KEEP_RUNNING=1` to keep the server up afterwards (Ctrl-C stops it), e.g. to point a
 //! Prometheus at it. Redis: `REDIS_URL`, else 127.0.0.1:6379, else a private `redis-server`.
 
+mod common;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,15 +40,8 @@ impl Handler for Mail {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info).
+    common::init_logging("info");
     rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 

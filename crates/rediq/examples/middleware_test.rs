@@ -11,6 +11,8 @@
 //!
 //! Redis: `REDIS_URL`, else 127.0.0.1:6379, else a private `redis-server` started for the demo.
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -77,15 +79,8 @@ impl Handler for Work {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info).
+    common::init_logging("info");
     rediq::testing::run_demo(|url| async move { demo(&url).await }).await
 }
 

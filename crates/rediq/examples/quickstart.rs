@@ -11,6 +11,8 @@
 //! The demo uses its own queue, `quickstart`, so it never touches the tasks of other
 //! applications on a shared Redis.
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,15 +91,8 @@ enum Outcome {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info).
+    common::init_logging("info");
 
     // Ctrl-C from here on is caught (not fatal), so the private Redis is always stopped.
     let (interrupt_tx, interrupt) = watch::channel(false);

@@ -23,6 +23,8 @@
 //! `REDIQ_DEMO_PRIVATE=1` forces the private server. The demo uses its own queue, flushes it
 //! and removes its limits before and after. Logs: `RUST_LOG` (default `info`), on stderr.
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,15 +77,8 @@ impl Handler for CallApi {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info).
+    common::init_logging("info");
     let (url, private_redis) = match redis_for_demo() {
         Ok(chosen) => chosen,
         Err(why) => {

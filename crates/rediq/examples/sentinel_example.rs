@@ -16,6 +16,8 @@
 //! (`wait_for_replicas`), which is what makes an acknowledged enqueue survive a failover. The
 //! queue is `sentinel-example`, flushed at start and at exit.
 
+mod common;
+
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,15 +34,8 @@ const QUEUE: &str = "sentinel-example";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr, coloured only on a terminal; RUST_LOG filters them (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs to stderr, filtered by RUST_LOG (default: info).
+    common::init_logging("info");
     let (url, private) = match std::env::var("REDIS_SENTINEL_URL") {
         Ok(url) if !url.trim().is_empty() => (url, None),
         _ => match RedisSentinel::try_start() {
